@@ -1,0 +1,3 @@
+from nascli.cli.app import main
+
+main()

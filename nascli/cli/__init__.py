@@ -1,0 +1,1 @@
+"""The ``nascli`` command line: one Typer command per stage."""

@@ -1,0 +1,41 @@
+"""The Typer application and the ``nascli`` entry point."""
+
+from __future__ import annotations
+
+import warnings
+
+import typer
+
+from nascli import __version__
+from nascli.cli.common import flags
+from nascli.cli.convert import convert
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Neural architecture search and pruning for PyTorch models.",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"nascli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No human-facing output on stderr."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    flags.debug, flags.quiet = debug, quiet
+
+
+app.command()(convert)
+
+
+def main() -> None:
+    warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
+    app()

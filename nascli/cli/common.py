@@ -1,0 +1,65 @@
+"""What every command shares: stderr console, global flags, error handling, stdout results."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from nascli.errors import NasCliError
+
+console = Console(stderr=True, soft_wrap=True, highlight=False)
+
+
+@dataclass
+class Flags:
+    debug: bool = False
+    quiet: bool = False
+
+
+flags = Flags()
+
+
+def info(text: str) -> None:
+    """Human-facing output: stderr, silenced by --quiet."""
+    if not flags.quiet:
+        console.print(text, markup=False)
+
+
+def result(path: Any, payload: dict[str, Any] | None = None, as_json: bool = False) -> None:
+    """The one machine-facing line on stdout: the checkpoint path, or a JSON object with --json."""
+    if as_json:
+        sys.stdout.write(json.dumps({"checkpoint": str(path), **(payload or {})}) + "\n")
+    else:
+        sys.stdout.write(f"{path}\n")
+    sys.stdout.flush()
+
+
+def handle_errors(command: Callable) -> Callable:
+    """Turn exceptions into one line on stderr and the exit code of DESIGN section 6."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except NasCliError as exc:
+            if flags.debug:
+                raise
+            console.print(f"error: {exc}", markup=False)
+            raise typer.Exit(exc.exit_code) from None
+        except (typer.Exit, typer.Abort, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            if flags.debug:
+                raise
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            console.print(f"error: {type(exc).__name__}: {first} (run with --debug for the traceback)", markup=False)
+            raise typer.Exit(1) from None
+
+    return wrapper

@@ -1,0 +1,81 @@
+"""Public NAS API, call for call like ``modelopt.torch.nas``: ``import nascli.nas as mtn``."""
+
+from __future__ import annotations
+
+import random
+import sys
+from collections.abc import Callable
+from typing import IO, Any
+
+import torch
+from torch import nn
+
+from nascli.errors import UserInputError
+from nascli.nas import config
+from nascli.nas.config import resolve_mode
+from nascli.recipe.factory import build_model
+from nascli.space.convert import convert_model, default_dummy_input
+from nascli.space.export import export_model
+from nascli.space.space import get_space, is_converted, random_sampling
+
+__all__ = [
+    "config",
+    "convert",
+    "export",
+    "get_subnet_config",
+    "is_converted",
+    "print_search_space_summary",
+    "random_sampling",
+    "sample",
+    "select",
+]
+
+
+def as_inputs(dummy_input: Any) -> tuple[torch.Tensor, ...]:
+    """A dummy input given as one tensor or a tuple of forward arguments, as a tuple."""
+    return dummy_input if isinstance(dummy_input, tuple) else (dummy_input,)
+
+
+def convert(
+    model: nn.Module | Callable[[], nn.Module] | str,
+    mode: Any = "autonas",
+    dummy_input: torch.Tensor | tuple | None = None,
+) -> nn.Module:
+    """Convert a model (or a factory, or a ``"module:attr"`` factory name) into a search space.
+
+    ``mode`` is ``"autonas"``, ``"fastnas"`` or ``[("autonas", config)]``. The model is traced
+    once with ``dummy_input`` (one sample); without it, the input is guessed from the first layer
+    (224-pixel images for a conv net).
+    """
+    model = build_model(model)
+    name, rules = resolve_mode(mode)
+    inputs = as_inputs(dummy_input) if dummy_input is not None else default_dummy_input(model)
+    return convert_model(model, name, rules, inputs)
+
+
+def sample(model: nn.Module, sample_func: Any = random.choice) -> dict[str, Any]:
+    """Activate a subnet: ``max``, ``min``, ``random.choice``, "min"/"max"/"centroid"/"random",
+    or a dict of those keyed by hparam-name patterns. Returns the subnet config."""
+    return get_space(model).sample(sample_func)
+
+
+def select(model: nn.Module, config: dict[str, Any]) -> None:
+    """Activate the subnet described by ``config`` (hparam name -> value)."""
+    if not isinstance(config, dict):
+        raise UserInputError(f"select: expected a dict of hparam name to value, got {type(config).__name__}")
+    get_space(model).select(config)
+
+
+def get_subnet_config(model: nn.Module, configurable: bool | None = None) -> dict[str, Any]:
+    """Active values of every listed attribute (None), the search dimensions only (True), or the fixed ones (False)."""
+    return get_space(model).config(configurable)
+
+
+def print_search_space_summary(model: nn.Module, file: IO[str] | None = None) -> None:
+    """Print each searchable attribute with its choices (``*`` marks a search dimension)."""
+    print(get_space(model).summary(), file=file or sys.stdout)
+
+
+def export(model: nn.Module) -> nn.Module:
+    """The active subnet as a new plain model of native layers (the converted model is kept)."""
+    return export_model(model)

@@ -1,0 +1,36 @@
+"""Public save/restore API, call for call like ``modelopt.torch.opt``: ``import nascli.opt as mto``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from torch import nn
+
+from nascli.errors import CheckpointError
+from nascli.opt.checkpoint import apply_checkpoint, build_checkpoint, read_checkpoint, write_checkpoint
+from nascli.recipe.factory import build_model
+
+__all__ = ["restore", "save"]
+
+
+def save(model: nn.Module, path: str | os.PathLike) -> Path:
+    """Save the search space (as its recorded conversion), the active subnet and the weights."""
+    return write_checkpoint(build_checkpoint(model), path)
+
+
+def restore(model_or_factory: nn.Module | Callable[[], nn.Module] | str | None, path: str | os.PathLike) -> nn.Module:
+    """Rebuild a saved model from the original (unconverted) model or its factory.
+
+    With ``None``, the factory recorded in the checkpoint (by the CLI) is used.
+    """
+    checkpoint = read_checkpoint(path)
+    if model_or_factory is None:
+        spec = checkpoint["model"]
+        if not spec:
+            raise CheckpointError(f"{path}: records no model factory; pass the model or its factory")
+        model = build_model(spec["factory"], spec.get("kwargs"))
+    else:
+        model = build_model(model_or_factory)
+    return apply_checkpoint(model, checkpoint, path)

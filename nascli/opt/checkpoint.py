@@ -1,0 +1,164 @@
+"""The checkpoint file every stage writes: atomic on disk, plain data, rebuilt by replay.
+
+A checkpoint holds no pickled objects, only tensors and plain containers, so it loads with
+``torch.load(weights_only=True)``. The search space is not stored as objects: restoring re-runs
+the recorded conversion on a freshly built model, checks that the result matches what was
+saved, selects the stored subnet and loads the weights.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+import nascli
+from nascli.errors import CheckpointError
+from nascli.space.convert import convert_model
+from nascli.space.space import get_space, is_converted
+
+FORMAT = "nascli/1"
+STAGES = ("convert", "train", "search", "finetune")
+_REQUIRED = ("format", "stage", "nascli_version", "model", "modes", "space", "subnet", "state_dict")
+
+
+def build_checkpoint(
+    model: nn.Module,
+    stage: str = "convert",
+    recipe: dict[str, Any] | None = None,
+    factory: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
+    trainer: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The checkpoint dict of a converted (or plain) model, as DESIGN section 5 lays it out."""
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}")
+    converted = is_converted(model)
+    space = get_space(model) if converted else None
+    return {
+        "format": FORMAT,
+        "stage": stage,
+        "nascli_version": nascli.__version__,
+        "recipe": recipe,
+        "model": factory,
+        "modes": [[name, rules] for name, rules in space.modes] if space else [],
+        "input_shapes": [list(s) for s in space.input_shapes] if space else [],
+        "space": {n: {"choices": list(h.choices), "active": h.active} for n, h in space.hparams.items()}
+        if space
+        else {},
+        "subnet": None if space is None or space.sample_in_train else space.config(),
+        "state_dict": model.state_dict(),
+        "trainer": trainer,
+        "metrics": metrics or {},
+    }
+
+
+def write_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Write atomically: a temp file in the same directory, flushed, then renamed over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load and check the envelope of a checkpoint; any problem is one line naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({_load_failure(exc)})") from exc
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
+        found = checkpoint.get("format") if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        raise CheckpointError(f"{path}: not a nascli checkpoint (format {found!r}, expected {FORMAT!r})")
+    missing = [key for key in _REQUIRED if key not in checkpoint]
+    if missing:
+        raise CheckpointError(f"{path}: damaged checkpoint, missing {', '.join(missing)}")
+    return checkpoint
+
+
+def _load_failure(exc: Exception) -> str:
+    """A short cause for a failed ``torch.load``, without torch's advice to disable weights_only."""
+    text = str(exc)
+    if isinstance(exc, EOFError) or not text.strip():
+        return "the file is empty or truncated"
+    if "central directory" in text or "zip archive" in text:
+        return "the file is truncated or damaged"
+    match = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if match:
+        return f"it holds a pickled object of type {match.group(1)}; checkpoints hold only tensors and plain data"
+    match = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+    if match:
+        return f"the file is damaged or not written by torch.save: {match.group(1).strip()}"
+    return text.strip().splitlines()[0]
+
+
+def _listing(names: list[str], limit: int = 5) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def apply_checkpoint(model: nn.Module, checkpoint: dict[str, Any], path: str | os.PathLike) -> nn.Module:
+    """Replay the recorded conversion on ``model``, check it matches, select the subnet, load weights."""
+    if checkpoint["modes"]:
+        if is_converted(model):
+            raise CheckpointError(f"{path}: restore needs the original model, not an already converted one")
+        (mode_name, rules), *rest = checkpoint["modes"]
+        if rest:
+            raise CheckpointError(f"{path}: records {len(checkpoint['modes'])} modes; this version replays one")
+        inputs = tuple(torch.zeros(*shape) for shape in checkpoint["input_shapes"])
+        convert_model(model, mode_name, rules, inputs)
+        _check_space(model, checkpoint, path)
+    _check_parameters(model, checkpoint["state_dict"], path)
+    model.load_state_dict(checkpoint["state_dict"])
+    if checkpoint["modes"]:
+        space = get_space(model)
+        space.select({name: spec["active"] for name, spec in checkpoint["space"].items()})
+        space.sample_in_train = checkpoint["subnet"] is None
+    return model
+
+
+def _check_space(model: nn.Module, checkpoint: dict[str, Any], path: str | os.PathLike) -> None:
+    built = {n: list(h.choices) for n, h in get_space(model).hparams.items()}
+    stored = {n: list(spec["choices"]) for n, spec in checkpoint["space"].items()}
+    if built == stored:
+        return
+    problems = []
+    if missing := [n for n in stored if n not in built]:
+        problems.append(f"hparams missing from the model: {_listing(missing)}")
+    if extra := [n for n in built if n not in stored]:
+        problems.append(f"hparams not in the checkpoint: {_listing(extra)}")
+    if differ := [f"{n} {built[n]} vs {stored[n]}" for n in built if n in stored and built[n] != stored[n]]:
+        problems.append(f"choices differ: {_listing(differ)}")
+    raise CheckpointError(f"{path}: the search space does not match the model ({'; '.join(problems)})")
+
+
+def _check_parameters(model: nn.Module, state_dict: dict[str, Any], path: str | os.PathLike) -> None:
+    own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    stored = {k: tuple(v.shape) for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
+    if own == stored:
+        return
+    problems = []
+    if missing := [k for k in own if k not in stored]:
+        problems.append(f"missing from the checkpoint: {_listing(missing)}")
+    if extra := [k for k in stored if k not in own]:
+        problems.append(f"not in the model: {_listing(extra)}")
+    if differ := [f"{k} {list(stored[k])} vs model {list(own[k])}" for k in own if k in stored and own[k] != stored[k]]:
+        problems.append(f"shapes differ: {_listing(differ)}")
+    raise CheckpointError(f"{path}: the checkpoint does not match the model ({'; '.join(problems)})")

@@ -1,0 +1,1 @@
+"""Recipes: validated YAML descriptions of a run, with ``key=value`` overrides."""

@@ -1,0 +1,49 @@
+"""Build models from ``module:attr`` factory names, callables or modules."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from nascli.errors import UserInputError
+
+
+def import_factory(spec: str, where: str = "model.factory") -> Callable[..., Any]:
+    """Import ``"package.module:attr"`` (the attribute may be dotted) with a one-line error."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise UserInputError(f"{where}: {spec!r} is not of the form 'module:attr'")
+    try:
+        target: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UserInputError(f"{where}: cannot import module {module_name!r} ({exc})") from exc
+    for part in attr.split("."):
+        if not hasattr(target, part):
+            raise UserInputError(f"{where}: module {module_name!r} has no attribute {attr!r}")
+        target = getattr(target, part)
+    if not callable(target):
+        raise UserInputError(f"{where}: {spec!r} is not callable")
+    return target
+
+
+def build_model(
+    model_or_factory: nn.Module | Callable[..., nn.Module] | str, kwargs: dict[str, Any] | None = None
+) -> nn.Module:
+    """Return the module itself, or call the factory (a callable or a ``module:attr`` name)."""
+    if isinstance(model_or_factory, nn.Module):
+        return model_or_factory
+    factory = import_factory(model_or_factory) if isinstance(model_or_factory, str) else model_or_factory
+    if not callable(factory):
+        raise UserInputError(f"expected a model, a factory or 'module:attr', got {type(model_or_factory).__name__}")
+    try:
+        model = factory(**(kwargs or {}))
+    except TypeError as exc:
+        raise UserInputError(f"model factory {getattr(factory, '__name__', factory)!r}: {exc}") from exc
+    if not isinstance(model, nn.Module):
+        raise UserInputError(
+            f"model factory {getattr(factory, '__name__', factory)!r} returned {type(model).__name__}, not an nn.Module"
+        )
+    return model

@@ -1,0 +1,1 @@
+"""The search-space engine: hparams, dynamic layers, graph tracing, conversion and export."""

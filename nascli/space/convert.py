@@ -1,0 +1,176 @@
+"""Turn a model into a search space: trace, group channels, build hparams, swap in dynamic layers."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import torch
+from torch import nn
+
+from nascli.errors import UserInputError
+from nascli.space.dynamic import DYNAMIC_TYPES
+from nascli.space.hparam import Hparam
+from nascli.space.rules import CONV_TYPES, LINEAR_TYPES, channel_choices, settings_for
+from nascli.space.space import SPACE_ATTR, SearchSpace, is_converted, sample_in_training
+from nascli.space.trace import TraceResult, module_slots, trace_model
+
+_ATTR_NAMES = {
+    "conv": {"out": "out_channels", "in": "in_channels"},
+    "linear": {"out": "out_features", "in": "in_features"},
+    "norm": {"features": "num_features"},
+}
+
+
+def _kind(module: nn.Module) -> str:
+    if isinstance(module, CONV_TYPES):
+        return "conv"
+    if isinstance(module, LINEAR_TYPES):
+        return "linear"
+    return "norm"
+
+
+def default_dummy_input(model: nn.Module) -> tuple[torch.Tensor, ...]:
+    """A guess at one input sample from the first layer: images of 224 pixels per side, or features."""
+    for module in model.modules():
+        if isinstance(module, CONV_TYPES):
+            spatial = (224,) * len(module.kernel_size)
+            return (torch.randn(1, module.in_channels, *spatial),)
+        if isinstance(module, LINEAR_TYPES):
+            return (torch.randn(1, module.in_features),)
+    raise UserInputError(f"cannot guess the input shape of {type(model).__name__}: pass dummy_input")
+
+
+def convert_model(
+    model: nn.Module, mode_name: str, rules: dict[str, Any], dummy_input: tuple[torch.Tensor, ...]
+) -> nn.Module:
+    """Convert ``model`` in place into a search space following ``rules`` and return it."""
+    if is_converted(model):
+        raise UserInputError(f"{type(model).__name__} is already converted; convert the original model")
+
+    def converts(name: str, module: nn.Module) -> bool:
+        return type(module) in DYNAMIC_TYPES and settings_for(rules, name, module) is not None
+
+    trace = trace_model(model, dummy_input, converts)
+    modules = [(n, m) for n, m in model.named_modules() if n and converts(n, m)]
+    channel_hps = _channel_hparams(modules, trace, rules)
+    kernel_hps = {n: _kernel_hparam(n, m, settings_for(rules, n, m)) for n, m in modules if isinstance(m, CONV_TYPES)}
+    depth_hps = _depth_hparams(model, trace, rules)
+
+    entries: list[tuple[str, Hparam]] = []
+    for name, module in modules:
+        if isinstance(module, nn.Sequential):
+            if name not in depth_hps:
+                continue
+            module.__class__ = DYNAMIC_TYPES[nn.Sequential]
+            module.attach_hparams(depth_hps[name])
+        else:
+            hps = channel_hps[name]
+            module.__class__ = DYNAMIC_TYPES[type(module)]
+            if isinstance(module, CONV_TYPES):
+                module.attach_hparams(hps["out"], hps["in"], kernel_hps[name])
+            elif isinstance(module, LINEAR_TYPES):
+                module.attach_hparams(hps["out"], hps["in"])
+            else:
+                module.attach_hparams(hps["features"])
+        entries.extend((f"{name}.{attr}", hp) for attr, hp in module.nas_hparams())
+
+    input_shapes = [tuple(t.shape) for t in dummy_input]
+    space = SearchSpace(entries, [(mode_name, rules)], input_shapes, trace.shapes)
+    setattr(model, SPACE_ATTR, space)
+    model.register_forward_pre_hook(sample_in_training)
+    return model
+
+
+def _channel_hparams(
+    modules: list[tuple[str, nn.Module]], trace: TraceResult, rules: dict[str, Any]
+) -> dict[str, dict[str, Hparam]]:
+    """One hparam per channel group, shared by every slot of the group."""
+    groups = trace.groups
+    members: dict[tuple, list[tuple[str, nn.Module, str]]] = defaultdict(list)
+    for name, module in modules:
+        for attr, size in module_slots(module).items():
+            slot = groups.add(("slot", name, attr), size)
+            if name not in trace.calls:
+                groups.freeze(slot, f"{name} is not called in the model's forward")
+            members[groups.find(slot)].append((name, module, attr))
+
+    found: dict[str, dict[str, Hparam]] = defaultdict(dict)
+    for root, slots in members.items():
+        owner = next((s for s in slots if s[2] == "out"), slots[0])
+        name, module, attr = owner
+        size = module_slots(module)[attr]
+        choices: tuple[int, ...] = (size,)
+        if groups.frozen_reason(root) is None and attr == "out":
+            settings = settings_for(rules, name, module)
+            if isinstance(module, CONV_TYPES):
+                ratios, divisor = settings.get("out_channels_ratio", (1.0,)), settings.get("channel_divisor", 1)
+            else:
+                ratios, divisor = settings.get("features_ratio", (1.0,)), settings.get("feature_divisor", 1)
+            choices = channel_choices(size, ratios, divisor, _group_width(slots))
+        hp = Hparam(f"{name}.{_ATTR_NAMES[_kind(module)][attr]}", choices)
+        for member_name, _, member_attr in slots:
+            found[member_name][member_attr] = hp
+    return found
+
+
+def _group_width(slots: list[tuple[str, nn.Module, str]]) -> int:
+    """Channels of a group must stay a whole number of groups of every grouped conv in it."""
+    width = 1
+    for _, module, _ in slots:
+        if isinstance(module, CONV_TYPES) and module.groups > 1:
+            per_group = module.out_channels // module.groups
+            width = width * per_group // _gcd(width, per_group)
+    return width
+
+
+def _gcd(a: int, b: int) -> int:
+    while b:
+        a, b = b, a % b
+    return a
+
+
+def _kernel_hparam(name: str, conv: nn.Module, settings: dict[str, Any]) -> Hparam | None:
+    """Smaller kernels are centre crops; only for square, odd kernels with output-preserving padding."""
+    wanted = settings.get("kernel_size", ())
+    full = conv.kernel_size[0]
+    if not wanted or len(set(conv.kernel_size)) != 1 or full % 2 == 0 or conv.padding_mode != "zeros":
+        return None
+    if isinstance(conv.padding, str) or any(
+        p != d * (full - 1) // 2 for p, d in zip(conv.padding, conv.dilation, strict=True)
+    ):
+        return None
+    choices = {k for k in wanted if k <= full} | {full}
+    return Hparam(f"{name}.kernel_size", choices) if len(choices) > 1 else None
+
+
+def _depth_hparams(model: nn.Module, trace: TraceResult, rules: dict[str, Any]) -> dict[str, Hparam]:
+    """Depth choices for Sequential stages whose trailing blocks keep shape and channel group."""
+    found = {}
+    for name, seq in model.named_modules():
+        if type(seq) is not nn.Sequential or not name or len(trace.calls.get(name, ())) != 1:
+            continue
+        settings = settings_for(rules, name, seq)
+        if settings is None:
+            continue
+        skippable = [_is_skippable(f"{name}.{key}", block, trace) for key, block in seq._modules.items()]
+        first = len(skippable)
+        while first > 0 and skippable[first - 1]:
+            first -= 1
+        low = max(first, settings.get("min_depth", 1))
+        if low < len(seq):
+            found[name] = Hparam(f"{name}.depth", range(low, len(seq) + 1))
+    return found
+
+
+def _is_skippable(name: str, block: nn.Module | None, trace: TraceResult) -> bool:
+    calls = trace.calls.get(name, [])
+    if block is None or not any(True for _ in block.children()) or len(calls) != 1:
+        return False
+    node_in, node_out = calls[0]
+    if node_in not in trace.channels or node_out not in trace.channels:
+        return False
+    if trace.node_shape(node_in) != trace.node_shape(node_out):
+        return False
+    groups = trace.groups
+    return groups.find(trace.channels[node_in][0]) == groups.find(trace.channels[node_out][0])

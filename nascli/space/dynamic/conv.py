@@ -1,0 +1,93 @@
+"""Dynamic Conv1d/2d/3d: searchable output and input channels and kernel size."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.modules.utils import _reverse_repeat_tuple
+
+from nascli.space.dynamic.base import DynamicModule, copied_parameter
+from nascli.space.hparam import Hparam
+
+_CONV_FN = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+
+
+class _DynamicConv(DynamicModule):
+    """Channels are sliced as prefixes; a grouped convolution keeps its per-group width.
+
+    For a grouped conv the in and out channels share one hparam (the tracer ties them), and fewer
+    channels means fewer groups, so each remaining group's weights are used unchanged. A smaller
+    kernel is the centre crop of the full one, with the padding reduced by the same amount on each
+    side so the output shape does not change.
+    """
+
+    _hparam_fields = (("out_channels", "_hp_out"), ("in_channels", "_hp_in"), ("kernel_size", "_hp_kernel"))
+    _hp_out: Hparam
+    _hp_in: Hparam
+    _hp_kernel: Hparam | None
+
+    def attach_hparams(self, out: Hparam, inp: Hparam, kernel: Hparam | None) -> None:
+        self._hp_out, self._hp_in, self._hp_kernel = out, inp, kernel
+
+    def _active_kernel(self) -> int:
+        return self.kernel_size[0] if self._hp_kernel is None else self._hp_kernel.active
+
+    def _is_full(self) -> bool:
+        return (
+            self._hp_out.active == self.out_channels
+            and self._hp_in.active == self.in_channels
+            and self._active_kernel() == self.kernel_size[0]
+        )
+
+    def _active_tensors(self) -> tuple[torch.Tensor, torch.Tensor | None, tuple | str, int]:
+        """(weight, bias, padding, groups) of the active subnet, as views of the full tensors."""
+        out, inp, k = self._hp_out.active, self._hp_in.active, self._active_kernel()
+        weight, groups, padding = self.weight, self.groups, self.padding
+        if groups == 1:
+            weight = weight[:out, :inp]
+        else:
+            groups = out // (self.out_channels // self.groups)
+            weight = weight[:out]
+        full_k = self.kernel_size[0]
+        if k != full_k:
+            start = (full_k - k) // 2
+            crop = (slice(None), slice(None)) + (slice(start, start + k),) * len(self.kernel_size)
+            weight = weight[crop]
+            padding = tuple(p - start * d for p, d in zip(self.padding, self.dilation, strict=True))
+        bias = None if self.bias is None else self.bias[:out]
+        return weight, bias, padding, groups
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._is_full():
+            return super().forward(x)
+        weight, bias, padding, groups = self._active_tensors()
+        if self.padding_mode != "zeros":
+            x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+            padding = 0
+        return _CONV_FN[len(self.kernel_size)](x, weight, bias, self.stride, padding, self.dilation, groups)
+
+    def _shrink_to_active(self) -> None:
+        weight, bias, padding, groups = self._active_tensors()
+        self.weight = copied_parameter(weight, self.weight)
+        if bias is not None:
+            self.bias = copied_parameter(bias, self.bias)
+        self.out_channels = weight.shape[0]
+        self.in_channels = weight.shape[1] * groups
+        self.groups = groups
+        self.kernel_size = tuple(weight.shape[2:])
+        self.padding = padding
+        if not isinstance(padding, str):
+            self._reversed_padding_repeated_twice = _reverse_repeat_tuple(padding, 2)
+
+
+class DynamicConv1d(_DynamicConv, nn.Conv1d):
+    _native = nn.Conv1d
+
+
+class DynamicConv2d(_DynamicConv, nn.Conv2d):
+    _native = nn.Conv2d
+
+
+class DynamicConv3d(_DynamicConv, nn.Conv3d):
+    _native = nn.Conv3d

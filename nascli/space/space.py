@@ -1,0 +1,152 @@
+"""The search space of a converted model: its hparams, subnet configs, sampling and summary."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable
+from fnmatch import fnmatchcase
+from typing import Any
+
+from torch import nn
+
+from nascli.errors import UserInputError
+from nascli.space.hparam import Hparam
+
+SPACE_ATTR = "_nascli_space"
+
+
+class SearchSpace:
+    """All hparams of a converted model, listed per layer attribute.
+
+    ``entries`` names every resizable attribute (``layer1.0.conv1.out_channels``) and the hparam it
+    follows; several attributes of one channel group share an hparam, which is named after the
+    first of them. The configurable hparams (more than one choice) are the search dimensions.
+    """
+
+    def __init__(
+        self,
+        entries: list[tuple[str, Hparam]],
+        modes: list[tuple[str, dict]],
+        input_shapes: list[tuple[int, ...]],
+        shapes: dict[str, list[tuple[Any, Any]]],
+    ) -> None:
+        self.entries = entries
+        self.modes = modes
+        self.input_shapes = input_shapes
+        self.shapes = shapes
+        self.sample_in_train = True
+        self._by_name = dict(entries)
+        self.hparams: dict[str, Hparam] = {name: hp for name, hp in entries if name == hp.name and hp.is_configurable}
+
+    # -- configs -------------------------------------------------------------------------------
+    def config(self, configurable: bool | None = True) -> dict[str, Any]:
+        """Active values: of the search dimensions (True), of every attribute (None), of fixed ones (False)."""
+        if configurable:
+            return {name: hp.active for name, hp in self.hparams.items()}
+        if configurable is None:
+            return {name: hp.active for name, hp in self.entries}
+        return {name: hp.active for name, hp in self.entries if not hp.is_configurable}
+
+    def select(self, config: dict[str, Any]) -> None:
+        """Activate a subnet; keys may name any listed attribute, dependent ones included."""
+        chosen: dict[int, tuple[str, Any]] = {}
+        for name, value in config.items():
+            hp = self._by_name.get(name)
+            if hp is None:
+                raise UserInputError(f"subnet config: {name!r} is not an hparam of this search space")
+            if value not in hp.choices:
+                raise UserInputError(f"subnet config: {name}={value!r} is not one of {list(hp.choices)}")
+            earlier = chosen.get(id(hp))
+            if earlier is not None and earlier[1] != value:
+                raise UserInputError(
+                    f"subnet config: {name}={value!r} contradicts {earlier[0]}={earlier[1]!r} (same hparam)"
+                )
+            chosen[id(hp)] = (name, value)
+        for name, value in chosen.values():
+            self._by_name[name].active = value
+        self.sample_in_train = False
+
+    def sample(self, how: str | Callable | dict[str, str | Callable] = random.choice) -> dict[str, Any]:
+        """Activate a subnet chosen per hparam by "min", "max", "centroid", "random" or a callable.
+
+        A dict maps fnmatch patterns on hparam names to one of those; unmatched hparams are drawn
+        at random, and the last matching pattern wins.
+        """
+        for name, hp in self.hparams.items():
+            rule: Any = how
+            if isinstance(how, dict):
+                rule = random.choice
+                for pattern, value in how.items():
+                    if fnmatchcase(name, pattern):
+                        rule = value
+            hp.active = _choose(hp, rule)
+        self.sample_in_train = False
+        return self.config()
+
+    def size(self) -> int:
+        return math.prod(len(hp.choices) for hp in self.hparams.values())
+
+    def summary(self) -> str:
+        lines = ["Search Space Summary:"]
+        for name, hp in self.entries:
+            mark = "*" if name in self.hparams else " "
+            lines.append(f"{mark} {name:<80} {list(hp.choices)}")
+        lines.append(f"Number of configurable hparams: {len(self.hparams)}")
+        lines.append(f"Total size of the search space: {self.size():.2e}")
+        return "\n".join(lines)
+
+
+def _choose(hp: Hparam, rule: Any) -> Any:
+    if rule in ("min", min):
+        return hp.min
+    if rule in ("max", max):
+        return hp.max
+    if rule == "centroid":
+        return hp.centroid
+    if rule == "random":
+        return random.choice(hp.choices)
+    if callable(rule):
+        value = rule(hp.choices)
+        if value not in hp.choices:
+            raise UserInputError(f"sample: {hp.name}: the sample function returned {value!r}, not a choice")
+        return value
+    raise UserInputError(f"sample: unknown sampling rule {rule!r} (use min, max, centroid, random or a function)")
+
+
+def get_space(model: nn.Module) -> SearchSpace:
+    space = getattr(model, SPACE_ATTR, None)
+    if space is None:
+        raise UserInputError(f"{type(model).__name__} is not a converted model: call nascli.nas.convert first")
+    return space
+
+
+def is_converted(model: nn.Module) -> bool:
+    return getattr(model, SPACE_ATTR, None) is not None
+
+
+def sample_in_training(model: nn.Module, args: tuple) -> None:
+    """Forward pre-hook: in train mode, each forward runs a freshly drawn random subnet."""
+    space = getattr(model, SPACE_ATTR)
+    if model.training and space.sample_in_train:
+        space.sample(random.choice)
+        space.sample_in_train = True
+
+
+class random_sampling:
+    """Turn per-forward random subnets in train mode on or off.
+
+    Called plainly it changes the setting; used as a context manager it restores the previous
+    setting on exit.
+    """
+
+    def __init__(self, model: nn.Module, enabled: bool = True) -> None:
+        self._space = get_space(model)
+        self._previous = self._space.sample_in_train
+        self._space.sample_in_train = enabled
+
+    def __enter__(self) -> random_sampling:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._space.sample_in_train = self._previous

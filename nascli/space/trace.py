@@ -1,0 +1,338 @@
+"""Trace a model once with torch.fx and find which channel dimensions must stay equal.
+
+Every layer attribute that sizes a channel dimension is a *slot* (``("layer1.0.conv1", "out")``).
+Walking the graph, slots and intermediate tensors whose channels must match are joined in one
+group: a producer's output with its consumers' inputs, both sides of a residual add, a norm layer
+with the tensor it normalizes. An operation the walk does not understand freezes the channels it
+touches, as do the model's inputs and outputs, so the engine never slices what it cannot follow.
+The shapes of one dummy forward are recorded alongside, for the cost model and the depth rule.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from nascli.errors import UserInputError
+from nascli.space.rules import CONV_TYPES, LINEAR_TYPES, NORM_TYPES
+
+Element = tuple  # ("slot", module_name, attr) or ("node", node_name)
+
+_PASSTHROUGH_MODULES = (
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Hardswish,
+    nn.Hardsigmoid, nn.Sigmoid, nn.Tanh, nn.Hardtanh, nn.Softplus, nn.Identity,
+    nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
+    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
+    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
+    nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
+    nn.Upsample, nn.ZeroPad2d, nn.ConstantPad2d, nn.ReflectionPad2d, nn.ReplicationPad2d,
+)  # fmt: skip
+_PASSTHROUGH_FUNCTIONS = {
+    F.relu, F.relu_, F.relu6, F.leaky_relu, F.elu, F.selu, F.gelu, F.silu, F.mish, F.hardswish,
+    F.hardsigmoid, F.hardtanh, F.sigmoid, F.tanh, F.softplus, torch.relu, torch.relu_, torch.sigmoid,
+    torch.tanh, torch.clamp, F.dropout, F.dropout1d, F.dropout2d, F.dropout3d,
+    F.max_pool1d, F.max_pool2d, F.max_pool3d, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d,
+    F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d,
+    F.adaptive_max_pool1d, F.adaptive_max_pool2d, F.adaptive_max_pool3d, F.interpolate,
+}  # fmt: skip
+_PASSTHROUGH_METHODS = {
+    "relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "clamp", "clamp_", "contiguous", "clone",
+    "detach", "float", "double", "half", "bfloat16", "to", "type_as",
+}  # fmt: skip
+_ELEMENTWISE_FUNCTIONS = {
+    operator.add, operator.sub, operator.mul, operator.truediv, operator.iadd, operator.isub, operator.imul,
+    torch.add, torch.sub, torch.mul, torch.div, torch.maximum, torch.minimum,
+}  # fmt: skip
+_ELEMENTWISE_METHODS = {"add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_"}
+
+
+def module_slots(module: nn.Module) -> dict[str, int]:
+    """The channel slots of a layer the engine can resize, with their full sizes."""
+    if isinstance(module, CONV_TYPES):
+        return {"out": module.out_channels, "in": module.in_channels}
+    if isinstance(module, LINEAR_TYPES):
+        return {"out": module.out_features, "in": module.in_features}
+    if isinstance(module, NORM_TYPES):
+        return {"features": module.num_features}
+    return {}
+
+
+class ChannelGroups:
+    """Union-find over slots and tensors; a group remembers its size and why it is frozen."""
+
+    def __init__(self) -> None:
+        self._parent: dict[Element, Element] = {}
+        self._size: dict[Element, int] = {}
+        self._frozen: dict[Element, str] = {}
+
+    def add(self, element: Element, size: int) -> Element:
+        if element not in self._parent:
+            self._parent[element] = element
+            self._size[element] = size
+        return element
+
+    def find(self, element: Element) -> Element:
+        root = element
+        while self._parent[root] != root:
+            root = self._parent[root]
+        while self._parent[element] != root:
+            self._parent[element], element = root, self._parent[element]
+        return root
+
+    def union(self, a: Element, b: Element) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return
+        self._parent[rb] = ra
+        if ra not in self._frozen and rb in self._frozen:
+            self._frozen[ra] = self._frozen[rb]
+        if self._size[ra] != self._size[rb]:
+            self.freeze(ra, f"joined channel dimensions of sizes {self._size[ra]} and {self._size[rb]}")
+
+    def freeze(self, element: Element, reason: str) -> None:
+        self._frozen.setdefault(self.find(element), reason)
+
+    def frozen_reason(self, element: Element) -> str | None:
+        return self._frozen.get(self.find(element))
+
+
+@dataclass
+class TraceResult:
+    groups: ChannelGroups
+    # module name -> one (input node, output node) per call, for containers and leaves alike
+    calls: dict[str, list[tuple[fx.Node | None, fx.Node | None]]]
+    # tensor node -> (group element, channel dim)
+    channels: dict[fx.Node, tuple[Element, int]]
+    # leaf module name -> one (input shape, output shape) per call, batch size of the dummy input
+    shapes: dict[str, list[tuple[tuple[int, ...], tuple[int, ...]]]] = field(default_factory=dict)
+
+    def node_shape(self, node: fx.Node | None) -> tuple[int, ...] | None:
+        return _shape(node) if node is not None else None
+
+
+class _RecordingTracer(fx.Tracer):
+    """A tracer that also records the input and output node of every module call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: dict[str, list[tuple[Any, Any]]] = defaultdict(list)
+
+    def call_module(self, m: nn.Module, forward: Callable, args: tuple, kwargs: dict) -> Any:
+        out = super().call_module(m, forward, args, kwargs)
+        first = args[0] if args else None
+        self.calls[self.path_of_module(m)].append(
+            (first.node if isinstance(first, fx.Proxy) else None, out.node if isinstance(out, fx.Proxy) else None)
+        )
+        return out
+
+
+_SHAPE = "nascli_shape"  # node.meta key: a tensor's shape, or "structure" for tuples holding tensors
+
+
+class _ShapeRecorder(fx.Interpreter):
+    """Runs the traced graph once and records the shape of every tensor it produces."""
+
+    def run_node(self, n: fx.Node) -> Any:
+        value = super().run_node(n)
+        if isinstance(value, torch.Tensor):
+            n.meta[_SHAPE] = tuple(value.shape)
+        elif isinstance(value, (tuple, list, dict)):
+            found: list[bool] = []
+            torch.utils._pytree.tree_map(lambda v: found.append(isinstance(v, torch.Tensor)), value)
+            if any(found):
+                n.meta[_SHAPE] = "structure"
+        return value
+
+
+def _shape(node: Any) -> tuple[int, ...] | None:
+    shape = node.meta.get(_SHAPE) if isinstance(node, fx.Node) else None
+    return shape if isinstance(shape, tuple) else None
+
+
+def _op_name(node: fx.Node) -> str:
+    if node.op == "call_method":
+        return f"Tensor.{node.target}"
+    if node.op == "call_function":
+        return getattr(node.target, "__name__", str(node.target))
+    return str(node.target)
+
+
+def trace_model(model: nn.Module, dummy_input: tuple, converts: Callable[[str, nn.Module], bool]) -> TraceResult:
+    """Trace ``model`` and group its coupled channel slots.
+
+    ``converts(name, module)`` says whether a supported layer will become dynamic; a layer that
+    will not is treated like any unknown operation and freezes the channels it touches.
+    """
+    tracer = _RecordingTracer()
+    try:
+        graph = tracer.trace(model)
+    except Exception as exc:  # fx raises many types for untraceable Python
+        raise UserInputError(f"cannot trace {type(model).__name__} with torch.fx: {exc}".splitlines()[0]) from exc
+    gm = fx.GraphModule(model, graph)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            _ShapeRecorder(gm).run(*dummy_input)
+    except Exception as exc:
+        shapes = ", ".join(str(tuple(t.shape)) for t in dummy_input if isinstance(t, torch.Tensor))
+        raise UserInputError(
+            f"the model's forward failed on a dummy input of shape {shapes}: {exc}".splitlines()[0]
+        ) from exc
+    finally:
+        model.train(was_training)
+    modules = dict(model.named_modules())
+    result = TraceResult(ChannelGroups(), dict(tracer.calls), {})
+    walker = _ChannelWalker(result, modules, converts)
+    for node in graph.nodes:
+        walker.visit(node)
+    result.shapes = {name: [(_shape(i), _shape(o)) for i, o in calls] for name, calls in result.calls.items()}
+    return result
+
+
+class _ChannelWalker:
+    def __init__(self, result: TraceResult, modules: dict[str, nn.Module], converts: Callable) -> None:
+        self.result = result
+        self.groups = result.groups
+        self.chan = result.channels
+        self.modules = modules
+        self.converts = converts
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _new(self, node: fx.Node, dim: int, reason: str | None = None) -> None:
+        shape = _shape(node)
+        if shape is None or len(shape) <= dim:
+            return
+        element = self.groups.add(("node", node.name), shape[dim])
+        if reason:
+            self.groups.freeze(element, reason)
+        self.chan[node] = (element, dim)
+
+    def _default_dim(self, shape: tuple[int, ...]) -> int:
+        return 1 if len(shape) >= 2 else 0
+
+    def _tensor_inputs(self, node: fx.Node) -> list[fx.Node]:
+        found: list[fx.Node] = []
+        fx.node.map_arg((node.args, node.kwargs), lambda n: found.append(n) if n in self.chan else None)
+        return found
+
+    def _opaque(self, node: fx.Node, reason: str) -> None:
+        """Freeze everything an operation touches: its inputs' groups and its output."""
+        for arg in self._tensor_inputs(node):
+            self.groups.freeze(self.chan[arg][0], reason)
+        shape = _shape(node)
+        if shape is not None:
+            self._new(node, self._default_dim(shape), reason)
+
+    def _slot(self, name: str, attr: str) -> Element:
+        return self.groups.add(("slot", name, attr), module_slots(self.modules[name])[attr])
+
+    def _consume(self, name: str, attr: str, arg: Any, dim: int) -> None:
+        """Join a layer's input slot with the channels of the tensor it reads along ``dim``."""
+        slot = self._slot(name, attr)
+        shape = _shape(arg)
+        if arg in self.chan and shape is not None and self.chan[arg][1] == dim % len(shape):
+            self.groups.union(self.chan[arg][0], slot)
+        else:
+            self.groups.freeze(slot, f"{name} reads a dimension the tracer cannot follow")
+            if arg in self.chan:
+                self.groups.freeze(self.chan[arg][0], f"read by {name} along another dimension")
+
+    def _passthrough(self, node: fx.Node, arg: Any) -> None:
+        shape, in_shape = _shape(node), _shape(arg)
+        if arg in self.chan and shape is not None and in_shape is not None and len(shape) == len(in_shape):
+            element, dim = self.chan[arg]
+            if shape[dim] == in_shape[dim]:
+                self.chan[node] = (element, dim)
+                return
+        self._opaque(node, f"{_op_name(node)} changes the channel dimension")
+
+    # -- node kinds ----------------------------------------------------------------------------
+    def visit(self, node: fx.Node) -> None:
+        if node.op == "placeholder":
+            shape = _shape(node)
+            if shape is not None:
+                self._new(node, self._default_dim(shape), "model input")
+        elif node.op == "get_attr":
+            shape = _shape(node)
+            if shape is not None:
+                self._new(node, self._default_dim(shape), f"tensor {node.target} is used directly")
+        elif node.op == "output":
+            for arg in self._tensor_inputs(node):
+                self.groups.freeze(self.chan[arg][0], "model output")
+        elif node.op == "call_module":
+            self._visit_module(node)
+        elif node.op == "call_function" and node.target in _PASSTHROUGH_FUNCTIONS:
+            self._passthrough(node, node.args[0] if node.args else node.kwargs.get("input"))
+        elif node.op == "call_method" and node.target in _PASSTHROUGH_METHODS:
+            self._passthrough(node, node.args[0])
+        elif (node.op == "call_function" and node.target in _ELEMENTWISE_FUNCTIONS) or (
+            node.op == "call_method" and node.target in _ELEMENTWISE_METHODS
+        ):
+            self._elementwise(node)
+        elif node.meta.get(_SHAPE) is not None:
+            self._opaque(node, f"unsupported operation {_op_name(node)}")
+
+    def _visit_module(self, node: fx.Node) -> None:
+        name = str(node.target)
+        module = self.modules[name]
+        arg = node.args[0] if node.args else None
+        supported = bool(module_slots(module)) and self.converts(name, module)
+        if supported and isinstance(module, CONV_TYPES):
+            self._consume(name, "in", arg, 1)
+            self._new_slot_output(node, name, 1)
+            if module.groups > 1:
+                self._tie_groups(name, module)
+        elif supported and isinstance(module, LINEAR_TYPES):
+            self._consume(name, "in", arg, -1)
+            shape = _shape(node)
+            if shape is not None:
+                self._new_slot_output(node, name, len(shape) - 1)
+        elif supported and isinstance(module, NORM_TYPES):
+            self._consume(name, "features", arg, 1)
+            self._passthrough(node, arg)
+        elif isinstance(module, _PASSTHROUGH_MODULES):
+            self._passthrough(node, arg)
+        else:
+            why = "excluded by the rules" if module_slots(module) else "not a searchable layer type"
+            self._opaque(node, f"{name} ({type(module).__name__}) is {why}")
+
+    def _new_slot_output(self, node: fx.Node, name: str, dim: int) -> None:
+        if _shape(node) is not None:
+            self.chan[node] = (self._slot(name, "out"), dim)
+
+    def _tie_groups(self, name: str, conv: nn.Module) -> None:
+        """A grouped conv keeps its per-group width: in and out channels scale together."""
+        if conv.in_channels // conv.groups == conv.out_channels // conv.groups:
+            self.groups.union(self._slot(name, "in"), self._slot(name, "out"))
+        else:
+            reason = f"{name} is a grouped convolution with unequal per-group input and output widths"
+            self.groups.freeze(self._slot(name, "in"), reason)
+            self.groups.freeze(self._slot(name, "out"), reason)
+
+    def _elementwise(self, node: fx.Node) -> None:
+        """Operands whose channel dims line up (after broadcasting) must keep equal channels."""
+        out_shape = _shape(node)
+        if out_shape is None:
+            return
+        aligned: list[tuple[Element, int]] = []
+        for arg in self._tensor_inputs(node):
+            element, dim = self.chan[arg]
+            in_shape = _shape(arg)
+            out_dim = len(out_shape) - len(in_shape) + dim
+            if in_shape[dim] == 1 and out_shape[out_dim] != 1:
+                continue  # broadcast along the channels: no coupling
+            aligned.append((element, out_dim))
+        if not aligned or any(dim != aligned[0][1] for _, dim in aligned):
+            self._opaque(node, f"{_op_name(node)} combines tensors along different dimensions")
+            return
+        for element, _ in aligned[1:]:
+            self.groups.union(aligned[0][0], element)
+        self.chan[node] = aligned[0]

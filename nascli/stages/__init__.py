@@ -1,0 +1,1 @@
+"""The pipeline stages as library functions; each CLI command is a thin layer over one."""

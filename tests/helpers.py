@@ -1,0 +1,35 @@
+"""Checks shared by the engine tests."""
+
+import torch
+from torch import nn
+
+import nascli.nas as mtn
+from nascli.space.dynamic import DynamicModule
+from nascli.space.space import get_space
+
+
+def hparam_of(model: nn.Module, entry: str):
+    return dict(get_space(model).entries)[entry]
+
+
+def assert_native(model: nn.Module) -> None:
+    dynamic = [n for n, m in model.named_modules() if isinstance(m, DynamicModule)]
+    assert not dynamic, f"exported model still holds dynamic layers: {dynamic[:3]}"
+    assert not hasattr(model, "_nascli_space")
+
+
+@torch.no_grad()
+def assert_export_matches(model: nn.Module, x: torch.Tensor, how, atol: float = 1e-5) -> nn.Module:
+    """Activate a subnet, export it, and check the exported model computes the same output."""
+    mtn.sample(model, how)
+    model.eval()
+    exported = mtn.export(model).eval()
+    assert_native(exported)
+    expected, got = model(x), exported(x)
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, atol=atol, rtol=1e-4)
+    return exported
+
+
+def n_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,115 @@
+import random
+
+import pytest
+import torch
+
+import nascli.nas as mtn
+from nascli.errors import UserInputError
+from nascli.models import resnet20
+from nascli.space.space import get_space
+from tests.helpers import assert_export_matches, hparam_of
+
+X = torch.randn(2, 1, 8, 8)
+
+
+@pytest.fixture
+def model():
+    return mtn.convert(resnet20(in_channels=1, width=64), dummy_input=X[:1])
+
+
+def test_sample_forms(model):
+    space = mtn.get_subnet_config(model, configurable=True)
+    assert mtn.sample(model, max) == {k: max(hparam_of(model, k).choices) for k in space}
+    assert mtn.sample(model, "min") == {k: min(hparam_of(model, k).choices) for k in space}
+    config = mtn.sample(model, {"*": max, "*.depth": "min"})
+    assert all(v == (1 if k.endswith("depth") else max(hparam_of(model, k).choices)) for k, v in config.items())
+    random.seed(3)
+    first = mtn.sample(model, random.choice)
+    random.seed(3)
+    assert mtn.sample(model) == first
+
+
+def test_centroid_is_the_choice_nearest_the_mean(model):
+    config = mtn.sample(model, "centroid")
+    assert config["layer1.depth"] == 2
+    assert config["conv1.out_channels"] == 32  # choices [32, 64]: a tie takes the smaller
+
+
+def test_select_accepts_dependent_names_and_rejects_bad_values(model):
+    mtn.select(model, {"layer1.0.bn1.num_features": 32})
+    assert mtn.get_subnet_config(model)["layer1.0.conv1.out_channels"] == 32
+    with pytest.raises(UserInputError, match=r"layer1.depth=7 is not one of \[1, 2, 3\]"):
+        mtn.select(model, {"layer1.depth": 7})
+    with pytest.raises(UserInputError, match="'nope' is not an hparam"):
+        mtn.select(model, {"nope": 1})
+    with pytest.raises(UserInputError, match="contradicts"):
+        mtn.select(model, {"layer1.0.conv1.out_channels": 32, "layer1.0.bn1.num_features": 64})
+
+
+def test_get_subnet_config_views(model):
+    everything = mtn.get_subnet_config(model)
+    configurable = mtn.get_subnet_config(model, configurable=True)
+    fixed = mtn.get_subnet_config(model, configurable=False)
+    assert set(configurable) < set(everything)
+    assert "fc.out_features" in fixed and "fc.out_features" not in configurable
+
+
+def test_depth_skips_trailing_blocks_and_export_drops_them(model):
+    mtn.select(model, {"layer1.depth": 1, "layer2.depth": 2})
+    model.eval()
+    exported = assert_export_matches(model, X, {"*": max, "layer1.depth": min, "layer2.depth": "centroid"})
+    assert len(exported.layer1) == 1 and len(exported.layer2) == 2 and len(exported.layer3) == 3
+
+
+def test_train_mode_samples_a_subnet_per_forward_until_one_is_chosen(model):
+    model.train()
+    seen = set()
+    for _ in range(8):
+        model(X)
+        seen.add(tuple(mtn.get_subnet_config(model, configurable=True).values()))
+    assert len(seen) > 1
+    mtn.sample(model, "min")
+    model(X)
+    assert mtn.get_subnet_config(model, configurable=True) == mtn.sample(model, "min")
+    model.eval()
+    before = mtn.get_subnet_config(model)
+    model(X)
+    assert mtn.get_subnet_config(model) == before
+
+
+def test_random_sampling_is_switchable(model):
+    mtn.sample(model, "min")
+    minimum = mtn.get_subnet_config(model)
+    model.train()
+    with mtn.random_sampling(model, enabled=True):
+        changed = False
+        for _ in range(5):
+            model(X)
+            changed |= mtn.get_subnet_config(model) != minimum
+        assert changed
+    mtn.select(model, {"layer1.depth": 1})
+    chosen = mtn.get_subnet_config(model)
+    model(X)
+    assert mtn.get_subnet_config(model) == chosen
+
+
+def test_summary_lists_hparams_and_totals(model, capsys):
+    mtn.print_search_space_summary(model)
+    out = capsys.readouterr().out
+    assert "* conv1.out_channels" in out and "  bn1.num_features" in out
+    assert "Number of configurable hparams: " in out and "Total size of the search space: " in out
+
+
+def test_converting_twice_or_unconverted_use_is_a_clear_error(model):
+    with pytest.raises(UserInputError, match="already converted"):
+        mtn.convert(model, dummy_input=X[:1])
+    with pytest.raises(UserInputError, match="not a converted model"):
+        mtn.sample(resnet20(), "min")
+
+
+def test_convert_accepts_factories_and_guesses_a_dummy_input():
+    model = mtn.convert("nascli.models:resnet20")
+    assert mtn.get_subnet_config(model, configurable=True)
+    assert get_space(model).input_shapes == [(1, 3, 224, 224)]
+    with pytest.raises(UserInputError, match="has no attribute 'nope'"):
+        mtn.convert("nascli.models:nope")

@@ -1,0 +1,114 @@
+import os
+
+import pytest
+import torch
+
+import nascli.nas as mtn
+import nascli.opt as mto
+from nascli.errors import CheckpointError
+from nascli.models import resnet20, small_cnn
+from nascli.opt.checkpoint import FORMAT, read_checkpoint, write_checkpoint
+
+X = torch.randn(2, 1, 8, 8)
+
+
+def _factory():
+    return resnet20(in_channels=1, width=64)
+
+
+@pytest.fixture
+def saved(tmp_path):
+    model = mtn.convert(_factory(), dummy_input=X[:1])
+    mtn.sample(model, "random")
+    path = mto.save(model, tmp_path / "space.pt")
+    return model.eval(), path
+
+
+def test_restore_gives_the_same_subnet_and_output(saved):
+    model, path = saved
+    restored = mto.restore(_factory, path).eval()
+    assert mtn.get_subnet_config(restored) == mtn.get_subnet_config(model)
+    torch.testing.assert_close(restored(X), model(X), rtol=0, atol=0)
+
+
+def test_checkpoint_holds_plain_data_and_loads_weights_only(saved):
+    _, path = saved
+    checkpoint = torch.load(path, weights_only=True)
+    assert checkpoint["format"] == FORMAT and checkpoint["stage"] == "convert"
+    assert checkpoint["modes"][0][0] == "autonas"
+    assert checkpoint["subnet"] == {k: v["active"] for k, v in checkpoint["space"].items()}
+
+
+def test_a_plain_model_saves_and_restores(tmp_path):
+    model = small_cnn().eval()
+    path = mto.save(model, tmp_path / "plain.pt")
+    restored = mto.restore(small_cnn, path).eval()
+    torch.testing.assert_close(restored(X), model(X))
+
+
+def test_a_different_model_is_refused_with_what_differs(saved):
+    _, path = saved
+    with pytest.raises(CheckpointError, match="does not match the model.*hparams"):
+        mto.restore(lambda: resnet20(in_channels=1, width=32), path)
+    with pytest.raises(CheckpointError, match=r"fc.weight \[10, 256\] vs model \[7, 256\]"):
+        mto.restore(lambda: resnet20(num_classes=7, in_channels=1, width=64), path)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "empty or truncated"),
+        (b"not a checkpoint", "damaged or not written by torch.save"),
+    ],
+)
+def test_damaged_files_are_refused(tmp_path, content, message):
+    path = tmp_path / "bad.pt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=message):
+        mto.restore(_factory, path)
+
+
+def test_truncated_file_is_refused(saved, tmp_path):
+    _, path = saved
+    data = path.read_bytes()
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated or damaged"):
+        read_checkpoint(cut)
+
+
+def test_pickled_objects_are_refused(tmp_path):
+    path = tmp_path / "object.pt"
+    torch.save({"format": FORMAT, "model": _factory()}, path)
+    with pytest.raises(CheckpointError, match="holds a pickled object"):
+        read_checkpoint(path)
+
+
+def test_other_files_and_missing_keys_are_refused(tmp_path):
+    torch.save({"weights": torch.zeros(1)}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not a nascli checkpoint"):
+        read_checkpoint(tmp_path / "other.pt")
+    torch.save({"format": FORMAT, "stage": "convert"}, tmp_path / "partial.pt")
+    with pytest.raises(CheckpointError, match="missing nascli_version, model"):
+        read_checkpoint(tmp_path / "partial.pt")
+    with pytest.raises(CheckpointError, match="no such checkpoint file"):
+        read_checkpoint(tmp_path / "absent.pt")
+
+
+def test_write_is_atomic(tmp_path, monkeypatch):
+    path = write_checkpoint({"format": FORMAT, "n": 1}, tmp_path / "c.pt")
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        write_checkpoint({"format": FORMAT, "n": 2}, path)
+    assert torch.load(path, weights_only=True)["n"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+
+
+def test_restore_into_a_converted_model_is_refused(saved):
+    model, path = saved
+    with pytest.raises(CheckpointError, match="needs the original model"):
+        mto.restore(model, path)

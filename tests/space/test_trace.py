@@ -1,0 +1,114 @@
+"""Which layer attributes share an hparam, per topology, and exactness of every subnet."""
+
+import pytest
+import torch
+
+import nascli.nas as mtn
+from nascli.errors import UserInputError
+from tests.helpers import assert_export_matches, hparam_of
+from tests.topologies import MLP, Concat, Depthwise, Grouped, Residual, SharedModule, SqueezeExcite
+
+
+def _convert(net, x, mode="autonas"):
+    model = net().eval()
+    reference = model(x)
+    mtn.convert(model, mode, dummy_input=x[:1])
+    torch.testing.assert_close(model.eval()(x), reference)
+    return model
+
+
+def _same(model, *entries):
+    first = hparam_of(model, entries[0])
+    return all(hparam_of(model, e) is first for e in entries[1:])
+
+
+IMAGES = torch.randn(2, 3, 8, 8)
+
+
+def test_residual_adds_join_one_group():
+    model = _convert(Residual, IMAGES)
+    assert _same(model, "stem.out_channels", "a2.out_channels", "b2.out_channels", "a1.in_channels", "head.in_channels")
+    assert not _same(model, "stem.out_channels", "a1.out_channels")
+    assert hparam_of(model, "stem.out_channels").is_configurable
+    assert hparam_of(model, "stem.in_channels").choices == (3,)  # model input
+    assert hparam_of(model, "head.out_channels").choices == (10,)  # model output
+    assert set(mtn.get_subnet_config(model, configurable=True)) == {
+        "stem.out_channels",
+        "a1.out_channels",
+        "b1.out_channels",
+    }
+
+
+def test_squeeze_excite_gate_is_tied_to_the_gated_tensor():
+    model = _convert(SqueezeExcite, IMAGES)
+    assert _same(model, "conv.out_channels", "expand.out_channels", "reduce.in_channels", "head.in_channels")
+    assert not _same(model, "conv.out_channels", "reduce.out_channels")
+
+
+def test_depthwise_conv_ties_in_and_out():
+    model = _convert(Depthwise, IMAGES)
+    assert _same(model, "pw1.out_channels", "dw.in_channels", "dw.out_channels", "pw2.in_channels")
+    exported = assert_export_matches(model, IMAGES, min)
+    assert exported.dw.groups == exported.dw.in_channels == exported.dw.out_channels == 32
+
+
+def test_grouped_conv_keeps_its_per_group_width():
+    model = _convert(Grouped, IMAGES, mode=[("fastnas", mtn.config.FastNASConfig())])
+    hp = hparam_of(model, "gc.out_channels")
+    assert _same(model, "pw1.out_channels", "gc.in_channels", "gc.out_channels")
+    assert all(c % 16 == 0 for c in hp.choices) and hp.choices == (32, 64)
+    exported = assert_export_matches(model, IMAGES, min)
+    assert exported.gc.groups == 2 and exported.gc.weight.shape == (32, 16, 3, 3)
+
+
+def test_a_module_called_twice_ties_both_producers():
+    model = _convert(SharedModule, IMAGES)
+    assert _same(model, "a.out_channels", "b.out_channels", "shared.in_channels")
+    for how in ("min", "random", "random"):
+        assert_export_matches(model, IMAGES, how)
+
+
+def test_unsupported_ops_freeze_only_what_they_touch():
+    model = _convert(Concat, IMAGES)
+    assert hparam_of(model, "a.out_channels").choices == (64,)
+    assert hparam_of(model, "mid.in_channels").choices == (128,)
+    assert hparam_of(model, "mid.out_channels").is_configurable
+    assert_export_matches(model, IMAGES, min)
+
+
+def test_linear_features_between_inputs_and_outputs_are_searchable():
+    x = torch.randn(4, 32)
+    model = _convert(MLP, x)
+    assert _same(model, "fc1.out_features", "bn.num_features", "fc2.in_features")
+    assert hparam_of(model, "fc1.in_features").choices == (32,)
+    assert hparam_of(model, "fc3.out_features").choices == (10,)
+    assert hparam_of(model, "fc2.out_features").choices == (64, 96)
+    for how in ("min", "centroid", "random"):
+        assert_export_matches(model, x, how)
+
+
+@pytest.mark.parametrize("net", [Residual, SqueezeExcite, Depthwise, Grouped, SharedModule, Concat])
+def test_every_subnet_exports_exactly(net):
+    model = _convert(net, IMAGES, mode="fastnas")
+    for how in ("min", "centroid", "random", "random", "random"):
+        assert_export_matches(model, IMAGES, how)
+
+
+def test_untraceable_model_is_one_clear_error():
+    class Branchy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 8, 1)
+
+        def forward(self, x):
+            if x.sum() > 0:
+                return self.conv(x)
+            return x
+
+    with pytest.raises(UserInputError, match="cannot trace Branchy with torch.fx"):
+        mtn.convert(Branchy(), dummy_input=IMAGES[:1])
+
+
+def test_a_dummy_input_of_the_wrong_shape_is_one_clear_error():
+    with pytest.raises(UserInputError, match=r"forward failed on a dummy input of shape \(1, 5, 8, 8\)"):
+        mtn.convert(Residual(), dummy_input=torch.randn(1, 5, 8, 8))
