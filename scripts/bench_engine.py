@@ -4,7 +4,7 @@ Prints one table. Timings alternate between the two models being compared (A, B,
 the ratio is of medians, so machine noise hits both sides alike. Where nvidia-modelopt is
 installed, the same measurements are taken for ModelOpt in the same run.
 
-    python scripts/bench_engine.py [--threads 1] [--size 128] [--batch 8] [--repeats 7]
+    python scripts/bench_engine.py [--threads 1] [--size 224] [--batch 8] [--repeats 7]
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def _frozen_ratio(a, b, x, repeats):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--size", type=int, default=128, help="image side in pixels")
+    parser.add_argument("--size", type=int, default=224, help="image side in pixels")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--no-modelopt", action="store_true")
