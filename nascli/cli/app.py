@@ -9,6 +9,7 @@ import typer
 from nascli import __version__
 from nascli.cli.common import flags
 from nascli.cli.convert import convert
+from nascli.cli.profile import profile
 
 app = typer.Typer(
     add_completion=False,
@@ -34,6 +35,7 @@ def main_options(
 
 
 app.command()(convert)
+app.command()(profile)
 
 
 def main() -> None:

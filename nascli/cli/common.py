@@ -7,12 +7,13 @@ import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import typer
 from rich.console import Console
 
-from nascli.errors import NasCliError
+from nascli.errors import NasCliError, UserInputError
 
 console = Console(stderr=True, soft_wrap=True, highlight=False)
 
@@ -63,3 +64,15 @@ def handle_errors(command: Callable) -> Callable:
             raise typer.Exit(1) from None
 
     return wrapper
+
+
+def input_path(argument: Path | None) -> Path:
+    """The stage input: the argument, or the last path the previous stage printed on stdin."""
+    if argument is not None:
+        return argument
+    if sys.stdin.isatty():
+        raise UserInputError("no input: give a recipe or checkpoint path, or pipe one from the previous stage")
+    lines = [line.strip() for line in sys.stdin.read().splitlines() if line.strip()]
+    if not lines:
+        raise UserInputError("no input: stdin was empty (did the previous stage fail?)")
+    return Path(lines[-1])

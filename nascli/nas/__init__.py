@@ -8,8 +8,11 @@ from collections.abc import Callable
 from typing import IO, Any
 
 import torch
+from rich.console import Console
 from torch import nn
 
+from nascli.cost.model import cost_model
+from nascli.cost.profile import profile_costs, render_profile
 from nascli.errors import UserInputError
 from nascli.nas import config
 from nascli.nas.config import resolve_mode
@@ -25,6 +28,7 @@ __all__ = [
     "get_subnet_config",
     "is_converted",
     "print_search_space_summary",
+    "profile",
     "random_sampling",
     "sample",
     "select",
@@ -79,3 +83,30 @@ def print_search_space_summary(model: nn.Module, file: IO[str] | None = None) ->
 def export(model: nn.Module) -> nn.Module:
     """The active subnet as a new plain model of native layers (the converted model is kept)."""
     return export_model(model)
+
+
+def profile(
+    model: nn.Module,
+    dummy_input: torch.Tensor | tuple | None = None,
+    constraints: dict[str, Any] | None = None,
+    verbose: bool = True,
+) -> tuple[bool, dict[str, Any]]:
+    """Flops and params of the min, centroid and max subnets, and whether ``constraints`` can be met.
+
+    Costs come from the analytic cost model (no forward pass). Constraints take numbers, "2G",
+    "350M" or "60%" of the original model. Returns ``(is_satisfied, stats)``.
+    """
+    space = get_space(model)
+    if dummy_input is not None:
+        given = [tuple(t.shape[1:]) for t in as_inputs(dummy_input)]
+        recorded = [tuple(s[1:]) for s in space.input_shapes]
+        if given != recorded:
+            raise UserInputError(
+                f"profile: dummy input of sample shape {given} differs from the shape the model was converted "
+                f"with {recorded}; convert with dummy_input= of the deployment shape"
+            )
+    costs = cost_model(model)
+    is_satisfied, stats = profile_costs(costs, constraints)
+    if verbose:
+        render_profile(stats, costs, Console(soft_wrap=True, highlight=False))
+    return is_satisfied, stats

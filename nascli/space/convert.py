@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from nascli.cost.terms import compile_cost_terms
 from nascli.errors import UserInputError
 from nascli.space.dynamic import DYNAMIC_TYPES
 from nascli.space.hparam import Hparam
@@ -75,8 +76,9 @@ def convert_model(
                 module.attach_hparams(hps["features"])
         entries.extend((f"{name}.{attr}", hp) for attr, hp in module.nas_hparams())
 
+    terms, unmodeled = compile_cost_terms(model, trace, channel_hps, kernel_hps, depth_hps)
     input_shapes = [tuple(t.shape) for t in dummy_input]
-    space = SearchSpace(entries, [(mode_name, rules)], input_shapes, trace.shapes)
+    space = SearchSpace(entries, [(mode_name, rules)], input_shapes, trace.shapes, terms, unmodeled)
     setattr(model, SPACE_ATTR, space)
     model.register_forward_pre_hook(sample_in_training)
     return model

@@ -30,8 +30,12 @@ class SearchSpace:
         modes: list[tuple[str, dict]],
         input_shapes: list[tuple[int, ...]],
         shapes: dict[str, list[tuple[Any, Any]]],
+        cost_terms: list[Any],
+        cost_unmodeled: list[str],
     ) -> None:
         self.entries = entries
+        self.cost_terms = cost_terms
+        self.cost_unmodeled = cost_unmodeled
         self.modes = modes
         self.input_shapes = input_shapes
         self.shapes = shapes

@@ -105,6 +105,7 @@ class ChannelGroups:
 
 @dataclass
 class TraceResult:
+    graph: fx.Graph
     groups: ChannelGroups
     # module name -> one (input node, output node) per call, for containers and leaves alike
     calls: dict[str, list[tuple[fx.Node | None, fx.Node | None]]]
@@ -151,6 +152,11 @@ class _ShapeRecorder(fx.Interpreter):
         return value
 
 
+def node_shape(node: Any) -> tuple[int, ...] | None:
+    """The recorded shape of a tensor-valued node (None for anything else)."""
+    return _shape(node)
+
+
 def _shape(node: Any) -> tuple[int, ...] | None:
     shape = node.meta.get(_SHAPE) if isinstance(node, fx.Node) else None
     return shape if isinstance(shape, tuple) else None
@@ -189,7 +195,7 @@ def trace_model(model: nn.Module, dummy_input: tuple, converts: Callable[[str, n
     finally:
         model.train(was_training)
     modules = dict(model.named_modules())
-    result = TraceResult(ChannelGroups(), dict(tracer.calls), {})
+    result = TraceResult(graph, ChannelGroups(), dict(tracer.calls), {})
     walker = _ChannelWalker(result, modules, converts)
     for node in graph.nodes:
         walker.visit(node)

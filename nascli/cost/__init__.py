@@ -1,0 +1,1 @@
+"""Cost of subnets: analytic flops and params, constraint parsing, latency tables."""

@@ -1,0 +1,48 @@
+"""Deployment constraints: parse "2e9", "2G", "350M", "60%" into absolute upper bounds."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+from nascli.errors import UserInputError
+
+CONSTRAINT_KEYS = ("flops", "params")
+_NUMBER = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKmMgGtT]?)\s*$")
+_SCALE = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
+
+
+def parse_bound(key: str, value: Any) -> tuple[float, bool]:
+    """(number, is_fraction_of_original) of one constraint value; bad values are one clear line."""
+    hint = "expected a positive number such as 2e9, 2G or 350M, or a percentage such as 60%"
+    if isinstance(value, bool):
+        raise UserInputError(f"constraint {key}={value!r}: {hint}")
+    if isinstance(value, (int, float)):
+        number, fraction = float(value), False
+    elif isinstance(value, str) and value.strip().endswith("%"):
+        try:
+            percent = float(value.strip()[:-1])
+        except ValueError:
+            raise UserInputError(f"constraint {key}={value!r}: {hint}") from None
+        if not 0 < percent <= 100:
+            raise UserInputError(f"constraint {key}={value!r}: a percentage of the original model must be in (0, 100]")
+        return percent / 100, True
+    elif isinstance(value, str) and (match := _NUMBER.match(value)):
+        number, fraction = float(match.group(1)) * _SCALE[match.group(2).lower()], False
+    else:
+        raise UserInputError(f"constraint {key}={value!r}: {hint}")
+    if not math.isfinite(number) or number <= 0:
+        raise UserInputError(f"constraint {key}={value!r}: must be greater than zero")
+    return number, fraction
+
+
+def resolve_constraints(raw: dict[str, Any] | None, original: dict[str, int]) -> dict[str, float]:
+    """Absolute upper bounds per metric; percentages are of the original (max) model."""
+    bounds = {}
+    for key, value in (raw or {}).items():
+        if key not in CONSTRAINT_KEYS:
+            raise UserInputError(f"constraint {key!r}: unknown (known: {', '.join(CONSTRAINT_KEYS)})")
+        number, fraction = parse_bound(key, value)
+        bounds[key] = number * original[key] if fraction else number
+    return bounds

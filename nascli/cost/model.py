@@ -1,0 +1,79 @@
+"""Evaluate flops and params of subnet configs from the compiled cost terms, many at a time."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from nascli.space.space import SearchSpace, get_space
+
+METRICS = ("flops", "params")
+
+
+class CostModel:
+    """Exact flops and params of any subnet, as arrays over a batch of configs.
+
+    A config batch is an int64 matrix with one column per configurable hparam (in the order of
+    ``names``). Evaluation is a handful of numpy gathers and products over the terms, so the
+    search can check constraints for millions of candidates without running the model.
+    """
+
+    def __init__(self, space: SearchSpace) -> None:
+        self.space = space
+        self.names = list(space.hparams)
+        index = {name: i + 1 for i, name in enumerate(self.names)}  # column 0 holds ones
+        self._tables = {}
+        for kind in METRICS:
+            terms = [t for t in space.cost_terms if t.kind == kind]
+            width = max([len(t.factors) for t in terms] + [1])
+            depth = max([len(t.conditions) for t in terms] + [1])
+            columns = np.zeros((len(terms), width), dtype=np.int64)
+            powers = np.zeros((len(terms), width), dtype=np.int64)
+            cond_columns = np.zeros((len(terms), depth), dtype=np.int64)
+            cond_index = np.full((len(terms), depth), -1, dtype=np.int64)  # ones > -1: always active
+            for row, term in enumerate(terms):
+                for j, (name, power) in enumerate(term.factors):
+                    columns[row, j], powers[row, j] = index[name], power
+                for j, (name, block) in enumerate(term.conditions):
+                    cond_columns[row, j], cond_index[row, j] = index[name], block
+            coefs = np.array([t.coef for t in terms], dtype=np.int64)
+            self._tables[kind] = (coefs, columns, powers, cond_columns, cond_index)
+
+    def encode(self, configs: list[dict[str, Any]] | dict[str, Any]) -> np.ndarray:
+        """Configs (dicts of hparam name -> value; missing names take the active value) as a matrix."""
+        if isinstance(configs, dict):
+            configs = [configs]
+        active = self.space.config()
+        return np.array([[c.get(n, active[n]) for n in self.names] for c in configs], dtype=np.int64).reshape(
+            len(configs), len(self.names)
+        )
+
+    def evaluate(self, matrix: np.ndarray) -> dict[str, np.ndarray]:
+        """{"flops": int64[B], "params": int64[B]} for a (B, n_hparams) config matrix."""
+        values = np.concatenate([np.ones((matrix.shape[0], 1), dtype=np.int64), matrix], axis=1)
+        found = {}
+        for kind, (coefs, columns, powers, cond_columns, cond_index) in self._tables.items():
+            factors = values[:, columns] ** powers  # (B, T, width)
+            total = coefs * factors.prod(axis=2)
+            active = (values[:, cond_columns] > cond_index).all(axis=2)
+            found[kind] = (total * active).sum(axis=1)
+        return found
+
+    def cost(self, config: dict[str, Any] | None = None) -> dict[str, int]:
+        """flops and params of one config (the active subnet by default)."""
+        result = self.evaluate(self.encode(config or {}))
+        return {kind: int(values[0]) for kind, values in result.items()}
+
+    def named(self, which: str) -> dict[str, Any]:
+        """The config of the "min", "centroid" or "max" subnet."""
+        return {name: getattr(hp, which) for name, hp in self.space.hparams.items()}
+
+
+def cost_model(model: nn.Module) -> CostModel:
+    """The cost model of a converted model (built once and kept with its search space)."""
+    space = get_space(model)
+    if getattr(space, "_cost_model", None) is None:
+        space._cost_model = CostModel(space)
+    return space._cost_model

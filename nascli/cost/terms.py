@@ -1,0 +1,197 @@
+"""Compile a converted model's cost into terms over its hparams, once, at convert time.
+
+Each term is ``coef * prod(value(h) ** power) * [depth(d) > index for each condition]``. Summing
+the terms of a subnet config gives its flops (multiply-accumulates per input sample, counted the
+way fvcore counts the exported model, with batch norm folded away) and its parameter count,
+without touching the model again. Fixed hparams fold into the coefficient.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch.nn.functional as F
+from torch import fx, nn
+
+from nascli.space.hparam import Hparam
+from nascli.space.rules import CONV_TYPES, LINEAR_TYPES, NORM_TYPES
+from nascli.space.trace import TraceResult, node_shape
+
+# Layers whose flops fvcore counts but this cost model does not model yet: reported, never silent.
+_UNMODELED_MODULES = (
+    nn.MultiheadAttention, nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d,
+    nn.TransformerEncoderLayer, nn.TransformerDecoderLayer, nn.Bilinear,
+)  # fmt: skip
+_UNMODELED_FUNCTIONS = {"matmul", "bmm", "einsum", "mm", "layer_norm", "group_norm", "instance_norm", "grid_sample",
+                        "scaled_dot_product_attention", "linear", "conv2d", "conv1d", "conv3d", "addmm"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class CostTerm:
+    kind: str  # "flops" or "params"
+    coef: int
+    factors: tuple[tuple[str, int], ...]  # (hparam name, power)
+    conditions: tuple[tuple[str, int], ...]  # (depth hparam name, block index): active if depth > index
+
+
+class _Builder:
+    def __init__(self, model: nn.Module, trace: TraceResult, slot_hps: dict, kernel_hps: dict, depth_hps: dict):
+        self.modules = dict(model.named_modules())
+        self.trace = trace
+        self.slot_hps = slot_hps
+        self.kernel_hps = kernel_hps
+        self.terms: list[CostTerm] = []
+        self.unmodeled: list[str] = []
+        self.root_hp = {
+            trace.groups.find(("slot", name, attr)): hp for name, hps in slot_hps.items() for attr, hp in hps.items()
+        }
+        # block path -> (depth hparam, index of the block in its stage)
+        self.blocks = {
+            f"{stage}.{key}": (hp, index)
+            for stage, hp in depth_hps.items()
+            for index, key in enumerate(self.modules[stage]._modules)
+        }
+
+    def add(self, kind: str, coef: int, hps: list[tuple[Hparam | int, int]], path: list[str]) -> None:
+        factors = []
+        for hp, power in hps:
+            if isinstance(hp, Hparam) and hp.is_configurable:
+                factors.append((hp.name, power))
+            else:
+                coef *= (hp.max if isinstance(hp, Hparam) else hp) ** power
+        conditions = tuple(sorted({(self.blocks[p][0].name, self.blocks[p][1]) for p in path if p in self.blocks}))
+        if coef:
+            self.terms.append(CostTerm(kind, int(coef), tuple(factors), conditions))
+
+    def channels_of(self, node: fx.Node) -> Hparam | int:
+        """The hparam sizing a tensor's channel dim, or its fixed size."""
+        element, dim = self.trace.channels[node]
+        return self.root_hp.get(self.trace.groups.find(element), node_shape(node)[dim])
+
+    # -- per module ----------------------------------------------------------------------------
+    def module_params(self, name: str, module: nn.Module) -> None:
+        path = _ancestors(name)
+        hps = self.slot_hps.get(name)
+        if hps and isinstance(module, CONV_TYPES):
+            kernel = self.kernel_hps.get(name) or module.kernel_size[0]
+            nd = len(module.kernel_size)
+            per_group = module.in_channels // module.groups
+            kernel_factor = (
+                [(kernel, nd)] if len(set(module.kernel_size)) == 1 else [(math.prod(module.kernel_size), 1)]
+            )
+            if module.groups == 1:
+                self.add("params", 1, [(hps["out"], 1), (hps["in"], 1), *kernel_factor], path)
+            else:
+                self.add("params", per_group, [(hps["out"], 1), *kernel_factor], path)
+            if module.bias is not None:
+                self.add("params", 1, [(hps["out"], 1)], path)
+        elif hps and isinstance(module, LINEAR_TYPES):
+            self.add("params", 1, [(hps["out"], 1), (hps["in"], 1)], path)
+            if module.bias is not None:
+                self.add("params", 1, [(hps["out"], 1)], path)
+        elif hps and isinstance(module, NORM_TYPES):
+            if module.weight is not None:
+                self.add("params", 2, [(hps["features"], 1)], path)
+        else:
+            own = sum(p.numel() for p in module.parameters(recurse=False))
+            self.add("params", own, [], path)
+
+    # -- per graph node ------------------------------------------------------------------------
+    def node_flops(self, node: fx.Node) -> None:
+        path = [key.split("@")[0] for key in node.meta.get("nn_module_stack", {})]
+        if node.op == "call_module":
+            path.append(str(node.target))
+            module = self.modules[str(node.target)]
+            self.module_flops(node, str(node.target), module, path)
+        elif node.op in ("call_function", "call_method"):
+            self.function_flops(node, path)
+
+    def module_flops(self, node: fx.Node, name: str, module: nn.Module, path: list[str]) -> None:
+        out_shape = node_shape(node)
+        in_node = node.args[0] if node.args else None
+        in_shape = node_shape(in_node)
+        if out_shape is None:
+            return
+        hps = self.slot_hps.get(name)
+        if isinstance(module, CONV_TYPES):
+            spatial = math.prod(out_shape[2:])
+            kernel = (self.kernel_hps.get(name) or module.kernel_size[0]) if hps else module.kernel_size[0]
+            nd = len(module.kernel_size)
+            kernel_factor = (
+                [(kernel, nd)] if len(set(module.kernel_size)) == 1 else [(math.prod(module.kernel_size), 1)]
+            )
+            per_group = module.in_channels // module.groups
+            out = hps["out"] if hps else module.out_channels
+            if module.groups == 1:
+                self.add(
+                    "flops", spatial, [(out, 1), (hps["in"] if hps else module.in_channels, 1), *kernel_factor], path
+                )
+            else:
+                self.add("flops", spatial * per_group, [(out, 1), *kernel_factor], path)
+        elif isinstance(module, LINEAR_TYPES) and in_shape is not None:
+            rows = math.prod(in_shape[1:-1])
+            out = hps["out"] if hps else module.out_features
+            self.add("flops", rows, [(out, 1), (hps["in"] if hps else module.in_features, 1)], path)
+        elif isinstance(module, nn.AdaptiveAvgPool2d) and in_shape is not None:
+            self.pool_flops(in_node, in_shape, path)
+        elif isinstance(module, nn.Upsample):
+            self.upsample_flops(node, module.mode, path)
+        elif isinstance(module, _UNMODELED_MODULES):
+            self.unmodeled.append(f"{name} ({type(module).__name__})")
+
+    def function_flops(self, node: fx.Node, path: list[str]) -> None:
+        target = node.target
+        if target is F.adaptive_avg_pool2d and node_shape(node.args[0]) is not None:
+            self.pool_flops(node.args[0], node_shape(node.args[0]), path)
+        elif target is F.interpolate:
+            self.upsample_flops(node, node.kwargs.get("mode", node.args[3] if len(node.args) > 3 else "nearest"), path)
+        else:
+            name = target if isinstance(target, str) else getattr(target, "__name__", "")
+            if name in _UNMODELED_FUNCTIONS:
+                self.unmodeled.append(f"{node.name} ({name})")
+
+    def pool_flops(self, in_node: fx.Node, in_shape: tuple[int, ...], path: list[str]) -> None:
+        """fvcore counts one operation per input element of an adaptive average pool."""
+        if len(in_shape) != 4:
+            return
+        per_channel = math.prod(in_shape[2:])
+        if in_node in self.trace.channels and self.trace.channels[in_node][1] == 1:
+            self.add("flops", per_channel, [(self.channels_of(in_node), 1)], path)
+        else:
+            self.add("flops", math.prod(in_shape[1:]), [], path)
+
+    def upsample_flops(self, node: fx.Node, mode: str, path: list[str]) -> None:
+        """fvcore counts 2-D nearest (1 per output element) and bilinear (4) upsampling."""
+        shape = node_shape(node)
+        scale = {"nearest": 1, "bilinear": 4}.get(mode)
+        if shape is None or len(shape) != 4 or scale is None:
+            return
+        if node in self.trace.channels and self.trace.channels[node][1] == 1:
+            self.add("flops", scale * math.prod(shape[2:]), [(self.channels_of(node), 1)], path)
+        else:
+            self.add("flops", scale * math.prod(shape[1:]), [], path)
+
+
+def _ancestors(name: str) -> list[str]:
+    parts = name.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
+
+
+def compile_cost_terms(
+    model: nn.Module,
+    trace: TraceResult,
+    slot_hps: dict[str, dict[str, Hparam]],
+    kernel_hps: dict[str, Hparam | None],
+    depth_hps: dict[str, Hparam],
+) -> tuple[list[CostTerm], list[str]]:
+    """The flops and params terms of a model about to be converted, and what they leave out."""
+    builder = _Builder(model, trace, slot_hps, kernel_hps, depth_hps)
+    seen: set[int] = set()
+    for name, module in model.named_modules():
+        if id(module) not in seen:
+            seen.add(id(module))
+            builder.module_params(name, module)
+    for node in trace.graph.nodes:
+        builder.node_flops(node)
+    return builder.terms, builder.unmodeled

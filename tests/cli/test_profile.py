@@ -1,0 +1,56 @@
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from nascli.cli.app import app
+
+ROOT = Path(__file__).resolve().parents[2]
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run")
+    result = runner.invoke(app, ["-q", "convert", str(ROOT / "recipes/digits.yaml"), f"run_dir={run_dir}"])
+    assert result.exit_code == 0
+    return result.stdout.strip()
+
+
+def test_profile_reads_the_checkpoint_from_stdin(checkpoint):
+    result = runner.invoke(app, ["profile", "--flops", "60%"], input=checkpoint + "\n")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.strip() == checkpoint
+    for text in ("Profiling Results", "MACs per sample", "Constraints Evaluation", "Number of configurable hparams"):
+        assert text in result.stderr
+    assert "all constraints can be satisfied" in result.stderr
+
+
+def test_profile_json_and_unsatisfiable_exit_3(checkpoint):
+    result = runner.invoke(app, ["-q", "profile", checkpoint, "--flops", "1%", "--params", "10M", "--json"])
+    assert result.exit_code == 3
+    payload = json.loads(result.stdout)
+    assert payload["satisfied"] is False and payload["constraints"]["params"]["satisfiable"] is True
+    assert payload["min"]["flops"] < payload["centroid"]["flops"] < payload["max"]["flops"]
+    assert result.stderr.strip() == "error: flops cannot be met by any subnet of the search space"
+
+
+@pytest.mark.parametrize("value", ["banana", "-3", "150%"])
+def test_bad_constraint_values_exit_2(checkpoint, value):
+    result = runner.invoke(app, ["profile", checkpoint, "--flops", value])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: constraint flops=")
+
+
+def test_profile_a_recipe_converts_it_first(tmp_path):
+    args = ["-q", "profile", str(ROOT / "recipes/digits.yaml"), f"run_dir={tmp_path}", "--params", "1G"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0
+    assert result.stdout.strip() == str(tmp_path / "convert.pt")
+
+
+def test_no_input_is_a_clear_error():
+    result = runner.invoke(app, ["profile"], input="")
+    assert result.exit_code == 2 and "no input" in result.stderr

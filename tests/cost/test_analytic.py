@@ -1,0 +1,94 @@
+"""The analytic cost model equals fvcore's count and sum(numel) of the exported subnet, exactly."""
+
+import pytest
+import torch
+import torchvision
+
+import nascli.nas as mtn
+from nascli.cost.fvcore_count import count_params, fvcore_flops
+from nascli.cost.model import cost_model
+from nascli.models import resnet20, small_cnn
+from tests.topologies import MLP, Concat, Conv1dNet, Depthwise, Grouped, Residual, SharedModule, SqueezeExcite
+
+TORCHVISION = {
+    "resnet18": (torchvision.models.resnet18, 64, False),
+    "resnet50": (torchvision.models.resnet50, 64, True),
+    "resnext50_32x4d": (torchvision.models.resnext50_32x4d, 64, True),
+    "wide_resnet50_2": (torchvision.models.wide_resnet50_2, 64, True),
+    "vgg11_bn": (torchvision.models.vgg11_bn, 32, True),
+    "mobilenet_v2": (torchvision.models.mobilenet_v2, 64, False),
+}
+
+
+def _check_every_kind_of_subnet(model, x):
+    costs = cost_model(model)
+    for how in ("max", "min", "centroid", "random", "random", "random"):
+        mtn.sample(model, how)
+        exported = mtn.export(model)
+        analytic = costs.cost()
+        assert analytic["flops"] == fvcore_flops(exported, (x,)), how
+        assert analytic["params"] == count_params(exported), how
+
+
+@pytest.mark.parametrize(
+    "name, mode",
+    [
+        pytest.param(n, m, marks=[pytest.mark.slow] if slow else [], id=f"{n}-{m}")
+        for n, (_, _, slow) in TORCHVISION.items()
+        for m in ("autonas", "fastnas")
+    ],
+)
+def test_torchvision_models(name, mode):
+    factory, size, _ = TORCHVISION[name]
+    x = torch.randn(1, 3, size, size)
+    _check_every_kind_of_subnet(mtn.convert(factory(), mode, dummy_input=x), x)
+
+
+@pytest.mark.parametrize(
+    "net, shape",
+    [
+        (Residual, (1, 3, 8, 8)),
+        (SqueezeExcite, (1, 3, 8, 8)),
+        (Depthwise, (1, 3, 8, 8)),
+        (Grouped, (1, 3, 8, 8)),
+        (SharedModule, (1, 3, 8, 8)),
+        (Concat, (1, 3, 8, 8)),
+        (MLP, (1, 32)),
+        (Conv1dNet, (1, 4, 16)),
+        (lambda: resnet20(in_channels=1, width=64), (1, 1, 8, 8)),
+        (lambda: small_cnn(width=64), (1, 1, 8, 8)),
+    ],
+)
+def test_topologies(net, shape):
+    x = torch.randn(*shape)
+    _check_every_kind_of_subnet(mtn.convert(net(), "fastnas", dummy_input=x), x)
+
+
+def test_kernel_size_search_is_counted():
+    config = mtn.config.AutoNASConfig()
+    config["nn.Conv2d"]["*"]["kernel_size"] = (1, 3)
+    x = torch.randn(1, 3, 32, 32)
+    _check_every_kind_of_subnet(mtn.convert(torchvision.models.resnet18(), [("autonas", config)], dummy_input=x), x)
+
+
+@pytest.mark.slow
+def test_resnet50_reference_numbers():
+    model = mtn.convert(torchvision.models.resnet50(), "autonas")
+    mtn.sample(model, "max")
+    assert cost_model(model).cost() == {"flops": 4_089_284_608, "params": 25_557_032}
+    is_satisfied, stats = mtn.profile(model, torch.randn(1, 3, 224, 224), {"flops": "2G"}, verbose=False)
+    assert is_satisfied
+    assert stats["max"] == {"flops": 4_089_284_608, "params": 25_557_032}
+    assert stats["number of configurable hparams"] == 40
+    assert f"{stats['search space size']:.2e}" == "1.90e+18"
+
+
+def test_batch_matrix_matches_single_configs():
+    x = torch.randn(1, 1, 8, 8)
+    model = mtn.convert(resnet20(in_channels=1, width=64), dummy_input=x)
+    costs = cost_model(model)
+    configs = [mtn.sample(model, "random") for _ in range(20)]
+    batch = costs.evaluate(costs.encode(configs))
+    for i, config in enumerate(configs):
+        single = costs.cost(config)
+        assert batch["flops"][i] == single["flops"] and batch["params"][i] == single["params"]
