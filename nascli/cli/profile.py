@@ -8,7 +8,23 @@ from pathlib import Path
 import typer
 
 from nascli.cli.common import console, flags, handle_errors, input_path, result
-from nascli.errors import ConstraintError
+from nascli.errors import ConstraintError, UserInputError
+from nascli.recipe.schema import Deployment
+
+
+def latency_model(model, checkpoint: dict, device: str | None, cache_dir: Path):
+    """The latency table for the recipe's deployment, on ``device`` if given."""
+    import torch
+
+    from nascli.cost.latency import LatencyModel
+
+    deployment = Deployment.model_validate((checkpoint.get("recipe") or {}).get("deployment", {}))
+    device = device or deployment.device
+    if device not in ("cpu", "cuda"):
+        raise UserInputError(f"--device {device!r}: expected cpu or cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserInputError("--device cuda: no CUDA device is available on this machine")
+    return LatencyModel(model, device, deployment.batch_size, deployment.repeats, cache_dir)
 
 
 @handle_errors
@@ -17,6 +33,8 @@ def profile(
     overrides: list[str] = typer.Argument(None, help="Recipe overrides as key=value."),
     flops: str = typer.Option(None, "--flops", help="Upper bound: 2e9, 2G, 350M or 60% of the original."),
     params: str = typer.Option(None, "--params", help="Upper bound on parameters, same forms."),
+    latency: str = typer.Option(None, "--latency", help="Upper bound on latency: 15ms, 0.2s or 60%."),
+    device: str = typer.Option(None, "--device", help="cpu or cuda: predict latency there (default: recipe's)."),
     json_out: bool = typer.Option(False, "--json", help="Print the profile as JSON on stdout."),
 ) -> None:
     """Flops and params of the min, centroid and max subnets; exit 3 if a constraint cannot be met."""
@@ -24,10 +42,13 @@ def profile(
     from nascli.cost.profile import profile_costs, render_profile
     from nascli.stages.load import load_stage_input
 
-    constraints = {k: v for k, v in (("flops", flops), ("params", params)) if v is not None}
-    model, path, _ = load_stage_input(input_path(source), overrides or [])
+    constraints = {k: v for k, v in (("flops", flops), ("params", params), ("latency", latency)) if v is not None}
+    model, path, checkpoint = load_stage_input(input_path(source), overrides or [])
     costs = cost_model(model)
-    is_satisfied, stats = profile_costs(costs, constraints)
+    timing = None
+    if latency is not None or device is not None:
+        timing = latency_model(model, checkpoint, device, path.parent)
+    is_satisfied, stats = profile_costs(costs, constraints, timing)
     if not flags.quiet:
         render_profile(stats, costs, console)
     result(path, {"satisfied": is_satisfied, **json.loads(json.dumps(stats))}, json_out)

@@ -8,14 +8,21 @@ from typing import Any
 
 from nascli.errors import UserInputError
 
-CONSTRAINT_KEYS = ("flops", "params")
+CONSTRAINT_KEYS = ("flops", "params", "latency")
 _NUMBER = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKmMgGtT]?)\s*$")
 _SCALE = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
+_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*(s|ms|us|µs)\s*$")
+_SECONDS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6}
 
 
 def parse_bound(key: str, value: Any) -> tuple[float, bool]:
-    """(number, is_fraction_of_original) of one constraint value; bad values are one clear line."""
+    """(number, is_fraction_of_original) of one constraint value; bad values are one clear line.
+
+    Latency takes a duration with its unit ("15ms", "0.2s", "500us"), or seconds as a number.
+    """
     hint = "expected a positive number such as 2e9, 2G or 350M, or a percentage such as 60%"
+    if key == "latency":
+        hint = "expected a duration such as 15ms, 0.2s or 500us, or a percentage such as 60%"
     if isinstance(value, bool):
         raise UserInputError(f"constraint {key}={value!r}: {hint}")
     if isinstance(value, (int, float)):
@@ -28,7 +35,9 @@ def parse_bound(key: str, value: Any) -> tuple[float, bool]:
         if not 0 < percent <= 100:
             raise UserInputError(f"constraint {key}={value!r}: a percentage of the original model must be in (0, 100]")
         return percent / 100, True
-    elif isinstance(value, str) and (match := _NUMBER.match(value)):
+    elif key == "latency" and isinstance(value, str) and (match := _DURATION.match(value)):
+        number, fraction = float(match.group(1)) * _SECONDS[match.group(2)], False
+    elif key != "latency" and isinstance(value, str) and (match := _NUMBER.match(value)):
         number, fraction = float(match.group(1)) * _SCALE[match.group(2).lower()], False
     else:
         raise UserInputError(f"constraint {key}={value!r}: {hint}")
@@ -43,6 +52,8 @@ def resolve_constraints(raw: dict[str, Any] | None, original: dict[str, int]) ->
     for key, value in (raw or {}).items():
         if key not in CONSTRAINT_KEYS:
             raise UserInputError(f"constraint {key!r}: unknown (known: {', '.join(CONSTRAINT_KEYS)})")
+        if key not in original:
+            raise UserInputError(f"constraint {key!r}: needs a latency table; give a device (--device cpu|cuda)")
         number, fraction = parse_bound(key, value)
         bounds[key] = number * original[key] if fraction else number
     return bounds

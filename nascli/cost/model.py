@@ -10,6 +10,7 @@ from torch import nn
 from nascli.space.space import SearchSpace, get_space
 
 METRICS = ("flops", "params")
+_CHUNK = 512
 
 
 class CostModel:
@@ -52,6 +53,9 @@ class CostModel:
 
     def evaluate(self, matrix: np.ndarray) -> dict[str, np.ndarray]:
         """{"flops": int64[B], "params": int64[B]} for a (B, n_hparams) config matrix."""
+        if matrix.shape[0] > _CHUNK:  # keep the (rows, terms, factors) temporaries in cache
+            parts = [self.evaluate(matrix[i : i + _CHUNK]) for i in range(0, matrix.shape[0], _CHUNK)]
+            return {kind: np.concatenate([p[kind] for p in parts]) for kind in METRICS}
         values = np.concatenate([np.ones((matrix.shape[0], 1), dtype=np.int64), matrix], axis=1)
         found = {}
         for kind, (coefs, columns, powers, cond_columns, cond_index) in self._tables.items():

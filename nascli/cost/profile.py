@@ -8,10 +8,11 @@ from rich.console import Console
 from rich.table import Table
 
 from nascli.cost.constraints import resolve_constraints
+from nascli.cost.latency import LatencyModel
 from nascli.cost.model import METRICS, CostModel
 
 SUBNETS = ("min", "centroid", "max")
-UNITS = {"flops": "MACs per sample", "params": "count"}
+UNITS = {"flops": "MACs per sample", "params": "count", "latency": "predicted"}
 
 
 def human(value: float) -> str:
@@ -22,11 +23,29 @@ def human(value: float) -> str:
     return f"{value:.2f}" if isinstance(value, float) and not value.is_integer() else str(int(value))
 
 
-def profile_costs(costs: CostModel, constraints: dict[str, Any] | None = None) -> tuple[bool, dict[str, Any]]:
-    """(is_satisfied, stats) as ``mtn.profile`` returns them; the max subnet is the original model."""
+def seconds(value: float) -> str:
+    return f"{value * 1e3:.2f}ms" if value >= 1e-3 else f"{value * 1e6:.1f}us"
+
+
+def profile_costs(
+    costs: CostModel, constraints: dict[str, Any] | None = None, latency: LatencyModel | None = None
+) -> tuple[bool, dict[str, Any]]:
+    """(is_satisfied, stats) as ``mtn.profile`` returns them; the max subnet is the original model.
+
+    With a latency model, each subnet also gets its predicted latency (seconds) and
+    ``stats["measured latency"]`` the measured latency of the exported subnets, for comparison.
+    """
+    metrics = METRICS + (("latency",) if latency is not None else ())
     stats: dict[str, Any] = {name: costs.cost(costs.named(name)) for name in SUBNETS}
+    if latency is not None:
+        latency.calibrate()
+        for name in SUBNETS:
+            stats[name]["latency"] = latency.predict(costs.named(name))
+        measured = latency.measure_many([costs.named(name) for name in SUBNETS])
+        stats["measured latency"] = dict(zip(SUBNETS, measured, strict=True))
+        latency.save()
     stats["max/min ratio"] = {
-        k: stats["max"][k] / stats["min"][k] if stats["min"][k] else float("inf") for k in METRICS
+        k: stats["max"][k] / stats["min"][k] if stats["min"][k] else float("inf") for k in metrics
     }
     stats["number of configurable hparams"] = len(costs.names)
     stats["search space size"] = costs.space.size()
@@ -43,16 +62,22 @@ def render_profile(stats: dict[str, Any], costs: CostModel, console: Console) ->
     table = Table(title="Profiling Results")
     for column in ("Constraint", *SUBNETS, "max/min ratio"):
         table.add_column(column)
-    for key in METRICS:
-        row = [human(stats[name][key]) for name in SUBNETS]
+    for key in stats["max/min ratio"]:
+        show = seconds if key == "latency" else human
+        row = [show(stats[name][key]) for name in SUBNETS]
         table.add_row(f"{key} ({UNITS[key]})", *row, f"{stats['max/min ratio'][key]:.2f}")
+    if "measured latency" in stats:
+        measured = stats["measured latency"]
+        row = [seconds(measured[name]) for name in SUBNETS]
+        table.add_row("latency (measured, exported)", *row, f"{measured['max'] / measured['min']:.2f}")
     console.print(table)
     if stats["constraints"]:
         table = Table(title="Constraints Evaluation")
         for column in ("Constraint", "Upper Bound", "Satisfiable Upper Bound"):
             table.add_column(column)
         for key, check in stats["constraints"].items():
-            table.add_row(key, human(check["upper_bound"]), str(check["satisfiable"]))
+            show = seconds if key == "latency" else human
+            table.add_row(key, show(check["upper_bound"]), str(check["satisfiable"]))
         console.print(table)
     console.print(costs.space.summary(), markup=False)
     if costs.space.cost_unmodeled:

@@ -47,11 +47,7 @@ class _Builder:
             trace.groups.find(("slot", name, attr)): hp for name, hps in slot_hps.items() for attr, hp in hps.items()
         }
         # block path -> (depth hparam, index of the block in its stage)
-        self.blocks = {
-            f"{stage}.{key}": (hp, index)
-            for stage, hp in depth_hps.items()
-            for index, key in enumerate(self.modules[stage]._modules)
-        }
+        self.blocks = block_indices(self.modules, depth_hps)
 
     def add(self, kind: str, coef: int, hps: list[tuple[Hparam | int, int]], path: list[str]) -> None:
         factors = []
@@ -71,7 +67,7 @@ class _Builder:
 
     # -- per module ----------------------------------------------------------------------------
     def module_params(self, name: str, module: nn.Module) -> None:
-        path = _ancestors(name)
+        path = ancestors(name)
         hps = self.slot_hps.get(name)
         if hps and isinstance(module, CONV_TYPES):
             kernel = self.kernel_hps.get(name) or module.kernel_size[0]
@@ -173,7 +169,17 @@ class _Builder:
             self.add("flops", scale * math.prod(shape[1:]), [], path)
 
 
-def _ancestors(name: str) -> list[str]:
+def block_indices(modules: dict[str, nn.Module], depth_hps: dict[str, Hparam]) -> dict[str, tuple[Hparam, int]]:
+    """Block path -> (depth hparam of its stage, its index): the block runs while depth > index."""
+    return {
+        f"{stage}.{key}": (hp, index)
+        for stage, hp in depth_hps.items()
+        for index, key in enumerate(modules[stage]._modules)
+    }
+
+
+def ancestors(name: str) -> list[str]:
+    """Module paths from the outermost ancestor down to ``name`` itself."""
     parts = name.split(".")
     return [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
 

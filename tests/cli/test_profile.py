@@ -54,3 +54,26 @@ def test_profile_a_recipe_converts_it_first(tmp_path):
 def test_no_input_is_a_clear_error():
     result = runner.invoke(app, ["profile"], input="")
     assert result.exit_code == 2 and "no input" in result.stderr
+
+
+def test_latency_constraint_and_measured_rows(checkpoint):
+    result = runner.invoke(app, ["profile", checkpoint, "--latency", "10s", "--json"])
+    assert result.exit_code == 0, result.stderr
+    payload = json.loads(result.stdout)
+    assert 0 < payload["min"]["latency"] < 10 and set(payload["measured latency"]) == {"min", "centroid", "max"}
+    assert "latency (measured, exported)" in result.stderr
+    assert list(Path(checkpoint).parent.glob("latency-cpu-*.json"))
+    result = runner.invoke(app, ["-q", "profile", checkpoint, "--latency", "1us"])
+    assert result.exit_code == 3 and "latency cannot be met" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--latency", "15"], "expected a duration"),
+        (["--device", "tpu"], "expected cpu or cuda"),
+    ],
+)
+def test_bad_latency_arguments_exit_2(checkpoint, args, message):
+    result = runner.invoke(app, ["profile", checkpoint, *args])
+    assert result.exit_code == 2 and message in result.stderr

@@ -1,0 +1,238 @@
+"""Latency on the user's device: a per-layer lookup table plus a measured fixed overhead.
+
+Each dynamic layer is timed in isolation, at the input shape recorded at convert time (batch
+size of the deployment), for the active sizes a subnet gives it. A subnet's latency is predicted
+from the sum of its layers' entries by a line fitted on the measured min, centroid and max
+subnets (its intercept covers what the table does not time: pooling, Python dispatch). Entries are timed
+on first use and cached in a JSON file keyed by device, torch version, batch size and threads.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from nascli.cost.terms import ancestors, block_indices
+from nascli.space.export import export_model
+from nascli.space.hparam import Hparam
+from nascli.space.rules import CONV_TYPES, LINEAR_TYPES, NORM_TYPES
+from nascli.space.space import get_space
+
+
+def _sync(device: torch.device) -> Callable[[], None]:
+    return torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+
+def time_call(fn: Callable[[], Any], device: torch.device, repeats: int, warmup: int = 2) -> float:
+    """Median seconds of ``fn()`` over ``repeats`` runs, after ``warmup`` runs."""
+    sync = _sync(device)
+    with torch.inference_mode():
+        for _ in range(warmup):
+            fn()
+        sync()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            sync()
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def measure_latency(model: nn.Module, inputs: tuple[torch.Tensor, ...], repeats: int = 20) -> float:
+    """Median seconds of one forward of a (plain, exported) model on the inputs' device."""
+    model.eval()
+    return time_call(lambda: model(*inputs), inputs[0].device, repeats)
+
+
+class _Layer:
+    """One call of one dynamic layer: how to build and time it at given active sizes."""
+
+    def __init__(self, name: str, call: int, module: nn.Module, in_shape: tuple, hps: dict[str, Hparam | None]):
+        self.name, self.call, self.module, self.in_shape, self.hps = name, call, module, in_shape, hps
+
+    def sizes(self, config: dict[str, Any]) -> tuple[int, ...]:
+        return tuple(
+            (config.get(hp.name, hp.active) if hp.is_configurable else hp.max) if hp is not None else 0
+            for hp in self.hps.values()
+        )
+
+    def build(self, sizes: tuple[int, ...], batch: int, device: torch.device) -> tuple[nn.Module, torch.Tensor]:
+        m = self.module
+        shape = (batch, *self.in_shape[1:])
+        if isinstance(m, CONV_TYPES):
+            out, inp, k = sizes
+            k = k or m.kernel_size[0]
+            start = (m.kernel_size[0] - k) // 2
+            padding = (
+                m.padding
+                if isinstance(m.padding, str)
+                else tuple(p - start * d for p, d in zip(m.padding, m.dilation, strict=True))
+            )
+            groups = 1 if m.groups == 1 else out // (m.out_channels // m.groups)
+            kernel = m.kernel_size if k == m.kernel_size[0] else (k,) * len(m.kernel_size)
+            layer = m._native(
+                inp, out, kernel, m.stride, padding, m.dilation, groups, m.bias is not None, m.padding_mode
+            )
+            x = torch.randn(shape[0], inp, *shape[2:])
+        elif isinstance(m, LINEAR_TYPES):
+            out, inp = sizes
+            layer = nn.Linear(inp, out, m.bias is not None)
+            x = torch.randn(*shape[:-1], inp)
+        else:
+            (features,) = sizes
+            layer = m._native(features, m.eps, m.momentum, m.affine, m.track_running_stats).eval()
+            x = torch.randn(shape[0], features, *shape[2:])
+        return layer.to(device), x.to(device)
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}#{self.call}"
+
+
+class LatencyModel:
+    """Predicted latency (seconds) of any subnet of a converted model on one device."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        device: str = "cpu",
+        batch_size: int = 1,
+        repeats: int = 10,
+        cache_dir: str | Path | None = None,
+    ) -> None:
+        self.model, self.space = model, get_space(model)
+        self.device, self.batch_size, self.repeats = torch.device(device), batch_size, repeats
+        modules = dict(model.named_modules())
+        by_name = dict(self.space.entries)
+        depth = {n[: -len(".depth")]: hp for n, hp in self.space.hparams.items() if n.endswith(".depth")}
+        blocks = block_indices(modules, depth)
+        self.layers: list[tuple[_Layer, list[tuple[Hparam, int]]]] = []
+        for name, module in modules.items():
+            if isinstance(module, CONV_TYPES):
+                attrs = ("out_channels", "in_channels", "kernel_size")
+            elif isinstance(module, LINEAR_TYPES):
+                attrs = ("out_features", "in_features")
+            elif isinstance(module, NORM_TYPES):
+                attrs = ("num_features",)
+            else:
+                continue
+            if f"{name}.{attrs[0]}" not in by_name:
+                continue
+            hps = {a: by_name.get(f"{name}.{a}") for a in attrs}
+            conditions = [blocks[p] for p in ancestors(name) if p in blocks]
+            for call, (in_shape, _) in enumerate(self.space.shapes.get(name, [])):
+                self.layers.append((_Layer(name, call, module, in_shape, hps), conditions))
+        self.cache_path = None
+        self.entries: dict[str, float] = {}
+        self.scale, self.overhead = 1.0, 0.0
+        if cache_dir is not None:
+            tag = f"{self.device.type}-torch{torch.__version__}-b{batch_size}-t{torch.get_num_threads()}"
+            self.cache_path = Path(cache_dir) / f"latency-{tag}.json"
+            if self.cache_path.is_file():
+                cached = json.loads(self.cache_path.read_text())
+                self.entries, self.scale, self.overhead = cached["entries"], cached["scale"], cached["overhead"]
+
+    def _entry(self, layer: _Layer, sizes: tuple[int, ...]) -> float:
+        key = f"{layer.key}:{','.join(map(str, sizes))}"
+        if key not in self.entries:
+            self.prefetch_entries({key: (layer, sizes)}, rounds=1)
+        return self.entries[key]
+
+    def _needed(self, configs: list[dict[str, Any]]) -> dict[str, tuple[_Layer, tuple[int, ...]]]:
+        needed = {}
+        for config in configs:
+            for layer, _ in self.layers:
+                sizes = layer.sizes(config)
+                key = f"{layer.key}:{','.join(map(str, sizes))}"
+                if key not in self.entries:
+                    needed[key] = (layer, sizes)
+        return needed
+
+    def prefetch(self, configs: list[dict[str, Any]], rounds: int = 3) -> None:
+        """Time every table entry these subnets need, in round-robin rounds (minimum counts).
+
+        A slow spell of a shared machine lasts seconds; spreading each entry's timings over the
+        rounds keeps one spell from skewing a few entries.
+        """
+        self.prefetch_entries(self._needed(configs), rounds)
+
+    def prefetch_entries(self, needed: dict[str, tuple[_Layer, tuple[int, ...]]], rounds: int) -> None:
+        built = {key: layer.build(sizes, self.batch_size, self.device) for key, (layer, sizes) in needed.items()}
+        for _ in range(rounds):
+            for key, (module, x) in built.items():
+                seconds = time_call(lambda module=module, x=x: module(x), self.device, self.repeats)
+                self.entries[key] = min(seconds, self.entries.get(key, float("inf")))
+
+    def table_sum(self, config: dict[str, Any]) -> float:
+        total = 0.0
+        for layer, conditions in self.layers:
+            if all(config.get(hp.name, hp.active) > index for hp, index in conditions):
+                total += self._entry(layer, layer.sizes(config))
+        return total
+
+    def predict(self, config: dict[str, Any] | None = None) -> float:
+        """Seconds per forward of the subnet (the active one by default)."""
+        return self.scale * self.table_sum(config if config is not None else self.space.config()) + self.overhead
+
+    def _export(self, config: dict[str, Any]) -> nn.Module:
+        """The exported subnet of ``config``; the model's active subnet and sampling are kept."""
+        before, keep_sampling = self.space.config(), self.space.sample_in_train
+        try:
+            self.space.select(config)
+            return export_model(self.model).to(self.device).eval()
+        finally:
+            self.space.select(before)
+            self.space.sample_in_train = keep_sampling
+
+    def measure_many(self, configs: list[dict[str, Any]], rounds: int = 3) -> list[float]:
+        """Measured seconds per forward of each exported subnet: the minimum over round-robin rounds.
+
+        Round-robin order makes a slow spell of a shared machine hit every subnet alike.
+        """
+        models = [self._export(c) for c in configs]
+        inputs = tuple(torch.randn(self.batch_size, *s[1:], device=self.device) for s in self.space.input_shapes)
+        found = [[measure_latency(m, inputs, self.repeats) for m in models] for _ in range(rounds)]
+        return [min(times) for times in zip(*found, strict=True)]
+
+    def measure(self, config: dict[str, Any]) -> float:
+        """Measured seconds per forward of the exported subnet."""
+        return self.measure_many([config], rounds=1)[0]
+
+    def calibrate(self) -> dict[str, float]:
+        """Fit scale and overhead on the measured min, centroid and max subnets; returns the measurements.
+
+        Layers timed alone run a little slower or faster than inside the network (caches, thread
+        start-up), and the untimed element-wise work grows with the layers' sizes, so a least-
+        squares line ``measured = scale * table + overhead`` fits better than an offset alone.
+        """
+        if self.cache_path is not None and self.cache_path.is_file() and self.overhead:
+            return {}
+        names = ("min", "centroid", "max")
+        configs = [{n: getattr(hp, which) for n, hp in self.space.hparams.items()} for which in names]
+        self.prefetch(configs)
+        times = self.measure_many(configs)
+        table = [self.table_sum(c) for c in configs]
+        spread = max(table) - min(table)
+        if spread > 1e-12:
+            fit = statistics.linear_regression(table, times)
+            self.scale, self.overhead = fit.slope, fit.intercept
+        if spread <= 1e-12 or self.scale <= 0 or self.overhead < 0:
+            self.scale = 1.0
+            self.overhead = max(0.0, statistics.mean(t - s for t, s in zip(times, table, strict=True)))
+        self.save()
+        return dict(zip(names, times, strict=True))
+
+    def save(self) -> None:
+        if self.cache_path is not None:
+            self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.cache_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"entries": self.entries, "scale": self.scale, "overhead": self.overhead}))
+            tmp.replace(self.cache_path)
