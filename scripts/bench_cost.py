@@ -77,6 +77,9 @@ def main() -> None:
         subprocess.run([*nascli, "profile", f"{tmp}/convert.pt", "--flops", "2G"], check=True, capture_output=True)
         rows.append(("nascli", "`nascli profile` resnet50 checkpoint, process start to exit (s)",
                      f"{time.perf_counter() - start:.2f}"))  # fmt: skip
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import torch, torchvision.models"], check=True, capture_output=True)
+        rows.append(("floor", "`python -c 'import torch, torchvision.models'` (s)", f"{time.perf_counter() - start:.2f}"))
 
     if not args.no_modelopt:
         try:
