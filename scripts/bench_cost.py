@@ -79,7 +79,9 @@ def main() -> None:
                      f"{time.perf_counter() - start:.2f}"))  # fmt: skip
         start = time.perf_counter()
         subprocess.run([sys.executable, "-c", "import torch, torchvision.models"], check=True, capture_output=True)
-        rows.append(("floor", "`python -c 'import torch, torchvision.models'` (s)", f"{time.perf_counter() - start:.2f}"))
+        rows.append(
+            ("floor", "`python -c 'import torch, torchvision.models'` (s)", f"{time.perf_counter() - start:.2f}")
+        )
 
     if not args.no_modelopt:
         try:

@@ -18,13 +18,15 @@ from nascli.space.hparam import Hparam
 from nascli.space.rules import CONV_TYPES, LINEAR_TYPES, NORM_TYPES
 from nascli.space.trace import TraceResult, node_shape
 
-# Layers whose flops fvcore counts but this cost model does not model yet: reported, never silent.
+_NORMS = (nn.LayerNorm, nn.GroupNorm)
+_CONV_TRANSPOSE = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+# Operations whose flops fvcore counts but this cost model does not model yet: reported, never silent.
 _UNMODELED_MODULES = (
-    nn.MultiheadAttention, nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d,
+    nn.MultiheadAttention, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d,
     nn.TransformerEncoderLayer, nn.TransformerDecoderLayer, nn.Bilinear,
 )  # fmt: skip
-_UNMODELED_FUNCTIONS = {"matmul", "bmm", "einsum", "mm", "layer_norm", "group_norm", "instance_norm", "grid_sample",
-                        "scaled_dot_product_attention", "linear", "conv2d", "conv1d", "conv3d", "addmm"}  # fmt: skip
+_UNMODELED_FUNCTIONS = {"matmul", "bmm", "einsum", "mm", "instance_norm", "grid_sample", "linear", "conv2d",
+                        "conv1d", "conv3d", "addmm"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -95,9 +97,13 @@ class _Builder:
 
     # -- per graph node ------------------------------------------------------------------------
     def node_flops(self, node: fx.Node) -> None:
+        """Flops of one graph node, if it runs in inference (auxiliary training heads do not)."""
         path = [key.split("@")[0] for key in node.meta.get("nn_module_stack", {})]
         if node.op == "call_module":
             path.append(str(node.target))
+        if any(p not in self.trace.inference_modules for p in path):
+            return
+        if node.op == "call_module":
             module = self.modules[str(node.target)]
             self.module_flops(node, str(node.target), module, path)
         elif node.op in ("call_function", "call_method"):
@@ -131,6 +137,15 @@ class _Builder:
             self.add("flops", rows, [(out, 1), (hps["in"] if hps else module.in_features, 1)], path)
         elif isinstance(module, nn.AdaptiveAvgPool2d) and in_shape is not None:
             self.pool_flops(in_node, in_shape, path)
+        elif isinstance(module, _NORMS) and in_shape is not None:
+            affine = getattr(module, "weight", None) is not None
+            self.norm_flops(in_node, in_shape, affine, path)
+        elif isinstance(module, _CONV_TRANSPOSE) and in_shape is not None:
+            kernel = math.prod(module.kernel_size)
+            spatial = math.prod(in_shape[2:])
+            self.add("flops", spatial * kernel * module.in_channels * module.out_channels // module.groups, [], path)
+        elif isinstance(module, nn.MultiheadAttention) and node.kwargs.get("need_weights") is False:
+            self.attention_flops(node, module, path)
         elif isinstance(module, nn.Upsample):
             self.upsample_flops(node, module.mode, path)
         elif isinstance(module, _UNMODELED_MODULES):
@@ -140,6 +155,9 @@ class _Builder:
         target = node.target
         if target is F.adaptive_avg_pool2d and node_shape(node.args[0]) is not None:
             self.pool_flops(node.args[0], node_shape(node.args[0]), path)
+        elif target in (F.layer_norm, F.group_norm) and node_shape(node.args[0]) is not None:
+            weight = node.kwargs.get("weight", node.args[2] if len(node.args) > 2 else None)
+            self.norm_flops(node.args[0], node_shape(node.args[0]), weight is not None, path)
         elif target is F.interpolate:
             self.upsample_flops(node, node.kwargs.get("mode", node.args[3] if len(node.args) > 3 else "nearest"), path)
         else:
@@ -156,6 +174,27 @@ class _Builder:
             self.add("flops", per_channel, [(self.channels_of(in_node), 1)], path)
         else:
             self.add("flops", math.prod(in_shape[1:]), [], path)
+
+    def norm_flops(self, in_node: fx.Node, in_shape: tuple[int, ...], affine: bool, path: list[str]) -> None:
+        """fvcore counts 5 operations per input element of an affine norm, 4 without affine."""
+        per_element = 5 if affine else 4
+        if in_node in self.trace.channels:
+            _, dim = self.trace.channels[in_node]
+            rest = math.prod(in_shape[1:]) // in_shape[dim]
+            self.add("flops", per_element * rest, [(self.channels_of(in_node), 1)], path)
+        else:
+            self.add("flops", per_element * math.prod(in_shape[1:]), [], path)
+
+    def attention_flops(self, node: fx.Node, module: nn.MultiheadAttention, path: list[str]) -> None:
+        """fvcore counts the input and output projections (it has no handle for the attention itself)."""
+        query, key = node.args[0], node.args[1] if len(node.args) > 1 else node.kwargs.get("key")
+        q_shape, k_shape = node_shape(query), node_shape(key)
+        if q_shape is None or k_shape is None:
+            return
+        e = module.embed_dim
+        q_rows, k_rows = math.prod(q_shape[1:]) // q_shape[-1], math.prod(k_shape[1:]) // k_shape[-1]
+        projections = q_rows * q_shape[-1] * e + 2 * k_rows * k_shape[-1] * e + q_rows * e * e
+        self.add("flops", projections, [], path)
 
     def upsample_flops(self, node: fx.Node, mode: str, path: list[str]) -> None:
         """fvcore counts 2-D nearest (1 per output element) and bilinear (4) upsampling."""

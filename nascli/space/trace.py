@@ -113,6 +113,8 @@ class TraceResult:
     channels: dict[fx.Node, tuple[Element, int]]
     # leaf module name -> one (input shape, output shape) per call, batch size of the dummy input
     shapes: dict[str, list[tuple[tuple[int, ...], tuple[int, ...]]]] = field(default_factory=dict)
+    # modules that run in inference (eval mode); the graph is traced in train mode and may hold more
+    inference_modules: set[str] = field(default_factory=set)
 
     def node_shape(self, node: fx.Node | None) -> tuple[int, ...] | None:
         return _shape(node) if node is not None else None
@@ -177,12 +179,16 @@ def trace_model(model: nn.Module, dummy_input: tuple, converts: Callable[[str, n
     will not is treated like any unknown operation and freezes the channels it touches.
     """
     tracer = _RecordingTracer()
+    was_training = model.training
+    model.train()  # branches active only in training (auxiliary heads) must be part of the space
     try:
         graph = tracer.trace(model)
     except Exception as exc:  # fx raises many types for untraceable Python
         raise UserInputError(f"cannot trace {type(model).__name__} with torch.fx: {exc}".splitlines()[0]) from exc
+    finally:
+        model.train(was_training)
+    inference_modules = _modules_called_in_eval(model) or set(tracer.calls)
     gm = fx.GraphModule(model, graph)
-    was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
@@ -199,8 +205,23 @@ def trace_model(model: nn.Module, dummy_input: tuple, converts: Callable[[str, n
     walker = _ChannelWalker(result, modules, converts)
     for node in graph.nodes:
         walker.visit(node)
+    result.inference_modules = inference_modules
     result.shapes = {name: [(_shape(i), _shape(o)) for i, o in calls] for name, calls in result.calls.items()}
     return result
+
+
+def _modules_called_in_eval(model: nn.Module) -> set[str]:
+    """Module paths the eval-mode forward calls (empty if that trace fails)."""
+    tracer = _RecordingTracer()
+    was_training = model.training
+    model.eval()
+    try:
+        tracer.trace(model)
+    except Exception:
+        return set()
+    finally:
+        model.train(was_training)
+    return set(tracer.calls)
 
 
 class _ChannelWalker:

@@ -1,4 +1,6 @@
-"""The analytic cost model equals fvcore's count and sum(numel) of the exported subnet, exactly."""
+"""The analytic cost model equals fvcore's count and sum(numel) of the exported subnet, exactly.
+
+The torchvision models are covered by the zoo suite (tests/zoo)."""
 
 import pytest
 import torch
@@ -10,15 +12,6 @@ from nascli.cost.model import cost_model
 from nascli.models import resnet20, small_cnn
 from tests.topologies import MLP, Concat, Conv1dNet, Depthwise, Grouped, Residual, SharedModule, SqueezeExcite
 
-TORCHVISION = {
-    "resnet18": (torchvision.models.resnet18, 64, False),
-    "resnet50": (torchvision.models.resnet50, 64, True),
-    "resnext50_32x4d": (torchvision.models.resnext50_32x4d, 64, True),
-    "wide_resnet50_2": (torchvision.models.wide_resnet50_2, 64, True),
-    "vgg11_bn": (torchvision.models.vgg11_bn, 32, True),
-    "mobilenet_v2": (torchvision.models.mobilenet_v2, 64, False),
-}
-
 
 def _check_every_kind_of_subnet(model, x):
     costs = cost_model(model)
@@ -28,20 +21,6 @@ def _check_every_kind_of_subnet(model, x):
         analytic = costs.cost()
         assert analytic["flops"] == fvcore_flops(exported, (x,)), how
         assert analytic["params"] == count_params(exported), how
-
-
-@pytest.mark.parametrize(
-    "name, mode",
-    [
-        pytest.param(n, m, marks=[pytest.mark.slow] if slow else [], id=f"{n}-{m}")
-        for n, (_, _, slow) in TORCHVISION.items()
-        for m in ("autonas", "fastnas")
-    ],
-)
-def test_torchvision_models(name, mode):
-    factory, size, _ = TORCHVISION[name]
-    x = torch.randn(1, 3, size, size)
-    _check_every_kind_of_subnet(mtn.convert(factory(), mode, dummy_input=x), x)
 
 
 @pytest.mark.parametrize(
