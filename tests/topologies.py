@@ -129,3 +129,30 @@ class Conv3dNet(nn.Module):
 
     def forward(self, x):
         return self.c2(torch.relu(self.bn(self.c1(x))))
+
+
+class DataDependent(nn.Module):
+    """A block whose forward branches on tensor values: fx cannot trace it."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(64, 64, 3, padding=1)
+
+    def forward(self, x):
+        if x.sum() > 0:
+            return self.conv(x)
+        return -self.conv(x)
+
+
+class Untraceable(nn.Module):
+    """Searchable convs around an untraceable block: only the block's channels are frozen."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 64, 1)
+        self.block = DataDependent()
+        self.mid = nn.Conv2d(64, 64, 3, padding=1)
+        self.head = nn.Conv2d(64, 10, 1)
+
+    def forward(self, x):
+        return self.head(self.mid(self.block(self.stem(x))))

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import fx, nn
 
+from nascli.cost.fvcore_count import fvcore_flops
 from nascli.space.hparam import Hparam
 from nascli.space.rules import CONV_TYPES, LINEAR_TYPES, NORM_TYPES
-from nascli.space.trace import TraceResult, node_shape
+from nascli.space.trace import ARGS, TraceResult, node_shape
 
 _NORMS = (nn.LayerNorm, nn.GroupNorm)
 _CONV_TRANSPOSE = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -116,7 +117,9 @@ class _Builder:
         if out_shape is None:
             return
         hps = self.slot_hps.get(name)
-        if isinstance(module, CONV_TYPES):
+        if name in self.trace.untraceable:
+            self.add("flops", fvcore_flops(module, node.meta[ARGS]), [], path)
+        elif isinstance(module, CONV_TYPES):
             spatial = math.prod(out_shape[2:])
             kernel = (self.kernel_hps.get(name) or module.kernel_size[0]) if hps else module.kernel_size[0]
             nd = len(module.kernel_size)

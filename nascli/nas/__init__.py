@@ -75,9 +75,14 @@ def get_subnet_config(model: nn.Module, configurable: bool | None = None) -> dic
     return get_space(model).config(configurable)
 
 
-def print_search_space_summary(model: nn.Module, file: IO[str] | None = None) -> None:
-    """Print each searchable attribute with its choices (``*`` marks a search dimension)."""
-    print(get_space(model).summary(), file=file or sys.stdout)
+def print_search_space_summary(model: nn.Module, verbose: bool = False, file: IO[str] | None = None) -> None:
+    """Print each searchable attribute with its choices (``*`` marks a search dimension).
+
+    ``verbose`` also lists every fixed dimension with the reason it is fixed (model input or
+    output, an operation the tracer cannot follow, an untraceable module, rounding), so a user
+    can see what to change in the model or the rules.
+    """
+    print(get_space(model).summary(verbose), file=file or sys.stdout)
 
 
 def export(model: nn.Module) -> nn.Module:

@@ -54,7 +54,8 @@ def convert_model(
 
     trace = trace_model(model, dummy_input, converts)
     modules = [(n, m) for n, m in model.named_modules() if n and converts(n, m)]
-    channel_hps = _channel_hparams(modules, trace, rules)
+    reasons: dict[str, str] = {}
+    channel_hps = _channel_hparams(modules, trace, rules, reasons)
     kernel_hps = {n: _kernel_hparam(n, m, settings_for(rules, n, m)) for n, m in modules if isinstance(m, CONV_TYPES)}
     depth_hps = _depth_hparams(model, trace, rules)
 
@@ -79,22 +80,26 @@ def convert_model(
     terms, unmodeled = compile_cost_terms(model, trace, channel_hps, kernel_hps, depth_hps)
     input_shapes = [tuple(t.shape) for t in dummy_input]
     space = SearchSpace(entries, [(mode_name, rules)], input_shapes, trace.shapes, terms, unmodeled)
+    space.fixed_reasons = reasons
+    space.untraceable = dict(trace.untraceable)
     setattr(model, SPACE_ATTR, space)
     model.register_forward_pre_hook(sample_in_training)
     return model
 
 
 def _channel_hparams(
-    modules: list[tuple[str, nn.Module]], trace: TraceResult, rules: dict[str, Any]
+    modules: list[tuple[str, nn.Module]], trace: TraceResult, rules: dict[str, Any], reasons: dict[str, str]
 ) -> dict[str, dict[str, Hparam]]:
-    """One hparam per channel group, shared by every slot of the group."""
+    """One hparam per channel group, shared by every slot of the group; why fixed ones are fixed goes in reasons."""
     groups = trace.groups
     members: dict[tuple, list[tuple[str, nn.Module, str]]] = defaultdict(list)
     for name, module in modules:
         for attr, size in module_slots(module).items():
             slot = groups.add(("slot", name, attr), size)
             if name not in trace.calls:
-                groups.freeze(slot, f"{name} is not called in the model's forward")
+                inside = [leaf for leaf in trace.untraceable if name.startswith(f"{leaf}.")]
+                why = f"it is inside {inside[0]}, which fx cannot trace" if inside else "it is not called in forward"
+                groups.freeze(slot, f"{name}: {why}")
             members[groups.find(slot)].append((name, module, attr))
 
     found: dict[str, dict[str, Hparam]] = defaultdict(dict)
@@ -103,14 +108,22 @@ def _channel_hparams(
         name, module, attr = owner
         size = module_slots(module)[attr]
         choices: tuple[int, ...] = (size,)
-        if groups.frozen_reason(root) is None and attr == "out":
+        why = groups.frozen_reason(root)
+        if why is None and attr != "out":
+            why = "no searchable layer produces these channels"
+        elif why is None:
             settings = settings_for(rules, name, module)
             if isinstance(module, CONV_TYPES):
                 ratios, divisor = settings.get("out_channels_ratio", (1.0,)), settings.get("channel_divisor", 1)
             else:
                 ratios, divisor = settings.get("features_ratio", (1.0,)), settings.get("feature_divisor", 1)
-            choices = channel_choices(size, ratios, divisor, _group_width(slots))
+            width = _group_width(slots)
+            choices = channel_choices(size, ratios, divisor, width)
+            whole = f", in whole groups of {width}" if width > 1 else ""
+            why = f"every ratio rounds to {size} with divisor {divisor}{whole}"
         hp = Hparam(f"{name}.{_ATTR_NAMES[_kind(module)][attr]}", choices)
+        if not hp.is_configurable:
+            reasons[hp.name] = why
         for member_name, _, member_attr in slots:
             found[member_name][member_attr] = hp
     return found

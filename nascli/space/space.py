@@ -40,6 +40,8 @@ class SearchSpace:
         self.input_shapes = input_shapes
         self.shapes = shapes
         self.sample_in_train = True
+        self.fixed_reasons: dict[str, str] = {}  # fixed hparam name -> why it is fixed
+        self.untraceable: dict[str, str] = {}  # module kept whole -> why fx could not trace it
         self._by_name = dict(entries)
         self.hparams: dict[str, Hparam] = {name: hp for name, hp in entries if name == hp.name and hp.is_configurable}
 
@@ -91,14 +93,28 @@ class SearchSpace:
     def size(self) -> int:
         return math.prod(len(hp.choices) for hp in self.hparams.values())
 
-    def summary(self) -> str:
+    def summary(self, verbose: bool = False) -> str:
+        """ModelOpt's summary layout; ``verbose`` adds each fixed dimension and why it is fixed."""
         lines = ["Search Space Summary:"]
         for name, hp in self.entries:
             mark = "*" if name in self.hparams else " "
             lines.append(f"{mark} {name:<80} {list(hp.choices)}")
         lines.append(f"Number of configurable hparams: {len(self.hparams)}")
         lines.append(f"Total size of the search space: {self.size():.2e}")
+        if verbose:
+            lines.extend(self._explain())
         return "\n".join(lines)
+
+    def _explain(self) -> list[str]:
+        tied: dict[str, int] = {}
+        for _, hp in self.entries:
+            tied[hp.name] = tied.get(hp.name, 0) + 1
+        lines = ["Fixed dimensions and why (attributes tied to each in parentheses):"]
+        for name, why in self.fixed_reasons.items():
+            lines.append(f"  {f'{name} ({tied.get(name, 1)})':<60} {why}")
+        for name, why in self.untraceable.items():
+            lines.append(f"  {f'{name} (kept whole)':<60} fx cannot trace it: {why}")
+        return lines
 
 
 def _choose(hp: Hparam, rule: Any) -> Any:

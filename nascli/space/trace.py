@@ -11,6 +11,7 @@ The shapes of one dummy forward are recorded alongside, for the cost model and t
 from __future__ import annotations
 
 import operator
+import warnings
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -115,20 +116,40 @@ class TraceResult:
     shapes: dict[str, list[tuple[tuple[int, ...], tuple[int, ...]]]] = field(default_factory=dict)
     # modules that run in inference (eval mode); the graph is traced in train mode and may hold more
     inference_modules: set[str] = field(default_factory=set)
+    # modules kept whole because fx cannot trace them -> why
+    untraceable: dict[str, str] = field(default_factory=dict)
 
     def node_shape(self, node: fx.Node | None) -> tuple[int, ...] | None:
         return _shape(node) if node is not None else None
 
 
 class _RecordingTracer(fx.Tracer):
-    """A tracer that also records the input and output node of every module call."""
+    """A tracer that records the input and output node of every module call.
 
-    def __init__(self) -> None:
+    Modules named in ``leaves`` are kept whole (not traced into); when tracing fails, the stack
+    of module calls at the failure is kept in ``failed_in``.
+    """
+
+    def __init__(self, leaves: frozenset[str] = frozenset()) -> None:
         super().__init__()
+        self.leaves = leaves
         self.calls: dict[str, list[tuple[Any, Any]]] = defaultdict(list)
+        self.stack: list[str] = []
+        self.failed_in: list[str] | None = None
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return module_qualified_name in self.leaves or super().is_leaf_module(m, module_qualified_name)
 
     def call_module(self, m: nn.Module, forward: Callable, args: tuple, kwargs: dict) -> Any:
-        out = super().call_module(m, forward, args, kwargs)
+        self.stack.append(self.path_of_module(m))
+        try:
+            out = super().call_module(m, forward, args, kwargs)
+        except Exception:
+            if self.failed_in is None:
+                self.failed_in = list(self.stack)
+            raise
+        finally:
+            self.stack.pop()
         first = args[0] if args else None
         self.calls[self.path_of_module(m)].append(
             (first.node if isinstance(first, fx.Proxy) else None, out.node if isinstance(out, fx.Proxy) else None)
@@ -137,12 +158,23 @@ class _RecordingTracer(fx.Tracer):
 
 
 _SHAPE = "nascli_shape"  # node.meta key: a tensor's shape, or "structure" for tuples holding tensors
+ARGS = "nascli_args"  # node.meta key: the actual arguments of a call to an untraceable module
 
 
 class _ShapeRecorder(fx.Interpreter):
-    """Runs the traced graph once and records the shape of every tensor it produces."""
+    """Runs the traced graph once and records the shape of every tensor it produces.
+
+    The arguments of calls to ``keep_args_of`` modules are kept too, so their cost can be counted.
+    """
+
+    def __init__(self, gm: fx.GraphModule, keep_args_of: frozenset[str]) -> None:
+        super().__init__(gm)
+        self.keep_args_of = keep_args_of
 
     def run_node(self, n: fx.Node) -> Any:
+        if n.op == "call_module" and n.target in self.keep_args_of:
+            args, _ = self.fetch_args_kwargs_from_env(n)
+            n.meta[ARGS] = args
         value = super().run_node(n)
         if isinstance(value, torch.Tensor):
             n.meta[_SHAPE] = tuple(value.shape)
@@ -178,21 +210,14 @@ def trace_model(model: nn.Module, dummy_input: tuple, converts: Callable[[str, n
     ``converts(name, module)`` says whether a supported layer will become dynamic; a layer that
     will not is treated like any unknown operation and freezes the channels it touches.
     """
-    tracer = _RecordingTracer()
+    graph, tracer, untraceable = _trace_with_leaves(model)
     was_training = model.training
-    model.train()  # branches active only in training (auxiliary heads) must be part of the space
-    try:
-        graph = tracer.trace(model)
-    except Exception as exc:  # fx raises many types for untraceable Python
-        raise UserInputError(f"cannot trace {type(model).__name__} with torch.fx: {exc}".splitlines()[0]) from exc
-    finally:
-        model.train(was_training)
-    inference_modules = _modules_called_in_eval(model) or set(tracer.calls)
+    inference_modules = _modules_called_in_eval(model, frozenset(untraceable)) or set(tracer.calls)
     gm = fx.GraphModule(model, graph)
     model.eval()
     try:
         with torch.no_grad():
-            _ShapeRecorder(gm).run(*dummy_input)
+            _ShapeRecorder(gm, frozenset(untraceable)).run(*dummy_input)
     except Exception as exc:
         shapes = ", ".join(str(tuple(t.shape)) for t in dummy_input if isinstance(t, torch.Tensor))
         raise UserInputError(
@@ -202,6 +227,7 @@ def trace_model(model: nn.Module, dummy_input: tuple, converts: Callable[[str, n
         model.train(was_training)
     modules = dict(model.named_modules())
     result = TraceResult(graph, ChannelGroups(), dict(tracer.calls), {})
+    result.untraceable = untraceable
     walker = _ChannelWalker(result, modules, converts)
     for node in graph.nodes:
         walker.visit(node)
@@ -210,9 +236,41 @@ def trace_model(model: nn.Module, dummy_input: tuple, converts: Callable[[str, n
     return result
 
 
-def _modules_called_in_eval(model: nn.Module) -> set[str]:
+def _trace_with_leaves(model: nn.Module) -> tuple[fx.Graph, _RecordingTracer, dict[str, str]]:
+    """Trace in train mode; a module whose forward fx cannot follow becomes a leaf, and we retry.
+
+    Returns the graph, the tracer, and the untraceable modules with the reason fx gave.
+    """
+    untraceable: dict[str, str] = {}
+    was_training = model.training
+    model.train()  # branches active only in training (auxiliary heads) must be part of the space
+    try:
+        while True:
+            tracer = _RecordingTracer(frozenset(untraceable))
+            try:
+                return tracer.trace(model), tracer, untraceable
+            except Exception as exc:  # fx raises many types for untraceable Python
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                culprit = tracer.failed_in[-1] if tracer.failed_in else None
+                if culprit is None or culprit in untraceable:
+                    raise UserInputError(f"cannot trace {type(model).__name__} with torch.fx: {reason}") from exc
+                untraceable[culprit] = reason
+                warnings.warn(
+                    f"{culprit} cannot be traced with torch.fx ({reason}); its channels stay fixed",
+                    TraceWarning,
+                    stacklevel=4,
+                )
+    finally:
+        model.train(was_training)
+
+
+class TraceWarning(UserWarning):
+    """A part of the model was kept whole because torch.fx cannot trace it."""
+
+
+def _modules_called_in_eval(model: nn.Module, leaves: frozenset[str]) -> set[str]:
     """Module paths the eval-mode forward calls (empty if that trace fails)."""
-    tracer = _RecordingTracer()
+    tracer = _RecordingTracer(leaves)
     was_training = model.training
     model.eval()
     try:
@@ -327,6 +385,8 @@ class _ChannelWalker:
             self._passthrough(node, arg)
         elif isinstance(module, _PASSTHROUGH_MODULES):
             self._passthrough(node, arg)
+        elif name in self.result.untraceable:
+            self._opaque(node, f"{name} cannot be traced with torch.fx")
         else:
             why = "excluded by the rules" if module_slots(module) else "not a searchable layer type"
             self._opaque(node, f"{name} ({type(module).__name__}) is {why}")

@@ -94,3 +94,10 @@ def test_the_installed_command_runs_without_traceback(tmp_path):
         cwd=tmp_path,
     )
     assert done.returncode == 0 and done.stdout == f"{tmp_path}/ok/convert.pt\n"
+
+
+def test_convert_explain_lists_fixed_dimensions(tmp_path):
+    result = runner.invoke(app, ["convert", str(ROOT / "recipes/digits.yaml"), f"run_dir={tmp_path}", "--explain"])
+    assert result.exit_code == 0
+    assert "Fixed dimensions and why" in result.stderr
+    assert "conv1.in_channels (1)" in result.stderr and "model input" in result.stderr

@@ -2,6 +2,8 @@
 
 The torchvision models are covered by the zoo suite (tests/zoo)."""
 
+import warnings
+
 import pytest
 import torch
 import torchvision
@@ -10,7 +12,18 @@ import nascli.nas as mtn
 from nascli.cost.fvcore_count import count_params, fvcore_flops
 from nascli.cost.model import cost_model
 from nascli.models import resnet20, small_cnn
-from tests.topologies import MLP, Concat, Conv1dNet, Depthwise, Grouped, Residual, SharedModule, SqueezeExcite
+from nascli.space.trace import TraceWarning
+from tests.topologies import (
+    MLP,
+    Concat,
+    Conv1dNet,
+    Depthwise,
+    Grouped,
+    Residual,
+    SharedModule,
+    SqueezeExcite,
+    Untraceable,
+)
 
 
 def _check_every_kind_of_subnet(model, x):
@@ -32,6 +45,7 @@ def _check_every_kind_of_subnet(model, x):
         (Grouped, (1, 3, 8, 8)),
         (SharedModule, (1, 3, 8, 8)),
         (Concat, (1, 3, 8, 8)),
+        (Untraceable, (1, 3, 8, 8)),
         (MLP, (1, 32)),
         (Conv1dNet, (1, 4, 16)),
         (lambda: resnet20(in_channels=1, width=64), (1, 1, 8, 8)),
@@ -40,7 +54,10 @@ def _check_every_kind_of_subnet(model, x):
 )
 def test_topologies(net, shape):
     x = torch.randn(*shape)
-    _check_every_kind_of_subnet(mtn.convert(net(), "fastnas", dummy_input=x), x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TraceWarning)
+        model = mtn.convert(net(), "fastnas", dummy_input=x)
+    _check_every_kind_of_subnet(model, x)
 
 
 def test_kernel_size_search_is_counted():

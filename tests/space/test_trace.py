@@ -5,8 +5,9 @@ import torch
 
 import nascli.nas as mtn
 from nascli.errors import UserInputError
+from nascli.space.trace import TraceWarning
 from tests.helpers import assert_export_matches, hparam_of
-from tests.topologies import MLP, Concat, Depthwise, Grouped, Residual, SharedModule, SqueezeExcite
+from tests.topologies import MLP, Concat, Depthwise, Grouped, Residual, SharedModule, SqueezeExcite, Untraceable
 
 
 def _convert(net, x, mode="autonas"):
@@ -112,3 +113,29 @@ def test_untraceable_model_is_one_clear_error():
 def test_a_dummy_input_of_the_wrong_shape_is_one_clear_error():
     with pytest.raises(UserInputError, match=r"forward failed on a dummy input of shape \(1, 5, 8, 8\)"):
         mtn.convert(Residual(), dummy_input=torch.randn(1, 5, 8, 8))
+
+
+def test_an_untraceable_block_becomes_a_leaf_and_only_its_channels_freeze():
+    with pytest.warns(TraceWarning, match="block cannot be traced with torch.fx"):
+        model = _convert(Untraceable, IMAGES)
+    assert hparam_of(model, "stem.out_channels").choices == (64,)
+    assert hparam_of(model, "mid.in_channels").choices == (64,)
+    assert hparam_of(model, "mid.out_channels").is_configurable
+    assert hparam_of(model, "block.conv.out_channels").choices == (64,)
+    for how in ("min", "random"):
+        assert_export_matches(model, IMAGES, how)
+
+
+def test_verbose_summary_explains_every_fixed_dimension(capsys):
+    with pytest.warns(TraceWarning):
+        model = _convert(Untraceable, IMAGES)
+    mtn.print_search_space_summary(model, verbose=True)
+    out = capsys.readouterr().out
+    explained = out.split("Fixed dimensions and why")[1]
+    assert "stem.in_channels (1)" in explained and "model input" in explained
+    assert "head.out_channels (1)" in explained and "model output" in explained
+    assert "block.conv.out_channels" in explained and "inside block, which fx cannot trace" in explained
+    assert "block (kept whole)" in explained
+    model = _convert(Concat, IMAGES)
+    mtn.print_search_space_summary(model, verbose=True)
+    assert "unsupported operation cat" in capsys.readouterr().out
