@@ -65,6 +65,14 @@ class CostModel:
             found[kind] = (total * active).sum(axis=1)
         return found
 
+    def within(self, matrix: np.ndarray, bounds: dict[str, float]) -> np.ndarray:
+        """bool[B]: which configs meet every flops/params upper bound (the search's constraint check)."""
+        costs = self.evaluate(matrix)
+        ok = np.ones(matrix.shape[0], dtype=bool)
+        for key, bound in bounds.items():
+            ok &= costs[key] <= bound
+        return ok
+
     def cost(self, config: dict[str, Any] | None = None) -> dict[str, int]:
         """flops and params of one config (the active subnet by default)."""
         result = self.evaluate(self.encode(config or {}))
