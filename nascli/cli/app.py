@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import warnings
 
 import typer
@@ -10,6 +11,7 @@ from nascli import __version__
 from nascli.cli.common import flags
 from nascli.cli.convert import convert
 from nascli.cli.profile import profile
+from nascli.cli.train import train
 
 app = typer.Typer(
     add_completion=False,
@@ -36,8 +38,15 @@ def main_options(
 
 app.command()(convert)
 app.command()(profile)
+app.command()(train)
+
+
+GLOBAL_FLAGS = ("--debug", "--quiet", "-q")
 
 
 def main() -> None:
+    """Entry point; global flags may also follow the command (``nascli convert r.yaml -q``)."""
     warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
-    app()
+    args = sys.argv[1:]
+    moved = [a for a in args if a in GLOBAL_FLAGS]
+    app(args=moved + [a for a in args if a not in GLOBAL_FLAGS], prog_name="nascli")

@@ -66,6 +66,14 @@ def handle_errors(command: Callable) -> Callable:
     return wrapper
 
 
+def source_and_overrides(source: Path | None, overrides: list[str] | None) -> tuple[Path | None, list[str]]:
+    """With the input piped in, the first positional argument may be an override (key=value)."""
+    overrides = list(overrides or [])
+    if source is not None and "=" in str(source) and not source.exists():
+        return None, [str(source), *overrides]
+    return source, overrides
+
+
 def input_path(argument: Path | None) -> Path:
     """The stage input: the argument, or the last path the previous stage printed on stdin."""
     if argument is not None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from nascli.cli.common import console, flags, handle_errors, input_path, result
+from nascli.cli.common import console, flags, handle_errors, input_path, result, source_and_overrides
 from nascli.errors import ConstraintError, UserInputError
 from nascli.recipe.schema import Deployment
 
@@ -43,7 +43,8 @@ def profile(
     from nascli.stages.load import load_stage_input
 
     constraints = {k: v for k, v in (("flops", flops), ("params", params), ("latency", latency)) if v is not None}
-    model, path, checkpoint = load_stage_input(input_path(source), overrides or [])
+    source, overrides = source_and_overrides(source, overrides)
+    model, path, checkpoint, _ = load_stage_input(input_path(source), overrides)
     costs = cost_model(model)
     timing = None
     if latency is not None or device is not None:

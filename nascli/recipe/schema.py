@@ -24,6 +24,37 @@ class Deployment(_Strict):
     repeats: PositiveInt = Field(default=10, description="timed runs per latency-table entry (median)")
 
 
+class DataSpec(_Strict):
+    """A built-in dataset (see nascli.data); cifar10 and imagefolder read a local root."""
+
+    name: Literal["digits", "fashion_mnist", "cifar10", "imagefolder", "fake"] = "digits"
+    root: str | None = None
+    val_fraction: float = Field(default=0.15, gt=0, lt=1)
+    batch_size: PositiveInt = Field(default=64, description="global batch size, split across processes")
+    eval_batch_size: PositiveInt = 256
+
+
+class TrainSpec(_Strict):
+    """Supernet training. The ModelOpt guide's advice: 2-3x the usual epochs, a decaying LR."""
+
+    epochs: PositiveInt = 30
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(default=0.1, gt=0)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    nesterov: bool = True
+    weight_decay: float = Field(default=5e-4, ge=0)
+    warmup_epochs: float = Field(default=1.0, ge=0)
+    label_smoothing: float = Field(default=0.0, ge=0, lt=1)
+    grad_clip: float | None = Field(default=None, gt=0)
+    sandwich: bool = Field(default=True, description="false: one random subnet per step (ModelOpt's AutoNAS)")
+    num_random: int = Field(default=2, ge=0, description="random subnets per sandwich step")
+    distill: bool = True
+    temperature: float = Field(default=1.0, gt=0)
+    bn_calib_batches: PositiveInt = 10
+    checkpoint_every: int = Field(default=0, ge=0, description="steps between checkpoints; 0: each epoch end")
+    seed: int | None = Field(default=None, description="default: the recipe's seed")
+
+
 class Recipe(_Strict):
     model: ModelSpec
     input_shape: list[PositiveInt] = Field(min_length=1, description="shape of one input sample, without batch")
@@ -31,4 +62,6 @@ class Recipe(_Strict):
     rules: dict[str, Any] = Field(default_factory=dict, description="overrides of the mode's default rules")
     run_dir: str | None = Field(default=None, description="where the stages write; default runs/<recipe name>")
     deployment: Deployment = Field(default_factory=Deployment)
+    data: DataSpec = Field(default_factory=DataSpec)
+    train: TrainSpec = Field(default_factory=TrainSpec)
     seed: int = 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,8 @@ from torch import nn
 from nascli.errors import CheckpointError
 from nascli.opt.checkpoint import apply_checkpoint, read_checkpoint
 from nascli.recipe.factory import build_model
-from nascli.recipe.load import load_recipe
+from nascli.recipe.load import apply_overrides, load_recipe, validate_recipe
+from nascli.recipe.schema import Recipe
 
 RECIPE_SUFFIXES = (".yaml", ".yml")
 
@@ -19,17 +21,19 @@ def is_recipe(path: Path) -> bool:
     return path.suffix.lower() in RECIPE_SUFFIXES
 
 
-def load_stage_input(path: Path, overrides: list[str]) -> tuple[nn.Module, Path, dict[str, Any]]:
-    """(model, checkpoint path, checkpoint) for a recipe (converted now) or a checkpoint."""
+def load_stage_input(path: Path, overrides: list[str]) -> tuple[nn.Module, Path, dict[str, Any], Recipe]:
+    """(model, checkpoint path, checkpoint, recipe) for a recipe (converted now) or a checkpoint.
+
+    ``key=value`` overrides apply to the recipe file, or to the recipe a checkpoint recorded.
+    """
     if is_recipe(path):
         from nascli.stages.convert import convert_stage
 
         _, path = convert_stage(load_recipe(path, overrides))
-    elif overrides:
-        raise CheckpointError(f"{path}: key=value overrides apply to recipes, not to checkpoints")
+        overrides = []
     checkpoint = read_checkpoint(path)
-    spec = checkpoint["model"]
-    if not spec or "factory" not in spec:
-        raise CheckpointError(f"{path}: records no model factory (saved from Python?); restore it with nascli.opt")
-    model = build_model(spec["factory"], spec.get("kwargs"))
-    return apply_checkpoint(model, checkpoint, path), path, checkpoint
+    if not checkpoint.get("recipe") or not checkpoint["model"]:
+        raise CheckpointError(f"{path}: records no recipe (saved from Python?); restore it with nascli.opt.restore")
+    recipe = validate_recipe(apply_overrides(copy.deepcopy(checkpoint["recipe"]), overrides), f"{path} recipe")
+    model = build_model(recipe.model.factory, recipe.model.kwargs)
+    return apply_checkpoint(model, checkpoint, path), path, checkpoint, recipe

@@ -1,0 +1,135 @@
+"""Built-in datasets that work offline, with a fixed train / validation / test split.
+
+``digits`` is scikit-learn's bundled 8x8 digits (1,797 images); ``fashion_mnist`` reads the
+gzipped IDX files that Debian's ``dataset-fashion-mnist`` package installs (or any folder holding
+them); ``cifar10`` and ``imagefolder`` read a local ``root`` and never download; ``fake`` is
+random data for smoke tests. The validation split is carved from the training data with a fixed
+seed, so the search never sees the test split.
+"""
+
+from __future__ import annotations
+
+import gzip
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Subset, TensorDataset
+
+from nascli.errors import UserInputError
+
+FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)  # where Debian puts them
+_SPLIT_SEED = 20260
+
+
+@dataclass
+class Splits:
+    train: Dataset
+    val: Dataset
+    test: Dataset
+    num_classes: int
+    input_shape: tuple[int, ...]
+
+
+def _split_train_val(train: Dataset, val_fraction: float) -> tuple[Dataset, Dataset]:
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(_SPLIT_SEED)).tolist()
+    n_val = max(1, int(round(len(train) * val_fraction)))
+    return Subset(train, order[n_val:]), Subset(train, order[:n_val])
+
+
+def _standardize(train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
+    mean, std = train.mean(), train.std()
+    return [(t - mean) / std for t in (train, *others)]
+
+
+def _digits(val_fraction: float) -> Splits:
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    images = torch.tensor(data.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    labels = torch.tensor(data.target, dtype=torch.long)
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(_SPLIT_SEED)).tolist()
+    n_test = len(labels) // 5
+    test_idx, train_idx = order[:n_test], order[n_test:]
+    train_x, test_x = _standardize(images[train_idx], images[test_idx])
+    train, val = _split_train_val(TensorDataset(train_x, labels[train_idx]), val_fraction)
+    return Splits(train, val, TensorDataset(test_x, labels[test_idx]), 10, (1, 8, 8))
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    dims = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims))
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
+
+
+def _find_fashion_mnist(root: str | None) -> Path:
+    candidates = [Path(root)] if root else [Path(d) for d in FASHION_MNIST_DIRS]
+    for folder in candidates:
+        found = list(folder.rglob("train-images-idx3-ubyte.gz")) if folder.is_dir() else []
+        if found:
+            return found[0].parent
+    where = root or " or ".join(FASHION_MNIST_DIRS)
+    raise UserInputError(
+        f"data.root: no Fashion-MNIST files (train-images-idx3-ubyte.gz) under {where}; "
+        "install Debian's dataset-fashion-mnist or set data.root"
+    )
+
+
+def _fashion_mnist(root: str | None, val_fraction: float) -> Splits:
+    folder = _find_fashion_mnist(root)
+
+    def load(prefix: str) -> tuple[torch.Tensor, torch.Tensor]:
+        images = _read_idx(folder / f"{prefix}-images-idx3-ubyte.gz")
+        labels = _read_idx(folder / f"{prefix}-labels-idx1-ubyte.gz")
+        return torch.tensor(images, dtype=torch.float32).unsqueeze(1) / 255.0, torch.tensor(labels, dtype=torch.long)
+
+    (train_x, train_y), (test_x, test_y) = load("train"), load("t10k")
+    train_x, test_x = _standardize(train_x, test_x)
+    train, val = _split_train_val(TensorDataset(train_x, train_y), val_fraction)
+    return Splits(train, val, TensorDataset(test_x, test_y), 10, (1, 28, 28))
+
+
+def _torchvision_folder(name: str, root: str | None, val_fraction: float) -> Splits:
+    import torchvision
+    from torchvision import transforms
+
+    if not root or not Path(root).is_dir():
+        raise UserInputError(f"data.root: {name} needs an existing local folder (got {root!r}); nothing is downloaded")
+    to_tensor = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,) * 3, (0.5,) * 3)])
+    try:
+        if name == "cifar10":
+            train = torchvision.datasets.CIFAR10(root, train=True, transform=to_tensor, download=False)
+            test = torchvision.datasets.CIFAR10(root, train=False, transform=to_tensor, download=False)
+            classes, shape = 10, (3, 32, 32)
+        else:
+            train = torchvision.datasets.ImageFolder(str(Path(root) / "train"), transform=to_tensor)
+            test = torchvision.datasets.ImageFolder(str(Path(root) / "val"), transform=to_tensor)
+            classes, shape = len(train.classes), tuple(train[0][0].shape)
+    except (RuntimeError, FileNotFoundError) as exc:
+        raise UserInputError(f"data.root: cannot read {name} from {root}: {exc}".splitlines()[0]) from exc
+    fit, val = _split_train_val(train, val_fraction)
+    return Splits(fit, val, test, classes, shape)
+
+
+def _fake(val_fraction: float) -> Splits:
+    generator = torch.Generator().manual_seed(_SPLIT_SEED)
+    images = torch.randn(512, 3, 16, 16, generator=generator)
+    labels = torch.randint(0, 10, (512,), generator=generator)
+    train, val = _split_train_val(TensorDataset(images[:384], labels[:384]), val_fraction)
+    return Splits(train, val, TensorDataset(images[384:], labels[384:]), 10, (3, 16, 16))
+
+
+def load_splits(name: str, root: str | None = None, val_fraction: float = 0.15) -> Splits:
+    """The train / validation / test splits of a built-in dataset."""
+    if name == "digits":
+        return _digits(val_fraction)
+    if name == "fashion_mnist":
+        return _fashion_mnist(root, val_fraction)
+    if name in ("cifar10", "imagefolder"):
+        return _torchvision_folder(name, root, val_fraction)
+    if name == "fake":
+        return _fake(val_fraction)
+    raise UserInputError(f"data.name: unknown dataset {name!r} (digits, fashion_mnist, cifar10, imagefolder, fake)")

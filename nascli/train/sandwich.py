@@ -1,0 +1,96 @@
+"""One training step of the sandwich rule (BigNAS / AttentiveNAS), usable in any training loop."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nascli.space.space import get_space, random_sampling
+
+
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """KL divergence from the teacher's softened distribution, scaled by T^2 (Hinton et al.)."""
+    t = temperature
+    return (
+        F.kl_div(F.log_softmax(student / t, -1), F.log_softmax(teacher / t, -1), reduction="batchmean", log_target=True)
+        * t
+        * t
+    )
+
+
+def sandwich_step(
+    model: nn.Module,
+    batch: tuple[torch.Tensor, torch.Tensor],
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    num_random: int = 2,
+    distill: bool = True,
+    temperature: float = 1.0,
+    grad_clip: float | None = None,
+    rng: random.Random | None = None,
+    reduce_gradients: Callable[[nn.Module], None] | None = None,
+) -> dict[str, float]:
+    """Train the largest, the smallest and ``num_random`` random subnets on one batch, one optimizer step.
+
+    Gradients of all subnets are summed. The largest subnet learns from the labels; with
+    ``distill`` the others learn from its detached soft outputs (in-place distillation), so they
+    need no separate teacher. ``rng`` draws the random subnets (processes sharing a seed train
+    the same subnets); ``reduce_gradients`` averages gradients across processes before the step.
+    The largest subnet is left active afterwards.
+    """
+    inputs, targets = batch
+    space = get_space(model)
+    rng = rng or random.Random()
+    losses: dict[str, float] = {}
+    with random_sampling(model, enabled=False):
+        optimizer.zero_grad(set_to_none=True)
+        space.sample("max")
+        logits = model(inputs)
+        loss = loss_fn(logits, targets)
+        loss.backward()
+        losses["loss_max"] = loss.item()
+        teacher = logits.detach()
+        for index, how in enumerate(["min"] + [rng.choice] * num_random):
+            space.sample(how)
+            out = model(inputs)
+            loss = distillation_loss(out, teacher, temperature) if distill else loss_fn(out, targets)
+            loss.backward()
+            losses["loss_min" if index == 0 else f"loss_random{index}"] = loss.item()
+        if reduce_gradients is not None:
+            reduce_gradients(model)
+        if grad_clip:
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        space.sample("max")
+    return losses
+
+
+def single_subnet_step(
+    model: nn.Module,
+    batch: tuple[torch.Tensor, torch.Tensor],
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    grad_clip: float | None = None,
+    rng: random.Random | None = None,
+    reduce_gradients: Callable[[nn.Module], None] | None = None,
+) -> dict[str, Any]:
+    """ModelOpt's AutoNAS step: one random subnet per step, trained on the labels (the baseline)."""
+    inputs, targets = batch
+    space = get_space(model)
+    with random_sampling(model, enabled=False):
+        optimizer.zero_grad(set_to_none=True)
+        space.sample((rng or random.Random()).choice)
+        loss = loss_fn(model(inputs), targets)
+        loss.backward()
+        if reduce_gradients is not None:
+            reduce_gradients(model)
+        if grad_clip:
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        space.sample("max")
+    return {"loss_max": loss.item()}

@@ -1,0 +1,206 @@
+"""The supernet training loop: sandwich steps, warmup + cosine LR, per-epoch subnet evaluation, resume."""
+
+from __future__ import annotations
+
+import math
+import random
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import nn
+from torch.utils.data import DataLoader
+
+from nascli.data import Splits
+from nascli.recipe.schema import DataSpec, TrainSpec
+from nascli.space.space import get_space, random_sampling
+from nascli.train.bn import recalibrate_bn
+from nascli.train.distributed import Ranks, average_gradients, broadcast_model
+from nascli.train.sandwich import sandwich_step, single_subnet_step
+
+
+def build_optimizer(model: nn.Module, spec: TrainSpec) -> torch.optim.Optimizer:
+    if spec.optimizer == "sgd":
+        return torch.optim.SGD(
+            model.parameters(),
+            lr=spec.lr,
+            momentum=spec.momentum,
+            nesterov=spec.nesterov and spec.momentum > 0,
+            weight_decay=spec.weight_decay,
+        )
+    return torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+
+
+def warmup_cosine(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+    """LR factor: linear warmup from 0, then cosine decay to 0 over the remaining steps."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, loader: DataLoader) -> float:
+    """Top-1 accuracy of the active subnet in eval mode."""
+    was_training = model.training
+    model.eval()
+    correct = total = 0
+    for inputs, targets in loader:
+        correct += (model(inputs).argmax(-1) == targets).sum().item()
+        total += len(targets)
+    model.train(was_training)
+    return correct / max(1, total)
+
+
+def subnet_accuracy(model: nn.Module, how: Any, calib: DataLoader, val: DataLoader, batches: int) -> float:
+    """Validation top-1 of a subnet after BN recalibration on training batches."""
+    with random_sampling(model, enabled=False):
+        get_space(model).sample(how)
+        recalibrate_bn(model, calib, batches)
+        return accuracy(model, val)
+
+
+class SupernetTrainer:
+    """Trains every subnet of a converted model; resumable bit for bit from its state."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        splits: Splits,
+        data: DataSpec,
+        spec: TrainSpec,
+        seed: int,
+        ranks: Ranks = Ranks(),
+        console: Console | None = None,
+        show_progress: bool = False,
+    ) -> None:
+        self.model, self.splits, self.data, self.spec, self.ranks = model, splits, data, spec, ranks
+        self.console = console or Console(stderr=True)
+        self.show_progress = show_progress
+        self.seed = seed
+        self.batch = max(1, data.batch_size // ranks.world)
+        self.steps_per_epoch = len(splits.train) // (self.batch * ranks.world)
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"data.batch_size={data.batch_size} exceeds the {len(splits.train)} training samples")
+        total = spec.epochs * self.steps_per_epoch
+        self.optimizer = build_optimizer(model, spec)
+        warmup = min(total, int(round(spec.warmup_epochs * self.steps_per_epoch)))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_cosine(total, warmup))
+        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=spec.label_smoothing)
+        self.sampler = random.Random(seed)
+        self.epoch = self.step_in_epoch = self.global_step = 0
+        torch.manual_seed(seed)
+        broadcast_model(model, ranks)
+        self.calib = DataLoader(splits.train, batch_size=data.batch_size, shuffle=False, drop_last=True)
+        self.val = DataLoader(splits.val, batch_size=data.eval_batch_size, shuffle=False)
+
+    # -- state ---------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "global_step": self.global_step,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng_torch": torch.get_rng_state(),
+            "rng_sampler": self.sampler.getstate(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
+        self.global_step = state["global_step"]
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng_torch"])
+        self.sampler.setstate(_as_tuples(state["rng_sampler"]))
+
+    # -- loop ----------------------------------------------------------------------------------
+    def _epoch_batches(self) -> DataLoader:
+        """This rank's batches of the current epoch, from the current step on (a fixed order per epoch)."""
+        order = torch.randperm(
+            len(self.splits.train), generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        )
+        per_step = self.batch * self.ranks.world
+        usable = order[: self.steps_per_epoch * per_step].view(self.steps_per_epoch, self.ranks.world, self.batch)
+        mine = usable[self.step_in_epoch :, self.ranks.rank].reshape(-1).tolist()
+        return DataLoader(self.splits.train, batch_size=self.batch, sampler=mine, drop_last=True)
+
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
+        reduce = (lambda m: average_gradients(m, self.ranks.world)) if self.ranks.world > 1 else None
+        if self.spec.sandwich:
+            return sandwich_step(
+                self.model, batch, self.loss_fn, self.optimizer, self.spec.num_random, self.spec.distill,
+                self.spec.temperature, self.spec.grad_clip, self.sampler, reduce,
+            )  # fmt: skip
+        return single_subnet_step(
+            self.model, batch, self.loss_fn, self.optimizer, self.spec.grad_clip, self.sampler, reduce
+        )
+
+    def fit(self, on_checkpoint: Callable[[dict[str, Any] | None], None], on_epoch: Callable[[dict], None]) -> None:
+        """Train to the last epoch. ``on_checkpoint(state)`` is called every ``checkpoint_every``
+        steps and at each epoch end; ``on_epoch(record)`` gets each epoch's metrics."""
+        self.model.train()
+        while self.epoch < self.spec.epochs:
+            start, losses, seen = time.perf_counter(), [], 0
+            with self._progress() as progress:
+                task = progress.add_task(f"epoch {self.epoch + 1}/{self.spec.epochs}", total=self.steps_per_epoch,
+                                         completed=self.step_in_epoch, loss=float("nan"), lr=0.0, ips=0.0)  # fmt: skip
+                for batch in self._epoch_batches():
+                    losses.append(self._step(batch)["loss_max"])
+                    self.scheduler.step()
+                    self.step_in_epoch += 1
+                    self.global_step += 1
+                    seen += len(batch[1]) * self.ranks.world
+                    lr = self.optimizer.param_groups[0]["lr"]
+                    ips = seen / (time.perf_counter() - start)
+                    progress.update(task, advance=1, loss=losses[-1], lr=lr, ips=ips)
+                    every = self.spec.checkpoint_every
+                    if every and self.global_step % every == 0 and self.step_in_epoch < self.steps_per_epoch:
+                        on_checkpoint(self.state_dict())
+            record = self._end_epoch(losses, seen, time.perf_counter() - start)
+            on_epoch(record)
+            on_checkpoint(self.state_dict() if self.epoch < self.spec.epochs else None)
+
+    def _end_epoch(self, losses: list[float], seen: int, seconds: float) -> dict[str, Any]:
+        batches = self.spec.bn_calib_batches
+        acc_max = subnet_accuracy(self.model, "max", self.calib, self.val, batches)
+        acc_min = subnet_accuracy(self.model, "min", self.calib, self.val, batches)
+        get_space(self.model).sample("max")
+        self.model.train()
+        record = {
+            "epoch": self.epoch + 1,
+            "step": self.global_step,
+            "loss": sum(losses) / max(1, len(losses)),
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "acc_max": acc_max,
+            "acc_min": acc_min,
+            "images_per_s": seen / max(seconds, 1e-9),
+            "seconds": round(seconds, 3),
+        }
+        self.epoch += 1
+        self.step_in_epoch = 0
+        return record
+
+    def _progress(self) -> Progress:
+        return Progress(
+            TextColumn("{task.description}"), BarColumn(), TextColumn("loss {task.fields[loss]:.3f}"),
+            TextColumn("lr {task.fields[lr]:.4f}"), TextColumn("{task.fields[ips]:.0f} img/s"), TimeRemainingColumn(),
+            console=self.console, transient=True, disable=not (self.show_progress and self.ranks.main),
+        )  # fmt: skip
+
+
+def _as_tuples(state: Any) -> Any:
+    """random.Random.setstate needs tuples where a round trip through storage may give lists."""
+    return tuple(_as_tuples(s) for s in state) if isinstance(state, (list, tuple)) else state
+
+
+def stderr_is_terminal() -> bool:
+    return sys.stderr.isatty()

@@ -1,0 +1,114 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import nascli.nas as mtn
+import nascli.opt as mto
+from nascli.cli.app import app
+
+ROOT = Path(__file__).resolve().parents[2]
+RECIPE = str(ROOT / "recipes/digits.yaml")
+runner = CliRunner()
+SMALL = ["model.kwargs.width=8", "train.num_random=1", "train.bn_calib_batches=2"]
+
+
+def _nascli(*args, **kwargs):
+    return subprocess.run([sys.executable, "-m", "nascli", *args], capture_output=True, text=True, **kwargs)
+
+
+def test_train_writes_a_restorable_checkpoint_and_metrics(tmp_path):
+    result = runner.invoke(app, ["-q", "train", RECIPE, f"run_dir={tmp_path}", "train.epochs=2", *SMALL])
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.strip() == str(tmp_path / "train.pt")
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    epochs = [r for r in records if r["stage"] == "train"]
+    assert [r["epoch"] for r in epochs] == [1, 2]
+    assert {"epoch", "loss", "lr", "acc_max", "acc_min", "seconds"} <= set(epochs[0])
+    checkpoint = torch.load(tmp_path / "train.pt", weights_only=True)
+    assert checkpoint["stage"] == "train" and checkpoint["trainer"] is None and checkpoint["subnet"] is None
+    model = mto.restore(None, tmp_path / "train.pt")
+    assert mtn.get_subnet_config(model, configurable=True)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.epochs=-1", "train.epochs: Input should be greater than 0"),
+        ("train.optimizer=lion", "train.optimizer: Input should be 'sgd' or 'adamw'"),
+        ("train.lr=fast", "train.lr: Input should be a valid number"),
+        ("data.name=imagenet", "data.name: Input should be"),
+        ("data.batch_size=100000", "exceeds the"),
+    ],
+)
+def test_bad_train_settings_exit_2_with_one_line(tmp_path, override, message):
+    convert = runner.invoke(app, ["-q", "convert", RECIPE, f"run_dir={tmp_path}"])
+    assert convert.exit_code == 0
+    result = runner.invoke(app, ["train", override], input=convert.stdout)
+    assert result.exit_code == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0]
+
+
+def test_missing_dataset_root_is_a_clear_error(tmp_path):
+    args = [
+        "train",
+        RECIPE,
+        f"run_dir={tmp_path}",
+        "data.name=cifar10",
+        f"data.root={tmp_path}/none",
+        "input_shape=[3,32,32]",
+        "model.kwargs.in_channels=3",
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "needs an existing local folder" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_to_the_same_weights(tmp_path):
+    settings = ["train.epochs=3", "train.checkpoint_every=4", *SMALL]
+    whole = _nascli("-q", "train", RECIPE, f"run_dir={tmp_path / 'whole'}", *settings)
+    assert whole.returncode == 0, whole.stderr
+
+    run_dir = tmp_path / "killed"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nascli", "-q", "train", RECIPE, f"run_dir={run_dir}", *settings],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        path = run_dir / "train.pt"
+        if path.is_file() and torch.load(path, weights_only=True)["trainer"]["global_step"] >= 8:
+            break
+        time.sleep(0.2)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    state = torch.load(run_dir / "train.pt", weights_only=True)["trainer"]
+    assert state is not None and state["global_step"] < 3 * 16, "the run finished before it was killed"
+
+    resumed = _nascli("-q", "train", str(run_dir / "train.pt"), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    a = torch.load(tmp_path / "whole" / "train.pt", weights_only=True)["state_dict"]
+    b = torch.load(run_dir / "train.pt", weights_only=True)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_two_processes_under_torchrun_agree(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "-m", "nascli", "-q", "train", RECIPE,
+         f"run_dir={tmp_path}", "train.epochs=1", *SMALL],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert {"stage": "train", "ranks": 2, "parameters_agree": True}.items() <= records[-1].items()
+    assert done.stdout.strip() == str(tmp_path / "train.pt")

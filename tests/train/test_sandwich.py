@@ -1,0 +1,102 @@
+import random
+
+import torch
+from torch import nn
+
+import nascli.nas as mtn
+import nascli.train.sandwich as sandwich_module
+from nascli.models import resnet20
+from nascli.space.space import get_space
+from nascli.train import recalibrate_bn, sandwich_step
+
+X, Y = torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))
+
+
+def _model():
+    return mtn.convert(resnet20(in_channels=1, width=32), dummy_input=X[:1])
+
+
+class CountingSGD(torch.optim.SGD):
+    steps = 0
+
+    def step(self, closure=None):
+        CountingSGD.steps += 1
+        return super().step(closure)
+
+
+def test_sandwich_runs_max_min_and_random_subnets_then_one_step(monkeypatch):
+    model = _model()
+    space = get_space(model)
+    seen = []
+    model.register_forward_pre_hook(lambda m, a: seen.append(dict(space.config())))
+    optimizer = CountingSGD(model.parameters(), lr=0.1)
+    CountingSGD.steps = 0
+    teachers = []
+    real = sandwich_module.distillation_loss
+
+    def spy(student, teacher, temperature=1.0):
+        teachers.append(teacher)
+        return real(student, teacher, temperature)
+
+    monkeypatch.setattr(sandwich_module, "distillation_loss", spy)
+    losses = sandwich_step(model, (X, Y), nn.CrossEntropyLoss(), optimizer, num_random=3, rng=random.Random(0))
+    assert CountingSGD.steps == 1
+    assert len(seen) == 5
+    assert seen[0] == mtn.sample(model, "max") and seen[1] == mtn.sample(model, "min")
+    assert len({tuple(c.values()) for c in seen}) >= 3
+    assert set(losses) == {"loss_max", "loss_min", "loss_random1", "loss_random2", "loss_random3"}
+    assert len(teachers) == 4 and all(not t.requires_grad for t in teachers)
+    assert all(torch.equal(t, teachers[0]) for t in teachers)
+
+
+def test_without_distillation_every_subnet_learns_the_labels(monkeypatch):
+    model = _model()
+    calls = []
+    monkeypatch.setattr(sandwich_module, "distillation_loss", lambda *a, **k: calls.append(1))
+    labels = []
+
+    def loss_fn(logits, targets):
+        labels.append(targets)
+        return nn.functional.cross_entropy(logits, targets)
+
+    sandwich_step(model, (X, Y), loss_fn, torch.optim.SGD(model.parameters(), lr=0.1), num_random=1, distill=False)
+    assert not calls and len(labels) == 3
+
+
+def test_the_step_is_reproducible_for_a_seed():
+    weights = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        model = _model()
+        sandwich_step(
+            model, (X, Y), nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1), rng=random.Random(5)
+        )
+        weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert torch.equal(*weights)
+
+
+def test_bn_recalibration_is_the_average_over_batches():
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU())
+    batches = [(torch.randn(5, 1, 6, 6) * (i + 1) + i,) for i in range(3)]
+    model[1].running_mean.fill_(7.0)
+    before = [p.clone() for p in model.parameters()]
+    recalibrate_bn(model.eval(), batches, num_batches=3)
+    with torch.no_grad():
+        feats = [model[0](b[0]) for b in batches]
+    means = torch.stack([f.mean((0, 2, 3)) for f in feats]).mean(0)
+    variances = torch.stack([f.transpose(0, 1).flatten(1).var(1, unbiased=True) for f in feats]).mean(0)
+    torch.testing.assert_close(model[1].running_mean, means)
+    torch.testing.assert_close(model[1].running_var, variances)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    assert not model.training and model[1].momentum == 0.1
+
+
+def test_bn_recalibration_uses_the_active_subnet():
+    model = _model()
+    mtn.sample(model, "min")
+    chosen = mtn.get_subnet_config(model)
+    model.train()
+    recalibrate_bn(model, [(X,)] * 2, num_batches=2)
+    assert mtn.get_subnet_config(model) == chosen
+    n = chosen["bn1.num_features"]
+    assert model.bn1.running_mean[n:].abs().sum() == 0 and model.bn1.running_mean[:n].abs().sum() > 0
