@@ -29,9 +29,8 @@ def train_stage(
     """Train the supernet as the recipe says, writing ``train.pt`` (with trainer state while unfinished)."""
     splits = load_splits(recipe.data.name, recipe.data.root, recipe.data.val_fraction)
     if tuple(recipe.input_shape) != splits.input_shape:
-        raise UserInputError(
-            f"input_shape: {recipe.input_shape} does not match the {recipe.data.name} samples {list(splits.input_shape)}"
-        )
+        expected, name = list(splits.input_shape), recipe.data.name
+        raise UserInputError(f"input_shape: {recipe.input_shape} does not match the {name} samples {expected}")
     seed = recipe.train.seed if recipe.train.seed is not None else recipe.seed
     try:
         trainer = SupernetTrainer(model, splits, recipe.data, recipe.train, seed, ranks, console, show_progress)
