@@ -1,0 +1,147 @@
+"""Supernet training quality: sandwich + in-place distillation against one random subnet per step.
+
+For the same number of optimizer steps, trains the digits (or Fashion-MNIST) ResNet-20 supernet
+both ways and reports validation top-1 of its max, centroid and min subnets after BN
+recalibration; trains the same three architectures alone from scratch for the same epochs; and
+times a sandwich step against a plain step of the original model. Prints one table.
+
+    python scripts/bench_train.py [--data digits|fashion_mnist] [--epochs 20] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import time
+
+import torch
+from rich.console import Console
+from rich.table import Table
+from torch import nn
+from torch.utils.data import DataLoader
+
+import nascli.nas as mtn
+from nascli.cost.model import cost_model
+from nascli.data import load_splits
+from nascli.models import resnet20
+from nascli.recipe.schema import DataSpec, TrainSpec
+from nascli.train.sandwich import sandwich_step
+from nascli.train.trainer import SupernetTrainer, accuracy, build_optimizer, subnet_accuracy, warmup_cosine
+
+SUBNETS = ("max", "centroid", "min")
+
+
+def supernet(in_channels: int, width: int) -> nn.Module:
+    torch.manual_seed(0)
+    config = mtn.config.AutoNASConfig()
+    config["nn.Conv2d"]["*"]["channel_divisor"] = 8
+    return mtn.convert(
+        resnet20(10, in_channels, width), [("autonas", config)], dummy_input=torch.zeros(1, in_channels, *SIDE)
+    )
+
+
+def train_supernet(splits, data: DataSpec, spec: TrainSpec, in_channels: int, width: int) -> tuple[dict, float]:
+    model = supernet(in_channels, width)
+    trainer = SupernetTrainer(model, splits, data, spec, seed=0)
+    start = time.perf_counter()
+    trainer.fit(lambda state: None, lambda record: None)
+    seconds = time.perf_counter() - start
+    calib = DataLoader(splits.train, batch_size=data.batch_size, drop_last=True)
+    val = DataLoader(splits.val, batch_size=data.eval_batch_size)
+    return {how: subnet_accuracy(model, how, calib, val, spec.bn_calib_batches) for how in SUBNETS}, seconds
+
+
+def train_alone(splits, data: DataSpec, spec: TrainSpec, in_channels: int, width: int, how: str) -> float:
+    """The subnet's architecture as a plain model, trained from scratch with the same schedule."""
+    space = supernet(in_channels, width)
+    mtn.sample(space, how)
+    model = mtn.export(space)
+    torch.manual_seed(0)
+    for m in model.modules():
+        if hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+    optimizer = build_optimizer(model, spec)
+    steps = len(splits.train) // data.batch_size
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(spec.epochs * steps, steps))
+    loss_fn = nn.CrossEntropyLoss()
+    for epoch in range(spec.epochs):
+        order = torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(epoch)).tolist()
+        model.train()
+        for inputs, targets in DataLoader(splits.train, batch_size=data.batch_size, sampler=order, drop_last=True):
+            optimizer.zero_grad()
+            loss_fn(model(inputs), targets).backward()
+            optimizer.step()
+            schedule.step()
+    return accuracy(model, DataLoader(splits.val, batch_size=data.eval_batch_size))
+
+
+def step_speed(splits, data: DataSpec, in_channels: int, width: int, repeats: int = 10) -> tuple[float, float]:
+    """(sandwich step seconds / plain step seconds of the original model, ideal ratio from flops)."""
+    batch = next(iter(DataLoader(splits.train, batch_size=data.batch_size)))
+    converted = supernet(in_channels, width)
+    original = mtn.export(converted)
+    costs = cost_model(converted)
+    rng = random.Random(0)
+    configs = [costs.named("max"), costs.named("min")] + [mtn.sample(converted, rng.choice) for _ in range(2)]
+    ideal = sum(costs.cost(c)["flops"] for c in configs) / costs.cost(costs.named("max"))["flops"]
+    loss_fn = nn.CrossEntropyLoss()
+    opt_a = torch.optim.SGD(original.parameters(), lr=0.01)
+    opt_b = torch.optim.SGD(converted.parameters(), lr=0.01)
+
+    def plain() -> None:
+        opt_a.zero_grad()
+        loss_fn(original(batch[0]), batch[1]).backward()
+        opt_a.step()
+
+    times_a, times_b = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        plain()
+        times_a.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        sandwich_step(converted, batch, loss_fn, opt_b, num_random=2, rng=rng)
+        times_b.append(time.perf_counter() - start)
+    times_a.sort(), times_b.sort()
+    return times_b[repeats // 2] / times_a[repeats // 2], ideal
+
+
+SIDE = (8, 8)
+
+
+def main() -> None:
+    global SIDE
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="digits", choices=("digits", "fashion_mnist"))
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--width", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    splits = load_splits(args.data)
+    SIDE = splits.input_shape[1:]
+    in_channels = splits.input_shape[0]
+    data = DataSpec(name=args.data, batch_size=64 if args.data == "digits" else 128)
+    sandwich = TrainSpec(epochs=args.epochs)
+    # Same optimizer steps; the single-subnet baseline trains one random subnet per step on the labels.
+    single = TrainSpec(epochs=args.epochs, sandwich=False)
+    acc_s, sec_s = train_supernet(splits, data, sandwich, in_channels, args.width)
+    acc_r, sec_r = train_supernet(splits, data, single, in_channels, args.width)
+    alone = {how: train_alone(splits, data, single, in_channels, args.width, how) for how in SUBNETS}
+    ratio, ideal = step_speed(splits, data, in_channels, args.width)
+
+    table = Table(
+        title=f"Supernet training, resnet20 width {args.width} on {args.data}, {args.epochs} epochs, "
+        f"{torch.get_num_threads()} threads (validation top-1 after BN recalibration)"
+    )
+    for column in ("training", *SUBNETS, "seconds"):
+        table.add_column(column)
+    table.add_row("sandwich + distillation", *[f"{acc_s[h]:.2%}" for h in SUBNETS], f"{sec_s:.0f}")
+    table.add_row("one random subnet per step", *[f"{acc_r[h]:.2%}" for h in SUBNETS], f"{sec_r:.0f}")
+    table.add_row("each architecture alone", *[f"{alone[h]:.2%}" for h in SUBNETS], "")
+    table.add_row("sandwich step / plain step time", f"{ratio:.2f}x", f"ideal {ideal:.2f}x (flops)", "", "")
+    Console(width=160).print(table)
+
+
+if __name__ == "__main__":
+    main()
