@@ -10,7 +10,10 @@ import typer
 from nascli import __version__
 from nascli.cli.common import flags
 from nascli.cli.convert import convert
+from nascli.cli.export import export
+from nascli.cli.finetune import finetune
 from nascli.cli.profile import profile
+from nascli.cli.search import search
 from nascli.cli.train import train
 
 app = typer.Typer(
@@ -39,6 +42,9 @@ def main_options(
 app.command()(convert)
 app.command()(profile)
 app.command()(train)
+app.command()(search)
+app.command()(finetune)
+app.command()(export)
 
 
 GLOBAL_FLAGS = ("--debug", "--quiet", "-q")

@@ -11,6 +11,7 @@ import torch
 from rich.console import Console
 from torch import nn
 
+from nascli.cost.constraints import resolve_constraints
 from nascli.cost.model import cost_model
 from nascli.cost.profile import profile_costs, render_profile
 from nascli.errors import UserInputError
@@ -30,6 +31,7 @@ __all__ = [
     "print_search_space_summary",
     "profile",
     "random_sampling",
+    "search",
     "sample",
     "select",
 ]
@@ -115,3 +117,51 @@ def profile(
     if verbose:
         render_profile(stats, costs, Console(soft_wrap=True, highlight=False))
     return is_satisfied, stats
+
+
+_SEARCH_KEYS = {
+    "population",
+    "parents",
+    "mutation_prob",
+    "crossover",
+    "iterations",
+    "time_budget",
+    "lower_bound_ratio",
+    "seed",
+}
+
+
+def search(
+    model: nn.Module,
+    constraints: dict[str, Any],
+    dummy_input: torch.Tensor | tuple | None = None,
+    config: dict[str, Any] | None = None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Find the best-scoring subnet that meets ``constraints`` and select it.
+
+    ``config``: ``data_loader`` (batches for BN recalibration), ``score_func(model) -> float``
+    (higher is better), ``max_iter_data_loader`` (recalibration batches, default 10),
+    ``algorithm`` ("evolve" or "random") and the searcher's settings (population, parents,
+    mutation_prob, crossover, iterations, time_budget, lower_bound_ratio, seed). Returns the
+    model with the best subnet active and the search history (candidates, Pareto front, best).
+    """
+    from nascli.search.evolve import SearchSettings
+    from nascli.search.run import search_report, search_subnet
+
+    settings = dict(config or {})
+    try:
+        loader, score_func = settings.pop("data_loader"), settings.pop("score_func")
+    except KeyError as exc:
+        raise UserInputError(f"search: config needs {exc.args[0]!r}") from None
+    batches = settings.pop("max_iter_data_loader", 10)
+    algorithm = settings.pop("algorithm", "evolve")
+    unknown = set(settings) - _SEARCH_KEYS
+    if unknown:
+        raise UserInputError(f"search: unknown config keys {sorted(unknown)} (known: {sorted(_SEARCH_KEYS)})")
+    if dummy_input is not None:
+        profile(model, dummy_input, verbose=False)  # checks the input shape matches the conversion
+    costs = cost_model(model)
+    original = costs.cost(costs.named("max"))
+    bounds = resolve_constraints(constraints, original)
+    best, state = search_subnet(model, bounds, score_func, loader, batches, SearchSettings(**settings), algorithm)
+    return model, search_report(state, best, bounds, original)

@@ -20,6 +20,7 @@ from torch import nn
 import nascli
 from nascli.errors import CheckpointError
 from nascli.space.convert import convert_model
+from nascli.space.export import export_model
 from nascli.space.space import get_space, is_converted
 
 FORMAT = "nascli/1"
@@ -115,7 +116,11 @@ def _listing(names: list[str], limit: int = 5) -> str:
 
 
 def apply_checkpoint(model: nn.Module, checkpoint: dict[str, Any], path: str | os.PathLike) -> nn.Module:
-    """Replay the recorded conversion on ``model``, check it matches, select the subnet, load weights."""
+    """Replay the recorded conversion on ``model``, check it matches, select the subnet, load weights.
+
+    A checkpoint of an exported subnet (``exported: True``) is rebuilt the same way and then
+    exported, so the plain, smaller model comes back.
+    """
     if checkpoint["modes"]:
         if is_converted(model):
             raise CheckpointError(f"{path}: restore needs the original model, not an already converted one")
@@ -125,13 +130,22 @@ def apply_checkpoint(model: nn.Module, checkpoint: dict[str, Any], path: str | o
         inputs = tuple(torch.zeros(*shape) for shape in checkpoint["input_shapes"])
         convert_model(model, mode_name, rules, inputs)
         _check_space(model, checkpoint, path)
-    _check_parameters(model, checkpoint["state_dict"], path)
-    model.load_state_dict(checkpoint["state_dict"])
-    if checkpoint["modes"]:
         space = get_space(model)
         space.select({name: spec["active"] for name, spec in checkpoint["space"].items()})
         space.sample_in_train = checkpoint["subnet"] is None
+        if checkpoint.get("exported"):
+            model = export_model(model)
+    _check_parameters(model, checkpoint["state_dict"], path)
+    model.load_state_dict(checkpoint["state_dict"])
     return model
+
+
+def exported_checkpoint(converted: nn.Module, exported: nn.Module, **fields: Any) -> dict[str, Any]:
+    """The checkpoint of a plain subnet: the conversion and subnet that rebuild it, its own weights."""
+    checkpoint = build_checkpoint(converted, **fields)
+    checkpoint["state_dict"] = exported.state_dict()
+    checkpoint["exported"] = True
+    return checkpoint
 
 
 def _check_space(model: nn.Module, checkpoint: dict[str, Any], path: str | os.PathLike) -> None:

@@ -55,6 +55,32 @@ class TrainSpec(_Strict):
     seed: int | None = Field(default=None, description="default: the recipe's seed")
 
 
+class SearchSpec(_Strict):
+    """Subnet search. Population, parents and mutation follow ModelOpt's defaults."""
+
+    algorithm: Literal["evolve", "random"] = "evolve"
+    constraints: dict[str, str | float] = Field(default_factory=dict, description="flops / params / latency")
+    population: PositiveInt = 100
+    parents: PositiveInt = 25
+    mutation_prob: float = Field(default=0.1, ge=0, le=1)
+    crossover: bool = True
+    iterations: PositiveInt = 10
+    time_budget: float | None = Field(default=None, gt=0, description="seconds")
+    lower_bound_ratio: float = Field(default=0.85, ge=0, le=1)
+    bn_calib_batches: PositiveInt = 10
+    score_func: str | None = Field(default=None, description="'module:fn' taking (model, val_loader) -> float")
+    seed: int | None = None
+
+
+class FinetuneSpec(_Strict):
+    """Fine-tuning of the searched subnet; defaults: the training schedule at half the LR."""
+
+    epochs: PositiveInt | None = None
+    lr: float | None = Field(default=None, gt=0)
+    distill: bool = Field(default=False, description="learn from the supernet's max subnet")
+    temperature: float = Field(default=1.0, gt=0)
+
+
 class Recipe(_Strict):
     model: ModelSpec
     input_shape: list[PositiveInt] = Field(min_length=1, description="shape of one input sample, without batch")
@@ -64,4 +90,6 @@ class Recipe(_Strict):
     deployment: Deployment = Field(default_factory=Deployment)
     data: DataSpec = Field(default_factory=DataSpec)
     train: TrainSpec = Field(default_factory=TrainSpec)
+    search: SearchSpec = Field(default_factory=SearchSpec)
+    finetune: FinetuneSpec = Field(default_factory=FinetuneSpec)
     seed: int = 0

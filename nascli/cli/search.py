@@ -1,0 +1,33 @@
+"""``nascli search [CHECKPOINT] --flops X --params X [--algorithm evolve|random]``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from nascli.cli.common import console, flags, handle_errors, input_path, result, source_and_overrides
+
+
+@handle_errors
+def search(
+    source: Path = typer.Argument(None, help="train.pt (or any checkpoint); read from stdin when omitted."),
+    overrides: list[str] = typer.Argument(None, help="Recipe overrides as key=value (e.g. search.iterations=5)."),
+    flops: str = typer.Option(None, "--flops", help="Upper bound: 2e9, 2G, 350M or 50% of the original."),
+    params: str = typer.Option(None, "--params", help="Upper bound on parameters, same forms."),
+    algorithm: str = typer.Option(None, "--algorithm", help="evolve (default) or random."),
+    json_out: bool = typer.Option(False, "--json", help="Print a JSON result on stdout instead of the path."),
+) -> None:
+    """Find the most accurate subnet within the constraints; writes search.pt, search.json, pareto.png."""
+    from nascli.stages.load import load_stage_input
+    from nascli.stages.search import search_stage
+
+    source, overrides = source_and_overrides(source, overrides)
+    if algorithm is not None:
+        overrides.append(f"search.algorithm={algorithm}")
+    model, _, _, recipe = load_stage_input(input_path(source), overrides)
+    constraints = {k: v for k, v in (("flops", flops), ("params", params)) if v is not None}
+    path = search_stage(model, recipe, constraints, None if flags.quiet else console)
+    from nascli.opt.checkpoint import read_checkpoint
+
+    result(path, read_checkpoint(path)["metrics"], json_out)

@@ -1,0 +1,1 @@
+"""Architecture search over a trained supernet: evolutionary and random search, Pareto front."""

@@ -1,0 +1,159 @@
+"""Evolutionary and random search, with candidates generated only inside the constraints.
+
+The analytic cost model checks constraints for whole batches of candidate configs, so the
+search never builds, traces or scores a subnet that breaks a bound; only scoring (BN
+recalibration and validation) touches the model. A candidate is never scored twice.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from nascli.cost.model import CostModel
+from nascli.errors import ConstraintError
+
+
+@dataclass
+class SearchSettings:
+    population: int = 100
+    parents: int = 25
+    mutation_prob: float = 0.1
+    crossover: bool = True
+    iterations: int = 10
+    time_budget: float | None = None  # seconds; stops after the iteration that exceeds it
+    lower_bound_ratio: float = 0.85  # candidates use at least this share of each upper bound
+    seed: int = 0
+
+
+@dataclass
+class Candidate:
+    config: dict[str, Any]
+    flops: int
+    params: int
+    score: float
+
+
+@dataclass
+class SearchState:
+    """Everything needed to continue a search: scored candidates, population, RNG, iteration."""
+
+    evaluated: dict[tuple, Candidate] = field(default_factory=dict)
+    population: list[tuple] = field(default_factory=list)
+    iteration: int = 0
+    rng_state: dict | None = None
+
+
+class ConstrainedSearch:
+    """Evolution (``algorithm="evolve"``) or random sampling (``"random"``) under cost bounds."""
+
+    def __init__(
+        self,
+        costs: CostModel,
+        bounds: dict[str, float],
+        score: Callable[[dict[str, Any]], float],
+        settings: SearchSettings,
+        algorithm: str = "evolve",
+    ) -> None:
+        self.costs, self.bounds, self.score, self.settings = costs, bounds, score, settings
+        self.algorithm = algorithm
+        self.choices = [np.array(hp.choices) for hp in costs.space.hparams.values()]
+        self.rng = np.random.default_rng(settings.seed)
+        minimum = costs.cost(costs.named("min"))
+        failing = [k for k, bound in bounds.items() if minimum[k] > bound]
+        if failing:
+            details = ", ".join(f"{k} <= {bounds[k]:,.0f} (smallest subnet: {minimum[k]:,})" for k in failing)
+            raise ConstraintError(f"constraints cannot be met: {details}")
+
+    # -- candidate generation ------------------------------------------------------------------
+    def _valid(self, matrix: np.ndarray, lower: bool) -> np.ndarray:
+        ok = self.costs.within(matrix, self.bounds)
+        if lower and self.bounds:
+            found = self.costs.evaluate(matrix)
+            for key, bound in self.bounds.items():
+                ok &= found[key] >= self.settings.lower_bound_ratio * bound
+        return matrix[ok]
+
+    def _random(self, n: int) -> np.ndarray:
+        return np.stack([c[self.rng.integers(0, len(c), n)] for c in self.choices], axis=1).astype(np.int64)
+
+    def _fresh(self, proposals: Callable[[int], np.ndarray], wanted: int, seen: set[tuple]) -> list[tuple]:
+        """Up to ``wanted`` new in-bounds configs; the lower bound is dropped if it starves the search."""
+        found: list[tuple] = []
+        for attempt in range(50):
+            batch = self._valid(proposals(max(256, 4 * wanted)), lower=attempt < 25)
+            for row in map(tuple, batch.tolist()):
+                if row not in seen:
+                    seen.add(row)
+                    found.append(row)
+                    if len(found) == wanted:
+                        return found
+        return found
+
+    def _mutate(self, parents: np.ndarray) -> Callable[[int], np.ndarray]:
+        def propose(n: int) -> np.ndarray:
+            base = parents[self.rng.integers(0, len(parents), n)].copy()
+            if self.settings.crossover and len(parents) > 1:
+                other = parents[self.rng.integers(0, len(parents), n)]
+                take = self.rng.random(base.shape) < 0.5
+                base[take] = other[take]
+            fresh = self._random(n)
+            mutate = self.rng.random(base.shape) < self.settings.mutation_prob
+            base[mutate] = fresh[mutate]
+            return base
+
+        return propose
+
+    # -- loop ----------------------------------------------------------------------------------
+    def _evaluate(self, rows: list[tuple], state: SearchState) -> None:
+        names = self.costs.names
+        if not rows:
+            return
+        found = self.costs.evaluate(np.array(rows, dtype=np.int64))
+        for i, row in enumerate(rows):
+            if row in state.evaluated:
+                continue
+            config = dict(zip(names, (int(v) for v in row), strict=True))
+            state.evaluated[row] = Candidate(
+                config, int(found["flops"][i]), int(found["params"][i]), self.score(config)
+            )
+
+    def run(
+        self, state: SearchState | None = None, on_iteration: Callable[[SearchState], None] | None = None
+    ) -> SearchState:
+        """Search until the iterations or the time budget are used; resumable from ``state``."""
+        state = state or SearchState()
+        if state.rng_state is not None:
+            self.rng.bit_generator.state = state.rng_state
+        start = time.perf_counter()
+        seen = set(state.evaluated)
+        settings = self.settings
+        while state.iteration < settings.iterations:
+            if not state.population or self.algorithm == "random":
+                rows = self._fresh(self._random, settings.population, seen)
+            else:
+                ranked = sorted(state.population, key=lambda r: -state.evaluated[r].score)
+                parents = np.array(ranked[: settings.parents], dtype=np.int64)
+                rows = ranked[: settings.parents] + self._fresh(
+                    self._mutate(parents), settings.population - len(parents), seen
+                )
+            self._evaluate(rows, state)
+            state.population = sorted(set(rows) | set(state.population), key=lambda r: -state.evaluated[r].score)[
+                : settings.population
+            ]
+            state.iteration += 1
+            state.rng_state = self.rng.bit_generator.state
+            if on_iteration is not None:
+                on_iteration(state)
+            if settings.time_budget is not None and time.perf_counter() - start > settings.time_budget:
+                break
+        return state
+
+
+def best_candidate(state: SearchState) -> Candidate:
+    """The highest score; ties go to the cheaper subnet."""
+    return max(state.evaluated.values(), key=lambda c: (c.score, -c.flops, -c.params))

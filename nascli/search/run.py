@@ -1,0 +1,55 @@
+"""Search a converted (trained) model for the best subnet under constraints."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from torch import nn
+
+from nascli.cost.model import cost_model
+from nascli.search.evolve import Candidate, ConstrainedSearch, SearchSettings, SearchState, best_candidate
+from nascli.search.pareto import pareto_front
+from nascli.space.space import get_space, random_sampling
+from nascli.train.bn import recalibrate_bn
+
+
+def search_subnet(
+    model: nn.Module,
+    bounds: dict[str, float],
+    score_model: Callable[[nn.Module], float],
+    calib_loader: Iterable,
+    calib_batches: int,
+    settings: SearchSettings,
+    algorithm: str = "evolve",
+    on_iteration: Callable[[SearchState], None] | None = None,
+) -> tuple[Candidate, SearchState]:
+    """Run the search; the best subnet is left selected, its BN statistics recalibrated."""
+    space = get_space(model)
+
+    def score(config: dict[str, Any]) -> float:
+        with random_sampling(model, enabled=False):
+            space.select(config)
+            recalibrate_bn(model, calib_loader, calib_batches)
+            return float(score_model(model))
+
+    search = ConstrainedSearch(cost_model(model), bounds, score, settings, algorithm)
+    state = search.run(on_iteration=on_iteration)
+    best = best_candidate(state)
+    score(best.config)
+    return best, state
+
+
+def search_report(state: SearchState, best: Candidate, bounds: dict[str, float], original: dict[str, int]) -> dict:
+    """The search as plain data: every candidate, the Pareto front (score against flops), the best."""
+    candidates = list(state.evaluated.values())
+    front = pareto_front([c.flops for c in candidates], [c.score for c in candidates])
+    as_dict = lambda c: {"config": c.config, "flops": c.flops, "params": c.params, "score": c.score}  # noqa: E731
+    return {
+        "original": original,
+        "constraints": bounds,
+        "best": as_dict(best),
+        "candidates": [as_dict(c) for c in candidates],
+        "pareto": [as_dict(candidates[i]) for i in front],
+        "iterations": state.iteration,
+    }

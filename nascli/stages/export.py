@@ -1,0 +1,55 @@
+"""The export stage: the chosen subnet as a file that loads without nascli, checked against the model."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from nascli.errors import NasCliError, UserInputError
+from nascli.space.export import export_model
+from nascli.space.space import is_converted
+
+FORMATS = {"pt2": ".pt2", "onnx": ".onnx", "torchscript": ".ts"}
+
+
+def _write(plain: nn.Module, x: torch.Tensor, fmt: str, path: Path) -> torch.Tensor:
+    """Write ``plain`` in ``fmt`` at ``path`` and return what the written file computes on ``x``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if fmt == "pt2":
+            torch.export.save(torch.export.export(plain, (x,)), path)
+            return torch.export.load(path).module()(x)
+        if fmt == "torchscript":
+            torch.jit.trace(plain, x).save(str(path))
+            return torch.jit.load(str(path))(x)
+        try:
+            import onnxruntime
+        except ImportError as exc:
+            raise UserInputError("--format onnx needs the onnx extra: pip install -e '.[onnx]'") from exc
+        torch.onnx.export(plain, (x,), str(path), dynamo=True, external_data=False, verbose=False)
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        return torch.from_numpy(session.run(None, {name: x.numpy()})[0])
+
+
+def export_stage(model: nn.Module, input_shape: list[int], fmt: str, output: Path) -> Path:
+    """Export the active subnet (or the plain model) and check the file's output equals the model's."""
+    if fmt not in FORMATS:
+        raise UserInputError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    plain = (export_model(model) if is_converted(model) else model).eval()
+    x = torch.randn(1, *input_shape)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.name}.tmp{FORMATS[fmt]}")
+    try:
+        with torch.no_grad():
+            expected = plain(x)
+            got = _write(plain, x, fmt, tmp)
+        if not torch.allclose(got, expected, atol=1e-4, rtol=1e-4):
+            raise NasCliError(f"{fmt} export differs from the model by {(got - expected).abs().max().item():.2e}")
+        tmp.replace(output)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return output

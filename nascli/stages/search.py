@@ -1,0 +1,69 @@
+"""The search stage: a trained supernet in; search.pt, search.json and pareto.png out."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from torch import nn
+from torch.utils.data import DataLoader
+
+from nascli.cost.constraints import resolve_constraints
+from nascli.cost.model import cost_model
+from nascli.data import load_splits
+from nascli.opt.checkpoint import build_checkpoint, write_checkpoint
+from nascli.recipe.factory import import_factory
+from nascli.recipe.schema import Recipe
+from nascli.search.evolve import SearchSettings
+from nascli.search.plot import pareto_plot
+from nascli.search.run import search_report, search_subnet
+from nascli.stages.rundir import append_metrics
+from nascli.train.trainer import accuracy
+
+
+def search_stage(model: nn.Module, recipe: Recipe, constraints: dict[str, Any], console: Console | None) -> Path:
+    """Search the best subnet under ``constraints`` (recipe's search.constraints overridden by them)."""
+    spec = recipe.search
+    splits = load_splits(recipe.data.name, recipe.data.root, recipe.data.val_fraction)
+    calib = DataLoader(splits.train, batch_size=recipe.data.batch_size, shuffle=False, drop_last=True)
+    val = DataLoader(splits.val, batch_size=recipe.data.eval_batch_size)
+    if spec.score_func:
+        user_score = import_factory(spec.score_func, "search.score_func")
+        score = lambda m: user_score(m, val)  # noqa: E731
+    else:
+        score = lambda m: accuracy(m, val)  # noqa: E731
+    costs = cost_model(model)
+    original = costs.cost(costs.named("max"))
+    bounds = resolve_constraints({**spec.constraints, **constraints}, original)
+    settings = SearchSettings(
+        spec.population, spec.parents, spec.mutation_prob, spec.crossover, spec.iterations, spec.time_budget,
+        spec.lower_bound_ratio, spec.seed if spec.seed is not None else recipe.seed,
+    )  # fmt: skip
+
+    def progress(state: Any) -> None:
+        if console is not None:
+            top = max(c.score for c in state.evaluated.values())
+            console.print(
+                f"iteration {state.iteration}/{spec.iterations}: {len(state.evaluated)} scored, best {top:.4f}"
+            )
+
+    best, state = search_subnet(model, bounds, score, calib, spec.bn_calib_batches, settings, spec.algorithm, progress)
+    report = search_report(state, best, bounds, original)
+    run_dir = Path(recipe.run_dir)
+    metrics = {"score": best.score, "flops": best.flops, "params": best.params, "candidates": len(state.evaluated)}
+    checkpoint = build_checkpoint(
+        model, "search", recipe.model_dump(mode="json"), recipe.model.model_dump(mode="json"), metrics
+    )
+    path = write_checkpoint(checkpoint, run_dir / "search.pt")
+    tmp = run_dir / "search.json.tmp"
+    tmp.write_text(json.dumps(report, indent=1))
+    tmp.replace(run_dir / "search.json")
+    flops = [c["flops"] for c in report["candidates"]]
+    scores = [c["score"] for c in report["candidates"]]
+    front = [report["candidates"].index(p) for p in report["pareto"]]
+    chosen = report["candidates"].index(report["best"])
+    pareto_plot(flops, scores, front, chosen, bounds.get("flops"), run_dir / "pareto.png")
+    append_metrics(run_dir, {"stage": "search", **metrics, "bounds": bounds})
+    return path

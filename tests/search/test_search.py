@@ -1,0 +1,61 @@
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+import nascli.nas as mtn
+from nascli.cost.fvcore_count import count_params, fvcore_flops
+from nascli.cost.model import cost_model
+from nascli.errors import ConstraintError
+from nascli.models import resnet20
+from nascli.search.pareto import pareto_front
+from nascli.train.trainer import accuracy
+
+X, Y = torch.randn(64, 1, 8, 8), torch.randint(0, 10, (64,))
+LOADER = DataLoader(TensorDataset(X, Y), batch_size=16)
+
+
+def _model():
+    torch.manual_seed(0)
+    config = mtn.config.AutoNASConfig()
+    config["nn.Conv2d"]["*"]["channel_divisor"] = 8
+    return mtn.convert(resnet20(in_channels=1, width=16), [("autonas", config)], dummy_input=X[:1])
+
+
+def _search(model, constraints, **settings):
+    config = {"data_loader": LOADER, "score_func": lambda m: accuracy(m, LOADER), "population": 12, "parents": 4,
+              "iterations": 3, "max_iter_data_loader": 2, **settings}  # fmt: skip
+    return mtn.search(model, constraints, config=config)
+
+
+def test_pareto_front_on_a_hand_made_set():
+    costs = [10, 20, 20, 30, 40, 15, 50]
+    scores = [0.5, 0.7, 0.6, 0.65, 0.9, 0.5, 0.9]
+    assert pareto_front(costs, scores) == [0, 1, 4]
+    assert pareto_front([1, 1], [0.3, 0.3]) == [0]
+
+
+@pytest.mark.parametrize("algorithm", ["evolve", "random"])
+def test_the_best_subnet_meets_every_constraint(algorithm):
+    model = _model()
+    full = cost_model(model).cost(cost_model(model).named("max"))
+    model, history = _search(model, {"flops": "50%", "params": full["params"] * 0.6}, algorithm=algorithm)
+    best = history["best"]
+    assert mtn.get_subnet_config(model, configurable=True) == best["config"]
+    exported = mtn.export(model)
+    assert fvcore_flops(exported, (X[:1],)) == best["flops"] <= full["flops"] * 0.5
+    assert count_params(exported) == best["params"] <= full["params"] * 0.6
+    assert all(c["flops"] <= full["flops"] * 0.5 for c in history["candidates"])
+    assert len({tuple(c["config"].values()) for c in history["candidates"]}) == len(history["candidates"])
+    assert best["score"] == max(c["score"] for c in history["candidates"])
+
+
+def test_search_is_deterministic_for_a_seed():
+    runs = [_search(_model(), {"flops": "60%"}, seed=3)[1] for _ in range(2)]
+    assert runs[0]["candidates"] == runs[1]["candidates"] and runs[0]["best"] == runs[1]["best"]
+    other = _search(_model(), {"flops": "60%"}, seed=4)[1]
+    assert [c["config"] for c in other["candidates"]] != [c["config"] for c in runs[0]["candidates"]]
+
+
+def test_unsatisfiable_constraints_raise():
+    with pytest.raises(ConstraintError, match="smallest subnet"):
+        _search(_model(), {"flops": "1%"})
