@@ -20,6 +20,7 @@ from nascli.nas.config import resolve_mode
 from nascli.recipe.factory import build_model
 from nascli.space.convert import convert_model, default_dummy_input
 from nascli.space.export import export_model
+from nascli.space.importance import sort_channels_by_importance
 from nascli.space.space import get_space, is_converted, random_sampling
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "search",
     "sample",
     "select",
+    "sort_channels_by_importance",
 ]
 
 

@@ -14,6 +14,7 @@ class _Strict(BaseModel):
 class ModelSpec(_Strict):
     factory: str = Field(description="'module:attr' of a callable that returns the model")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the factory")
+    checkpoint: str | None = Field(default=None, description="trained weights (a state_dict file) to start from")
 
 
 class Deployment(_Strict):

@@ -9,14 +9,39 @@ import torch
 from torch import nn
 
 import nascli.nas as mtn
+from nascli.errors import UserInputError
 from nascli.nas.config import MODES
 from nascli.opt.checkpoint import build_checkpoint, write_checkpoint
 from nascli.recipe.factory import build_model
 from nascli.recipe.load import recipe_to_yaml
 from nascli.recipe.schema import Recipe
+from nascli.space.importance import sort_channels_by_importance
 from nascli.space.rules import merge_rules
 from nascli.space.space import get_space
 from nascli.stages.rundir import append_metrics
+
+
+def load_user_weights(model: nn.Module, path: Path) -> None:
+    """Load a user's trained weights: a state_dict, or a dict holding one under "state_dict" or "model"."""
+    if not path.is_file():
+        raise UserInputError(f"model.checkpoint: no such file {path}")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UserInputError(f"model.checkpoint: {path} is not a readable weights file ({type(exc).__name__})") from exc
+    if isinstance(data, dict) and isinstance(data.get("state_dict", data.get("model")), dict):
+        data = data.get("state_dict", data.get("model"))
+    if not isinstance(data, dict):
+        raise UserInputError(f"model.checkpoint: {path} holds no state_dict")
+    try:
+        result = model.load_state_dict(data, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        detail = " ".join(str(exc).split())[:300]
+        raise UserInputError(f"model.checkpoint: {path} does not fit the model ({detail})") from exc
+    problems = [f"missing {', '.join(result.missing_keys[:3])}"] if result.missing_keys else []
+    problems += [f"unexpected {', '.join(result.unexpected_keys[:3])}"] if result.unexpected_keys else []
+    if problems:
+        raise UserInputError(f"model.checkpoint: {path} does not fit the model ({'; '.join(problems)})")
 
 
 def convert_stage(recipe: Recipe) -> tuple[nn.Module, Path]:
@@ -24,8 +49,12 @@ def convert_stage(recipe: Recipe) -> tuple[nn.Module, Path]:
     start = time.perf_counter()
     torch.manual_seed(recipe.seed)
     model = build_model(recipe.model.factory, recipe.model.kwargs)
+    if recipe.model.checkpoint:
+        load_user_weights(model, Path(recipe.model.checkpoint))
     rules = merge_rules(MODES[recipe.mode](), recipe.rules)
     mtn.convert(model, [(recipe.mode, rules)], dummy_input=torch.zeros(1, *recipe.input_shape))
+    if recipe.mode == "fastnas":
+        sort_channels_by_importance(model)
     space = get_space(model)
     run_dir = Path(recipe.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
