@@ -28,10 +28,16 @@ def step_seconds(model: torch.nn.Module, x: torch.Tensor) -> float:
     return time.perf_counter() - start
 
 
-def ratio_of_steps(a: torch.nn.Module, b: torch.nn.Module, x: torch.Tensor, repeats: int) -> tuple[float, float, float]:
-    """(median seconds of a, median of b, b/a), alternating a and b after one warm-up each."""
+def ratio_of_steps(
+    a: torch.nn.Module, b: torch.nn.Module, x: torch.Tensor, repeats: int, train: bool = True
+) -> tuple[float, float, float]:
+    """(median seconds of a, median of b, b/a), alternating a and b after one warm-up each.
+
+    ``train=False`` keeps both in eval mode, so a model that resamples its subnet on every
+    train-mode forward (ModelOpt's) keeps the one being measured.
+    """
     for m in (a, b):
-        m.train()
+        m.train(train)
         step_seconds(m, x)
     ta, tb = [], []
     for _ in range(repeats):
@@ -83,30 +89,15 @@ def modelopt_rows(x: torch.Tensor, repeats: int) -> list[tuple[str, str, str, st
     original = torchvision.models.resnet50()
     converted = motn.convert(torchvision.models.resnet50(), mode="autonas")
     motn.sample(converted, max)
-    # ModelOpt samples a random subnet per forward in train mode; measure the max subnet only.
-    converted.eval()
-    a, b, r = _frozen_ratio(original, converted, x, repeats)
+    a, b, r = ratio_of_steps(original, converted, x, repeats, train=False)
     rows.append(("ModelOpt", "fwd+bwd: converted@max / original", f"{a:.3f} / {b:.3f}", f"{r:.3f}"))
     motn.sample(converted, min)
     import copy
 
     exported = motn.export(copy.deepcopy(converted))
-    a, b, r = _frozen_ratio(exported, converted, x, repeats)
+    a, b, r = ratio_of_steps(exported, converted, x, repeats, train=False)
     rows.append(("ModelOpt", "fwd+bwd: converted@min / exported@min", f"{a:.3f} / {b:.3f}", f"{r:.3f}"))
     return rows
-
-
-def _frozen_ratio(a, b, x, repeats):
-    """Like ratio_of_steps, in eval mode so a model cannot resample its subnet between steps."""
-    for m in (a, b):
-        m.eval()
-        step_seconds(m, x)
-    ta, tb = [], []
-    for _ in range(repeats):
-        ta.append(step_seconds(a, x))
-        tb.append(step_seconds(b, x))
-    ma, mb = statistics.median(ta), statistics.median(tb)
-    return ma, mb, mb / ma
 
 
 def main() -> None:

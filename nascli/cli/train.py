@@ -55,14 +55,13 @@ def train(
 
 def _relaunch_with_torchrun(nproc: int) -> None:
     """Run this same command under torchrun with ``nproc`` processes, passing the exit code on."""
-    args = [a for a in sys.argv[1:] if not a.startswith("--nproc")]
-    if "--nproc" in sys.argv[1:]:
-        index = sys.argv[1:].index("--nproc")
-        args = sys.argv[1 : index + 1] + sys.argv[index + 3 :]
-    if not sys.stdin.isatty() and not any(Path(a).suffix in (".pt", ".yaml", ".yml") for a in args):
-        lines = [line.strip() for line in sys.stdin.read().splitlines() if line.strip()]
-        if lines:
-            position = args.index("train") + 1
-            args.insert(position, lines[-1])
+    args = list(sys.argv[1:])
+    index = next(i for i, a in enumerate(args) if a.startswith("--nproc"))
+    del args[index : index + (1 if "=" in args[index] else 2)]
+    position = args.index("train") + 1
+    first = Path(args[position]) if position < len(args) and not args[position].startswith("-") else None
+    source, _ = source_and_overrides(first, [])
+    if source is None:  # the input comes from a pipe: read it here, the ranks cannot share stdin
+        args.insert(position, str(input_path(None)))
     command = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", "-m", "nascli", *args]
     raise typer.Exit(subprocess.run(command).returncode)

@@ -112,3 +112,15 @@ def test_two_processes_under_torchrun_agree(tmp_path):
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert {"stage": "train", "ranks": 2, "parameters_agree": True}.items() <= records[-1].items()
     assert done.stdout.strip() == str(tmp_path / "train.pt")
+
+
+@pytest.mark.slow
+def test_nproc_wraps_torchrun_and_reads_the_piped_input(tmp_path):
+    convert = _nascli("-q", "convert", RECIPE, f"run_dir={tmp_path}", *SMALL)
+    assert convert.returncode == 0
+    done = _nascli("-q", "train", "--nproc", "2", "train.epochs=1", input=convert.stdout,
+                   env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == str(tmp_path / "train.pt")
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1].get("ranks") == 2 and records[-1]["parameters_agree"] is True

@@ -57,3 +57,11 @@ def test_bad_recipes_name_the_file_and_key(tmp_path, text, message):
 def test_missing_file(tmp_path):
     with pytest.raises(UserInputError, match="no such recipe file"):
         load_recipe(tmp_path / "absent.yaml")
+
+
+@pytest.mark.parametrize("name", ["digits.yaml", "resnet50.yaml", "fashion_mnist.yaml"])
+def test_shipped_recipes_validate(name):
+    from pathlib import Path
+
+    recipe = load_recipe(Path(__file__).resolve().parents[2] / "recipes" / name)
+    assert recipe.model.factory and recipe.run_dir.startswith("runs/")
