@@ -156,3 +156,50 @@ class Untraceable(nn.Module):
 
     def forward(self, x):
         return self.head(self.mid(self.block(self.stem(x))))
+
+
+class DenseBlock(nn.Module):
+    """DenseNet-style: each layer reads the concatenation of all earlier features, normalized first."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 64, 3, padding=1)
+        self.norm1 = nn.BatchNorm2d(64)
+        self.conv1 = nn.Conv2d(64, 64, 3, padding=1)
+        self.norm2 = nn.BatchNorm2d(128)
+        self.conv2 = nn.Conv2d(128, 64, 3, padding=1)
+        self.conv3 = nn.Conv2d(192, 10, 1)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = torch.cat([x, self.conv1(torch.relu(self.norm1(x)))], 1)
+        x = torch.cat([x, self.conv2(torch.relu(self.norm2(x)))], 1)
+        return self.conv3(x)
+
+
+class SelfConcat(nn.Module):
+    """A tensor concatenated with itself: both halves of the consumer follow one hparam."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 64, 1)
+        self.b = nn.Conv2d(128, 10, 1)
+
+    def forward(self, x):
+        y = self.a(x)
+        return self.b(torch.cat((y, y), dim=1))
+
+
+class ChannelSplit(nn.Module):
+    """Splitting the channels (as ShuffleNet does) is not mapped: those channels stay fixed."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 64, 1)
+        self.b = nn.Conv2d(32, 64, 3, padding=1)
+        self.c = nn.Conv2d(64, 64, 1)
+        self.head = nn.Conv2d(64, 10, 1)
+
+    def forward(self, x):
+        left, right = self.a(x).chunk(2, dim=1)
+        return self.head(self.c(self.b(left) + right.repeat(1, 2, 1, 1)))

@@ -20,8 +20,9 @@ import torch
 from torch import nn
 
 from nascli.cost.terms import ancestors, block_indices
+from nascli.space.dynamic import DynamicModule
 from nascli.space.export import export_model
-from nascli.space.hparam import Hparam
+from nascli.space.hparam import Hparam, size_in
 from nascli.space.rules import CONV_TYPES, LINEAR_TYPES, NORM_TYPES
 from nascli.space.space import get_space
 
@@ -55,14 +56,13 @@ def measure_latency(model: nn.Module, inputs: tuple[torch.Tensor, ...], repeats:
 class _Layer:
     """One call of one dynamic layer: how to build and time it at given active sizes."""
 
-    def __init__(self, name: str, call: int, module: nn.Module, in_shape: tuple, hps: dict[str, Hparam | None]):
-        self.name, self.call, self.module, self.in_shape, self.hps = name, call, module, in_shape, hps
+    def __init__(self, name: str, call: int, module: DynamicModule, in_shape: tuple):
+        self.name, self.call, self.module, self.in_shape = name, call, module, in_shape
+        # every size the layer's cost depends on: (out, in, kernel), (out, in) or (features,)
+        self.dims = [getattr(module, field, None) for _, field in module._hparam_fields]
 
     def sizes(self, config: dict[str, Any]) -> tuple[int, ...]:
-        return tuple(
-            (config.get(hp.name, hp.active) if hp.is_configurable else hp.max) if hp is not None else 0
-            for hp in self.hps.values()
-        )
+        return tuple(size_in(dim, config) if dim is not None else 0 for dim in self.dims)
 
     def build(self, sizes: tuple[int, ...], batch: int, device: torch.device) -> tuple[nn.Module, torch.Tensor]:
         m = self.module
@@ -111,25 +111,15 @@ class LatencyModel:
         self.model, self.space = model, get_space(model)
         self.device, self.batch_size, self.repeats = torch.device(device), batch_size, repeats
         modules = dict(model.named_modules())
-        by_name = dict(self.space.entries)
         depth = {n[: -len(".depth")]: hp for n, hp in self.space.hparams.items() if n.endswith(".depth")}
         blocks = block_indices(modules, depth)
         self.layers: list[tuple[_Layer, list[tuple[Hparam, int]]]] = []
         for name, module in modules.items():
-            if isinstance(module, CONV_TYPES):
-                attrs = ("out_channels", "in_channels", "kernel_size")
-            elif isinstance(module, LINEAR_TYPES):
-                attrs = ("out_features", "in_features")
-            elif isinstance(module, NORM_TYPES):
-                attrs = ("num_features",)
-            else:
+            if not isinstance(module, DynamicModule) or not isinstance(module, CONV_TYPES + LINEAR_TYPES + NORM_TYPES):
                 continue
-            if f"{name}.{attrs[0]}" not in by_name:
-                continue
-            hps = {a: by_name.get(f"{name}.{a}") for a in attrs}
             conditions = [blocks[p] for p in ancestors(name) if p in blocks]
             for call, (in_shape, _) in enumerate(self.space.shapes.get(name, [])):
-                self.layers.append((_Layer(name, call, module, in_shape, hps), conditions))
+                self.layers.append((_Layer(name, call, module, in_shape), conditions))
         self.cache_path = None
         self.entries: dict[str, float] = {}
         self.scale, self.overhead = 1.0, 0.0

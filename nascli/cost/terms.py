@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch.nn.functional as F
 from torch import fx, nn
 
 from nascli.cost.fvcore_count import fvcore_flops
-from nascli.space.hparam import Hparam
+from nascli.space.hparam import Hparam, Segments, dim_parts
 from nascli.space.rules import CONV_TYPES, LINEAR_TYPES, NORM_TYPES
 from nascli.space.trace import ARGS, TraceResult, node_shape
 
@@ -47,12 +48,21 @@ class _Builder:
         self.terms: list[CostTerm] = []
         self.unmodeled: list[str] = []
         self.root_hp = {
-            trace.groups.find(("slot", name, attr)): hp for name, hps in slot_hps.items() for attr, hp in hps.items()
+            trace.groups.find(("slot", name, attr, index)): part
+            for name, hps in slot_hps.items()
+            for attr, dim in hps.items()
+            for index, part in enumerate(dim_parts(dim))
         }
         # block path -> (depth hparam, index of the block in its stage)
         self.blocks = block_indices(self.modules, depth_hps)
 
-    def add(self, kind: str, coef: int, hps: list[tuple[Hparam | int, int]], path: list[str]) -> None:
+    def add(self, kind: str, coef: int, hps: list[tuple[Any, int]], path: list[str]) -> None:
+        """One term per product; a factor that is a sum (segments, or a list of parts) gives one term per part."""
+        for i, (hp, power) in enumerate(hps):
+            if isinstance(hp, (Segments, list)):
+                for part in hp.parts if isinstance(hp, Segments) else hp:
+                    self.add(kind, coef, [*hps[:i], (part, power), *hps[i + 1 :]], path)
+                return
         factors = []
         for hp, power in hps:
             if isinstance(hp, Hparam) and hp.is_configurable:
@@ -63,10 +73,10 @@ class _Builder:
         if coef:
             self.terms.append(CostTerm(kind, int(coef), tuple(factors), conditions))
 
-    def channels_of(self, node: fx.Node) -> Hparam | int:
-        """The hparam sizing a tensor's channel dim, or its fixed size."""
-        element, dim = self.trace.channels[node]
-        return self.root_hp.get(self.trace.groups.find(element), node_shape(node)[dim])
+    def channels_of(self, node: fx.Node) -> list[Hparam | int]:
+        """Per channel segment of a tensor: the hparam sizing it, or its fixed size."""
+        groups = self.trace.groups
+        return [self.root_hp.get(groups.find(e), groups.size(e)) for e in self.trace.channels[node][0]]
 
     # -- per module ----------------------------------------------------------------------------
     def module_params(self, name: str, module: nn.Module) -> None:

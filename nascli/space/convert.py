@@ -11,7 +11,7 @@ from torch import nn
 from nascli.cost.terms import compile_cost_terms
 from nascli.errors import UserInputError
 from nascli.space.dynamic import DYNAMIC_TYPES
-from nascli.space.hparam import Hparam
+from nascli.space.hparam import Hparam, Segments
 from nascli.space.rules import CONV_TYPES, LINEAR_TYPES, channel_choices, settings_for
 from nascli.space.space import SPACE_ATTR, SearchSpace, is_converted, sample_in_training
 from nascli.space.trace import TraceResult, module_slots, trace_model
@@ -89,24 +89,32 @@ def convert_model(
 
 def _channel_hparams(
     modules: list[tuple[str, nn.Module]], trace: TraceResult, rules: dict[str, Any], reasons: dict[str, str]
-) -> dict[str, dict[str, Hparam]]:
-    """One hparam per channel group, shared by every slot of the group; why fixed ones are fixed goes in reasons."""
+) -> dict[str, dict[str, Hparam | Segments]]:
+    """One hparam per channel group, shared by every slot of the group; why fixed ones are fixed goes in reasons.
+
+    A layer reading a concatenation has one slot per segment and gets a ``Segments`` of their hparams.
+    """
     groups = trace.groups
-    members: dict[tuple, list[tuple[str, nn.Module, str]]] = defaultdict(list)
+    members: dict[tuple, list[tuple[str, nn.Module, str, int]]] = defaultdict(list)
+    segment_counts: dict[tuple[str, str], int] = {}
     for name, module in modules:
         for attr, size in module_slots(module).items():
-            slot = groups.add(("slot", name, attr), size)
-            if name not in trace.calls:
-                inside = [leaf for leaf in trace.untraceable if name.startswith(f"{leaf}.")]
-                why = f"it is inside {inside[0]}, which fx cannot trace" if inside else "it is not called in forward"
-                groups.freeze(slot, f"{name}: {why}")
-            members[groups.find(slot)].append((name, module, attr))
+            sizes = trace.slot_segments.get((name, attr), (size,)) if attr != "out" else (size,)
+            segment_counts[(name, attr)] = len(sizes)
+            for index, part in enumerate(sizes):
+                slot = groups.add(("slot", name, attr, index), part)
+                if name not in trace.calls:
+                    inside = [leaf for leaf in trace.untraceable if name.startswith(f"{leaf}.")]
+                    why = (
+                        f"it is inside {inside[0]}, which fx cannot trace" if inside else "it is not called in forward"
+                    )
+                    groups.freeze(slot, f"{name}: {why}")
+                members[groups.find(slot)].append((name, module, attr, index))
 
-    found: dict[str, dict[str, Hparam]] = defaultdict(dict)
+    parts: dict[tuple[str, str], dict[int, Hparam]] = defaultdict(dict)
     for root, slots in members.items():
-        owner = next((s for s in slots if s[2] == "out"), slots[0])
-        name, module, attr = owner
-        size = module_slots(module)[attr]
+        name, module, attr, index = next((s for s in slots if s[2] == "out"), slots[0])
+        size = groups.size(root)
         choices: tuple[int, ...] = (size,)
         why = groups.frozen_reason(root)
         if why is None and attr != "out":
@@ -121,18 +129,24 @@ def _channel_hparams(
             choices = channel_choices(size, ratios, divisor, width)
             whole = f", in whole groups of {width}" if width > 1 else ""
             why = f"every ratio rounds to {size} with divisor {divisor}{whole}"
-        hp = Hparam(f"{name}.{_ATTR_NAMES[_kind(module)][attr]}", choices)
+        suffix = f"[{index}]" if segment_counts[(name, attr)] > 1 else ""
+        hp = Hparam(f"{name}.{_ATTR_NAMES[_kind(module)][attr]}{suffix}", choices)
         if not hp.is_configurable:
             reasons[hp.name] = why
-        for member_name, _, member_attr in slots:
-            found[member_name][member_attr] = hp
+        for member_name, _, member_attr, member_index in slots:
+            parts[(member_name, member_attr)][member_index] = hp
+
+    found: dict[str, dict[str, Hparam | Segments]] = defaultdict(dict)
+    for (name, attr), by_index in parts.items():
+        ordered = [by_index[i] for i in range(len(by_index))]
+        found[name][attr] = ordered[0] if len(ordered) == 1 else Segments(ordered)
     return found
 
 
-def _group_width(slots: list[tuple[str, nn.Module, str]]) -> int:
+def _group_width(slots: list[tuple[str, nn.Module, str, int]]) -> int:
     """Channels of a group must stay a whole number of groups of every grouped conv in it."""
     width = 1
-    for _, module, _ in slots:
+    for _, module, _, _ in slots:
         if isinstance(module, CONV_TYPES) and module.groups > 1:
             per_group = module.out_channels // module.groups
             width = width * per_group // _gcd(width, per_group)
@@ -188,4 +202,5 @@ def _is_skippable(name: str, block: nn.Module | None, trace: TraceResult) -> boo
     if trace.node_shape(node_in) != trace.node_shape(node_out):
         return False
     groups = trace.groups
-    return groups.find(trace.channels[node_in][0]) == groups.find(trace.channels[node_out][0])
+    roots_in = [groups.find(e) for e in trace.channels[node_in][0]]
+    return roots_in == [groups.find(e) for e in trace.channels[node_out][0]]

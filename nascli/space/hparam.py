@@ -42,3 +42,65 @@ class Hparam:
 
     def __repr__(self) -> str:
         return f"Hparam({self.name!r}, choices={list(self.choices)}, active={self.active})"
+
+
+class Segments:
+    """An input dim made of consecutive channel groups: a layer reading a concatenation.
+
+    Each part keeps its own hparam; the active input channels are each part's active prefix at
+    the part's offset, so the index is a prefix only when every part but the last is full.
+    """
+
+    __slots__ = ("parts", "_indices")
+
+    def __init__(self, parts: Sequence[Hparam]) -> None:
+        self.parts = tuple(parts)
+        self._indices: dict[tuple, Any] = {}
+
+    @property
+    def active(self) -> int:
+        return sum(p.active for p in self.parts)
+
+    @property
+    def max(self) -> int:
+        return sum(p.max for p in self.parts)
+
+    def offsets(self) -> list[int]:
+        found, offset = [], 0
+        for part in self.parts:
+            found.append(offset)
+            offset += part.max
+        return found
+
+    def index(self) -> Any:
+        """A slice for a prefix, else a LongTensor of the active channels (cached per subnet)."""
+        import torch
+
+        actives = tuple(p.active for p in self.parts)
+        if all(p.active == p.max for p in self.parts[:-1]):
+            return slice(0, sum(actives))
+        if actives not in self._indices:
+            pieces = [torch.arange(o, o + a) for o, a in zip(self.offsets(), actives, strict=True)]
+            self._indices[actives] = torch.cat(pieces)
+        return self._indices[actives]
+
+
+def dim_index(dim: Hparam | Segments) -> Any:
+    """How to slice a stored dim to its active size: a slice, or an index tensor for segments."""
+    return dim.index() if isinstance(dim, Segments) else slice(0, dim.active)
+
+
+def dim_parts(dim: Hparam | Segments) -> tuple[Hparam, ...]:
+    return dim.parts if isinstance(dim, Segments) else (dim,)
+
+
+def size_in(dim: Hparam | Segments, config: dict[str, Any]) -> int:
+    """The size a dim takes in ``config`` (independent hparam name -> value; others as they are)."""
+    return sum(config.get(p.name, p.active) if p.is_configurable else p.max for p in dim_parts(dim))
+
+
+def take(tensor: Any, dim: int, index: Any) -> Any:
+    """``tensor`` restricted to ``index`` along ``dim``: a view for a slice, a copy for a tensor."""
+    if isinstance(index, slice):
+        return tensor.narrow(dim, index.start, index.stop - index.start)
+    return tensor.index_select(dim, index)

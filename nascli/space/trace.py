@@ -24,7 +24,7 @@ from torch import fx, nn
 from nascli.errors import UserInputError
 from nascli.space.rules import CONV_TYPES, LINEAR_TYPES, NORM_TYPES
 
-Element = tuple  # ("slot", module_name, attr) or ("node", node_name)
+Element = tuple  # ("slot", module_name, attr, segment_index) or ("node", node_name)
 
 _PASSTHROUGH_MODULES = (
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Hardswish,
@@ -52,6 +52,7 @@ _ELEMENTWISE_FUNCTIONS = {
     torch.add, torch.sub, torch.mul, torch.div, torch.maximum, torch.minimum,
 }  # fmt: skip
 _ELEMENTWISE_METHODS = {"add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_"}
+_CAT_FUNCTIONS = {torch.cat, torch.concat, torch.concatenate}
 
 
 def module_slots(module: nn.Module) -> dict[str, int]:
@@ -100,6 +101,9 @@ class ChannelGroups:
     def freeze(self, element: Element, reason: str) -> None:
         self._frozen.setdefault(self.find(element), reason)
 
+    def size(self, element: Element) -> int:
+        return self._size[self.find(element)]
+
     def frozen_reason(self, element: Element) -> str | None:
         return self._frozen.get(self.find(element))
 
@@ -110,14 +114,16 @@ class TraceResult:
     groups: ChannelGroups
     # module name -> one (input node, output node) per call, for containers and leaves alike
     calls: dict[str, list[tuple[fx.Node | None, fx.Node | None]]]
-    # tensor node -> (group element, channel dim)
-    channels: dict[fx.Node, tuple[Element, int]]
+    # tensor node -> (group elements of its channel segments, channel dim)
+    channels: dict[fx.Node, tuple[tuple[Element, ...], int]]
     # leaf module name -> one (input shape, output shape) per call, batch size of the dummy input
     shapes: dict[str, list[tuple[tuple[int, ...], tuple[int, ...]]]] = field(default_factory=dict)
     # modules that run in inference (eval mode); the graph is traced in train mode and may hold more
     inference_modules: set[str] = field(default_factory=set)
     # modules kept whole because fx cannot trace them -> why
     untraceable: dict[str, str] = field(default_factory=dict)
+    # (layer, "in" | "features") -> sizes of the channel segments it reads (several for a concatenation)
+    slot_segments: dict[tuple[str, str], tuple[int, ...]] = field(default_factory=dict)
 
     def node_shape(self, node: fx.Node | None) -> tuple[int, ...] | None:
         return _shape(node) if node is not None else None
@@ -283,6 +289,13 @@ def _modules_called_in_eval(model: nn.Module, leaves: frozenset[str]) -> set[str
 
 
 class _ChannelWalker:
+    """Visits the graph in order, giving each tensor its channel segments and joining coupled ones.
+
+    A tensor's channel dim is a tuple of segments, one per group, in order: one segment for most
+    tensors, several for a concatenation along the channels. A layer reading a concatenation gets
+    one input slot per segment, so each part keeps its own hparam.
+    """
+
     def __init__(self, result: TraceResult, modules: dict[str, nn.Module], converts: Callable) -> None:
         self.result = result
         self.groups = result.groups
@@ -298,7 +311,7 @@ class _ChannelWalker:
         element = self.groups.add(("node", node.name), shape[dim])
         if reason:
             self.groups.freeze(element, reason)
-        self.chan[node] = (element, dim)
+        self.chan[node] = ((element,), dim)
 
     def _default_dim(self, shape: tuple[int, ...]) -> int:
         return 1 if len(shape) >= 2 else 0
@@ -308,34 +321,52 @@ class _ChannelWalker:
         fx.node.map_arg((node.args, node.kwargs), lambda n: found.append(n) if n in self.chan else None)
         return found
 
+    def _freeze_tensor(self, node: fx.Node, reason: str) -> None:
+        for element in self.chan[node][0]:
+            self.groups.freeze(element, reason)
+
     def _opaque(self, node: fx.Node, reason: str) -> None:
         """Freeze everything an operation touches: its inputs' groups and its output."""
         for arg in self._tensor_inputs(node):
-            self.groups.freeze(self.chan[arg][0], reason)
+            self._freeze_tensor(arg, reason)
         shape = _shape(node)
         if shape is not None:
             self._new(node, self._default_dim(shape), reason)
 
-    def _slot(self, name: str, attr: str) -> Element:
-        return self.groups.add(("slot", name, attr), module_slots(self.modules[name])[attr])
+    def _slot(self, name: str, attr: str, index: int = 0, size: int | None = None) -> Element:
+        if size is None:
+            size = module_slots(self.modules[name])[attr]
+        return self.groups.add(("slot", name, attr, index), size)
+
+    def _sizes(self, segments: tuple[Element, ...]) -> tuple[int, ...]:
+        return tuple(self.groups.size(e) for e in segments)
 
     def _consume(self, name: str, attr: str, arg: Any, dim: int) -> None:
-        """Join a layer's input slot with the channels of the tensor it reads along ``dim``."""
-        slot = self._slot(name, attr)
+        """Join a layer's input slots with the channel segments of the tensor it reads along ``dim``."""
         shape = _shape(arg)
+        known = self.result.slot_segments
         if arg in self.chan and shape is not None and self.chan[arg][1] == dim % len(shape):
-            self.groups.union(self.chan[arg][0], slot)
+            segments = self.chan[arg][0]
+            sizes = self._sizes(segments)
+            if known.setdefault((name, attr), sizes) == sizes:
+                for index, (element, size) in enumerate(zip(segments, sizes, strict=True)):
+                    self.groups.union(element, self._slot(name, attr, index, size))
+                return
+            reason = f"{name} reads differently concatenated inputs in different calls"
         else:
-            self.groups.freeze(slot, f"{name} reads a dimension the tracer cannot follow")
-            if arg in self.chan:
-                self.groups.freeze(self.chan[arg][0], f"read by {name} along another dimension")
+            known.setdefault((name, attr), (module_slots(self.modules[name])[attr],))
+            reason = f"{name} reads a dimension the tracer cannot follow"
+        for index, size in enumerate(known[(name, attr)]):
+            self.groups.freeze(self._slot(name, attr, index, size), reason)
+        if arg in self.chan:
+            self._freeze_tensor(arg, f"read by {name} along another dimension")
 
     def _passthrough(self, node: fx.Node, arg: Any) -> None:
         shape, in_shape = _shape(node), _shape(arg)
         if arg in self.chan and shape is not None and in_shape is not None and len(shape) == len(in_shape):
-            element, dim = self.chan[arg]
+            segments, dim = self.chan[arg]
             if shape[dim] == in_shape[dim]:
-                self.chan[node] = (element, dim)
+                self.chan[node] = (segments, dim)
                 return
         self._opaque(node, f"{_op_name(node)} changes the channel dimension")
 
@@ -351,7 +382,7 @@ class _ChannelWalker:
                 self._new(node, self._default_dim(shape), f"tensor {node.target} is used directly")
         elif node.op == "output":
             for arg in self._tensor_inputs(node):
-                self.groups.freeze(self.chan[arg][0], "model output")
+                self._freeze_tensor(arg, "model output")
         elif node.op == "call_module":
             self._visit_module(node)
         elif node.op == "call_function" and node.target in _PASSTHROUGH_FUNCTIONS:
@@ -362,6 +393,8 @@ class _ChannelWalker:
             node.op == "call_method" and node.target in _ELEMENTWISE_METHODS
         ):
             self._elementwise(node)
+        elif node.op == "call_function" and node.target in _CAT_FUNCTIONS:
+            self._concatenate(node)
         elif node.meta.get(_SHAPE) is not None:
             self._opaque(node, f"unsupported operation {_op_name(node)}")
 
@@ -393,33 +426,68 @@ class _ChannelWalker:
 
     def _new_slot_output(self, node: fx.Node, name: str, dim: int) -> None:
         if _shape(node) is not None:
-            self.chan[node] = (self._slot(name, "out"), dim)
+            self.chan[node] = ((self._slot(name, "out"),), dim)
 
     def _tie_groups(self, name: str, conv: nn.Module) -> None:
         """A grouped conv keeps its per-group width: in and out channels scale together."""
-        if conv.in_channels // conv.groups == conv.out_channels // conv.groups:
+        single_input = len(self.result.slot_segments.get((name, "in"), ())) == 1
+        if single_input and conv.in_channels // conv.groups == conv.out_channels // conv.groups:
             self.groups.union(self._slot(name, "in"), self._slot(name, "out"))
-        else:
-            reason = f"{name} is a grouped convolution with unequal per-group input and output widths"
-            self.groups.freeze(self._slot(name, "in"), reason)
-            self.groups.freeze(self._slot(name, "out"), reason)
-
-    def _elementwise(self, node: fx.Node) -> None:
-        """Operands whose channel dims line up (after broadcasting) must keep equal channels."""
-        out_shape = _shape(node)
-        if out_shape is None:
             return
-        aligned: list[tuple[Element, int]] = []
-        for arg in self._tensor_inputs(node):
-            element, dim = self.chan[arg]
+        reason = f"{name} is a grouped convolution whose input and output widths cannot scale together"
+        for index, size in enumerate(self.result.slot_segments.get((name, "in"), (conv.in_channels,))):
+            self.groups.freeze(self._slot(name, "in", index, size), reason)
+        self.groups.freeze(self._slot(name, "out"), reason)
+
+    def _aligned(self, node: fx.Node, args: list[fx.Node]) -> list[tuple[tuple[Element, ...], int]] | None:
+        """Each operand's segments and channel dim in the output's rank, skipping broadcast operands."""
+        out_shape = _shape(node)
+        aligned = []
+        for arg in args:
+            segments, dim = self.chan[arg]
             in_shape = _shape(arg)
             out_dim = len(out_shape) - len(in_shape) + dim
             if in_shape[dim] == 1 and out_shape[out_dim] != 1:
                 continue  # broadcast along the channels: no coupling
-            aligned.append((element, out_dim))
-        if not aligned or any(dim != aligned[0][1] for _, dim in aligned):
+            aligned.append((segments, out_dim))
+        if not aligned or any(d != aligned[0][1] for _, d in aligned):
+            return None
+        if any(self._sizes(s) != self._sizes(aligned[0][0]) for s, _ in aligned):
+            return None
+        return aligned
+
+    def _join(self, aligned: list[tuple[tuple[Element, ...], int]]) -> None:
+        for segments, _ in aligned[1:]:
+            for a, b in zip(aligned[0][0], segments, strict=True):
+                self.groups.union(a, b)
+
+    def _elementwise(self, node: fx.Node) -> None:
+        """Operands whose channel dims line up (after broadcasting) must keep equal channels."""
+        if _shape(node) is None:
+            return
+        aligned = self._aligned(node, self._tensor_inputs(node))
+        if aligned is None:
             self._opaque(node, f"{_op_name(node)} combines tensors along different dimensions")
             return
-        for element, _ in aligned[1:]:
-            self.groups.union(aligned[0][0], element)
+        self._join(aligned)
+        self.chan[node] = aligned[0]
+
+    def _concatenate(self, node: fx.Node) -> None:
+        """Along the channels the segments line up one after another; along another dim they join."""
+        shape = _shape(node)
+        parts = node.args[0] if node.args else node.kwargs.get("tensors")
+        dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+        if shape is None or not isinstance(parts, (list, tuple)) or not all(p in self.chan for p in parts):
+            self._opaque(node, "cat of tensors the tracer cannot follow")
+            return
+        dim = dim % len(shape)
+        dims = {self.chan[p][1] for p in parts}
+        if dims == {dim} and all(len(_shape(p)) == len(shape) for p in parts):
+            self.chan[node] = (tuple(e for p in parts for e in self.chan[p][0]), dim)
+            return
+        aligned = self._aligned(node, list(parts))
+        if aligned is None or len(aligned) != len(parts):
+            self._opaque(node, "cat of tensors whose channels do not line up")
+            return
+        self._join(aligned)
         self.chan[node] = aligned[0]

@@ -16,6 +16,8 @@ from nascli.space.trace import TraceWarning
 from tests.topologies import (
     MLP,
     Concat,
+    DenseBlock,
+    SelfConcat,
     Conv1dNet,
     Depthwise,
     Grouped,
@@ -45,6 +47,8 @@ def _check_every_kind_of_subnet(model, x):
         (Grouped, (1, 3, 8, 8)),
         (SharedModule, (1, 3, 8, 8)),
         (Concat, (1, 3, 8, 8)),
+        (DenseBlock, (1, 3, 8, 8)),
+        (SelfConcat, (1, 3, 8, 8)),
         (Untraceable, (1, 3, 8, 8)),
         (MLP, (1, 32)),
         (Conv1dNet, (1, 4, 16)),

@@ -4,7 +4,7 @@ import nascli.nas as mtn
 from nascli.models import resnet20
 from nascli.space.importance import sort_channels_by_importance
 from tests.helpers import assert_export_matches
-from tests.topologies import Depthwise, Grouped
+from tests.topologies import DenseBlock, Depthwise, Grouped
 
 X = torch.randn(4, 1, 8, 8)
 
@@ -36,7 +36,7 @@ def test_sorting_keeps_the_full_model_output_and_puts_important_channels_first()
 
 def test_depthwise_and_grouped_groups_permute_consistently():
     x = torch.randn(2, 3, 8, 8)
-    for net in (Depthwise, Grouped):
+    for net in (Depthwise, Grouped, DenseBlock):
         model = mtn.convert(net(), "fastnas", dummy_input=x[:1]).eval()
         before = model(x)
         sort_channels_by_importance(model)

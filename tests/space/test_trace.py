@@ -7,7 +7,19 @@ import nascli.nas as mtn
 from nascli.errors import UserInputError
 from nascli.space.trace import TraceWarning
 from tests.helpers import assert_export_matches, hparam_of
-from tests.topologies import MLP, Concat, Depthwise, Grouped, Residual, SharedModule, SqueezeExcite, Untraceable
+from tests.topologies import (
+    MLP,
+    ChannelSplit,
+    Concat,
+    DenseBlock,
+    Depthwise,
+    Grouped,
+    Residual,
+    SelfConcat,
+    SharedModule,
+    SqueezeExcite,
+    Untraceable,
+)
 
 
 def _convert(net, x, mode="autonas"):
@@ -69,11 +81,41 @@ def test_a_module_called_twice_ties_both_producers():
         assert_export_matches(model, IMAGES, how)
 
 
-def test_unsupported_ops_freeze_only_what_they_touch():
+def test_concatenation_maps_each_input_to_its_range_of_the_consumer():
     model = _convert(Concat, IMAGES)
+    assert _same(model, "a.out_channels", "mid.in_channels[0]")
+    assert _same(model, "b.out_channels", "mid.in_channels[1]")
+    assert not _same(model, "a.out_channels", "b.out_channels")
+    assert hparam_of(model, "a.out_channels").is_configurable and hparam_of(model, "b.out_channels").is_configurable
+    exported = assert_export_matches(model, IMAGES, {"*": max, "a.*": min})  # a gap inside the consumer
+    assert exported.mid.in_channels == 32 + 64
+    for how in ("min", "random", "random"):
+        assert_export_matches(model, IMAGES, how)
+
+
+def test_dense_blocks_concatenations_of_concatenations_and_norms_over_them():
+    model = _convert(DenseBlock, IMAGES)
+    assert _same(model, "stem.out_channels", "norm2.num_features[0]", "conv3.in_channels[0]")
+    assert _same(model, "conv1.out_channels", "norm2.num_features[1]", "conv3.in_channels[1]")
+    assert _same(model, "conv2.out_channels", "conv3.in_channels[2]")
+    model.train()
+    mtn.sample(model, {"*": max, "stem.*": min})
+    model(IMAGES)  # running statistics of a non-prefix subset are written back
+    for how in ("min", "centroid", "random", "random"):
+        assert_export_matches(model, IMAGES, how)
+
+
+def test_a_tensor_concatenated_with_itself():
+    model = _convert(SelfConcat, IMAGES)
+    assert _same(model, "a.out_channels", "b.in_channels[0]", "b.in_channels[1]")
+    exported = assert_export_matches(model, IMAGES, "min")
+    assert exported.b.in_channels == 2 * exported.a.out_channels
+
+
+def test_unsupported_ops_freeze_only_what_they_touch():
+    model = _convert(ChannelSplit, IMAGES)
     assert hparam_of(model, "a.out_channels").choices == (64,)
-    assert hparam_of(model, "mid.in_channels").choices == (128,)
-    assert hparam_of(model, "mid.out_channels").is_configurable
+    assert hparam_of(model, "c.out_channels").is_configurable
     assert_export_matches(model, IMAGES, min)
 
 
@@ -88,7 +130,9 @@ def test_linear_features_between_inputs_and_outputs_are_searchable():
         assert_export_matches(model, x, how)
 
 
-@pytest.mark.parametrize("net", [Residual, SqueezeExcite, Depthwise, Grouped, SharedModule, Concat])
+@pytest.mark.parametrize(
+    "net", [Residual, SqueezeExcite, Depthwise, Grouped, SharedModule, Concat, DenseBlock, SelfConcat, ChannelSplit]
+)
 def test_every_subnet_exports_exactly(net):
     model = _convert(net, IMAGES, mode="fastnas")
     for how in ("min", "centroid", "random", "random", "random"):
@@ -136,6 +180,6 @@ def test_verbose_summary_explains_every_fixed_dimension(capsys):
     assert "head.out_channels (1)" in explained and "model output" in explained
     assert "block.conv.out_channels" in explained and "inside block, which fx cannot trace" in explained
     assert "block (kept whole)" in explained
-    model = _convert(Concat, IMAGES)
+    model = _convert(ChannelSplit, IMAGES)
     mtn.print_search_space_summary(model, verbose=True)
-    assert "unsupported operation cat" in capsys.readouterr().out
+    assert "unsupported operation Tensor.chunk" in capsys.readouterr().out

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nascli.space.hparam import Hparam
+from nascli.space.hparam import Hparam, Segments
 
 
 class DynamicModule:
@@ -25,9 +25,11 @@ class DynamicModule:
         """(attribute, hparam) pairs in the order a search-space summary lists them."""
         found = []
         for attr, field in self._hparam_fields:
-            hp = getattr(self, field, None)
-            if hp is not None:
-                found.append((attr, hp))
+            dim = getattr(self, field, None)
+            if isinstance(dim, Segments):
+                found.extend((f"{attr}[{i}]", part) for i, part in enumerate(dim.parts))
+            elif dim is not None:
+                found.append((attr, dim))
         return found
 
     def export_native(self) -> None:

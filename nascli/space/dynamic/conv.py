@@ -8,7 +8,7 @@ from torch import nn
 from torch.nn.modules.utils import _reverse_repeat_tuple
 
 from nascli.space.dynamic.base import DynamicModule, copied_parameter
-from nascli.space.hparam import Hparam
+from nascli.space.hparam import Hparam, Segments, dim_index, take
 
 _CONV_FN = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
@@ -24,10 +24,10 @@ class _DynamicConv(DynamicModule):
 
     _hparam_fields = (("out_channels", "_hp_out"), ("in_channels", "_hp_in"), ("kernel_size", "_hp_kernel"))
     _hp_out: Hparam
-    _hp_in: Hparam
+    _hp_in: Hparam | Segments
     _hp_kernel: Hparam | None
 
-    def attach_hparams(self, out: Hparam, inp: Hparam, kernel: Hparam | None) -> None:
+    def attach_hparams(self, out: Hparam, inp: Hparam | Segments, kernel: Hparam | None) -> None:
         self._hp_out, self._hp_in, self._hp_kernel = out, inp, kernel
 
     def _active_kernel(self) -> int:
@@ -42,10 +42,10 @@ class _DynamicConv(DynamicModule):
 
     def _active_tensors(self) -> tuple[torch.Tensor, torch.Tensor | None, tuple | str, int]:
         """(weight, bias, padding, groups) of the active subnet, as views of the full tensors."""
-        out, inp, k = self._hp_out.active, self._hp_in.active, self._active_kernel()
+        out, k = self._hp_out.active, self._active_kernel()
         weight, groups, padding = self.weight, self.groups, self.padding
         if groups == 1:
-            weight = weight[:out, :inp]
+            weight = take(weight[:out], 1, dim_index(self._hp_in))
         else:
             groups = out // (self.out_channels // self.groups)
             weight = weight[:out]

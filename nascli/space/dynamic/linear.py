@@ -7,21 +7,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from nascli.space.dynamic.base import DynamicModule, copied_parameter
-from nascli.space.hparam import Hparam
+from nascli.space.hparam import Hparam, Segments, dim_index, take
 
 
 class DynamicLinear(DynamicModule, nn.Linear):
     _native = nn.Linear
     _hparam_fields = (("out_features", "_hp_out"), ("in_features", "_hp_in"))
     _hp_out: Hparam
-    _hp_in: Hparam
+    _hp_in: Hparam | Segments
 
-    def attach_hparams(self, out: Hparam, inp: Hparam) -> None:
+    def attach_hparams(self, out: Hparam, inp: Hparam | Segments) -> None:
         self._hp_out, self._hp_in = out, inp
 
     def _active_tensors(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        out, inp = self._hp_out.active, self._hp_in.active
-        return self.weight[:out, :inp], None if self.bias is None else self.bias[:out]
+        out = self._hp_out.active
+        return take(self.weight[:out], 1, dim_index(self._hp_in)), None if self.bias is None else self.bias[:out]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._hp_out.active == self.out_features and self._hp_in.active == self.in_features:
