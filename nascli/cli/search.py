@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from nascli.cli.common import console, flags, handle_errors, input_path, result, source_and_overrides
+from nascli.errors import UserInputError
 
 
 @handle_errors
@@ -16,6 +17,7 @@ def search(
     flops: str = typer.Option(None, "--flops", help="Upper bound: 2e9, 2G, 350M or 50% of the original."),
     params: str = typer.Option(None, "--params", help="Upper bound on parameters, same forms."),
     algorithm: str = typer.Option(None, "--algorithm", help="evolve (default) or random."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run directory's unfinished search.pt."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON result on stdout instead of the path."),
 ) -> None:
     """Find the most accurate subnet within the constraints; writes search.pt, search.json, pareto.png."""
@@ -25,9 +27,17 @@ def search(
     source, overrides = source_and_overrides(source, overrides)
     if algorithm is not None:
         overrides.append(f"search.algorithm={algorithm}")
-    model, _, _, recipe = load_stage_input(input_path(source), overrides)
+    model, _, checkpoint, recipe = load_stage_input(input_path(source), overrides)
+    state = None
+    if resume:
+        latest = Path(recipe.run_dir) / "search.pt"
+        if checkpoint["stage"] != "search" and latest.is_file():
+            model, _, checkpoint, recipe = load_stage_input(latest, overrides)
+        state = checkpoint.get("trainer") if checkpoint["stage"] == "search" else None
+        if state is None:
+            raise UserInputError(f"--resume: no unfinished search.pt in {recipe.run_dir}")
     constraints = {k: v for k, v in (("flops", flops), ("params", params)) if v is not None}
-    path = search_stage(model, recipe, constraints, None if flags.quiet else console)
+    path = search_stage(model, recipe, constraints, None if flags.quiet else console, state)
     from nascli.opt.checkpoint import read_checkpoint
 
     result(path, read_checkpoint(path)["metrics"], json_out)

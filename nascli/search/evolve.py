@@ -47,6 +47,27 @@ class SearchState:
     iteration: int = 0
     rng_state: dict | None = None
 
+    def to_plain(self) -> dict[str, Any]:
+        """Plain data for a checkpoint (128-bit generator words stored as strings)."""
+        rng = None
+        if self.rng_state is not None:
+            rng = {**self.rng_state, "state": {k: str(v) for k, v in self.rng_state["state"].items()}}
+        return {
+            "evaluated": [[list(row), c.config, c.flops, c.params, c.score] for row, c in self.evaluated.items()],
+            "population": [list(row) for row in self.population],
+            "iteration": self.iteration,
+            "rng_state": rng,
+        }
+
+    @classmethod
+    def from_plain(cls, data: dict[str, Any]) -> SearchState:
+        rng = data["rng_state"]
+        if rng is not None:
+            rng = {**rng, "state": {k: int(v) for k, v in rng["state"].items()}}
+        evaluated = {tuple(row): Candidate(dict(config), flops, params, score)
+                     for row, config, flops, params, score in data["evaluated"]}  # fmt: skip
+        return cls(evaluated, [tuple(r) for r in data["population"]], data["iteration"], rng)
+
 
 class ConstrainedSearch:
     """Evolution (``algorithm="evolve"``) or random sampling (``"random"``) under cost bounds."""

@@ -23,8 +23,9 @@ def search_subnet(
     settings: SearchSettings,
     algorithm: str = "evolve",
     on_iteration: Callable[[SearchState], None] | None = None,
+    state: SearchState | None = None,
 ) -> tuple[Candidate, SearchState]:
-    """Run the search; the best subnet is left selected, its BN statistics recalibrated."""
+    """Run (or continue from ``state``) the search; the best subnet is left selected, BN recalibrated."""
     space = get_space(model)
 
     def score(config: dict[str, Any]) -> float:
@@ -34,7 +35,7 @@ def search_subnet(
             return float(score_model(model))
 
     search = ConstrainedSearch(cost_model(model), bounds, score, settings, algorithm)
-    state = search.run(on_iteration=on_iteration)
+    state = search.run(state, on_iteration=on_iteration)
     best = best_candidate(state)
     score(best.config)
     return best, state

@@ -16,15 +16,25 @@ from nascli.data import load_splits
 from nascli.opt.checkpoint import build_checkpoint, write_checkpoint
 from nascli.recipe.factory import import_factory
 from nascli.recipe.schema import Recipe
-from nascli.search.evolve import SearchSettings
+from nascli.search.evolve import SearchSettings, SearchState
 from nascli.search.plot import pareto_plot
 from nascli.search.run import search_report, search_subnet
 from nascli.stages.rundir import append_metrics
 from nascli.train.trainer import accuracy
 
 
-def search_stage(model: nn.Module, recipe: Recipe, constraints: dict[str, Any], console: Console | None) -> Path:
-    """Search the best subnet under ``constraints`` (recipe's search.constraints overridden by them)."""
+def search_stage(
+    model: nn.Module,
+    recipe: Recipe,
+    constraints: dict[str, Any],
+    console: Console | None,
+    resume_from: dict[str, Any] | None = None,
+) -> Path:
+    """Search the best subnet under ``constraints`` (recipe's search.constraints overridden by them).
+
+    ``search.pt`` is rewritten after every iteration with the search state, so an interrupted
+    search continues from it (``resume_from``, the stored state) to the same result.
+    """
     spec = recipe.search
     splits = load_splits(recipe.data.name, recipe.data.root, recipe.data.val_fraction)
     calib = DataLoader(splits.train, batch_size=recipe.data.batch_size, shuffle=False, drop_last=True)
@@ -42,20 +52,26 @@ def search_stage(model: nn.Module, recipe: Recipe, constraints: dict[str, Any], 
         spec.lower_bound_ratio, spec.seed if spec.seed is not None else recipe.seed,
     )  # fmt: skip
 
+    run_dir = Path(recipe.run_dir)
+    factory = recipe.model.model_dump(mode="json")
+
     def progress(state: Any) -> None:
+        checkpoint = build_checkpoint(model, "search", recipe.model_dump(mode="json"), factory, {}, state.to_plain())
+        checkpoint["subnet"] = None
+        write_checkpoint(checkpoint, run_dir / "search.pt")
         if console is not None:
             top = max(c.score for c in state.evaluated.values())
             console.print(
                 f"iteration {state.iteration}/{spec.iterations}: {len(state.evaluated)} scored, best {top:.4f}"
             )
 
-    best, state = search_subnet(model, bounds, score, calib, spec.bn_calib_batches, settings, spec.algorithm, progress)
-    report = search_report(state, best, bounds, original)
-    run_dir = Path(recipe.run_dir)
-    metrics = {"score": best.score, "flops": best.flops, "params": best.params, "candidates": len(state.evaluated)}
-    checkpoint = build_checkpoint(
-        model, "search", recipe.model_dump(mode="json"), recipe.model.model_dump(mode="json"), metrics
+    state = SearchState.from_plain(resume_from) if resume_from is not None else None
+    best, state = search_subnet(
+        model, bounds, score, calib, spec.bn_calib_batches, settings, spec.algorithm, progress, state
     )
+    report = search_report(state, best, bounds, original)
+    metrics = {"score": best.score, "flops": best.flops, "params": best.params, "candidates": len(state.evaluated)}
+    checkpoint = build_checkpoint(model, "search", recipe.model_dump(mode="json"), factory, metrics)
     path = write_checkpoint(checkpoint, run_dir / "search.pt")
     tmp = run_dir / "search.json.tmp"
     tmp.write_text(json.dumps(report, indent=1))

@@ -109,3 +109,10 @@ def test_fastnas_prunes_a_trained_model_without_supernet_training(tmp_path):
     assert 0 <= payload["score"] <= 1 and payload["checkpoint"].endswith("search.pt")
     bad = _nascli("convert", str(ROOT / "recipes/digits.yaml"), f"run_dir={tmp_path}/x", "model.checkpoint=nope.pt")
     assert bad.returncode == 2 and "model.checkpoint: no such file" in bad.stderr
+
+
+@pytest.mark.slow
+def test_a_finished_search_has_nothing_to_resume(run_dir):
+    assert torch.load(run_dir / "search.pt", weights_only=True)["trainer"] is None
+    done = _nascli("search", str(run_dir / "train.pt"), "--resume", "--flops", "50%")
+    assert done.returncode == 2 and "no unfinished search.pt" in done.stderr

@@ -59,3 +59,32 @@ def test_search_is_deterministic_for_a_seed():
 def test_unsatisfiable_constraints_raise():
     with pytest.raises(ConstraintError, match="smallest subnet"):
         _search(_model(), {"flops": "1%"})
+
+
+def test_an_interrupted_search_resumes_to_the_same_result(tmp_path):
+    from nascli.search.evolve import ConstrainedSearch, SearchSettings, SearchState
+
+    model = _model()
+    costs = cost_model(model)
+    bounds = {"flops": costs.cost(costs.named("max"))["flops"] * 0.6}
+
+    def score(config):  # any deterministic function of the config will do
+        return sum(v * (i + 1) for i, v in enumerate(config.values())) % 97 / 97
+
+    settings = SearchSettings(population=10, parents=3, iterations=4, seed=1)
+    whole = ConstrainedSearch(costs, bounds, score, settings).run()
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_two(state):
+        torch.save({"search": state.to_plain()}, tmp_path / "state.pt")
+        if state.iteration == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        ConstrainedSearch(costs, bounds, score, settings).run(on_iteration=stop_after_two)
+    saved = SearchState.from_plain(torch.load(tmp_path / "state.pt", weights_only=True)["search"])
+    resumed = ConstrainedSearch(costs, bounds, score, settings).run(saved)
+    assert resumed.iteration == 4
+    assert list(resumed.evaluated) == list(whole.evaluated) and resumed.population == whole.population
