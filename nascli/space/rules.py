@@ -20,8 +20,6 @@ from nascli.errors import UserInputError
 CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 LINEAR_TYPES = (nn.Linear,)
 NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-SEQUENTIAL_TYPES = (nn.Sequential,)
-RULE_TYPES = CONV_TYPES + LINEAR_TYPES + NORM_TYPES + SEQUENTIAL_TYPES
 
 # The settings each layer type understands, with a validator for each.
 _SETTINGS: dict[type, dict[str, str]] = {
