@@ -16,6 +16,7 @@ def search(
     overrides: list[str] = typer.Argument(None, help="Recipe overrides as key=value (e.g. search.iterations=5)."),
     flops: str = typer.Option(None, "--flops", help="Upper bound: 2e9, 2G, 350M or 50% of the original."),
     params: str = typer.Option(None, "--params", help="Upper bound on parameters, same forms."),
+    latency: str = typer.Option(None, "--latency", help="Upper bound on predicted latency (recipe's deployment)."),
     algorithm: str = typer.Option(None, "--algorithm", help="evolve (default) or random."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run directory's unfinished search.pt."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON result on stdout instead of the path."),
@@ -36,7 +37,8 @@ def search(
         state = checkpoint.get("trainer") if checkpoint["stage"] == "search" else None
         if state is None:
             raise UserInputError(f"--resume: no unfinished search.pt in {recipe.run_dir}")
-    constraints = {k: v for k, v in (("flops", flops), ("params", params)) if v is not None}
+    given = (("flops", flops), ("params", params), ("latency", latency))
+    constraints = {k: v for k, v in given if v is not None}
     path = search_stage(model, recipe, constraints, None if flags.quiet else console, state)
     from nascli.opt.checkpoint import read_checkpoint
 

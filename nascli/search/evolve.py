@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from nascli.cost.latency import LatencyModel
 from nascli.cost.model import CostModel
 from nascli.errors import ConstraintError
 
@@ -36,6 +37,7 @@ class Candidate:
     flops: int
     params: int
     score: float
+    latency: float | None = None  # predicted seconds, when searching under a latency bound
 
 
 @dataclass
@@ -53,7 +55,9 @@ class SearchState:
         if self.rng_state is not None:
             rng = {**self.rng_state, "state": {k: str(v) for k, v in self.rng_state["state"].items()}}
         return {
-            "evaluated": [[list(row), c.config, c.flops, c.params, c.score] for row, c in self.evaluated.items()],
+            "evaluated": [
+                [list(row), c.config, c.flops, c.params, c.score, c.latency] for row, c in self.evaluated.items()
+            ],
             "population": [list(row) for row in self.population],
             "iteration": self.iteration,
             "rng_state": rng,
@@ -64,8 +68,7 @@ class SearchState:
         rng = data["rng_state"]
         if rng is not None:
             rng = {**rng, "state": {k: int(v) for k, v in rng["state"].items()}}
-        evaluated = {tuple(row): Candidate(dict(config), flops, params, score)
-                     for row, config, flops, params, score in data["evaluated"]}  # fmt: skip
+        evaluated = {tuple(row): Candidate(dict(config), *rest) for row, config, *rest in data["evaluated"]}
         return cls(evaluated, [tuple(r) for r in data["population"]], data["iteration"], rng)
 
 
@@ -79,12 +82,19 @@ class ConstrainedSearch:
         score: Callable[[dict[str, Any]], float],
         settings: SearchSettings,
         algorithm: str = "evolve",
+        latency: LatencyModel | None = None,
     ) -> None:
-        self.costs, self.bounds, self.score, self.settings = costs, bounds, score, settings
-        self.algorithm = algorithm
+        self.costs, self.score, self.settings, self.algorithm = costs, score, settings, algorithm
+        self.bounds = {k: v for k, v in bounds.items() if k != "latency"}
+        self.latency_bound = bounds.get("latency")
+        if self.latency_bound is not None and latency is None:
+            raise ValueError("a latency bound needs a latency model")
+        self.latency = latency
         self.choices = [np.array(hp.choices) for hp in costs.space.hparams.values()]
         self.rng = np.random.default_rng(settings.seed)
         minimum = costs.cost(costs.named("min"))
+        if self.latency_bound is not None:
+            minimum["latency"] = latency.predict(costs.named("min"))
         failing = [k for k, bound in bounds.items() if minimum[k] > bound]
         if failing:
             details = ", ".join(f"{k} <= {bounds[k]:,.0f} (smallest subnet: {minimum[k]:,})" for k in failing)
@@ -92,12 +102,22 @@ class ConstrainedSearch:
 
     # -- candidate generation ------------------------------------------------------------------
     def _valid(self, matrix: np.ndarray, lower: bool) -> np.ndarray:
+        """The rows within every bound (and, with ``lower``, using at least the budget's lower share)."""
         ok = self.costs.within(matrix, self.bounds)
+        ratio = self.settings.lower_bound_ratio
         if lower and self.bounds:
             found = self.costs.evaluate(matrix)
             for key, bound in self.bounds.items():
-                ok &= found[key] >= self.settings.lower_bound_ratio * bound
-        return matrix[ok]
+                ok &= found[key] >= ratio * bound
+        matrix = matrix[ok]
+        if self.latency_bound is None:
+            return matrix
+        low = ratio * self.latency_bound if lower else 0.0
+        predicted = np.array([self._predict(row) for row in matrix.tolist()])
+        return matrix[(predicted <= self.latency_bound) & (predicted >= low)] if len(matrix) else matrix
+
+    def _predict(self, row: list[int]) -> float:
+        return self.latency.predict(dict(zip(self.costs.names, row, strict=True)))
 
     def _random(self, n: int) -> np.ndarray:
         return np.stack([c[self.rng.integers(0, len(c), n)] for c in self.choices], axis=1).astype(np.int64)
@@ -139,9 +159,9 @@ class ConstrainedSearch:
             if row in state.evaluated:
                 continue
             config = dict(zip(names, (int(v) for v in row), strict=True))
-            state.evaluated[row] = Candidate(
-                config, int(found["flops"][i]), int(found["params"][i]), self.score(config)
-            )
+            latency = self.latency.predict(config) if self.latency is not None else None
+            flops, params = int(found["flops"][i]), int(found["params"][i])
+            state.evaluated[row] = Candidate(config, flops, params, self.score(config), latency)
 
     def run(
         self, state: SearchState | None = None, on_iteration: Callable[[SearchState], None] | None = None

@@ -7,6 +7,7 @@ from typing import Any
 
 from torch import nn
 
+from nascli.cost.latency import LatencyModel
 from nascli.cost.model import cost_model
 from nascli.search.evolve import Candidate, ConstrainedSearch, SearchSettings, SearchState, best_candidate
 from nascli.search.pareto import pareto_front
@@ -24,6 +25,7 @@ def search_subnet(
     algorithm: str = "evolve",
     on_iteration: Callable[[SearchState], None] | None = None,
     state: SearchState | None = None,
+    latency: LatencyModel | None = None,
 ) -> tuple[Candidate, SearchState]:
     """Run (or continue from ``state``) the search; the best subnet is left selected, BN recalibrated."""
     space = get_space(model)
@@ -34,7 +36,7 @@ def search_subnet(
             recalibrate_bn(model, calib_loader, calib_batches)
             return float(score_model(model))
 
-    search = ConstrainedSearch(cost_model(model), bounds, score, settings, algorithm)
+    search = ConstrainedSearch(cost_model(model), bounds, score, settings, algorithm, latency)
     state = search.run(state, on_iteration=on_iteration)
     best = best_candidate(state)
     score(best.config)
@@ -45,7 +47,10 @@ def search_report(state: SearchState, best: Candidate, bounds: dict[str, float],
     """The search as plain data: every candidate, the Pareto front (score against flops), the best."""
     candidates = list(state.evaluated.values())
     front = pareto_front([c.flops for c in candidates], [c.score for c in candidates])
-    as_dict = lambda c: {"config": c.config, "flops": c.flops, "params": c.params, "score": c.score}  # noqa: E731
+
+    def as_dict(c: Candidate) -> dict[str, Any]:
+        return {"config": c.config, "flops": c.flops, "params": c.params, "latency": c.latency, "score": c.score}
+
     return {
         "original": original,
         "constraints": bounds,

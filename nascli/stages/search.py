@@ -11,6 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from nascli.cost.constraints import resolve_constraints
+from nascli.cost.latency import LatencyModel
 from nascli.cost.model import cost_model
 from nascli.data import load_splits
 from nascli.opt.checkpoint import build_checkpoint, write_checkpoint
@@ -45,8 +46,15 @@ def search_stage(
     else:
         score = lambda m: accuracy(m, val)  # noqa: E731
     costs = cost_model(model)
-    original = costs.cost(costs.named("max"))
-    bounds = resolve_constraints({**spec.constraints, **constraints}, original)
+    original: dict[str, Any] = costs.cost(costs.named("max"))
+    wanted = {**spec.constraints, **constraints}
+    latency = None
+    if "latency" in wanted:
+        deploy = recipe.deployment
+        latency = LatencyModel(model, deploy.device, deploy.batch_size, deploy.repeats, recipe.run_dir)
+        latency.calibrate()
+        original["latency"] = latency.predict(costs.named("max"))
+    bounds = resolve_constraints(wanted, original)
     settings = SearchSettings(
         spec.population, spec.parents, spec.mutation_prob, spec.crossover, spec.iterations, spec.time_budget,
         spec.lower_bound_ratio, spec.seed if spec.seed is not None else recipe.seed,
@@ -67,8 +75,10 @@ def search_stage(
 
     state = SearchState.from_plain(resume_from) if resume_from is not None else None
     best, state = search_subnet(
-        model, bounds, score, calib, spec.bn_calib_batches, settings, spec.algorithm, progress, state
+        model, bounds, score, calib, spec.bn_calib_batches, settings, spec.algorithm, progress, state, latency
     )
+    if latency is not None:
+        latency.save()
     report = search_report(state, best, bounds, original)
     metrics = {"score": best.score, "flops": best.flops, "params": best.params, "candidates": len(state.evaluated)}
     checkpoint = build_checkpoint(model, "search", recipe.model_dump(mode="json"), factory, metrics)

@@ -116,3 +116,14 @@ def test_a_finished_search_has_nothing_to_resume(run_dir):
     assert torch.load(run_dir / "search.pt", weights_only=True)["trainer"] is None
     done = _nascli("search", str(run_dir / "train.pt"), "--resume", "--flops", "50%")
     assert done.returncode == 2 and "no unfinished search.pt" in done.stderr
+
+
+@pytest.mark.slow
+def test_search_under_a_latency_bound(run_dir, tmp_path):
+    args = ["-q", "search", str(run_dir / "train.pt"), f"run_dir={tmp_path}", "--latency", "90%", "search.iterations=1"]
+    done = _nascli(*args)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads((tmp_path / "search.json").read_text())
+    bound = report["constraints"]["latency"]
+    assert all(0 < c["latency"] <= bound for c in report["candidates"])
+    assert list(tmp_path.glob("latency-cpu-*.json"))

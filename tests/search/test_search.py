@@ -88,3 +88,18 @@ def test_an_interrupted_search_resumes_to_the_same_result(tmp_path):
     resumed = ConstrainedSearch(costs, bounds, score, settings).run(saved)
     assert resumed.iteration == 4
     assert list(resumed.evaluated) == list(whole.evaluated) and resumed.population == whole.population
+
+
+def test_a_latency_bound_filters_candidates_by_predicted_latency():
+    from nascli.cost.latency import LatencyModel
+    from nascli.search.evolve import ConstrainedSearch, SearchSettings
+
+    model = _model()
+    costs = cost_model(model)
+    timing = LatencyModel(model, repeats=1)
+    timing.calibrate()
+    bound = timing.predict(costs.named("centroid"))
+    state = ConstrainedSearch(costs, {"latency": bound}, lambda c: 0.0, SearchSettings(10, 3), latency=timing).run()
+    assert state.evaluated and all(c.latency <= bound for c in state.evaluated.values())
+    with pytest.raises(ConstraintError, match="latency"):
+        ConstrainedSearch(costs, {"latency": 1e-9}, lambda c: 0.0, SearchSettings(), latency=timing)
