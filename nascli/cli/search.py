@@ -24,7 +24,9 @@ def search(
     """Find the most accurate subnet within the constraints; writes search.pt, search.json, pareto.png."""
     from nascli.stages.load import load_stage_input
     from nascli.stages.search import search_stage
+    from nascli.train.distributed import init_from_env
 
+    ranks = init_from_env()
     source, overrides = source_and_overrides(source, overrides)
     if algorithm is not None:
         overrides.append(f"search.algorithm={algorithm}")
@@ -39,7 +41,9 @@ def search(
             raise UserInputError(f"--resume: no unfinished search.pt in {recipe.run_dir}")
     given = (("flops", flops), ("params", params), ("latency", latency))
     constraints = {k: v for k, v in given if v is not None}
-    path = search_stage(model, recipe, constraints, None if flags.quiet else console, state)
-    from nascli.opt.checkpoint import read_checkpoint
+    quiet = flags.quiet or not ranks.main
+    path = search_stage(model, recipe, constraints, None if quiet else console, state, ranks)
+    if ranks.main:
+        from nascli.opt.checkpoint import read_checkpoint
 
-    result(path, read_checkpoint(path)["metrics"], json_out)
+        result(path, read_checkpoint(path)["metrics"], json_out)

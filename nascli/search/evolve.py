@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch.distributed as dist
 
 from nascli.cost.latency import LatencyModel
 from nascli.cost.model import CostModel
 from nascli.errors import ConstraintError
+from nascli.train.distributed import Ranks
 
 
 @dataclass
@@ -83,8 +85,10 @@ class ConstrainedSearch:
         settings: SearchSettings,
         algorithm: str = "evolve",
         latency: LatencyModel | None = None,
+        ranks: Ranks = Ranks(),
     ) -> None:
         self.costs, self.score, self.settings, self.algorithm = costs, score, settings, algorithm
+        self.ranks = ranks
         self.bounds = {k: v for k, v in bounds.items() if k != "latency"}
         self.latency_bound = bounds.get("latency")
         if self.latency_bound is not None and latency is None:
@@ -151,17 +155,22 @@ class ConstrainedSearch:
 
     # -- loop ----------------------------------------------------------------------------------
     def _evaluate(self, rows: list[tuple], state: SearchState) -> None:
-        names = self.costs.names
+        """Score the new rows; across processes each rank scores its share and all share the scores."""
+        rows = [row for row in dict.fromkeys(rows) if row not in state.evaluated]
         if not rows:
             return
+        names = self.costs.names
+        configs = [dict(zip(names, (int(v) for v in row), strict=True)) for row in rows]
+        scores = {i: self.score(configs[i]) for i in range(self.ranks.rank, len(rows), self.ranks.world)}
+        if self.ranks.world > 1:
+            shared: list[dict[int, float]] = [{} for _ in range(self.ranks.world)]
+            dist.all_gather_object(shared, scores)
+            scores = {i: score for part in shared for i, score in part.items()}
         found = self.costs.evaluate(np.array(rows, dtype=np.int64))
-        for i, row in enumerate(rows):
-            if row in state.evaluated:
-                continue
-            config = dict(zip(names, (int(v) for v in row), strict=True))
+        for i, (row, config) in enumerate(zip(rows, configs, strict=True)):
             latency = self.latency.predict(config) if self.latency is not None else None
             flops, params = int(found["flops"][i]), int(found["params"][i])
-            state.evaluated[row] = Candidate(config, flops, params, self.score(config), latency)
+            state.evaluated[row] = Candidate(config, flops, params, scores[i], latency)
 
     def run(
         self, state: SearchState | None = None, on_iteration: Callable[[SearchState], None] | None = None

@@ -13,6 +13,7 @@ from nascli.search.evolve import Candidate, ConstrainedSearch, SearchSettings, S
 from nascli.search.pareto import pareto_front
 from nascli.space.space import get_space, random_sampling
 from nascli.train.bn import recalibrate_bn
+from nascli.train.distributed import Ranks
 
 
 def search_subnet(
@@ -26,6 +27,7 @@ def search_subnet(
     on_iteration: Callable[[SearchState], None] | None = None,
     state: SearchState | None = None,
     latency: LatencyModel | None = None,
+    ranks: Ranks = Ranks(),
 ) -> tuple[Candidate, SearchState]:
     """Run (or continue from ``state``) the search; the best subnet is left selected, BN recalibrated."""
     space = get_space(model)
@@ -36,7 +38,7 @@ def search_subnet(
             recalibrate_bn(model, calib_loader, calib_batches)
             return float(score_model(model))
 
-    search = ConstrainedSearch(cost_model(model), bounds, score, settings, algorithm, latency)
+    search = ConstrainedSearch(cost_model(model), bounds, score, settings, algorithm, latency, ranks)
     state = search.run(state, on_iteration=on_iteration)
     best = best_candidate(state)
     score(best.config)

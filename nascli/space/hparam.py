@@ -103,4 +103,4 @@ def take(tensor: Any, dim: int, index: Any) -> Any:
     """``tensor`` restricted to ``index`` along ``dim``: a view for a slice, a copy for a tensor."""
     if isinstance(index, slice):
         return tensor.narrow(dim, index.start, index.stop - index.start)
-    return tensor.index_select(dim, index)
+    return tensor.index_select(dim, index.to(tensor.device))

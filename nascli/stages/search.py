@@ -14,6 +14,7 @@ from nascli.cost.constraints import resolve_constraints
 from nascli.cost.latency import LatencyModel
 from nascli.cost.model import cost_model
 from nascli.data import load_splits
+from nascli.errors import UserInputError
 from nascli.opt.checkpoint import build_checkpoint, write_checkpoint
 from nascli.recipe.factory import import_factory
 from nascli.recipe.schema import Recipe
@@ -21,6 +22,7 @@ from nascli.search.evolve import SearchSettings, SearchState
 from nascli.search.plot import pareto_plot
 from nascli.search.run import search_report, search_subnet
 from nascli.stages.rundir import append_metrics
+from nascli.train.distributed import Ranks
 from nascli.train.trainer import accuracy
 
 
@@ -30,11 +32,13 @@ def search_stage(
     constraints: dict[str, Any],
     console: Console | None,
     resume_from: dict[str, Any] | None = None,
+    ranks: Ranks = Ranks(),
 ) -> Path:
     """Search the best subnet under ``constraints`` (recipe's search.constraints overridden by them).
 
     ``search.pt`` is rewritten after every iteration with the search state, so an interrupted
-    search continues from it (``resume_from``, the stored state) to the same result.
+    search continues from it (``resume_from``, the stored state) to the same result. Under
+    torchrun every rank scores its share of each generation; rank 0 writes.
     """
     spec = recipe.search
     splits = load_splits(recipe.data.name, recipe.data.root, recipe.data.val_fraction)
@@ -49,6 +53,8 @@ def search_stage(
     original: dict[str, Any] = costs.cost(costs.named("max"))
     wanted = {**spec.constraints, **constraints}
     latency = None
+    if "latency" in wanted and ranks.world > 1:
+        raise UserInputError("--latency: search under a latency bound in one process (its table is per machine)")
     if "latency" in wanted:
         deploy = recipe.deployment
         latency = LatencyModel(model, deploy.device, deploy.batch_size, deploy.repeats, recipe.run_dir)
@@ -64,6 +70,8 @@ def search_stage(
     factory = recipe.model.model_dump(mode="json")
 
     def progress(state: Any) -> None:
+        if not ranks.main:
+            return
         checkpoint = build_checkpoint(model, "search", recipe.model_dump(mode="json"), factory, {}, state.to_plain())
         checkpoint["subnet"] = None
         write_checkpoint(checkpoint, run_dir / "search.pt")
@@ -75,14 +83,17 @@ def search_stage(
 
     state = SearchState.from_plain(resume_from) if resume_from is not None else None
     best, state = search_subnet(
-        model, bounds, score, calib, spec.bn_calib_batches, settings, spec.algorithm, progress, state, latency
+        model, bounds, score, calib, spec.bn_calib_batches, settings, spec.algorithm, progress, state, latency, ranks
     )
+    path = run_dir / "search.pt"
+    if not ranks.main:
+        return path
     if latency is not None:
         latency.save()
     report = search_report(state, best, bounds, original)
     metrics = {"score": best.score, "flops": best.flops, "params": best.params, "candidates": len(state.evaluated)}
     checkpoint = build_checkpoint(model, "search", recipe.model_dump(mode="json"), factory, metrics)
-    path = write_checkpoint(checkpoint, run_dir / "search.pt")
+    write_checkpoint(checkpoint, path)
     tmp = run_dir / "search.json.tmp"
     tmp.write_text(json.dumps(report, indent=1))
     tmp.replace(run_dir / "search.json")

@@ -1,6 +1,7 @@
 """The whole pipeline from a shell, on digits: convert | train | search | finetune, then export."""
 
 import json
+import os
 import subprocess
 import sys
 import warnings
@@ -127,3 +128,19 @@ def test_search_under_a_latency_bound(run_dir, tmp_path):
     bound = report["constraints"]["latency"]
     assert all(0 < c["latency"] <= bound for c in report["candidates"])
     assert list(tmp_path.glob("latency-cpu-*.json"))
+
+
+@pytest.mark.slow
+def test_two_processes_score_candidates_in_parallel_with_the_same_result(run_dir, tmp_path):
+    settings = ["--flops", "60%", "search.iterations=2", "search.population=8", "search.parents=3"]
+    one = _nascli("-q", "search", str(run_dir / "train.pt"), f"run_dir={tmp_path / 'one'}", *settings)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "-m", "nascli", "-q", "search",
+         str(run_dir / "train.pt"), f"run_dir={tmp_path / 'two'}", *settings],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert two.returncode == 0, two.stderr[-2000:]
+    assert two.stdout.strip() == str(tmp_path / "two" / "search.pt")
+    a, b = (json.loads((tmp_path / d / "search.json").read_text()) for d in ("one", "two"))
+    assert a["candidates"] == b["candidates"] and a["best"] == b["best"]
