@@ -22,7 +22,7 @@ def search(
     json_out: bool = typer.Option(False, "--json", help="Print a JSON result on stdout instead of the path."),
 ) -> None:
     """Find the most accurate subnet within the constraints; writes search.pt, search.json, pareto.png."""
-    from nascli.stages.load import load_stage_input
+    from nascli.stages.load import load_resumable, load_stage_input
     from nascli.stages.search import search_stage
     from nascli.train.distributed import init_from_env
 
@@ -30,15 +30,12 @@ def search(
     source, overrides = source_and_overrides(source, overrides)
     if algorithm is not None:
         overrides.append(f"search.algorithm={algorithm}")
-    model, _, checkpoint, recipe = load_stage_input(input_path(source), overrides)
-    state = None
     if resume:
-        latest = Path(recipe.run_dir) / "search.pt"
-        if checkpoint["stage"] != "search" and latest.is_file():
-            model, _, checkpoint, recipe = load_stage_input(latest, overrides)
-        state = checkpoint.get("trainer") if checkpoint["stage"] == "search" else None
+        model, _, _, recipe, state = load_resumable(input_path(source), overrides, "search")
         if state is None:
             raise UserInputError(f"--resume: no unfinished search.pt in {recipe.run_dir}")
+    else:
+        (model, _, _, recipe), state = load_stage_input(input_path(source), overrides), None
     given = (("flops", flops), ("params", params), ("latency", latency))
     constraints = {k: v for k, v in given if v is not None}
     quiet = flags.quiet or not ranks.main

@@ -26,25 +26,22 @@ def train(
         _relaunch_with_torchrun(nproc)
         return
     from nascli.opt.checkpoint import read_checkpoint
-    from nascli.stages.load import load_stage_input
+    from nascli.stages.load import load_resumable, load_stage_input
     from nascli.stages.train import train_stage
     from nascli.train.distributed import init_from_env
     from nascli.train.trainer import stderr_is_terminal
 
     ranks = init_from_env()
     source, overrides = source_and_overrides(source, overrides)
-    model, path, checkpoint, recipe = load_stage_input(input_path(source), overrides)
-    state = None
     if resume:
-        latest = Path(recipe.run_dir) / "train.pt"
-        if checkpoint["stage"] != "train" and latest.is_file():
-            model, path, checkpoint, recipe = load_stage_input(latest, overrides)
+        model, path, checkpoint, recipe, state = load_resumable(input_path(source), overrides, "train")
         if checkpoint["stage"] != "train":
             raise UserInputError(f"--resume: no train.pt in {recipe.run_dir} to resume from")
-        state = checkpoint.get("trainer")
         if state is None:
             result(path, {"resumed": False, "finished": True}, json_out)
             return
+    else:
+        (model, path, checkpoint, recipe), state = load_stage_input(input_path(source), overrides), None
     out = train_stage(
         model, recipe, state, ranks, None if flags.quiet else console, stderr_is_terminal() and not flags.quiet
     )

@@ -37,3 +37,18 @@ def load_stage_input(path: Path, overrides: list[str]) -> tuple[nn.Module, Path,
     recipe = validate_recipe(apply_overrides(copy.deepcopy(checkpoint["recipe"]), overrides), f"{path} recipe")
     model = build_model(recipe.model.factory, recipe.model.kwargs)
     return apply_checkpoint(model, checkpoint, path), path, checkpoint, recipe
+
+
+def load_resumable(
+    path: Path, overrides: list[str], stage: str
+) -> tuple[nn.Module, Path, dict[str, Any], Recipe, dict[str, Any] | None]:
+    """Like ``load_stage_input``, preferring the run directory's ``<stage>.pt`` to continue from.
+
+    Returns its unfinished state too (None when that stage's checkpoint is finished or absent).
+    """
+    model, path, checkpoint, recipe = load_stage_input(path, overrides)
+    latest = Path(recipe.run_dir) / f"{stage}.pt"
+    if checkpoint["stage"] != stage and latest.is_file():
+        model, path, checkpoint, recipe = load_stage_input(latest, overrides)
+    state = checkpoint.get("trainer") if checkpoint["stage"] == stage else None
+    return model, path, checkpoint, recipe, state

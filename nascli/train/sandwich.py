@@ -61,13 +61,23 @@ def sandwich_step(
             loss = distillation_loss(out, teacher, temperature) if distill else loss_fn(out, targets)
             loss.backward()
             losses["loss_min" if index == 0 else f"loss_random{index}"] = loss.item()
-        if reduce_gradients is not None:
-            reduce_gradients(model)
-        if grad_clip:
-            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
-        space.sample("max")
+        _apply_gradients(model, optimizer, grad_clip, reduce_gradients)
     return losses
+
+
+def _apply_gradients(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    grad_clip: float | None,
+    reduce_gradients: Callable[[nn.Module], None] | None,
+) -> None:
+    """Average across processes, clip, take the one optimizer step; leave the largest subnet active."""
+    if reduce_gradients is not None:
+        reduce_gradients(model)
+    if grad_clip:
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    get_space(model).sample("max")
 
 
 def single_subnet_step(
@@ -87,10 +97,5 @@ def single_subnet_step(
         space.sample((rng or random.Random()).choice)
         loss = loss_fn(model(inputs), targets)
         loss.backward()
-        if reduce_gradients is not None:
-            reduce_gradients(model)
-        if grad_clip:
-            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
-        space.sample("max")
+        _apply_gradients(model, optimizer, grad_clip, reduce_gradients)
     return {"loss_max": loss.item()}
