@@ -84,7 +84,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f"{path}: not a readable checkpoint ({_load_failure(exc)})") from exc
+        raise CheckpointError(f"{path}: not a readable checkpoint ({load_failure(exc)})") from exc
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
         found = checkpoint.get("format") if isinstance(checkpoint, dict) else type(checkpoint).__name__
         raise CheckpointError(f"{path}: not a nascli checkpoint (format {found!r}, expected {FORMAT!r})")
@@ -94,7 +94,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return checkpoint
 
 
-def _load_failure(exc: Exception) -> str:
+def load_failure(exc: Exception) -> str:
     """A short cause for a failed ``torch.load``, without torch's advice to disable weights_only."""
     text = str(exc)
     if isinstance(exc, EOFError) or not text.strip():

@@ -107,11 +107,12 @@ class ConstrainedSearch:
     # -- candidate generation ------------------------------------------------------------------
     def _valid(self, matrix: np.ndarray, lower: bool) -> np.ndarray:
         """The rows within every bound (and, with ``lower``, using at least the budget's lower share)."""
-        ok = self.costs.within(matrix, self.bounds)
         ratio = self.settings.lower_bound_ratio
-        if lower and self.bounds:
-            found = self.costs.evaluate(matrix)
-            for key, bound in self.bounds.items():
+        found = self.costs.evaluate(matrix)  # once, for the upper and the lower bounds
+        ok = np.ones(matrix.shape[0], dtype=bool)
+        for key, bound in self.bounds.items():
+            ok &= found[key] <= bound
+            if lower:
                 ok &= found[key] >= ratio * bound
         matrix = matrix[ok]
         if self.latency_bound is None:

@@ -11,7 +11,7 @@ from torch import nn
 import nascli.nas as mtn
 from nascli.errors import UserInputError
 from nascli.nas.config import MODES
-from nascli.opt.checkpoint import build_checkpoint, write_checkpoint
+from nascli.opt.checkpoint import build_checkpoint, load_failure, write_checkpoint
 from nascli.recipe.factory import build_model
 from nascli.recipe.load import recipe_to_yaml
 from nascli.recipe.schema import Recipe
@@ -28,7 +28,7 @@ def load_user_weights(model: nn.Module, path: Path) -> None:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise UserInputError(f"model.checkpoint: {path} is not a readable weights file ({type(exc).__name__})") from exc
+        raise UserInputError(f"model.checkpoint: {path} is not a readable weights file ({load_failure(exc)})") from exc
     if isinstance(data, dict) and isinstance(data.get("state_dict", data.get("model")), dict):
         data = data.get("state_dict", data.get("model"))
     if not isinstance(data, dict):
