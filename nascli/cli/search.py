@@ -1,4 +1,4 @@
-"""``nascli search [CHECKPOINT] --flops X --params X [--algorithm evolve|random]``."""
+"""``nascli search [CHECKPOINT] --flops X --params X [--algorithm evolve|random|sensitivity]``."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def search(
     flops: str = typer.Option(None, "--flops", help="Upper bound: 2e9, 2G, 350M or 50% of the original."),
     params: str = typer.Option(None, "--params", help="Upper bound on parameters, same forms."),
     latency: str = typer.Option(None, "--latency", help="Upper bound on predicted latency (recipe's deployment)."),
-    algorithm: str = typer.Option(None, "--algorithm", help="evolve (default) or random."),
+    algorithm: str = typer.Option(None, "--algorithm", help="evolve, random or sensitivity (fastnas default)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run directory's unfinished search.pt."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON result on stdout instead of the path."),
 ) -> None:

@@ -143,7 +143,9 @@ def search(
 
     ``config``: ``data_loader`` (batches for BN recalibration), ``score_func(model) -> float``
     (higher is better), ``max_iter_data_loader`` (recalibration batches, default 10),
-    ``algorithm`` ("evolve" or "random") and the searcher's settings (population, parents,
+    ``algorithm`` ("evolve", "random", or "sensitivity": FastNAS's per-hparam score drops and a
+    bisected global threshold; the default for fastnas models, "evolve" for others) and the
+    searcher's settings (population, parents,
     mutation_prob, crossover, iterations, time_budget, lower_bound_ratio, seed). Returns the
     model with the best subnet active and the search history (candidates, Pareto front, best).
     """
@@ -156,7 +158,9 @@ def search(
     except KeyError as exc:
         raise UserInputError(f"search: config needs {exc.args[0]!r}") from None
     batches = settings.pop("max_iter_data_loader", 10)
-    algorithm = settings.pop("algorithm", "evolve")
+    algorithm = settings.pop("algorithm", None)
+    if algorithm not in (None, "evolve", "random", "sensitivity"):
+        raise UserInputError(f"search: algorithm {algorithm!r} is not one of evolve, random, sensitivity")
     unknown = set(settings) - _SEARCH_KEYS
     if unknown:
         raise UserInputError(f"search: unknown config keys {sorted(unknown)} (known: {sorted(_SEARCH_KEYS)})")
@@ -166,4 +170,4 @@ def search(
     original = costs.cost(costs.named("max"))
     bounds = resolve_constraints(constraints, original)
     best, state = search_subnet(model, bounds, score_func, loader, batches, SearchSettings(**settings), algorithm)
-    return model, search_report(state, best, bounds, original)
+    return model, search_report(state, best, bounds, original, model)

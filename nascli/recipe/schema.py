@@ -59,7 +59,9 @@ class TrainSpec(_Strict):
 class SearchSpec(_Strict):
     """Subnet search. Population, parents and mutation follow ModelOpt's defaults."""
 
-    algorithm: Literal["evolve", "random"] = "evolve"
+    algorithm: Literal["evolve", "random", "sensitivity"] | None = Field(
+        default=None, description="default: sensitivity (FastNAS's map and threshold) in fastnas mode, else evolve"
+    )
     constraints: dict[str, str | float] = Field(default_factory=dict, description="flops / params / latency")
     population: PositiveInt = 100
     parents: PositiveInt = 25

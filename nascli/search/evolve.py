@@ -44,12 +44,17 @@ class Candidate:
 
 @dataclass
 class SearchState:
-    """Everything needed to continue a search: scored candidates, population, RNG, iteration."""
+    """Everything needed to continue a search: scored candidates, population, RNG, iteration.
+
+    ``probes`` holds configs scored only to measure sensitivity (they need not meet the bounds,
+    so they are not candidates).
+    """
 
     evaluated: dict[tuple, Candidate] = field(default_factory=dict)
     population: list[tuple] = field(default_factory=list)
     iteration: int = 0
     rng_state: dict | None = None
+    probes: dict[tuple, float] = field(default_factory=dict)
 
     def to_plain(self) -> dict[str, Any]:
         """Plain data for a checkpoint (128-bit generator words stored as strings)."""
@@ -63,6 +68,7 @@ class SearchState:
             "population": [list(row) for row in self.population],
             "iteration": self.iteration,
             "rng_state": rng,
+            "probes": [[list(row), score] for row, score in self.probes.items()],
         }
 
     @classmethod
@@ -71,7 +77,31 @@ class SearchState:
         if rng is not None:
             rng = {**rng, "state": {k: int(v) for k, v in rng["state"].items()}}
         evaluated = {tuple(row): Candidate(dict(config), *rest) for row, config, *rest in data["evaluated"]}
-        return cls(evaluated, [tuple(r) for r in data["population"]], data["iteration"], rng)
+        probes = {tuple(row): score for row, score in data["probes"]}
+        return cls(evaluated, [tuple(r) for r in data["population"]], data["iteration"], rng, probes)
+
+
+def check_satisfiable(costs: CostModel, bounds: dict[str, float], latency: LatencyModel | None = None) -> None:
+    """Refuse bounds that even the smallest subnet breaks, naming each bound and the smallest cost."""
+    minimum: dict[str, float] = dict(costs.cost(costs.named("min")))
+    if "latency" in bounds:
+        if latency is None:
+            raise ValueError("a latency bound needs a latency model")
+        minimum["latency"] = latency.predict(costs.named("min"))
+    failing = [k for k, bound in bounds.items() if minimum[k] > bound]
+    if failing:
+        details = ", ".join(f"{k} <= {bounds[k]:,.0f} (smallest subnet: {minimum[k]:,})" for k in failing)
+        raise ConstraintError(f"constraints cannot be met: {details}")
+
+
+def score_shared(configs: list[dict[str, Any]], score: Callable[[dict[str, Any]], float], ranks: Ranks) -> list[float]:
+    """Score the configs; across processes each rank scores every world-th one and all get every score."""
+    scores = {i: score(configs[i]) for i in range(ranks.rank, len(configs), ranks.world)}
+    if ranks.world > 1:
+        shared: list[dict[int, float]] = [{} for _ in range(ranks.world)]
+        dist.all_gather_object(shared, scores)
+        scores = {i: value for part in shared for i, value in part.items()}
+    return [scores[i] for i in range(len(configs))]
 
 
 class ConstrainedSearch:
@@ -96,13 +126,7 @@ class ConstrainedSearch:
         self.latency = latency
         self.choices = [np.array(hp.choices) for hp in costs.space.hparams.values()]
         self.rng = np.random.default_rng(settings.seed)
-        minimum = costs.cost(costs.named("min"))
-        if self.latency_bound is not None:
-            minimum["latency"] = latency.predict(costs.named("min"))
-        failing = [k for k, bound in bounds.items() if minimum[k] > bound]
-        if failing:
-            details = ", ".join(f"{k} <= {bounds[k]:,.0f} (smallest subnet: {minimum[k]:,})" for k in failing)
-            raise ConstraintError(f"constraints cannot be met: {details}")
+        check_satisfiable(costs, bounds, latency)
 
     # -- candidate generation ------------------------------------------------------------------
     def _valid(self, matrix: np.ndarray, lower: bool) -> np.ndarray:
@@ -162,11 +186,7 @@ class ConstrainedSearch:
             return
         names = self.costs.names
         configs = [dict(zip(names, (int(v) for v in row), strict=True)) for row in rows]
-        scores = {i: self.score(configs[i]) for i in range(self.ranks.rank, len(rows), self.ranks.world)}
-        if self.ranks.world > 1:
-            shared: list[dict[int, float]] = [{} for _ in range(self.ranks.world)]
-            dist.all_gather_object(shared, scores)
-            scores = {i: score for part in shared for i, score in part.items()}
+        scores = score_shared(configs, self.score, self.ranks)
         found = self.costs.evaluate(np.array(rows, dtype=np.int64))
         for i, (row, config) in enumerate(zip(rows, configs, strict=True)):
             latency = self.latency.predict(config) if self.latency is not None else None

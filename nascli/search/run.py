@@ -11,6 +11,7 @@ from nascli.cost.latency import LatencyModel
 from nascli.cost.model import cost_model
 from nascli.search.evolve import Candidate, ConstrainedSearch, SearchSettings, SearchState, best_candidate
 from nascli.search.pareto import pareto_front
+from nascli.search.sensitivity import SensitivitySearch, threshold_report
 from nascli.space.space import get_space, random_sampling
 from nascli.train.bn import recalibrate_bn
 from nascli.train.distributed import Ranks
@@ -23,30 +24,54 @@ def search_subnet(
     calib_loader: Iterable,
     calib_batches: int,
     settings: SearchSettings,
-    algorithm: str = "evolve",
+    algorithm: str | None = None,
     on_iteration: Callable[[SearchState], None] | None = None,
     state: SearchState | None = None,
     latency: LatencyModel | None = None,
     ranks: Ranks = Ranks(),
 ) -> tuple[Candidate, SearchState]:
-    """Run (or continue from ``state``) the search; the best subnet is left selected, BN recalibrated."""
+    """Run (or continue from ``state``) the search; the best subnet is left selected, BN recalibrated.
+
+    ``algorithm``: "evolve", "random" or "sensitivity" (FastNAS's map and threshold); by default
+    "sensitivity" for a model converted in fastnas mode and "evolve" otherwise.
+    """
     space = get_space(model)
+    algorithm = algorithm or default_algorithm(model)
 
     def score(config: dict[str, Any]) -> float:
         with random_sampling(model, enabled=False):
             space.select(config)
             recalibrate_bn(model, calib_loader, calib_batches)
-            return float(score_model(model))
+            was_training = model.training
+            model.eval()  # scores are taken in eval mode whatever mode the caller left the model in
+            try:
+                return float(score_model(model))
+            finally:
+                model.train(was_training)
 
-    search = ConstrainedSearch(cost_model(model), bounds, score, settings, algorithm, latency, ranks)
+    costs = cost_model(model)
+    if algorithm == "sensitivity":
+        search = SensitivitySearch(costs, bounds, score, latency, ranks)
+    else:
+        search = ConstrainedSearch(costs, bounds, score, settings, algorithm, latency, ranks)
     state = search.run(state, on_iteration=on_iteration)
     best = best_candidate(state)
     score(best.config)
     return best, state
 
 
-def search_report(state: SearchState, best: Candidate, bounds: dict[str, float], original: dict[str, int]) -> dict:
-    """The search as plain data: every candidate, the Pareto front (score against flops), the best."""
+def default_algorithm(model: nn.Module) -> str:
+    """FastNAS prunes with its sensitivity map, as ModelOpt's fastnas mode does; NAS modes evolve."""
+    return "sensitivity" if get_space(model).modes[-1][0] == "fastnas" else "evolve"
+
+
+def search_report(
+    state: SearchState, best: Candidate, bounds: dict[str, float], original: dict[str, int], model: nn.Module
+) -> dict:
+    """The search as plain data: every candidate, the Pareto front (score against flops), the best.
+
+    A sensitivity search adds its map (score drop per hparam and choice) and the unpruned score.
+    """
     candidates = list(state.evaluated.values())
     front = pareto_front([c.flops for c in candidates], [c.score for c in candidates])
 
@@ -60,4 +85,5 @@ def search_report(state: SearchState, best: Candidate, bounds: dict[str, float],
         "candidates": [as_dict(c) for c in candidates],
         "pareto": [as_dict(candidates[i]) for i in front],
         "iterations": state.iteration,
+        **(threshold_report(cost_model(model), state) if state.probes else {}),
     }

@@ -75,7 +75,9 @@ def search_stage(
         checkpoint = build_checkpoint(model, "search", recipe.model_dump(mode="json"), factory, {}, state.to_plain())
         checkpoint["subnet"] = None
         write_checkpoint(checkpoint, run_dir / "search.pt")
-        if console is not None:
+        if console is not None and state.probes:
+            console.print(f"sensitivity: {state.iteration}/{len(costs.names)} hparams, {len(state.probes)} scored")
+        elif console is not None:
             top = max(c.score for c in state.evaluated.values())
             console.print(
                 f"iteration {state.iteration}/{spec.iterations}: {len(state.evaluated)} scored, best {top:.4f}"
@@ -90,7 +92,7 @@ def search_stage(
         return path
     if latency is not None:
         latency.save()
-    report = search_report(state, best, bounds, original)
+    report = search_report(state, best, bounds, original, model)
     metrics = {"score": best.score, "flops": best.flops, "params": best.params, "candidates": len(state.evaluated)}
     checkpoint = build_checkpoint(model, "search", recipe.model_dump(mode="json"), factory, metrics)
     write_checkpoint(checkpoint, path)
@@ -103,4 +105,10 @@ def search_stage(
     chosen = report["candidates"].index(report["best"])
     pareto_plot(flops, scores, front, chosen, bounds.get("flops"), run_dir / "pareto.png")
     append_metrics(run_dir, {"stage": "search", **metrics, "bounds": bounds})
+    if console is not None:
+        console.print(
+            f"best subnet (before fine-tuning): score {best.score:.4f}, flops {best.flops:,} "
+            f"({best.flops / original['flops']:.1%} of the original), params {best.params:,} "
+            f"({best.params / original['params']:.1%}); {len(state.evaluated) + len(state.probes)} subnets scored"
+        )
     return path

@@ -100,14 +100,16 @@ def test_fastnas_prunes_a_trained_model_without_supernet_training(tmp_path):
     torch.manual_seed(0)
     weights = tmp_path / "trained.pt"
     torch.save(resnet20(10, 1, 16).state_dict(), weights)
-    args = [f"run_dir={tmp_path / 'run'}", "mode=fastnas", f"model.checkpoint={weights}", "search.population=8",
-            "search.parents=3", "search.iterations=2", "search.bn_calib_batches=2"]  # fmt: skip
+    args = [f"run_dir={tmp_path / 'run'}", "mode=fastnas", f"model.checkpoint={weights}", "search.bn_calib_batches=2"]
     convert = _nascli("-q", "convert", str(ROOT / "recipes/digits.yaml"), *args)
     assert convert.returncode == 0, convert.stderr
     done = _nascli("-q", "search", "--flops", "40%", "--json", stdin=convert.stdout)
     assert done.returncode == 0, done.stderr
     payload = json.loads(done.stdout)
     assert 0 <= payload["score"] <= 1 and payload["checkpoint"].endswith("search.pt")
+    report = json.loads((tmp_path / "run" / "search.json").read_text())
+    assert set(report["sensitivity"]) == set(report["best"]["config"])  # fastnas searches with its map
+    assert report["best"]["flops"] <= 0.4 * report["original"]["flops"]
     bad = _nascli("convert", str(ROOT / "recipes/digits.yaml"), f"run_dir={tmp_path}/x", "model.checkpoint=nope.pt")
     assert bad.returncode == 2 and "model.checkpoint: no such file" in bad.stderr
 

@@ -1,24 +1,13 @@
 import pytest
 import torch
-from torch.utils.data import DataLoader, TensorDataset
 
 import nascli.nas as mtn
 from nascli.cost.fvcore_count import count_params, fvcore_flops
 from nascli.cost.model import cost_model
 from nascli.errors import ConstraintError
-from nascli.models import resnet20
 from nascli.search.pareto import pareto_front
 from nascli.train.trainer import accuracy
-
-X, Y = torch.randn(64, 1, 8, 8), torch.randint(0, 10, (64,))
-LOADER = DataLoader(TensorDataset(X, Y), batch_size=16)
-
-
-def _model():
-    torch.manual_seed(0)
-    config = mtn.config.AutoNASConfig()
-    config["nn.Conv2d"]["*"]["channel_divisor"] = 8
-    return mtn.convert(resnet20(in_channels=1, width=16), [("autonas", config)], dummy_input=X[:1])
+from tests.search.common import LOADER, X, converted_resnet20
 
 
 def _search(model, constraints, **settings):
@@ -36,7 +25,7 @@ def test_pareto_front_on_a_hand_made_set():
 
 @pytest.mark.parametrize("algorithm", ["evolve", "random"])
 def test_the_best_subnet_meets_every_constraint(algorithm):
-    model = _model()
+    model = converted_resnet20("autonas")
     full = cost_model(model).cost(cost_model(model).named("max"))
     model, history = _search(model, {"flops": "50%", "params": full["params"] * 0.6}, algorithm=algorithm)
     best = history["best"]
@@ -50,21 +39,21 @@ def test_the_best_subnet_meets_every_constraint(algorithm):
 
 
 def test_search_is_deterministic_for_a_seed():
-    runs = [_search(_model(), {"flops": "60%"}, seed=3)[1] for _ in range(2)]
+    runs = [_search(converted_resnet20("autonas"), {"flops": "60%"}, seed=3)[1] for _ in range(2)]
     assert runs[0]["candidates"] == runs[1]["candidates"] and runs[0]["best"] == runs[1]["best"]
-    other = _search(_model(), {"flops": "60%"}, seed=4)[1]
+    other = _search(converted_resnet20("autonas"), {"flops": "60%"}, seed=4)[1]
     assert [c["config"] for c in other["candidates"]] != [c["config"] for c in runs[0]["candidates"]]
 
 
 def test_unsatisfiable_constraints_raise():
     with pytest.raises(ConstraintError, match="smallest subnet"):
-        _search(_model(), {"flops": "1%"})
+        _search(converted_resnet20("autonas"), {"flops": "1%"})
 
 
 def test_an_interrupted_search_resumes_to_the_same_result(tmp_path):
     from nascli.search.evolve import ConstrainedSearch, SearchSettings, SearchState
 
-    model = _model()
+    model = converted_resnet20("autonas")
     costs = cost_model(model)
     bounds = {"flops": costs.cost(costs.named("max"))["flops"] * 0.6}
 
@@ -94,7 +83,7 @@ def test_a_latency_bound_filters_candidates_by_predicted_latency():
     from nascli.cost.latency import LatencyModel
     from nascli.search.evolve import ConstrainedSearch, SearchSettings
 
-    model = _model()
+    model = converted_resnet20("autonas")
     costs = cost_model(model)
     timing = LatencyModel(model, repeats=1)
     timing.calibrate()
@@ -103,3 +92,12 @@ def test_a_latency_bound_filters_candidates_by_predicted_latency():
     assert state.evaluated and all(c.latency <= bound for c in state.evaluated.values())
     with pytest.raises(ConstraintError, match="latency"):
         ConstrainedSearch(costs, {"latency": 1e-9}, lambda c: 0.0, SearchSettings(), latency=timing)
+
+
+def test_candidates_are_scored_in_eval_mode_and_the_callers_mode_is_kept():
+    model = converted_resnet20("autonas").train()
+    modes = []
+    config = {"data_loader": LOADER, "score_func": lambda m: modes.append(m.training) or 0.5, "population": 4,
+              "parents": 2, "iterations": 1, "max_iter_data_loader": 1}  # fmt: skip
+    model, _ = mtn.search(model, {"flops": "60%"}, config=config)
+    assert modes and not any(modes) and model.training
