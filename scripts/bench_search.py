@@ -98,6 +98,11 @@ def uniform_configs(model: nn.Module) -> list[dict[str, int]]:
     return configs
 
 
+def top_mean(history: dict, n: int = 10) -> float:
+    """Mean score of the n best candidates: how much of the search found good subnets, not just one."""
+    return statistics.mean(sorted((c["score"] for c in history["candidates"]), reverse=True)[:n])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, default=None, help="a trained train.pt (default: train now)")
@@ -131,14 +136,17 @@ def main() -> None:
         return history, seconds, clock.seconds
 
     evolve, random_, shares, per_candidate = [], [], [], []
+    top_evolve, top_random = [], []
     for seed in range(args.seeds):
         history, seconds, in_costs = search("evolve", seed, population=args.population, iterations=args.iterations)
         scored = len(history["candidates"])
         evolve.append(history["best"])
+        top_evolve.append(top_mean(history))
         shares.append(in_costs / seconds)
         per_candidate.append(seconds / scored)
         history, seconds, in_costs = search("random", seed, population=scored, iterations=1)
         random_.append(history["best"])
+        top_random.append(top_mean(history))
         shares.append(in_costs / seconds)
     best_evolve = statistics.median(b["score"] for b in evolve)
     best_random = statistics.median(b["score"] for b in random_)

@@ -203,3 +203,121 @@ class ChannelSplit(nn.Module):
     def forward(self, x):
         left, right = self.a(x).chunk(2, dim=1)
         return self.head(self.c(self.b(left) + right.repeat(1, 2, 1, 1)))
+
+
+class Decoder(nn.Module):
+    """U-Net-style: a strided conv down, transposed convs up (one depthwise), a skip concatenation."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 64, 3, padding=1)
+        self.down = nn.Conv2d(64, 64, 3, stride=2, padding=1)
+        self.up = nn.ConvTranspose2d(64, 64, 3, stride=2, padding=1, output_padding=1)
+        self.refine = nn.ConvTranspose2d(64, 64, 3, padding=1, groups=64)
+        self.head = nn.Conv2d(128, 10, 1)
+
+    def forward(self, x):
+        skip = torch.relu(self.stem(x))
+        y = self.refine(self.up(torch.relu(self.down(skip))))
+        return self.head(torch.cat([skip, y], 1))
+
+
+class GroupAndInstanceNorm(nn.Module):
+    """Group norm (3 groups, so channel choices stay multiples of 3) and instance norm with running stats."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 48, 3, padding=1)
+        self.gn = nn.GroupNorm(3, 48)
+        self.c2 = nn.Conv2d(48, 64, 3, padding=1)
+        self.inorm = nn.InstanceNorm2d(64, affine=True, track_running_stats=True)
+        self.head = nn.Conv2d(64, 10, 1)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.inorm(self.c2(torch.relu(self.gn(self.c1(x)))))))
+
+
+class ChannelsLastBlock(nn.Module):
+    """ConvNeXt-style: depthwise conv, permute to channels-last, layer norm and an MLP, permute back, add."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 64, 1)
+        self.dw = nn.Conv2d(64, 64, 3, padding=1, groups=64)
+        self.norm = nn.LayerNorm(64)
+        self.fc1 = nn.Linear(64, 256)
+        self.fc2 = nn.Linear(256, 64)
+        self.head = nn.Conv2d(64, 10, 1)
+
+    def forward(self, x):
+        x = self.stem(x)
+        y = self.norm(self.dw(x).permute(0, 2, 3, 1))
+        y = self.fc2(nn.functional.gelu(self.fc1(y))).permute(0, 3, 1, 2)
+        return self.head(x + y)
+
+
+class TokenMixer(nn.Module):
+    """Tokens of (batch, tokens, features): layer norms, a feature MLP and a token-mixing conv after a transpose."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Linear(16, 64)
+        self.norm1 = nn.LayerNorm(64)
+        self.mix = nn.Conv1d(64, 64, 3, padding=1)
+        self.norm2 = nn.LayerNorm(64)
+        self.fc1 = nn.Linear(64, 128)
+        self.fc2 = nn.Linear(128, 64)
+        self.head = nn.Linear(64, 10)
+
+    def forward(self, x):
+        x = self.embed(x)
+        x = x + self.mix(self.norm1(x).transpose(1, 2)).transpose(1, 2)
+        x = x + self.fc2(torch.relu(self.fc1(self.norm2(x))))
+        return self.head(x.mean(1))
+
+
+class AttentionBlock(TokenMixer):
+    """A pre-norm transformer block on (batch, tokens, features): heads and MLP width searchable."""
+
+    def __init__(self):
+        super().__init__()
+        del self.mix
+        self.attn = nn.MultiheadAttention(64, 8, batch_first=True)
+
+    def forward(self, x):
+        x = self.embed(x)
+        y = self.norm1(x)
+        x = x + self.attn(y, y, y, need_weights=False)[0]
+        x = x + self.fc2(torch.relu(self.fc1(self.norm2(x))))
+        return self.head(x.mean(1))
+
+
+class MaskedAttention(nn.Module):
+    """Sequence-first attention with a padding mask and a causal mask, its weights returned and dropped."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Linear(16, 64)
+        self.attn = nn.MultiheadAttention(64, 4)
+        self.head = nn.Linear(64, 10)
+        self.register_buffer("causal", torch.ones(6, 6, dtype=torch.bool).triu(1))
+
+    def forward(self, x, padding):
+        x = self.embed(x)
+        out, _ = self.attn(x, x, x, key_padding_mask=padding, attn_mask=self.causal)
+        return self.head(out + x)
+
+
+class Activations(nn.Module):
+    """Activation modules whose function can be searched (a ReLU module called twice, a Hardswish)."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 64, 3, padding=1)
+        self.act = nn.ReLU(inplace=True)
+        self.c2 = nn.Conv2d(64, 64, 3, padding=1)
+        self.gate = nn.Hardswish()
+        self.head = nn.Conv2d(64, 10, 1)
+
+    def forward(self, x):
+        return self.head(self.gate(self.act(self.c2(self.act(self.c1(x))))))

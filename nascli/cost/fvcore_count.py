@@ -10,7 +10,12 @@ from torch import nn
 
 
 def fvcore_flops(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> int:
-    """Multiply-accumulates per input sample, as fvcore counts them, batch-norm handle removed."""
+    """Multiply-accumulates per input sample, as fvcore counts them, batch-norm handle removed.
+
+    Traced with gradients enabled: under ``no_grad`` an eval-mode ``nn.MultiheadAttention`` takes
+    a fused fast path whose projections fvcore cannot see, so the count would depend on the
+    caller's grad mode. With gradients on, the projections are always counted.
+    """
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
         from fvcore.nn import FlopCountAnalysis
@@ -27,7 +32,8 @@ def fvcore_flops(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> int:
         analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            total = analysis.total()
+            with torch.enable_grad():
+                total = analysis.total()
     finally:
         logger.setLevel(level)
         model.train(was_training)

@@ -22,8 +22,9 @@ from torch import nn
 from nascli.cost.terms import ancestors, block_indices
 from nascli.space.dynamic import DynamicModule
 from nascli.space.export import export_model
+from nascli.space.head_attention import HeadAttention
 from nascli.space.hparam import Hparam, size_in
-from nascli.space.rules import CONV_TYPES, LINEAR_TYPES, NORM_TYPES
+from nascli.space.rules import CONV_TRANSPOSE_TYPES, CONV_TYPES, LINEAR_TYPES, NORM_TYPES
 from nascli.space.space import get_space
 
 
@@ -51,6 +52,20 @@ def measure_latency(model: nn.Module, inputs: tuple[torch.Tensor, ...], repeats:
     """Median seconds of one forward of a (plain, exported) model on the inputs' device."""
     model.eval()
     return time_call(lambda: model(*inputs), inputs[0].device, repeats)
+
+
+_TIMED_TYPES = CONV_TYPES + CONV_TRANSPOSE_TYPES + LINEAR_TYPES + NORM_TYPES + (nn.MultiheadAttention,)
+
+
+class _SelfAttention(nn.Module):
+    """Times an attention layer the way a transformer block calls it: on one input, no weights returned."""
+
+    def __init__(self, attention: nn.Module) -> None:
+        super().__init__()
+        self.attention = attention
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.attention(x, x, x, need_weights=False)[0]
 
 
 class _Layer:
@@ -86,6 +101,26 @@ class _Layer:
             out, inp = sizes
             layer = nn.Linear(inp, out, m.bias is not None)
             x = torch.randn(*shape[:-1], inp)
+        elif isinstance(m, CONV_TRANSPOSE_TYPES):
+            out, inp = sizes
+            groups = 1 if m.groups == 1 else out // (m.out_channels // m.groups)
+            layer = m._native(
+                inp, out, m.kernel_size, m.stride, m.padding, m.output_padding, groups, m.bias is not None, m.dilation
+            )
+            x = torch.randn(shape[0], inp, *shape[2:])
+        elif isinstance(m, nn.MultiheadAttention):
+            embed, heads = sizes
+            bias = m.in_proj_bias is not None
+            layer = _SelfAttention(HeadAttention(embed, heads or m.num_heads, m.head_dim, bias, 0.0, m.batch_first))
+            x = torch.randn(*shape[:-1], embed)
+        elif isinstance(m, nn.LayerNorm):
+            (features,) = sizes
+            layer = nn.LayerNorm(features, m.eps, m.elementwise_affine, m.bias is not None)
+            x = torch.randn(*shape[:-1], features)
+        elif isinstance(m, nn.GroupNorm):
+            (features,) = sizes
+            layer = nn.GroupNorm(m.num_groups, features, m.eps, m.affine)
+            x = torch.randn(shape[0], features, *shape[2:])
         else:
             (features,) = sizes
             layer = m._native(features, m.eps, m.momentum, m.affine, m.track_running_stats).eval()
@@ -115,7 +150,7 @@ class LatencyModel:
         blocks = block_indices(modules, depth)
         self.layers: list[tuple[_Layer, list[tuple[Hparam, int]]]] = []
         for name, module in modules.items():
-            if not isinstance(module, DynamicModule) or not isinstance(module, CONV_TYPES + LINEAR_TYPES + NORM_TYPES):
+            if not isinstance(module, DynamicModule) or not isinstance(module, _TIMED_TYPES):
                 continue
             conditions = [blocks[p] for p in ancestors(name) if p in blocks]
             for call, (in_shape, _) in enumerate(self.space.shapes.get(name, [])):

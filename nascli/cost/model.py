@@ -17,13 +17,19 @@ class CostModel:
     """Exact flops and params of any subnet, as arrays over a batch of configs.
 
     A config batch is an int64 matrix with one column per configurable hparam (in the order of
-    ``names``). Evaluation is a handful of numpy gathers and products over the terms, so the
-    search can check constraints for millions of candidates without running the model.
+    ``names``); a categorical hparam's column holds the index of its choice. Evaluation is a
+    handful of numpy gathers and products over the terms, so the search can check constraints
+    for millions of candidates without running the model.
     """
 
     def __init__(self, space: SearchSpace) -> None:
         self.space = space
         self.names = list(space.hparams)
+        self._codes = {
+            name: {choice: i for i, choice in enumerate(hp.choices)}
+            for name, hp in space.hparams.items()
+            if hp.is_categorical
+        }
         index = {name: i + 1 for i, name in enumerate(self.names)}  # column 0 holds ones
         self._tables = {}
         for kind in METRICS:
@@ -47,9 +53,21 @@ class CostModel:
         if isinstance(configs, dict):
             configs = [configs]
         active = self.space.config()
-        return np.array([[c.get(n, active[n]) for n in self.names] for c in configs], dtype=np.int64).reshape(
-            len(configs), len(self.names)
-        )
+        rows = [[self._code(n, c.get(n, active[n])) for n in self.names] for c in configs]
+        return np.array(rows, dtype=np.int64).reshape(len(configs), len(self.names))
+
+    def _code(self, name: str, value: Any) -> Any:
+        return self._codes[name][value] if name in self._codes else value
+
+    def column_values(self, name: str) -> np.ndarray:
+        """What a config matrix may hold in ``name``'s column: its choices, or their indices."""
+        hp = self.space.hparams[name]
+        return np.arange(len(hp.choices)) if hp.is_categorical else np.array(hp.choices, dtype=np.int64)
+
+    def config_of(self, row: Any) -> dict[str, Any]:
+        """The config of one matrix row (categorical indices back to their choices)."""
+        hps = self.space.hparams
+        return {n: hps[n].choices[int(v)] if n in self._codes else int(v) for n, v in zip(self.names, row, strict=True)}
 
     def evaluate(self, matrix: np.ndarray) -> dict[str, np.ndarray]:
         """{"flops": int64[B], "params": int64[B]} for a (B, n_hparams) config matrix."""

@@ -17,17 +17,15 @@ from torch import fx, nn
 
 from nascli.cost.fvcore_count import fvcore_flops
 from nascli.space.hparam import Hparam, Segments, dim_parts
-from nascli.space.rules import CONV_TYPES, LINEAR_TYPES, NORM_TYPES
+from nascli.space.rules import CONV_TRANSPOSE_TYPES, CONV_TYPES, INSTANCE_NORM_TYPES, LINEAR_TYPES, NORM_TYPES
 from nascli.space.trace import ARGS, TraceResult, node_shape
 
-_NORMS = (nn.LayerNorm, nn.GroupNorm)
-_CONV_TRANSPOSE = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+_NORMS = (nn.LayerNorm, nn.GroupNorm, *INSTANCE_NORM_TYPES)
 # Operations whose flops fvcore counts but this cost model does not model yet: reported, never silent.
 _UNMODELED_MODULES = (
-    nn.MultiheadAttention, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d,
-    nn.TransformerEncoderLayer, nn.TransformerDecoderLayer, nn.Bilinear,
+    nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer, nn.Bilinear,
 )  # fmt: skip
-_UNMODELED_FUNCTIONS = {"matmul", "bmm", "einsum", "mm", "instance_norm", "grid_sample", "linear", "conv2d",
+_UNMODELED_FUNCTIONS = {"matmul", "bmm", "einsum", "mm", "grid_sample", "linear", "conv2d",
                         "conv1d", "conv3d", "addmm"}  # fmt: skip
 
 
@@ -40,11 +38,11 @@ class CostTerm:
 
 
 class _Builder:
-    def __init__(self, model: nn.Module, trace: TraceResult, slot_hps: dict, kernel_hps: dict, depth_hps: dict):
+    def __init__(self, model: nn.Module, trace: TraceResult, slot_hps: dict, layer_hps: dict, depth_hps: dict):
         self.modules = dict(model.named_modules())
         self.trace = trace
         self.slot_hps = slot_hps
-        self.kernel_hps = kernel_hps
+        self.layer_hps = layer_hps
         self.terms: list[CostTerm] = []
         self.unmodeled: list[str] = []
         self.root_hp = {
@@ -83,7 +81,7 @@ class _Builder:
         path = ancestors(name)
         hps = self.slot_hps.get(name)
         if hps and isinstance(module, CONV_TYPES):
-            kernel = self.kernel_hps.get(name) or module.kernel_size[0]
+            kernel = self.layer_hps.get(name) or module.kernel_size[0]
             nd = len(module.kernel_size)
             per_group = module.in_channels // module.groups
             kernel_factor = (
@@ -99,9 +97,24 @@ class _Builder:
             self.add("params", 1, [(hps["out"], 1), (hps["in"], 1)], path)
             if module.bias is not None:
                 self.add("params", 1, [(hps["out"], 1)], path)
+        elif hps and isinstance(module, CONV_TRANSPOSE_TYPES):
+            kernel = math.prod(module.kernel_size)
+            per_group = module.out_channels // module.groups
+            if module.groups == 1:
+                self.add("params", kernel, [(hps["in"], 1), (hps["out"], 1)], path)
+            else:
+                self.add("params", kernel * per_group, [(hps["in"], 1)], path)
+            if module.bias is not None:
+                self.add("params", 1, [(hps["out"], 1)], path)
+        elif hps and isinstance(module, nn.MultiheadAttention):
+            embed, heads = hps["in"], self.layer_hps.get(name) or module.num_heads
+            biases = module.in_proj_bias is not None
+            self.add("params", 4 * module.head_dim, [(embed, 1), (heads, 1)], path)  # q, k, v and out weights
+            self.add("params", 3 * module.head_dim * biases, [(heads, 1)], path)
+            self.add("params", int(module.out_proj.bias is not None), [(embed, 1)], path)
         elif hps and isinstance(module, NORM_TYPES):
-            if module.weight is not None:
-                self.add("params", 2, [(hps["features"], 1)], path)
+            affine = sum(getattr(module, p, None) is not None for p in ("weight", "bias"))
+            self.add("params", affine, [(hps["features"], 1)], path)
         else:
             own = sum(p.numel() for p in module.parameters(recurse=False))
             self.add("params", own, [], path)
@@ -124,6 +137,12 @@ class _Builder:
         out_shape = node_shape(node)
         in_node = node.args[0] if node.args else None
         in_shape = node_shape(in_node)
+        if isinstance(module, nn.MultiheadAttention):  # its output is a tuple: no shape of its own
+            if node.kwargs.get("need_weights") is False:
+                self.attention_flops(node, name, module, path)
+            else:
+                self.unmodeled.append(f"{name} (MultiheadAttention returning its weights)")
+            return
         if out_shape is None:
             return
         hps = self.slot_hps.get(name)
@@ -131,7 +150,7 @@ class _Builder:
             self.add("flops", fvcore_flops(module, node.meta[ARGS]), [], path)
         elif isinstance(module, CONV_TYPES):
             spatial = math.prod(out_shape[2:])
-            kernel = (self.kernel_hps.get(name) or module.kernel_size[0]) if hps else module.kernel_size[0]
+            kernel = (self.layer_hps.get(name) or module.kernel_size[0]) if hps else module.kernel_size[0]
             nd = len(module.kernel_size)
             kernel_factor = (
                 [(kernel, nd)] if len(set(module.kernel_size)) == 1 else [(math.prod(module.kernel_size), 1)]
@@ -153,12 +172,15 @@ class _Builder:
         elif isinstance(module, _NORMS) and in_shape is not None:
             affine = getattr(module, "weight", None) is not None
             self.norm_flops(in_node, in_shape, affine, path)
-        elif isinstance(module, _CONV_TRANSPOSE) and in_shape is not None:
-            kernel = math.prod(module.kernel_size)
-            spatial = math.prod(in_shape[2:])
-            self.add("flops", spatial * kernel * module.in_channels * module.out_channels // module.groups, [], path)
-        elif isinstance(module, nn.MultiheadAttention) and node.kwargs.get("need_weights") is False:
-            self.attention_flops(node, module, path)
+        elif isinstance(module, CONV_TRANSPOSE_TYPES) and in_shape is not None:
+            coef = math.prod(in_shape[2:]) * math.prod(module.kernel_size)  # fvcore: input positions x weight
+            per_group = module.out_channels // module.groups
+            if not hps:
+                self.add("flops", coef * module.in_channels * per_group, [], path)
+            elif module.groups == 1:
+                self.add("flops", coef, [(hps["in"], 1), (hps["out"], 1)], path)
+            else:
+                self.add("flops", coef * per_group, [(hps["in"], 1)], path)
         elif isinstance(module, nn.Upsample):
             self.upsample_flops(node, module.mode, path)
         elif isinstance(module, _UNMODELED_MODULES):
@@ -198,16 +220,25 @@ class _Builder:
         else:
             self.add("flops", per_element * math.prod(in_shape[1:]), [], path)
 
-    def attention_flops(self, node: fx.Node, module: nn.MultiheadAttention, path: list[str]) -> None:
-        """fvcore counts the input and output projections (it has no handle for the attention itself)."""
+    def attention_flops(self, node: fx.Node, name: str, module: nn.MultiheadAttention, path: list[str]) -> None:
+        """fvcore counts the input and output projections (it has no handle for the attention itself).
+
+        Each projection maps the embedding to the heads' width (heads x head size) or back.
+        """
         query, key = node.args[0], node.args[1] if len(node.args) > 1 else node.kwargs.get("key")
         q_shape, k_shape = node_shape(query), node_shape(key)
         if q_shape is None or k_shape is None:
             return
-        e = module.embed_dim
         q_rows, k_rows = math.prod(q_shape[1:]) // q_shape[-1], math.prod(k_shape[1:]) // k_shape[-1]
-        projections = q_rows * q_shape[-1] * e + 2 * k_rows * k_shape[-1] * e + q_rows * e * e
-        self.add("flops", projections, [], path)
+        hps = self.slot_hps.get(name)
+        if not hps:  # as built: keys and values may have their own widths (kdim, vdim)
+            e = module.embed_dim
+            projections = q_rows * q_shape[-1] * e + 2 * k_rows * k_shape[-1] * e + q_rows * e * e
+            self.add("flops", projections, [], path)
+            return
+        embed, heads = hps["in"], self.layer_hps.get(name) or module.num_heads
+        # q and out projections over the query rows, k and v over the key rows
+        self.add("flops", (2 * q_rows + 2 * k_rows) * module.head_dim, [(embed, 1), (heads, 1)], path)
 
     def upsample_flops(self, node: fx.Node, mode: str, path: list[str]) -> None:
         """fvcore counts 2-D nearest (1 per output element) and bilinear (4) upsampling."""
@@ -240,13 +271,20 @@ def compile_cost_terms(
     model: nn.Module,
     trace: TraceResult,
     slot_hps: dict[str, dict[str, Hparam]],
-    kernel_hps: dict[str, Hparam | None],
+    layer_hps: dict[str, Hparam | None],
     depth_hps: dict[str, Hparam],
 ) -> tuple[list[CostTerm], list[str]]:
-    """The flops and params terms of a model about to be converted, and what they leave out."""
-    builder = _Builder(model, trace, slot_hps, kernel_hps, depth_hps)
+    """The flops and params terms of a model about to be converted, and what they leave out.
+
+    ``layer_hps``: each layer's own hparam beside its channels (a conv's kernel size, an
+    attention's number of heads).
+    """
+    builder = _Builder(model, trace, slot_hps, layer_hps, depth_hps)
     seen: set[int] = set()
     for name, module in model.named_modules():
+        parent = name.rpartition(".")[0]
+        if parent in slot_hps and isinstance(builder.modules[parent], nn.MultiheadAttention):
+            continue  # an attention's output projection is counted with the attention
         if id(module) not in seen:
             seen.add(id(module))
             builder.module_params(name, module)

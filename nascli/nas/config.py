@@ -12,7 +12,11 @@ from nascli.errors import UserInputError
 from nascli.space.rules import validate_rules
 
 _CONVS = ("nn.Conv1d", "nn.Conv2d", "nn.Conv3d")
-_NORMS = ("nn.BatchNorm1d", "nn.BatchNorm2d", "nn.BatchNorm3d")
+_CONV_TRANSPOSES = ("nn.ConvTranspose1d", "nn.ConvTranspose2d", "nn.ConvTranspose3d")
+_NORMS = (
+    "nn.BatchNorm1d", "nn.BatchNorm2d", "nn.BatchNorm3d",
+    "nn.InstanceNorm1d", "nn.InstanceNorm2d", "nn.InstanceNorm3d", "nn.LayerNorm", "nn.GroupNorm",
+)  # fmt: skip
 
 
 class _ModeConfig(dict):
@@ -22,7 +26,10 @@ class _ModeConfig(dict):
         super().__init__()
         for key in _CONVS:
             self[key] = {"*": {"out_channels_ratio": ratios, "kernel_size": (), "channel_divisor": 32}}
+        for key in _CONV_TRANSPOSES:
+            self[key] = {"*": {"out_channels_ratio": ratios, "channel_divisor": 32}}
         self["nn.Linear"] = {"*": {"features_ratio": ratios, "feature_divisor": 32}}
+        self["nn.MultiheadAttention"] = {"*": {"num_heads_ratio": ratios}}
         for key in _NORMS:
             self[key] = {"*": {}}
         if depth:

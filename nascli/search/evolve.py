@@ -124,7 +124,7 @@ class ConstrainedSearch:
         if self.latency_bound is not None and latency is None:
             raise ValueError("a latency bound needs a latency model")
         self.latency = latency
-        self.choices = [np.array(hp.choices) for hp in costs.space.hparams.values()]
+        self.choices = [costs.column_values(name) for name in costs.names]
         self.rng = np.random.default_rng(settings.seed)
         check_satisfiable(costs, bounds, latency)
 
@@ -184,8 +184,7 @@ class ConstrainedSearch:
         rows = [row for row in dict.fromkeys(rows) if row not in state.evaluated]
         if not rows:
             return
-        names = self.costs.names
-        configs = [dict(zip(names, (int(v) for v in row), strict=True)) for row in rows]
+        configs = [self.costs.config_of(row) for row in rows]
         scores = score_shared(configs, self.score, self.ranks)
         found = self.costs.evaluate(np.array(rows, dtype=np.int64))
         for i, (row, config) in enumerate(zip(rows, configs, strict=True)):

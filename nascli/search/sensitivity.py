@@ -44,11 +44,21 @@ def _drops(choices: list[int], maximum_score: float, scores: dict[int, float]) -
     return dict(sorted(drops.items()))
 
 
+def _max_row(costs: CostModel) -> tuple[int, ...]:
+    return tuple(costs.encode(costs.named("max"))[0].tolist())
+
+
 def sensitivity_map(costs: CostModel, probes: dict[tuple, float]) -> dict[str, dict[int, float]]:
-    """The score drop of every hparam at every choice, from a finished measurement's probes."""
-    maximum = tuple(int(max(hp.choices)) for hp in costs.space.hparams.values())
+    """The score drop of every numeric hparam at every choice, from a finished measurement's probes.
+
+    Categorical hparams (activation functions) have no smaller choice to prune to: they are not
+    measured and stay as built.
+    """
+    maximum = _max_row(costs)
     found: dict[str, dict[int, float]] = {}
     for i, (name, hp) in enumerate(costs.space.hparams.items()):
+        if hp.is_categorical:
+            continue
         choices = sorted(int(c) for c in hp.choices)
         rows = {c: maximum[:i] + (c,) + maximum[i + 1 :] for c in choices[:-1]}
         found[name] = _drops(choices, probes[maximum], {c: probes[r] for c, r in rows.items() if r in probes})
@@ -69,10 +79,13 @@ class SensitivitySearch:
         check_satisfiable(costs, bounds, latency)
         self.costs, self.bounds, self.score, self.latency, self.ranks = costs, bounds, score, latency, ranks
         self.names = costs.names
-        self.maximum = tuple(int(max(hp.choices)) for hp in costs.space.hparams.values())
+        self.maximum = _max_row(costs)
 
-    def _config(self, row: tuple) -> dict[str, int]:
-        return dict(zip(self.names, (int(v) for v in row), strict=True))
+    def _config(self, row: tuple) -> dict[str, Any]:
+        return self.costs.config_of(row)
+
+    def _row(self, config: dict[str, Any]) -> tuple[int, ...]:
+        return tuple(self.costs.encode(config)[0].tolist())
 
     def _probe(self, rows: list[tuple], state: SearchState) -> None:
         new = [row for row in rows if row not in state.probes]
@@ -81,7 +94,10 @@ class SensitivitySearch:
 
     def _measure(self, i: int, state: SearchState) -> None:
         """Score hparam ``i`` at its choices, smallest first, one choice per process at a time."""
-        choices = sorted(int(c) for c in self.costs.space.hparams[self.names[i]].choices)[:-1]
+        hp = self.costs.space.hparams[self.names[i]]
+        if hp.is_categorical:
+            return
+        choices = sorted(int(c) for c in hp.choices)[:-1]
         top = state.probes[self.maximum]
         for start in range(0, len(choices), self.ranks.world):
             chunk = choices[start : start + self.ranks.world]
@@ -100,9 +116,13 @@ class SensitivitySearch:
             ok &= np.array([self.latency.predict(self._config(r)) <= self.bounds["latency"] for r in rows])
         return ok.tolist()
 
-    def at_threshold(self, drops: dict[str, dict[int, float]], threshold: float) -> dict[str, int]:
-        """Each hparam's smallest choice whose drop is within ``threshold``."""
-        return {name: min(c for c, drop in drops[name].items() if drop <= threshold) for name in self.names}
+    def at_threshold(self, drops: dict[str, dict[int, float]], threshold: float) -> dict[str, Any]:
+        """Each measured hparam's smallest choice whose drop is within ``threshold``; others at max."""
+        hps = self.costs.space.hparams
+        return {
+            name: min(c for c, drop in drops[name].items() if drop <= threshold) if name in drops else hps[name].max
+            for name in self.names
+        }
 
     def threshold(self, drops: dict[str, dict[int, float]]) -> float:
         """The smallest threshold whose subnet meets every bound (bisection over the map's values)."""
@@ -110,27 +130,27 @@ class SensitivitySearch:
         low, high = 0, len(values) - 1  # values[-1] selects the smallest subnet, which meets the bounds
         while low < high:
             middle = (low + high) // 2
-            if self._fits([tuple(self.at_threshold(drops, values[middle]).values())])[0]:
+            if self._fits([self._row(self.at_threshold(drops, values[middle]))])[0]:
                 high = middle
             else:
                 low = middle + 1
         return values[low]
 
-    def fill(self, drops: dict[str, dict[int, float]], config: dict[str, int]) -> dict[str, int]:
+    def fill(self, drops: dict[str, dict[int, float]], config: dict[str, Any]) -> dict[str, Any]:
         """Spend what the threshold's subnet leaves of the budget: grow hparams one choice at a time.
 
         The threshold moves in steps of whole drop values, so its subnet can stop well short of
         the bounds (with no drops at all it is the smallest subnet). Each step takes the growth
         that fits and lowers the map's drop the most, the cheapest in flops on ties.
         """
-        names, row = self.names, list(config.values())
-        ladders = [sorted(int(c) for c in self.costs.space.hparams[n].choices) for n in names]
+        names, row = self.names, list(self._row(config))
+        ladders = {i: sorted(drops[n]) for i, n in enumerate(names) if n in drops}
         while True:
-            moves = [i for i, v in enumerate(row) if v != ladders[i][-1]]
+            moves = [i for i, ladder in ladders.items() if row[i] != ladder[-1]]
             grown = [tuple(row[:i] + [ladders[i][ladders[i].index(row[i]) + 1]] + row[i + 1 :]) for i in moves]
             fitting = [(i, g) for i, g, ok in zip(moves, grown, self._fits(grown), strict=True) if ok] if grown else []
             if not fitting:
-                return dict(zip(names, row, strict=True))
+                return self._config(row)
             flops = self.costs.evaluate(np.array([g for _, g in fitting], dtype=np.int64))["flops"]
             gains = [
                 (drops[names[i]][row[i]] - drops[names[i]][g[i]], -float(f), -i)
@@ -151,7 +171,7 @@ class SensitivitySearch:
                 on_iteration(state)
         drops = sensitivity_map(self.costs, state.probes)
         config = self.fill(drops, self.at_threshold(drops, self.threshold(drops)))
-        row = tuple(config.values())
+        row = self._row(config)
         if row not in state.evaluated:
             found = self.costs.cost(config)
             latency = self.latency.predict(config) if self.latency is not None else None
@@ -162,6 +182,5 @@ class SensitivitySearch:
 
 def threshold_report(costs: CostModel, state: SearchState) -> dict[str, Any]:
     """The measured map and the unpruned score, for search.json."""
-    maximum = tuple(int(max(hp.choices)) for hp in costs.space.hparams.values())
     drops = sensitivity_map(costs, state.probes)
-    return {"original_score": state.probes[maximum], "sensitivity": drops}
+    return {"original_score": state.probes[_max_row(costs)], "sensitivity": drops}

@@ -11,24 +11,25 @@ from torch import nn
 from nascli.cost.terms import compile_cost_terms
 from nascli.errors import UserInputError
 from nascli.space.dynamic import DYNAMIC_TYPES
+from nascli.space.dynamic.activation import ACTIVATION_TYPES, activation_name
 from nascli.space.hparam import Hparam, Segments
-from nascli.space.rules import CONV_TYPES, LINEAR_TYPES, channel_choices, settings_for
+from nascli.space.rules import CONV_TRANSPOSE_TYPES, CONV_TYPES, LINEAR_TYPES, channel_choices, settings_for
 from nascli.space.space import SPACE_ATTR, SearchSpace, is_converted, sample_in_training
 from nascli.space.trace import TraceResult, module_slots, trace_model
 
-_ATTR_NAMES = {
-    "conv": {"out": "out_channels", "in": "in_channels"},
-    "linear": {"out": "out_features", "in": "in_features"},
-    "norm": {"features": "num_features"},
-}
+_SLOT_ATTRS = {"out": "out_channels", "in": "in_channels"}
+_LINEAR_ATTRS = {"out": "out_features", "in": "in_features"}
 
 
-def _kind(module: nn.Module) -> str:
-    if isinstance(module, CONV_TYPES):
-        return "conv"
+def _attr_name(module: nn.Module, slot: str) -> str:
+    """The layer attribute a channel slot sizes (``out_channels``, ``in_features``, ``num_channels`` ...)."""
     if isinstance(module, LINEAR_TYPES):
-        return "linear"
-    return "norm"
+        return _LINEAR_ATTRS[slot]
+    if isinstance(module, nn.MultiheadAttention):
+        return "embed_dim"
+    if slot in _SLOT_ATTRS:
+        return _SLOT_ATTRS[slot]
+    return {nn.LayerNorm: "normalized_shape", nn.GroupNorm: "num_channels"}.get(type(module), "num_features")
 
 
 def default_dummy_input(model: nn.Module) -> tuple[torch.Tensor, ...]:
@@ -50,14 +51,21 @@ def convert_model(
         raise UserInputError(f"{type(model).__name__} is already converted; convert the original model")
 
     def converts(name: str, module: nn.Module) -> bool:
-        return type(module) in DYNAMIC_TYPES and settings_for(rules, name, module) is not None
+        resizable = isinstance(module, (nn.Sequential, *ACTIVATION_TYPES)) or bool(module_slots(module))
+        return type(module) in DYNAMIC_TYPES and resizable and settings_for(rules, name, module) is not None
 
     trace = trace_model(model, dummy_input, converts)
     modules = [(n, m) for n, m in model.named_modules() if n and converts(n, m)]
     reasons: dict[str, str] = {}
     channel_hps = _channel_hparams(modules, trace, rules, reasons)
     kernel_hps = {n: _kernel_hparam(n, m, settings_for(rules, n, m)) for n, m in modules if isinstance(m, CONV_TYPES)}
+    head_hps = {
+        n: _heads_hparam(n, m, settings_for(rules, n, m)) for n, m in modules if isinstance(m, nn.MultiheadAttention)
+    }
     depth_hps = _depth_hparams(model, trace, rules)
+    activation_hps = {
+        n: _activation_hparam(n, m, settings_for(rules, n, m)) for n, m in modules if isinstance(m, ACTIVATION_TYPES)
+    }
 
     entries: list[tuple[str, Hparam]] = []
     for name, module in modules:
@@ -67,17 +75,21 @@ def convert_model(
             module.__class__ = DYNAMIC_TYPES[nn.Sequential]
             module.attach_hparams(depth_hps[name])
         else:
-            hps = channel_hps[name]
+            hps = channel_hps.get(name, {})
             module.__class__ = DYNAMIC_TYPES[type(module)]
             if isinstance(module, CONV_TYPES):
                 module.attach_hparams(hps["out"], hps["in"], kernel_hps[name])
-            elif isinstance(module, LINEAR_TYPES):
+            elif isinstance(module, LINEAR_TYPES + CONV_TRANSPOSE_TYPES):
                 module.attach_hparams(hps["out"], hps["in"])
+            elif isinstance(module, nn.MultiheadAttention):
+                module.attach_hparams(hps["in"], head_hps[name])
+            elif isinstance(module, ACTIVATION_TYPES):
+                module.attach_hparams(activation_hps[name])
             else:
                 module.attach_hparams(hps["features"])
         entries.extend((f"{name}.{attr}", hp) for attr, hp in module.nas_hparams())
 
-    terms, unmodeled = compile_cost_terms(model, trace, channel_hps, kernel_hps, depth_hps)
+    terms, unmodeled = compile_cost_terms(model, trace, channel_hps, {**kernel_hps, **head_hps}, depth_hps)
     input_shapes = [tuple(t.shape) for t in dummy_input]
     space = SearchSpace(entries, [(mode_name, rules)], input_shapes, trace.shapes, terms, unmodeled)
     space.fixed_reasons = reasons
@@ -121,7 +133,7 @@ def _channel_hparams(
             why = "no searchable layer produces these channels"
         elif why is None:
             settings = settings_for(rules, name, module)
-            if isinstance(module, CONV_TYPES):
+            if isinstance(module, CONV_TYPES + CONV_TRANSPOSE_TYPES):
                 ratios, divisor = settings.get("out_channels_ratio", (1.0,)), settings.get("channel_divisor", 1)
             else:
                 ratios, divisor = settings.get("features_ratio", (1.0,)), settings.get("feature_divisor", 1)
@@ -130,7 +142,7 @@ def _channel_hparams(
             whole = f", in whole groups of {width}" if width > 1 else ""
             why = f"every ratio rounds to {size} with divisor {divisor}{whole}"
         suffix = f"[{index}]" if segment_counts[(name, attr)] > 1 else ""
-        hp = Hparam(f"{name}.{_ATTR_NAMES[_kind(module)][attr]}{suffix}", choices)
+        hp = Hparam(f"{name}.{_attr_name(module, attr)}{suffix}", choices)
         if not hp.is_configurable:
             reasons[hp.name] = why
         for member_name, _, member_attr, member_index in slots:
@@ -144,12 +156,14 @@ def _channel_hparams(
 
 
 def _group_width(slots: list[tuple[str, nn.Module, str, int]]) -> int:
-    """Channels of a group must stay a whole number of groups of every grouped conv in it."""
+    """Channels of a group must stay a whole number of groups of every grouped conv and group norm in it."""
     width = 1
     for _, module, _, _ in slots:
-        if isinstance(module, CONV_TYPES) and module.groups > 1:
+        if isinstance(module, CONV_TYPES + CONV_TRANSPOSE_TYPES) and module.groups > 1:
             per_group = module.out_channels // module.groups
             width = width * per_group // _gcd(width, per_group)
+        elif isinstance(module, nn.GroupNorm):
+            width = width * module.num_groups // _gcd(width, module.num_groups)
     return width
 
 
@@ -171,6 +185,18 @@ def _kernel_hparam(name: str, conv: nn.Module, settings: dict[str, Any]) -> Hpar
         return None
     choices = {k for k in wanted if k <= full} | {full}
     return Hparam(f"{name}.kernel_size", choices) if len(choices) > 1 else None
+
+
+def _heads_hparam(name: str, attention: nn.MultiheadAttention, settings: dict[str, Any]) -> Hparam | None:
+    """Fewer heads of the same size: each ratio of the head count, rounded to a whole head."""
+    choices = channel_choices(attention.num_heads, settings.get("num_heads_ratio", (1.0,)), 1)
+    return Hparam(f"{name}.num_heads", choices) if len(choices) > 1 else None
+
+
+def _activation_hparam(name: str, activation: nn.Module, settings: dict[str, Any]) -> Hparam:
+    """The listed activations, the layer's own last (its max, so the max subnet is the model as built)."""
+    own = activation_name(activation)
+    return Hparam(f"{name}.activation", [*(c for c in settings.get("choices", ()) if c != own), own])
 
 
 def _depth_hparams(model: nn.Module, trace: TraceResult, rules: dict[str, Any]) -> dict[str, Hparam]:

@@ -7,10 +7,12 @@ from typing import Any
 
 
 class Hparam:
-    """A named, sorted set of choices with one active value.
+    """A named set of choices with one active value.
 
     One object is shared by every layer attribute that must take the same value (a channel group),
-    so setting ``active`` once resizes all of them consistently.
+    so setting ``active`` once resizes all of them consistently. Numeric choices are sorted; the
+    choices of a categorical hparam (an activation function) keep their given order, the last
+    being its max (the layer as built).
     """
 
     __slots__ = ("name", "choices", "active")
@@ -19,7 +21,8 @@ class Hparam:
         if not choices:
             raise ValueError(f"hparam {name!r} needs at least one choice")
         self.name = name
-        self.choices = tuple(sorted(set(choices)))
+        numeric = all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in choices)
+        self.choices = tuple(sorted(set(choices))) if numeric else tuple(dict.fromkeys(choices))
         self.active = self.choices[-1] if active is None else active
 
     @property
@@ -35,8 +38,14 @@ class Hparam:
         return len(self.choices) > 1
 
     @property
+    def is_categorical(self) -> bool:
+        return not isinstance(self.choices[0], (int, float))
+
+    @property
     def centroid(self) -> Any:
-        """The choice nearest the mean of the choices (the smaller one on a tie)."""
+        """The choice nearest the mean of the choices (the smaller one on a tie); a categorical's max."""
+        if self.is_categorical:
+            return self.max
         mean = sum(self.choices) / len(self.choices)
         return min(self.choices, key=lambda c: (abs(c - mean), c))
 

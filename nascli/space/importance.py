@@ -8,18 +8,28 @@ is applied to every tensor of the group, so the full model computes exactly what
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 
 import torch
 from torch import nn
 
-from nascli.space.dynamic.conv import _DynamicConv
-from nascli.space.dynamic.linear import DynamicLinear
+from nascli.space.dynamic.attention import DynamicMultiheadAttention
+from nascli.space.dynamic.base import DynamicModule
+from nascli.space.dynamic.conv import _DynamicConv, _DynamicConvTranspose
 from nascli.space.dynamic.norm import _DynamicBatchNorm
 from nascli.space.hparam import Hparam, Segments, dim_parts
 from nascli.space.space import get_space
 
 Member = tuple[nn.Module, str, int]  # (layer, "out" | "in" | "features", offset of the group in that dim)
+_ROLES = {"_hp_out": "out", "_hp_in": "in", "_hp_features": "features"}
+
+
+def _slots(module: DynamicModule) -> list[tuple[str, object]]:
+    """(role, dim) of each channel dim of a dynamic layer; an attention's embedding is both in and out."""
+    if isinstance(module, DynamicMultiheadAttention):
+        return [("in", module._hp_embed), ("out", module._hp_embed)]
+    return [(_ROLES[field], getattr(module, field)) for _, field in module._hparam_fields if field in _ROLES]
 
 
 def _group_members(model: nn.Module) -> dict[int, tuple[Hparam, list[Member]]]:
@@ -28,13 +38,9 @@ def _group_members(model: nn.Module) -> dict[int, tuple[Hparam, list[Member]]]:
     configurable = {id(hp) for hp in space.hparams.values()}
     groups: dict[int, tuple[Hparam, list]] = defaultdict(lambda: (None, []))
     for module in model.modules():
-        if isinstance(module, (_DynamicConv, DynamicLinear)):
-            slots = (("out", module._hp_out), ("in", module._hp_in))
-        elif isinstance(module, _DynamicBatchNorm):
-            slots = (("features", module._hp_features),)
-        else:
+        if not isinstance(module, DynamicModule):
             continue
-        for role, dim in slots:
+        for role, dim in _slots(module):
             offsets = dim.offsets() if isinstance(dim, Segments) else [0]
             for hp, offset in zip(dim_parts(dim), offsets, strict=True):
                 if id(hp) in configurable:
@@ -45,18 +51,34 @@ def _group_members(model: nn.Module) -> dict[int, tuple[Hparam, list[Member]]]:
 def _importance(hp: Hparam, members: list[Member]) -> torch.Tensor:
     n = hp.max
     norms = [
-        m.weight.detach().abs()[o : o + n] for m, role, o in members if role == "features" and m.weight is not None
+        m.weight.detach().abs()[o : o + n]
+        for m, role, o in members
+        if role == "features" and isinstance(m, _DynamicBatchNorm) and m.weight is not None
     ]
     if norms:
         return torch.stack(norms).sum(0)
-    producers = [m.weight.detach().abs().flatten(1).sum(1) for m, role, _ in members if role == "out"]
-    return torch.stack(producers).sum(0)
+    return torch.stack([_output_weight_l1(m) for m, role, _ in members if role == "out"]).sum(0)
+
+
+def _output_weight_l1(layer: nn.Module) -> torch.Tensor:
+    """L1 norm of the weights producing each output channel."""
+    if isinstance(layer, DynamicMultiheadAttention):
+        return layer.out_proj.weight.detach().abs().sum(1)
+    if isinstance(layer, _DynamicConvTranspose):
+        weight, groups = layer.weight.detach().abs(), layer.groups  # (in, out / groups, *kernel)
+        return weight.reshape(groups, weight.shape[0] // groups, weight.shape[1], -1).sum((1, 3)).flatten()
+    return layer.weight.detach().abs().flatten(1).sum(1)
 
 
 def _block_width(members: list[Member]) -> int:
-    """Grouped convs move whole groups: the permutation acts on blocks of their per-group width."""
-    widths = [m.out_channels // m.groups for m, _, _ in members if isinstance(m, _DynamicConv) and m.groups > 1]
-    return max([w for w in widths if w > 1] + [1])
+    """Whole groups move together: grouped convs' per-group widths and group norms' channels per group."""
+    width = 1
+    for m, _, _ in members:
+        if isinstance(m, (_DynamicConv, _DynamicConvTranspose)) and m.groups > 1:
+            width = math.lcm(width, m.out_channels // m.groups)
+        elif isinstance(m, nn.GroupNorm):
+            width = math.lcm(width, m.num_channels // m.num_groups)
+    return width
 
 
 @torch.no_grad()
@@ -77,18 +99,35 @@ def sort_channels_by_importance(model: nn.Module) -> dict[str, list[int]]:
 
 def _permute(module: nn.Module, role: str, perm: torch.Tensor, offset: int) -> None:
     part = slice(offset, offset + len(perm))
+    if isinstance(module, DynamicMultiheadAttention):
+        if role == "in":
+            module.in_proj_weight[:, part] = module.in_proj_weight[:, offset + perm]
+        else:
+            module.out_proj.weight.copy_(module.out_proj.weight[perm])
+            if module.out_proj.bias is not None:
+                module.out_proj.bias.copy_(module.out_proj.bias[perm])
+        return
     if role == "features":
         for name in ("weight", "bias", "running_mean", "running_var"):
-            tensor = getattr(module, name)
+            tensor = getattr(module, name, None)
             if tensor is not None:
                 tensor[part] = tensor[offset + perm]
         return
-    grouped = isinstance(module, _DynamicConv) and module.groups > 1
-    if role == "out" or grouped:  # a grouped conv's in and out are one group, permuted along dim 0 once
-        if role == "in":
-            return
-        module.weight.copy_(module.weight[perm])
+    transposed = isinstance(module, _DynamicConvTranspose)
+    grouped = module.groups > 1 if isinstance(module, (_DynamicConv, _DynamicConvTranspose)) else False
+    if grouped:  # in and out are one group of whole blocks: the weight's dim 0 and the bias, once
+        if role == "out":
+            module.weight.copy_(module.weight[perm])
+            if module.bias is not None:
+                module.bias.copy_(module.bias[perm])
+    elif role == "out":
+        if transposed:
+            module.weight.copy_(module.weight[:, perm])
+        else:
+            module.weight.copy_(module.weight[perm])
         if module.bias is not None:
             module.bias.copy_(module.bias[perm])
+    elif transposed:
+        module.weight[part] = module.weight[offset + perm]
     else:
         module.weight[:, part] = module.weight[:, offset + perm]

@@ -16,17 +16,24 @@ from typing import Any
 from torch import nn
 
 from nascli.errors import UserInputError
+from nascli.space.dynamic.activation import ACTIVATION_TYPES, ACTIVATIONS
 
 CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+CONV_TRANSPOSE_TYPES = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 LINEAR_TYPES = (nn.Linear,)
-NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+BATCH_NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+INSTANCE_NORM_TYPES = (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
+NORM_TYPES = (*BATCH_NORM_TYPES, *INSTANCE_NORM_TYPES, nn.LayerNorm, nn.GroupNorm)
 
 # The settings each layer type understands, with a validator for each.
 _SETTINGS: dict[type, dict[str, str]] = {
     **{t: {"out_channels_ratio": "ratios", "channel_divisor": "divisor", "kernel_size": "kernels"} for t in CONV_TYPES},
+    **{t: {"out_channels_ratio": "ratios", "channel_divisor": "divisor"} for t in CONV_TRANSPOSE_TYPES},
     nn.Linear: {"features_ratio": "ratios", "feature_divisor": "divisor"},
+    nn.MultiheadAttention: {"num_heads_ratio": "ratios"},
     **{t: {} for t in NORM_TYPES},
     nn.Sequential: {"min_depth": "depth"},
+    **{t: {"choices": "activations"} for t in ACTIVATION_TYPES},
 }
 
 
@@ -48,6 +55,11 @@ def _check_setting(where: str, kind: str, value: Any) -> Any:
         for k in value:
             if isinstance(k, bool) or not isinstance(k, int) or k < 1 or k % 2 == 0:
                 raise UserInputError(f"{where}: kernel size {k!r} is not a positive odd integer")
+        return tuple(value)
+    if kind == "activations":
+        if not isinstance(value, (list, tuple)) or not value or any(v not in ACTIVATIONS for v in value):
+            known = ", ".join(ACTIVATIONS)
+            raise UserInputError(f"{where}: expected a list of activations from {known}, got {value!r}")
         return tuple(value)
     if kind in ("divisor", "depth"):
         low = 1 if kind == "divisor" else 0

@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from nascli.errors import UserInputError
-from nascli.space.rules import CONV_TYPES, LINEAR_TYPES, NORM_TYPES
+from nascli.space.dynamic.attention import supports_search
+from nascli.space.rules import CONV_TRANSPOSE_TYPES, CONV_TYPES, LINEAR_TYPES, NORM_TYPES
 
 Element = tuple  # ("slot", module_name, attr, segment_index) or ("node", node_name)
 
@@ -53,17 +54,30 @@ _ELEMENTWISE_FUNCTIONS = {
 }  # fmt: skip
 _ELEMENTWISE_METHODS = {"add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_"}
 _CAT_FUNCTIONS = {torch.cat, torch.concat, torch.concatenate}
+_REDUCE_METHODS = {"mean", "sum", "amax", "amin"}
+_REDUCE_FUNCTIONS = {torch.mean, torch.sum, torch.amax, torch.amin}
 
 
 def module_slots(module: nn.Module) -> dict[str, int]:
     """The channel slots of a layer the engine can resize, with their full sizes."""
-    if isinstance(module, CONV_TYPES):
+    if isinstance(module, CONV_TYPES + CONV_TRANSPOSE_TYPES):
         return {"out": module.out_channels, "in": module.in_channels}
     if isinstance(module, LINEAR_TYPES):
         return {"out": module.out_features, "in": module.in_features}
+    if isinstance(module, nn.MultiheadAttention):
+        return {"in": module.embed_dim, "out": module.embed_dim} if supports_search(module) else {}
+    if isinstance(module, nn.LayerNorm):
+        return {"features": module.normalized_shape[0]} if len(module.normalized_shape) == 1 else {}
+    if isinstance(module, nn.GroupNorm):
+        return {"features": module.num_channels}
     if isinstance(module, NORM_TYPES):
         return {"features": module.num_features}
     return {}
+
+
+def norm_channel_dim(norm: nn.Module) -> int:
+    """The dimension a norm layer's features run along: the last for a layer norm, else dim 1."""
+    return -1 if isinstance(norm, nn.LayerNorm) else 1
 
 
 class ChannelGroups:
@@ -302,6 +316,8 @@ class _ChannelWalker:
         self.chan = result.channels
         self.modules = modules
         self.converts = converts
+        # tuple-valued node -> {item index: (segments, channel dim)} for the items whose channels are known
+        self.outputs: dict[fx.Node, dict[int, tuple[tuple[Element, ...], int]]] = {}
 
     # -- helpers -------------------------------------------------------------------------------
     def _new(self, node: fx.Node, dim: int, reason: str | None = None) -> None:
@@ -395,6 +411,16 @@ class _ChannelWalker:
             self._elementwise(node)
         elif node.op == "call_function" and node.target in _CAT_FUNCTIONS:
             self._concatenate(node)
+        elif node.op == "call_function" and node.target is operator.getitem and node.args[0] in self.outputs:
+            self._tuple_item(node)
+        elif (node.op == "call_method" and node.target in _REDUCE_METHODS) or (
+            node.op == "call_function" and node.target in _REDUCE_FUNCTIONS
+        ):
+            self._reduce(node)
+        elif (node.op == "call_method" and node.target in ("permute", "transpose", "swapaxes")) or (
+            node.op == "call_function" and node.target in (torch.permute, torch.transpose, torch.swapaxes)
+        ):
+            self._reorder(node)
         elif node.meta.get(_SHAPE) is not None:
             self._opaque(node, f"unsupported operation {_op_name(node)}")
 
@@ -403,7 +429,7 @@ class _ChannelWalker:
         module = self.modules[name]
         arg = node.args[0] if node.args else None
         supported = bool(module_slots(module)) and self.converts(name, module)
-        if supported and isinstance(module, CONV_TYPES):
+        if supported and isinstance(module, CONV_TYPES + CONV_TRANSPOSE_TYPES):
             self._consume(name, "in", arg, 1)
             self._new_slot_output(node, name, 1)
             if module.groups > 1:
@@ -414,8 +440,10 @@ class _ChannelWalker:
             if shape is not None:
                 self._new_slot_output(node, name, len(shape) - 1)
         elif supported and isinstance(module, NORM_TYPES):
-            self._consume(name, "features", arg, 1)
+            self._consume(name, "features", arg, norm_channel_dim(module))
             self._passthrough(node, arg)
+        elif supported and isinstance(module, nn.MultiheadAttention):
+            self._attention(node, name)
         elif isinstance(module, _PASSTHROUGH_MODULES):
             self._passthrough(node, arg)
         elif name in self.result.untraceable:
@@ -491,3 +519,72 @@ class _ChannelWalker:
             return
         self._join(aligned)
         self.chan[node] = aligned[0]
+
+    def _reorder(self, node: fx.Node) -> None:
+        """A permute or transpose moves the channel dim; the channels themselves are unchanged."""
+        arg, dims = node.args[0], list(node.args[1:])
+        shape, in_shape = _shape(node), _shape(arg)
+        if arg not in self.chan or shape is None or in_shape is None:
+            self._opaque(node, f"{_op_name(node)} of a tensor the tracer cannot follow")
+            return
+        if node.target in ("permute", torch.permute):
+            order = list(dims[0]) if len(dims) == 1 and isinstance(dims[0], (list, tuple)) else dims
+            if "dims" in node.kwargs:
+                order = list(node.kwargs["dims"])
+        else:
+            pair = dims if len(dims) == 2 else [node.kwargs.get("dim0"), node.kwargs.get("dim1")]
+            order = list(range(len(in_shape)))
+            if all(isinstance(d, int) for d in pair):
+                a, b = (d % len(in_shape) for d in pair)
+                order[a], order[b] = order[b], order[a]
+            else:
+                order = pair
+        if not all(isinstance(d, int) for d in order) or len(order) != len(in_shape):
+            self._opaque(node, f"{_op_name(node)} with dims the tracer cannot read")
+            return
+        segments, dim = self.chan[arg]
+        self.chan[node] = (segments, [d % len(in_shape) for d in order].index(dim))
+
+    def _reduce(self, node: fx.Node) -> None:
+        """A mean or sum over other dims keeps the channels; over the channels it is opaque."""
+        arg = node.args[0]
+        dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+        keepdim = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
+        in_shape = _shape(arg)
+        if arg not in self.chan or in_shape is None or _shape(node) is None or dims is None:
+            self._opaque(node, f"{_op_name(node)} over every dimension")
+            return
+        reduced = {d % len(in_shape) for d in ([dims] if isinstance(dims, int) else dims)}
+        segments, dim = self.chan[arg]
+        if dim in reduced or not isinstance(keepdim, bool):
+            self._opaque(node, f"{_op_name(node)} over the channels")
+            return
+        self.chan[node] = (segments, dim if keepdim else dim - sum(d < dim for d in reduced))
+
+    def _attention(self, node: fx.Node, name: str) -> None:
+        """Queries, keys and values are read along their last dim; the output keeps the queries' width."""
+        names = ("query", "key", "value")
+        inputs = [node.args[i] if len(node.args) > i else node.kwargs.get(names[i]) for i in range(3)]
+        for tensor in dict.fromkeys(inputs):
+            self._consume(name, "in", tensor, -1)
+        single_input = len(self.result.slot_segments.get((name, "in"), ())) == 1
+        if single_input:
+            self.groups.union(self._slot(name, "in"), self._slot(name, "out"))
+        else:
+            reason = f"{name} reads concatenated inputs, which its output width cannot follow"
+            for index, size in enumerate(self.result.slot_segments[(name, "in")]):
+                self.groups.freeze(self._slot(name, "in", index, size), reason)
+            self.groups.freeze(self._slot(name, "out"), reason)
+        self.outputs[node] = {0: ((self._slot(name, "out"),), -1)}
+
+    def _tuple_item(self, node: fx.Node) -> None:
+        """An item of a module's tuple output: the attention output keeps its channels; others are new."""
+        shape = _shape(node)
+        known = self.outputs[node.args[0]].get(node.args[1]) if isinstance(node.args[1], int) else None
+        if shape is None:
+            return
+        if known is None:
+            self._new(node, self._default_dim(shape), f"item {node.args[1]} of {_op_name(node.args[0])}")
+            return
+        segments, dim = known
+        self.chan[node] = (segments, dim % len(shape))

@@ -15,15 +15,20 @@ from nascli.models import resnet20, small_cnn
 from nascli.space.trace import TraceWarning
 from tests.topologies import (
     MLP,
+    AttentionBlock,
+    ChannelsLastBlock,
     Concat,
     Conv1dNet,
+    Decoder,
     DenseBlock,
     Depthwise,
+    GroupAndInstanceNorm,
     Grouped,
     Residual,
     SelfConcat,
     SharedModule,
     SqueezeExcite,
+    TokenMixer,
     Untraceable,
 )
 
@@ -52,6 +57,11 @@ def _check_every_kind_of_subnet(model, x):
         (Untraceable, (1, 3, 8, 8)),
         (MLP, (1, 32)),
         (Conv1dNet, (1, 4, 16)),
+        (Decoder, (1, 3, 8, 8)),
+        (GroupAndInstanceNorm, (1, 3, 8, 8)),
+        (ChannelsLastBlock, (1, 3, 8, 8)),
+        (TokenMixer, (1, 5, 16)),
+        (AttentionBlock, (1, 5, 16)),
         (lambda: resnet20(in_channels=1, width=64), (1, 1, 8, 8)),
         (lambda: small_cnn(width=64), (1, 1, 8, 8)),
     ],

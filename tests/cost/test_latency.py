@@ -7,6 +7,8 @@ from nascli.cost.constraints import parse_bound
 from nascli.cost.latency import LatencyModel
 from nascli.errors import UserInputError
 from nascli.models import resnet20
+from nascli.space.dynamic import DynamicModule
+from tests.topologies import AttentionBlock, ChannelsLastBlock, Decoder, GroupAndInstanceNorm
 
 
 @pytest.fixture
@@ -50,3 +52,18 @@ def test_latency_bounds(value, seconds):
 def test_bad_latency_bounds(value):
     with pytest.raises(UserInputError, match="expected a duration"):
         parse_bound("latency", value)
+
+
+@pytest.mark.parametrize(
+    "net, shape",
+    [(Decoder, (1, 3, 8, 8)), (GroupAndInstanceNorm, (1, 3, 8, 8)), (ChannelsLastBlock, (1, 3, 8, 8)),
+     (AttentionBlock, (1, 5, 16))],
+)  # fmt: skip
+def test_every_dynamic_layer_kind_gets_table_entries(net, shape):
+    model = mtn.convert(net(), dummy_input=torch.zeros(*shape))
+    timing = LatencyModel(model, repeats=1)
+    timed = {layer.name for layer, _ in timing.layers}
+    dynamic = {name for name, m in model.named_modules() if isinstance(m, DynamicModule)}
+    assert timed == dynamic
+    for how in ("min", "max"):
+        assert timing.table_sum(mtn.sample(model, how)) > 0

@@ -4,7 +4,15 @@ import nascli.nas as mtn
 from nascli.models import resnet20
 from nascli.space.importance import sort_channels_by_importance
 from tests.helpers import assert_export_matches
-from tests.topologies import DenseBlock, Depthwise, Grouped
+from tests.topologies import (
+    AttentionBlock,
+    ChannelsLastBlock,
+    Decoder,
+    DenseBlock,
+    Depthwise,
+    GroupAndInstanceNorm,
+    Grouped,
+)
 
 X = torch.randn(4, 1, 8, 8)
 
@@ -40,5 +48,23 @@ def test_depthwise_and_grouped_groups_permute_consistently():
         model = mtn.convert(net(), "fastnas", dummy_input=x[:1]).eval()
         before = model(x)
         sort_channels_by_importance(model)
+        torch.testing.assert_close(model(x), before, atol=1e-5, rtol=1e-5)
+        assert_export_matches(model, x, "min")
+
+
+def test_every_layer_kind_permutes_consistently():
+    cases = [(Decoder, (2, 3, 8, 8)), (GroupAndInstanceNorm, (2, 3, 8, 8)), (ChannelsLastBlock, (2, 3, 8, 8)),
+             (AttentionBlock, (2, 5, 16))]  # fmt: skip
+    for net, shape in cases:
+        x = torch.randn(*shape)
+        model = net().eval()
+        for m in model.modules():  # non-trivial affine parameters, so a wrong permutation shows
+            if isinstance(m, (torch.nn.GroupNorm, torch.nn.LayerNorm, torch.nn.InstanceNorm2d)):
+                m.weight.data.uniform_(-1, 1)
+                m.bias.data.uniform_(-1, 1)
+        model = mtn.convert(model, "fastnas", dummy_input=x[:1]).eval()
+        before = model(x)
+        orders = sort_channels_by_importance(model)
+        assert any(order != sorted(order) for order in orders.values()), net.__name__
         torch.testing.assert_close(model(x), before, atol=1e-5, rtol=1e-5)
         assert_export_matches(model, x, "min")

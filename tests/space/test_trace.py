@@ -9,15 +9,21 @@ from nascli.space.trace import TraceWarning
 from tests.helpers import assert_export_matches, hparam_of
 from tests.topologies import (
     MLP,
+    AttentionBlock,
+    ChannelsLastBlock,
     ChannelSplit,
     Concat,
+    Decoder,
     DenseBlock,
     Depthwise,
+    GroupAndInstanceNorm,
     Grouped,
+    MaskedAttention,
     Residual,
     SelfConcat,
     SharedModule,
     SqueezeExcite,
+    TokenMixer,
     Untraceable,
 )
 
@@ -130,9 +136,91 @@ def test_linear_features_between_inputs_and_outputs_are_searchable():
         assert_export_matches(model, x, how)
 
 
+def test_transposed_convs_resize_like_convs_and_a_depthwise_one_ties_in_and_out():
+    model = _convert(Decoder, IMAGES)
+    assert _same(model, "down.out_channels", "up.in_channels")
+    assert _same(model, "up.out_channels", "refine.in_channels", "refine.out_channels", "head.in_channels[1]")
+    assert _same(model, "stem.out_channels", "down.in_channels", "head.in_channels[0]")
+    assert hparam_of(model, "up.out_channels").is_configurable
+    exported = assert_export_matches(model, IMAGES, min)
+    assert isinstance(exported.up, torch.nn.ConvTranspose2d) and exported.up.out_channels == 32
+    assert exported.refine.groups == exported.refine.in_channels == 32
+    for how in ("centroid", "random", "random"):
+        assert_export_matches(model, IMAGES, how)
+
+
+def test_group_norm_keeps_whole_groups_and_instance_norm_its_running_stats():
+    config = mtn.config.AutoNASConfig()
+    config["nn.Conv2d"]["*"]["channel_divisor"] = 8
+    model = _convert(GroupAndInstanceNorm, IMAGES, mode=[("autonas", config)])
+    assert _same(model, "c1.out_channels", "gn.num_channels", "c2.in_channels")
+    assert hparam_of(model, "gn.num_channels").choices == (24, 48)  # 32 is not a multiple of 3 groups
+    assert _same(model, "c2.out_channels", "inorm.num_features", "head.in_channels")
+    model.train()
+    mtn.sample(model, "min")
+    model(IMAGES)  # updates the active share of the instance norm's running statistics
+    for how in ("min", "centroid", "random", "random"):
+        exported = assert_export_matches(model, IMAGES, how)
+    assert exported.inorm.running_mean.shape == (exported.inorm.num_features,)
+
+
+def test_channels_last_layer_norm_follows_the_permuted_channels():
+    model = _convert(ChannelsLastBlock, IMAGES)
+    assert _same(
+        model, "stem.out_channels", "dw.out_channels", "norm.normalized_shape", "fc1.in_features",
+        "fc2.out_features", "head.in_channels",
+    )  # fmt: skip
+    assert not _same(model, "stem.out_channels", "fc1.out_features")
+    exported = assert_export_matches(model, IMAGES, min)
+    assert exported.norm.normalized_shape == (exported.stem.out_channels,) != (64,)
+    for how in ("centroid", "random", "random"):
+        assert_export_matches(model, IMAGES, how)
+
+
+def test_tokens_keep_their_features_through_transposes_and_a_mean_over_tokens():
+    tokens = torch.randn(2, 5, 16)
+    model = _convert(TokenMixer, tokens)
+    assert _same(
+        model, "embed.out_features", "norm1.normalized_shape", "mix.in_channels", "mix.out_channels",
+        "norm2.normalized_shape", "fc2.out_features", "head.in_features",
+    )  # fmt: skip
+    assert hparam_of(model, "embed.out_features").is_configurable
+    for how in ("min", "centroid", "random", "random"):
+        assert_export_matches(model, tokens, how)
+
+
+def test_attention_heads_are_searchable_at_a_fixed_head_size():
+    tokens = torch.randn(2, 5, 16)
+    model = _convert(AttentionBlock, tokens)
+    assert _same(model, "embed.out_features", "norm1.normalized_shape", "attn.embed_dim", "fc2.out_features")
+    assert hparam_of(model, "attn.num_heads").choices == (4, 5, 8)
+    exported = assert_export_matches(model, tokens, {"*": max, "attn.num_heads": min})
+    assert (exported.attn.num_heads, exported.attn.head_dim, exported.attn.q_proj.out_features) == (4, 8, 32)
+    assert isinstance(assert_export_matches(model, tokens, "max").attn, torch.nn.MultiheadAttention)
+    for how in ("min", "centroid", "random", "random"):
+        assert_export_matches(model, tokens, how)
+
+
+def test_masked_sequence_first_attention_exports_exactly():
+    tokens = torch.randn(6, 2, 16)  # (length, batch, features)
+    padding = torch.zeros(2, 6, dtype=torch.bool)
+    padding[1, 4:] = True
+    model = MaskedAttention().eval()
+    reference = model(tokens, padding)
+    mtn.convert(model, dummy_input=(tokens[:, :1], padding[:1]))
+    torch.testing.assert_close(model.eval()(tokens, padding), reference)
+    assert hparam_of(model, "attn.num_heads").choices == (2, 3, 4)
+    for how in ("min", "centroid", "random"):
+        mtn.sample(model, how)
+        exported = mtn.export(model).eval()
+        torch.testing.assert_close(exported(tokens, padding), model.eval()(tokens, padding), atol=1e-5, rtol=1e-4)
+
+
 @pytest.mark.parametrize(
-    "net", [Residual, SqueezeExcite, Depthwise, Grouped, SharedModule, Concat, DenseBlock, SelfConcat, ChannelSplit]
-)
+    "net",
+    [Residual, SqueezeExcite, Depthwise, Grouped, SharedModule, Concat, DenseBlock, SelfConcat, ChannelSplit, Decoder,
+     GroupAndInstanceNorm, ChannelsLastBlock],
+)  # fmt: skip
 def test_every_subnet_exports_exactly(net):
     model = _convert(net, IMAGES, mode="fastnas")
     for how in ("min", "centroid", "random", "random", "random"):

@@ -47,3 +47,12 @@ def copied_parameter(tensor: torch.Tensor, like: nn.Parameter) -> nn.Parameter:
     """A new parameter owning a compact copy of a (possibly sliced) tensor."""
     data = tensor.detach().clone(memory_format=torch.contiguous_format)
     return nn.Parameter(data, requires_grad=like.requires_grad)
+
+
+def dynamic_class(mixin: type, native: type[nn.Module]) -> type[nn.Module]:
+    """The dynamic version of ``native``: a subclass of both, so ``isinstance(m, native)`` still holds.
+
+    Assign it to a module-level name equal to its own (``DynamicConv2d = dynamic_class(...)``), so
+    pickled models find it.
+    """
+    return type(f"Dynamic{native.__name__}", (mixin, native), {"_native": native, "__module__": mixin.__module__})

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.utils import _reverse_repeat_tuple
 
-from nascli.space.dynamic.base import DynamicModule, copied_parameter
+from nascli.space.dynamic.base import DynamicModule, copied_parameter, dynamic_class
 from nascli.space.hparam import Hparam, Segments, dim_index, take
 
 _CONV_FN = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
@@ -81,13 +81,57 @@ class _DynamicConv(DynamicModule):
             self._reversed_padding_repeated_twice = _reverse_repeat_tuple(padding, 2)
 
 
-class DynamicConv1d(_DynamicConv, nn.Conv1d):
-    _native = nn.Conv1d
+DynamicConv1d = dynamic_class(_DynamicConv, nn.Conv1d)
+DynamicConv2d = dynamic_class(_DynamicConv, nn.Conv2d)
+DynamicConv3d = dynamic_class(_DynamicConv, nn.Conv3d)
 
 
-class DynamicConv2d(_DynamicConv, nn.Conv2d):
-    _native = nn.Conv2d
+_CONV_TRANSPOSE_FN = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 
 
-class DynamicConv3d(_DynamicConv, nn.Conv3d):
-    _native = nn.Conv3d
+class _DynamicConvTranspose(DynamicModule):
+    """Channels are sliced as prefixes; the weight is laid out (in, out / groups, *kernel).
+
+    A grouped transposed conv keeps its per-group width like a grouped conv: fewer channels means
+    fewer groups. The kernel is not searched (a smaller kernel would change the output size).
+    """
+
+    _hparam_fields = (("out_channels", "_hp_out"), ("in_channels", "_hp_in"))
+    _hp_out: Hparam
+    _hp_in: Hparam | Segments
+
+    def attach_hparams(self, out: Hparam, inp: Hparam | Segments) -> None:
+        self._hp_out, self._hp_in = out, inp
+
+    def _active_tensors(self) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+        out = self._hp_out.active
+        if self.groups == 1:
+            weight, groups = take(self.weight, 0, dim_index(self._hp_in))[:, :out], 1
+        else:
+            groups = out // (self.out_channels // self.groups)
+            weight = self.weight[: self._hp_in.active]
+        return weight, None if self.bias is None else self.bias[:out], groups
+
+    def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
+        if self._hp_out.active == self.out_channels and self._hp_in.active == self.in_channels:
+            return super().forward(x, output_size)
+        weight, bias, groups = self._active_tensors()
+        nd = len(self.kernel_size)
+        output_padding = self._output_padding(
+            x, output_size, self.stride, self.padding, self.kernel_size, nd, self.dilation
+        )
+        fn = _CONV_TRANSPOSE_FN[nd]
+        return fn(x, weight, bias, self.stride, self.padding, output_padding, groups, self.dilation)
+
+    def _shrink_to_active(self) -> None:
+        weight, bias, groups = self._active_tensors()
+        self.weight = copied_parameter(weight, self.weight)
+        if bias is not None:
+            self.bias = copied_parameter(bias, self.bias)
+        self.in_channels, self.groups = weight.shape[0], groups
+        self.out_channels = weight.shape[1] * groups
+
+
+DynamicConvTranspose1d = dynamic_class(_DynamicConvTranspose, nn.ConvTranspose1d)
+DynamicConvTranspose2d = dynamic_class(_DynamicConvTranspose, nn.ConvTranspose2d)
+DynamicConvTranspose3d = dynamic_class(_DynamicConvTranspose, nn.ConvTranspose3d)

@@ -1,27 +1,63 @@
-"""Dynamic BatchNorm: its features follow the channel group of the layer before it."""
+"""Dynamic norm layers (batch, instance, layer, group): their features follow the channels they normalize."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nascli.space.dynamic.base import DynamicModule, copied_parameter
+from nascli.space.dynamic.base import DynamicModule, copied_parameter, dynamic_class
 from nascli.space.hparam import Hparam, Segments, dim_index, take
 
 
-class _DynamicBatchNorm(DynamicModule):
-    """Affine parameters and running statistics are sliced as prefixes.
+class _DynamicNorm(DynamicModule):
+    """A norm over one channel dim: affine parameters and running statistics are sliced as prefixes.
 
     In training mode the running statistics of the active channels are updated in place through
-    the sliced views, so each subnet keeps its share of the full buffers up to date.
+    the sliced views (or through copies, written back, when concatenated parts leave gaps), so
+    each subnet keeps its share of the full buffers up to date.
     """
 
-    _hparam_fields = (("num_features", "_hp_features"),)
     _hp_features: Hparam | Segments
 
     def attach_hparams(self, features: Hparam | Segments) -> None:
         self._hp_features = features
+
+    def _affine(self, index: Any) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        weight, bias = getattr(self, "weight", None), getattr(self, "bias", None)
+        return (None if weight is None else take(weight, 0, index), None if bias is None else take(bias, 0, index))
+
+    def _stats(self, index: Any, keep: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        if not keep or getattr(self, "running_mean", None) is None:
+            return None, None
+        return take(self.running_mean, 0, index), take(self.running_var, 0, index)
+
+    def _write_back(self, index: Any, mean: torch.Tensor | None, var: torch.Tensor | None) -> None:
+        if mean is not None and self.training and not isinstance(index, slice):
+            with torch.no_grad():
+                self.running_mean[index] = mean
+                self.running_var[index] = var
+
+    def _shrink_to_active(self) -> None:
+        index = dim_index(self._hp_features)
+        for name in ("weight", "bias"):
+            param = getattr(self, name, None)
+            if param is not None:
+                setattr(self, name, copied_parameter(take(param, 0, index), param))
+        for name in ("running_mean", "running_var"):
+            buffer = getattr(self, name, None)
+            if buffer is not None:
+                setattr(self, name, take(buffer, 0, index).clone())
+        setattr(self, self._hparam_fields[0][0], self._active_size())
+
+    def _active_size(self) -> Any:
+        return self._hp_features.active
+
+
+class _DynamicBatchNorm(_DynamicNorm):
+    _hparam_fields = (("num_features", "_hp_features"),)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._hp_features.active == self.num_features:
@@ -33,43 +69,62 @@ class _DynamicBatchNorm(DynamicModule):
             self.num_batches_tracked.add_(1)
             factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
         use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
-        keep_stats = (not self.training or self.track_running_stats) and self.running_mean is not None
-        mean = take(self.running_mean, 0, index) if keep_stats else None
-        var = take(self.running_var, 0, index) if keep_stats else None
-        out = F.batch_norm(
-            x,
-            mean,
-            var,
-            None if self.weight is None else take(self.weight, 0, index),
-            None if self.bias is None else take(self.bias, 0, index),
-            use_batch_stats,
-            factor,
-            self.eps,
-        )
-        if keep_stats and self.training and not isinstance(index, slice):  # copies were updated: write back
-            with torch.no_grad():
-                self.running_mean[index] = mean
-                self.running_var[index] = var
+        mean, var = self._stats(index, keep=not self.training or self.track_running_stats)
+        out = F.batch_norm(x, mean, var, *self._affine(index), use_batch_stats, factor, self.eps)
+        self._write_back(index, mean, var)
         return out
 
-    def _shrink_to_active(self) -> None:
+
+DynamicBatchNorm1d = dynamic_class(_DynamicBatchNorm, nn.BatchNorm1d)
+DynamicBatchNorm2d = dynamic_class(_DynamicBatchNorm, nn.BatchNorm2d)
+DynamicBatchNorm3d = dynamic_class(_DynamicBatchNorm, nn.BatchNorm3d)
+
+
+class _DynamicInstanceNorm(_DynamicNorm):
+    _hparam_fields = (("num_features", "_hp_features"),)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._hp_features.active == self.num_features:
+            return super().forward(x)
         index = dim_index(self._hp_features)
-        if self.weight is not None:
-            self.weight = copied_parameter(take(self.weight, 0, index), self.weight)
-            self.bias = copied_parameter(take(self.bias, 0, index), self.bias)
-        if self.running_mean is not None:
-            self.running_mean = take(self.running_mean, 0, index).clone()
-            self.running_var = take(self.running_var, 0, index).clone()
-        self.num_features = self._hp_features.active
+        unbatched = x.dim() == self._get_no_batch_dim()
+        x = x.unsqueeze(0) if unbatched else x
+        mean, var = self._stats(index, keep=True)
+        momentum = self.momentum if self.momentum is not None else 0.0
+        use_input_stats = self.training or not self.track_running_stats
+        out = F.instance_norm(x, mean, var, *self._affine(index), use_input_stats, momentum, self.eps)
+        self._write_back(index, mean, var)
+        return out.squeeze(0) if unbatched else out
 
 
-class DynamicBatchNorm1d(_DynamicBatchNorm, nn.BatchNorm1d):
-    _native = nn.BatchNorm1d
+DynamicInstanceNorm1d = dynamic_class(_DynamicInstanceNorm, nn.InstanceNorm1d)
+DynamicInstanceNorm2d = dynamic_class(_DynamicInstanceNorm, nn.InstanceNorm2d)
+DynamicInstanceNorm3d = dynamic_class(_DynamicInstanceNorm, nn.InstanceNorm3d)
 
 
-class DynamicBatchNorm2d(_DynamicBatchNorm, nn.BatchNorm2d):
-    _native = nn.BatchNorm2d
+class DynamicLayerNorm(_DynamicNorm, nn.LayerNorm):
+    """A layer norm over the last dimension only (``normalized_shape`` of length one): it is the channels."""
+
+    _native = nn.LayerNorm
+    _hparam_fields = (("normalized_shape", "_hp_features"),)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._hp_features.active == self.normalized_shape[0]:
+            return super().forward(x)
+        active = self._hp_features.active
+        return F.layer_norm(x, (active,), *self._affine(dim_index(self._hp_features)), self.eps)
+
+    def _active_size(self) -> Any:
+        return (self._hp_features.active,)
 
 
-class DynamicBatchNorm3d(_DynamicBatchNorm, nn.BatchNorm3d):
-    _native = nn.BatchNorm3d
+class DynamicGroupNorm(_DynamicNorm, nn.GroupNorm):
+    """The number of groups stays; the channels per group follow the hparam (choices divide evenly)."""
+
+    _native = nn.GroupNorm
+    _hparam_fields = (("num_channels", "_hp_features"),)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._hp_features.active == self.num_channels:
+            return super().forward(x)
+        return F.group_norm(x, self.num_groups, *self._affine(dim_index(self._hp_features)), self.eps)
