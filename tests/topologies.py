@@ -321,3 +321,19 @@ class Activations(nn.Module):
 
     def forward(self, x):
         return self.head(self.gate(self.act(self.c2(self.act(self.c1(x))))))
+
+
+class FlattenHead(nn.Module):
+    """VGG-style: feature maps flattened into a linear layer (one branch concatenated, one viewed)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 64, 3, padding=1)
+        self.bn = nn.BatchNorm2d(64)
+        self.b = nn.Conv2d(3, 32, 3, padding=1)
+        self.fc1 = nn.Linear(96 * 4 * 4, 128)
+        self.fc2 = nn.Linear(128, 10)
+
+    def forward(self, x):
+        x = nn.functional.max_pool2d(torch.cat([torch.relu(self.bn(self.a(x))), self.b(x)], 1), 2)
+        return self.fc2(torch.relu(self.fc1(x.view(x.size(0), -1))))

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from nascli.cost.fvcore_count import fvcore_flops
-from nascli.space.hparam import Hparam, Segments, dim_parts
+from nascli.space.hparam import Hparam, Scaled, Segments, dim_parts
 from nascli.space.rules import CONV_TRANSPOSE_TYPES, CONV_TYPES, INSTANCE_NORM_TYPES, LINEAR_TYPES, NORM_TYPES
 from nascli.space.trace import ARGS, TraceResult, node_shape
 
@@ -57,6 +57,9 @@ class _Builder:
     def add(self, kind: str, coef: int, hps: list[tuple[Any, int]], path: list[str]) -> None:
         """One term per product; a factor that is a sum (segments, or a list of parts) gives one term per part."""
         for i, (hp, power) in enumerate(hps):
+            if isinstance(hp, Scaled):  # entries per channel fold into the coefficient
+                self.add(kind, coef * hp.scale**power, [*hps[:i], (hp.base, power), *hps[i + 1 :]], path)
+                return
             if isinstance(hp, (Segments, list)):
                 for part in hp.parts if isinstance(hp, Segments) else hp:
                     self.add(kind, coef, [*hps[:i], (part, power), *hps[i + 1 :]], path)

@@ -12,7 +12,7 @@ from nascli.cost.terms import compile_cost_terms
 from nascli.errors import UserInputError
 from nascli.space.dynamic import DYNAMIC_TYPES
 from nascli.space.dynamic.activation import ACTIVATION_TYPES, activation_name
-from nascli.space.hparam import Hparam, Segments
+from nascli.space.hparam import Dim, Hparam, Scaled, Segments
 from nascli.space.rules import CONV_TRANSPOSE_TYPES, CONV_TYPES, LINEAR_TYPES, channel_choices, settings_for
 from nascli.space.space import SPACE_ATTR, SearchSpace, is_converted, sample_in_training
 from nascli.space.trace import TraceResult, module_slots, trace_model
@@ -54,7 +54,10 @@ def convert_model(
         resizable = isinstance(module, (nn.Sequential, *ACTIVATION_TYPES)) or bool(module_slots(module))
         return type(module) in DYNAMIC_TYPES and resizable and settings_for(rules, name, module) is not None
 
-    trace = trace_model(model, dummy_input, converts)
+    def reads_flattened(name: str, module: nn.Module) -> bool:
+        return bool((settings_for(rules, name, module) or {}).get("couple_flatten"))
+
+    trace = trace_model(model, dummy_input, converts, reads_flattened)
     modules = [(n, m) for n, m in model.named_modules() if n and converts(n, m)]
     reasons: dict[str, str] = {}
     channel_hps = _channel_hparams(modules, trace, rules, reasons)
@@ -101,7 +104,7 @@ def convert_model(
 
 def _channel_hparams(
     modules: list[tuple[str, nn.Module]], trace: TraceResult, rules: dict[str, Any], reasons: dict[str, str]
-) -> dict[str, dict[str, Hparam | Segments]]:
+) -> dict[str, dict[str, Dim]]:
     """One hparam per channel group, shared by every slot of the group; why fixed ones are fixed goes in reasons.
 
     A layer reading a concatenation has one slot per segment and gets a ``Segments`` of their hparams.
@@ -148,10 +151,12 @@ def _channel_hparams(
         for member_name, _, member_attr, member_index in slots:
             parts[(member_name, member_attr)][member_index] = hp
 
-    found: dict[str, dict[str, Hparam | Segments]] = defaultdict(dict)
+    found: dict[str, dict[str, Dim]] = defaultdict(dict)
     for (name, attr), by_index in parts.items():
         ordered = [by_index[i] for i in range(len(by_index))]
         found[name][attr] = ordered[0] if len(ordered) == 1 else Segments(ordered)
+        if (name, attr) in trace.slot_scales:  # a linear layer reading flattened maps
+            found[name][attr] = Scaled(found[name][attr], trace.slot_scales[(name, attr)])
     return found
 
 

@@ -94,18 +94,58 @@ class Segments:
         return self._indices[actives]
 
 
-def dim_index(dim: Hparam | Segments) -> Any:
+class Scaled:
+    """A dim holding ``scale`` entries per channel, channel-major: a linear layer reading flattened maps.
+
+    Flattening (N, C, H, W) to (N, C * H * W) keeps each channel's H * W values together, so the
+    active channels' entries are again a prefix (or, for segments, one run per active channel).
+    """
+
+    __slots__ = ("base", "scale")
+
+    def __init__(self, base: Hparam | Segments, scale: int) -> None:
+        self.base, self.scale = base, scale
+
+    @property
+    def active(self) -> int:
+        return self.base.active * self.scale
+
+    @property
+    def max(self) -> int:
+        return self.base.max * self.scale
+
+    def index(self) -> Any:
+        import torch
+
+        index = dim_index(self.base)
+        if isinstance(index, slice):
+            return slice(0, index.stop * self.scale)
+        return (index[:, None] * self.scale + torch.arange(self.scale)).flatten()
+
+
+Dim = Hparam | Segments | Scaled
+
+
+def dim_index(dim: Dim) -> Any:
     """How to slice a stored dim to its active size: a slice, or an index tensor for segments."""
-    return dim.index() if isinstance(dim, Segments) else slice(0, dim.active)
+    return dim.index() if isinstance(dim, (Segments, Scaled)) else slice(0, dim.active)
 
 
-def dim_parts(dim: Hparam | Segments) -> tuple[Hparam, ...]:
+def dim_parts(dim: Dim) -> tuple[Hparam, ...]:
+    if isinstance(dim, Scaled):
+        return dim_parts(dim.base)
     return dim.parts if isinstance(dim, Segments) else (dim,)
 
 
-def size_in(dim: Hparam | Segments, config: dict[str, Any]) -> int:
+def dim_scale(dim: Dim) -> int:
+    """Entries per channel: the spatial size a flattened dim was made of, else 1."""
+    return dim.scale if isinstance(dim, Scaled) else 1
+
+
+def size_in(dim: Dim, config: dict[str, Any]) -> int:
     """The size a dim takes in ``config`` (independent hparam name -> value; others as they are)."""
-    return sum(config.get(p.name, p.active) if p.is_configurable else p.max for p in dim_parts(dim))
+    channels = sum(config.get(p.name, p.active) if p.is_configurable else p.max for p in dim_parts(dim))
+    return channels * dim_scale(dim)
 
 
 def take(tensor: Any, dim: int, index: Any) -> Any:

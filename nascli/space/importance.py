@@ -18,7 +18,7 @@ from nascli.space.dynamic.attention import DynamicMultiheadAttention
 from nascli.space.dynamic.base import DynamicModule
 from nascli.space.dynamic.conv import _DynamicConv, _DynamicConvTranspose
 from nascli.space.dynamic.norm import _DynamicBatchNorm
-from nascli.space.hparam import Hparam, Segments, dim_parts
+from nascli.space.hparam import Hparam, Scaled, Segments, dim_parts, dim_scale
 from nascli.space.space import get_space
 
 Member = tuple[nn.Module, str, int]  # (layer, "out" | "in" | "features", offset of the group in that dim)
@@ -41,7 +41,8 @@ def _group_members(model: nn.Module) -> dict[int, tuple[Hparam, list[Member]]]:
         if not isinstance(module, DynamicModule):
             continue
         for role, dim in _slots(module):
-            offsets = dim.offsets() if isinstance(dim, Segments) else [0]
+            base = dim.base if isinstance(dim, Scaled) else dim
+            offsets = base.offsets() if isinstance(base, Segments) else [0]
             for hp, offset in zip(dim_parts(dim), offsets, strict=True):
                 if id(hp) in configurable:
                     groups[id(hp)] = (hp, groups[id(hp)][1] + [(module, role, offset)])
@@ -129,5 +130,7 @@ def _permute(module: nn.Module, role: str, perm: torch.Tensor, offset: int) -> N
             module.bias.copy_(module.bias[perm])
     elif transposed:
         module.weight[part] = module.weight[offset + perm]
-    else:
-        module.weight[:, part] = module.weight[:, offset + perm]
+    else:  # a linear layer reading flattened maps moves each channel's run of entries
+        scale = dim_scale(module._hp_in)
+        runs = (perm[:, None] * scale + torch.arange(scale)).flatten()
+        module.weight[:, offset * scale : (offset + len(perm)) * scale] = module.weight[:, offset * scale + runs]

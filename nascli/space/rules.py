@@ -29,7 +29,7 @@ NORM_TYPES = (*BATCH_NORM_TYPES, *INSTANCE_NORM_TYPES, nn.LayerNorm, nn.GroupNor
 _SETTINGS: dict[type, dict[str, str]] = {
     **{t: {"out_channels_ratio": "ratios", "channel_divisor": "divisor", "kernel_size": "kernels"} for t in CONV_TYPES},
     **{t: {"out_channels_ratio": "ratios", "channel_divisor": "divisor"} for t in CONV_TRANSPOSE_TYPES},
-    nn.Linear: {"features_ratio": "ratios", "feature_divisor": "divisor"},
+    nn.Linear: {"features_ratio": "ratios", "feature_divisor": "divisor", "couple_flatten": "flag"},
     nn.MultiheadAttention: {"num_heads_ratio": "ratios"},
     **{t: {} for t in NORM_TYPES},
     nn.Sequential: {"min_depth": "depth"},
@@ -56,6 +56,10 @@ def _check_setting(where: str, kind: str, value: Any) -> Any:
             if isinstance(k, bool) or not isinstance(k, int) or k < 1 or k % 2 == 0:
                 raise UserInputError(f"{where}: kernel size {k!r} is not a positive odd integer")
         return tuple(value)
+    if kind == "flag":
+        if not isinstance(value, bool):
+            raise UserInputError(f"{where}: expected true or false, got {value!r}")
+        return value
     if kind == "activations":
         if not isinstance(value, (list, tuple)) or not value or any(v not in ACTIVATIONS for v in value):
             known = ", ".join(ACTIVATIONS)

@@ -10,6 +10,7 @@ The shapes of one dummy forward are recorded alongside, for the cost model and t
 
 from __future__ import annotations
 
+import math
 import operator
 import warnings
 from collections import defaultdict
@@ -54,6 +55,8 @@ _ELEMENTWISE_FUNCTIONS = {
 }  # fmt: skip
 _ELEMENTWISE_METHODS = {"add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_"}
 _CAT_FUNCTIONS = {torch.cat, torch.concat, torch.concatenate}
+_FLATTEN_FUNCTIONS = {torch.flatten, torch.reshape}
+_FLATTEN_METHODS = {"flatten", "view", "reshape"}
 _REDUCE_METHODS = {"mean", "sum", "amax", "amin"}
 _REDUCE_FUNCTIONS = {torch.mean, torch.sum, torch.amax, torch.amin}
 
@@ -138,6 +141,8 @@ class TraceResult:
     untraceable: dict[str, str] = field(default_factory=dict)
     # (layer, "in" | "features") -> sizes of the channel segments it reads (several for a concatenation)
     slot_segments: dict[tuple[str, str], tuple[int, ...]] = field(default_factory=dict)
+    # (linear layer, "in") -> entries per channel, for a linear layer reading flattened feature maps
+    slot_scales: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def node_shape(self, node: fx.Node | None) -> tuple[int, ...] | None:
         return _shape(node) if node is not None else None
@@ -224,11 +229,19 @@ def _op_name(node: fx.Node) -> str:
     return str(node.target)
 
 
-def trace_model(model: nn.Module, dummy_input: tuple, converts: Callable[[str, nn.Module], bool]) -> TraceResult:
+def trace_model(
+    model: nn.Module,
+    dummy_input: tuple,
+    converts: Callable[[str, nn.Module], bool],
+    reads_flattened: Callable[[str, nn.Module], bool] = lambda name, module: False,
+) -> TraceResult:
     """Trace ``model`` and group its coupled channel slots.
 
     ``converts(name, module)`` says whether a supported layer will become dynamic; a layer that
     will not is treated like any unknown operation and freezes the channels it touches.
+    ``reads_flattened(name, linear)`` says whether a linear layer reading flattened feature maps
+    follows their channels (its input features scale by the spatial size); otherwise those
+    channels stay fixed.
     """
     graph, tracer, untraceable = _trace_with_leaves(model)
     was_training = model.training
@@ -248,7 +261,7 @@ def trace_model(model: nn.Module, dummy_input: tuple, converts: Callable[[str, n
     modules = dict(model.named_modules())
     result = TraceResult(graph, ChannelGroups(), dict(tracer.calls), {})
     result.untraceable = untraceable
-    walker = _ChannelWalker(result, modules, converts)
+    walker = _ChannelWalker(result, modules, converts, reads_flattened)
     for node in graph.nodes:
         walker.visit(node)
     result.inference_modules = inference_modules
@@ -310,12 +323,17 @@ class _ChannelWalker:
     one input slot per segment, so each part keeps its own hparam.
     """
 
-    def __init__(self, result: TraceResult, modules: dict[str, nn.Module], converts: Callable) -> None:
+    def __init__(
+        self, result: TraceResult, modules: dict[str, nn.Module], converts: Callable, reads_flattened: Callable
+    ) -> None:
         self.result = result
         self.groups = result.groups
         self.chan = result.channels
         self.modules = modules
         self.converts = converts
+        self.reads_flattened = reads_flattened
+        # flattened tensor -> entries per channel along its channel dim (channel-major)
+        self.scales: dict[fx.Node, int] = {}
         # tuple-valued node -> {item index: (segments, channel dim)} for the items whose channels are known
         self.outputs: dict[fx.Node, dict[int, tuple[tuple[Element, ...], int]]] = {}
 
@@ -361,7 +379,16 @@ class _ChannelWalker:
         """Join a layer's input slots with the channel segments of the tensor it reads along ``dim``."""
         shape = _shape(arg)
         known = self.result.slot_segments
-        if arg in self.chan and shape is not None and self.chan[arg][1] == dim % len(shape):
+        tensor_reason = f"read by {name} along another dimension"
+        if arg in self.scales and not self._follows_flattened(name, attr, arg):
+            known.setdefault((name, attr), (module_slots(self.modules[name])[attr],))
+            hint = (
+                " (the nn.Linear rule couple_flatten follows them)"
+                if isinstance(self.modules[name], LINEAR_TYPES)
+                else ""
+            )
+            reason = tensor_reason = f"{name} reads flattened feature maps{hint}"
+        elif arg in self.chan and shape is not None and self.chan[arg][1] == dim % len(shape):
             segments = self.chan[arg][0]
             sizes = self._sizes(segments)
             if known.setdefault((name, attr), sizes) == sizes:
@@ -375,7 +402,15 @@ class _ChannelWalker:
         for index, size in enumerate(known[(name, attr)]):
             self.groups.freeze(self._slot(name, attr, index, size), reason)
         if arg in self.chan:
-            self._freeze_tensor(arg, f"read by {name} along another dimension")
+            self._freeze_tensor(arg, tensor_reason)
+
+    def _follows_flattened(self, name: str, attr: str, arg: fx.Node) -> bool:
+        """A linear layer that opted in reads flattened maps: its input slot scales by their spatial size."""
+        module = self.modules[name]
+        if not isinstance(module, LINEAR_TYPES) or attr != "in" or not self.reads_flattened(name, module):
+            return False
+        scale = self.scales[arg]
+        return self.result.slot_scales.setdefault((name, attr), scale) == scale
 
     def _passthrough(self, node: fx.Node, arg: Any) -> None:
         shape, in_shape = _shape(node), _shape(arg)
@@ -383,6 +418,8 @@ class _ChannelWalker:
             segments, dim = self.chan[arg]
             if shape[dim] == in_shape[dim]:
                 self.chan[node] = (segments, dim)
+                if arg in self.scales:
+                    self.scales[node] = self.scales[arg]
                 return
         self._opaque(node, f"{_op_name(node)} changes the channel dimension")
 
@@ -401,6 +438,12 @@ class _ChannelWalker:
                 self._freeze_tensor(arg, "model output")
         elif node.op == "call_module":
             self._visit_module(node)
+        elif (node.op == "call_function" and node.target in _FLATTEN_FUNCTIONS) or (
+            node.op == "call_method" and node.target in _FLATTEN_METHODS
+        ):
+            self._flatten(node)
+        elif not self._passes_through(node) and any(a in self.scales for a in self._tensor_inputs(node)):
+            self._opaque(node, f"{_op_name(node)} of flattened feature maps")
         elif node.op == "call_function" and node.target in _PASSTHROUGH_FUNCTIONS:
             self._passthrough(node, node.args[0] if node.args else node.kwargs.get("input"))
         elif node.op == "call_method" and node.target in _PASSTHROUGH_METHODS:
@@ -446,6 +489,8 @@ class _ChannelWalker:
             self._attention(node, name)
         elif isinstance(module, _PASSTHROUGH_MODULES):
             self._passthrough(node, arg)
+        elif isinstance(module, nn.Flatten):
+            self._flatten(node)
         elif name in self.result.untraceable:
             self._opaque(node, f"{name} cannot be traced with torch.fx")
         else:
@@ -588,3 +633,30 @@ class _ChannelWalker:
             return
         segments, dim = known
         self.chan[node] = (segments, dim % len(shape))
+
+    def _passes_through(self, node: fx.Node) -> bool:
+        return (node.op == "call_function" and node.target in _PASSTHROUGH_FUNCTIONS) or (
+            node.op == "call_method" and node.target in _PASSTHROUGH_METHODS
+        )
+
+    def _flatten(self, node: fx.Node) -> None:
+        """(N, C, *spatial) to (N, C * spatial): each channel keeps its spatial values together.
+
+        A flatten, or a view or reshape to that shape. Any other reshape is opaque.
+        """
+        arg = node.args[0] if node.args else node.kwargs.get("input")
+        shape, in_shape = _shape(node), _shape(arg)
+        flattens = (
+            arg in self.chan
+            and arg not in self.scales
+            and shape is not None
+            and in_shape is not None
+            and len(in_shape) >= 2
+            and self.chan[arg][1] == 1
+            and shape == (in_shape[0], math.prod(in_shape[1:]))
+        )
+        if not flattens:
+            self._opaque(node, f"{_op_name(node)} reshapes the channels")
+            return
+        self.chan[node] = (self.chan[arg][0], 1)
+        self.scales[node] = math.prod(in_shape[2:])

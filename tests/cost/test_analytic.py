@@ -22,6 +22,7 @@ from tests.topologies import (
     Decoder,
     DenseBlock,
     Depthwise,
+    FlattenHead,
     GroupAndInstanceNorm,
     Grouped,
     Residual,
@@ -72,6 +73,13 @@ def test_topologies(net, shape):
         warnings.simplefilter("ignore", TraceWarning)
         model = mtn.convert(net(), "fastnas", dummy_input=x)
     _check_every_kind_of_subnet(model, x)
+
+
+def test_a_linear_layer_reading_flattened_maps_is_counted():
+    config = mtn.config.FastNASConfig()
+    config["nn.Linear"]["*"]["couple_flatten"] = True
+    x = torch.randn(1, 3, 8, 8)
+    _check_every_kind_of_subnet(mtn.convert(FlattenHead(), [("fastnas", config)], dummy_input=x), x)
 
 
 def test_kernel_size_search_is_counted():

@@ -10,6 +10,7 @@ from tests.topologies import (
     Decoder,
     DenseBlock,
     Depthwise,
+    FlattenHead,
     GroupAndInstanceNorm,
     Grouped,
 )
@@ -53,8 +54,10 @@ def test_depthwise_and_grouped_groups_permute_consistently():
 
 
 def test_every_layer_kind_permutes_consistently():
+    config = mtn.config.FastNASConfig()
+    config["nn.Linear"]["*"]["couple_flatten"] = True
     cases = [(Decoder, (2, 3, 8, 8)), (GroupAndInstanceNorm, (2, 3, 8, 8)), (ChannelsLastBlock, (2, 3, 8, 8)),
-             (AttentionBlock, (2, 5, 16))]  # fmt: skip
+             (AttentionBlock, (2, 5, 16)), (FlattenHead, (2, 3, 8, 8))]  # fmt: skip
     for net, shape in cases:
         x = torch.randn(*shape)
         model = net().eval()
@@ -62,7 +65,7 @@ def test_every_layer_kind_permutes_consistently():
             if isinstance(m, (torch.nn.GroupNorm, torch.nn.LayerNorm, torch.nn.InstanceNorm2d)):
                 m.weight.data.uniform_(-1, 1)
                 m.bias.data.uniform_(-1, 1)
-        model = mtn.convert(model, "fastnas", dummy_input=x[:1]).eval()
+        model = mtn.convert(model, [("fastnas", config)], dummy_input=x[:1]).eval()
         before = model(x)
         orders = sort_channels_by_importance(model)
         assert any(order != sorted(order) for order in orders.values()), net.__name__

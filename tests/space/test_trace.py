@@ -16,6 +16,7 @@ from tests.topologies import (
     Decoder,
     DenseBlock,
     Depthwise,
+    FlattenHead,
     GroupAndInstanceNorm,
     Grouped,
     MaskedAttention,
@@ -187,6 +188,23 @@ def test_tokens_keep_their_features_through_transposes_and_a_mean_over_tokens():
     assert hparam_of(model, "embed.out_features").is_configurable
     for how in ("min", "centroid", "random", "random"):
         assert_export_matches(model, tokens, how)
+
+
+def test_flattened_maps_stay_fixed_unless_the_linear_layer_follows_them():
+    model = _convert(FlattenHead, IMAGES)
+    assert hparam_of(model, "a.out_channels").choices == (64,) and hparam_of(model, "fc1.in_features").choices == (
+        1536,
+    )
+    config = mtn.config.AutoNASConfig()
+    config["nn.Linear"]["fc1"] = {"couple_flatten": True}
+    model = _convert(FlattenHead, IMAGES, mode=[("autonas", config)])
+    assert _same(model, "a.out_channels", "bn.num_features", "fc1.in_features[0]")
+    assert _same(model, "b.out_channels", "fc1.in_features[1]")
+    assert hparam_of(model, "a.out_channels").choices == (32, 64)
+    exported = assert_export_matches(model, IMAGES, {"*": max, "a.*": min})  # a gap inside fc1's input
+    assert exported.fc1.in_features == (32 + 32) * 16
+    for how in ("min", "centroid", "random", "random"):
+        assert_export_matches(model, IMAGES, how)
 
 
 def test_attention_heads_are_searchable_at_a_fixed_head_size():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nascli.space.hparam import Hparam, Segments
+from nascli.space.hparam import Hparam, Scaled, Segments
 
 
 class DynamicModule:
@@ -26,6 +26,7 @@ class DynamicModule:
         found = []
         for attr, field in self._hparam_fields:
             dim = getattr(self, field, None)
+            dim = dim.base if isinstance(dim, Scaled) else dim  # listed by the channels it follows
             if isinstance(dim, Segments):
                 found.extend((f"{attr}[{i}]", part) for i, part in enumerate(dim.parts))
             elif dim is not None:

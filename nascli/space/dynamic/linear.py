@@ -7,16 +7,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from nascli.space.dynamic.base import DynamicModule, copied_parameter
-from nascli.space.hparam import Hparam, Segments, dim_index, take
+from nascli.space.hparam import Dim, Hparam, dim_index, take
 
 
 class DynamicLinear(DynamicModule, nn.Linear):
     _native = nn.Linear
     _hparam_fields = (("out_features", "_hp_out"), ("in_features", "_hp_in"))
     _hp_out: Hparam
-    _hp_in: Hparam | Segments
+    _hp_in: Dim  # Scaled when it reads flattened feature maps
 
-    def attach_hparams(self, out: Hparam, inp: Hparam | Segments) -> None:
+    def attach_hparams(self, out: Hparam, inp: Dim) -> None:
         self._hp_out, self._hp_in = out, inp
 
     def _active_tensors(self) -> tuple[torch.Tensor, torch.Tensor | None]:
