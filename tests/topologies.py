@@ -337,3 +337,16 @@ class FlattenHead(nn.Module):
     def forward(self, x):
         x = nn.functional.max_pool2d(torch.cat([torch.relu(self.bn(self.a(x))), self.b(x)], 1), 2)
         return self.fc2(torch.relu(self.fc1(x.view(x.size(0), -1))))
+
+
+class SyncNorm(nn.Module):
+    """A model prepared for multi-GPU training: its batch norms are SyncBatchNorm."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 64, 3, padding=1)
+        self.bn = nn.SyncBatchNorm(64)
+        self.c2 = nn.Conv2d(64, 10, 1)
+
+    def forward(self, x):
+        return self.c2(torch.relu(self.bn(self.c1(x))))

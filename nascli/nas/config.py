@@ -14,7 +14,7 @@ from nascli.space.rules import validate_rules
 _CONVS = ("nn.Conv1d", "nn.Conv2d", "nn.Conv3d")
 _CONV_TRANSPOSES = ("nn.ConvTranspose1d", "nn.ConvTranspose2d", "nn.ConvTranspose3d")
 _NORMS = (
-    "nn.BatchNorm1d", "nn.BatchNorm2d", "nn.BatchNorm3d",
+    "nn.BatchNorm1d", "nn.BatchNorm2d", "nn.BatchNorm3d", "nn.SyncBatchNorm",
     "nn.InstanceNorm1d", "nn.InstanceNorm2d", "nn.InstanceNorm3d", "nn.LayerNorm", "nn.GroupNorm",
 )  # fmt: skip
 

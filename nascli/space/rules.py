@@ -21,7 +21,7 @@ from nascli.space.dynamic.activation import ACTIVATION_TYPES, ACTIVATIONS
 CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 CONV_TRANSPOSE_TYPES = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 LINEAR_TYPES = (nn.Linear,)
-BATCH_NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+BATCH_NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 INSTANCE_NORM_TYPES = (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
 NORM_TYPES = (*BATCH_NORM_TYPES, *INSTANCE_NORM_TYPES, nn.LayerNorm, nn.GroupNorm)
 

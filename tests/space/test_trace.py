@@ -24,6 +24,7 @@ from tests.topologies import (
     SelfConcat,
     SharedModule,
     SqueezeExcite,
+    SyncNorm,
     TokenMixer,
     Untraceable,
 )
@@ -163,6 +164,23 @@ def test_group_norm_keeps_whole_groups_and_instance_norm_its_running_stats():
     for how in ("min", "centroid", "random", "random"):
         exported = assert_export_matches(model, IMAGES, how)
     assert exported.inorm.running_mean.shape == (exported.inorm.num_features,)
+
+
+def test_sync_batch_norm_resizes_like_batch_norm_and_exports_natively(tmp_path):
+    model = _convert(SyncNorm, IMAGES)
+    assert _same(model, "c1.out_channels", "bn.num_features", "c2.in_channels")
+    model.train()
+    mtn.sample(model, "min")
+    model(IMAGES)  # one process: statistics of the active channels, as a batch norm
+    exported = assert_export_matches(model, IMAGES, "min")
+    assert type(exported.bn) is torch.nn.SyncBatchNorm and exported.bn.num_features == 32
+    store = tmp_path / "store"
+    torch.distributed.init_process_group("gloo", init_method=f"file://{store}", rank=0, world_size=1)
+    try:  # a group of one process synchronizes nothing
+        model.train()
+        model(IMAGES)
+    finally:
+        torch.distributed.destroy_process_group()
 
 
 def test_channels_last_layer_norm_follows_the_permuted_channels():

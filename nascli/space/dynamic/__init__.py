@@ -24,6 +24,7 @@ from nascli.space.dynamic.norm import (
     DynamicInstanceNorm2d,
     DynamicInstanceNorm3d,
     DynamicLayerNorm,
+    DynamicSyncBatchNorm,
 )
 
 DYNAMIC_TYPES: dict[type[nn.Module], type[nn.Module]] = {
@@ -38,6 +39,7 @@ DYNAMIC_TYPES: dict[type[nn.Module], type[nn.Module]] = {
     nn.BatchNorm1d: DynamicBatchNorm1d,
     nn.BatchNorm2d: DynamicBatchNorm2d,
     nn.BatchNorm3d: DynamicBatchNorm3d,
+    nn.SyncBatchNorm: DynamicSyncBatchNorm,
     nn.InstanceNorm1d: DynamicInstanceNorm1d,
     nn.InstanceNorm2d: DynamicInstanceNorm2d,
     nn.InstanceNorm3d: DynamicInstanceNorm3d,

@@ -11,6 +11,8 @@ from torch import nn
 from nascli.space.dynamic.base import DynamicModule, copied_parameter, dynamic_class
 from nascli.space.hparam import Hparam, Segments, dim_index, take
 
+MaybeTensor = torch.Tensor | None  # a norm's statistics and affine parameters may be absent
+
 
 class _DynamicNorm(DynamicModule):
     """A norm over one channel dim: affine parameters and running statistics are sliced as prefixes.
@@ -70,14 +72,60 @@ class _DynamicBatchNorm(_DynamicNorm):
             factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
         use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
         mean, var = self._stats(index, keep=not self.training or self.track_running_stats)
-        out = F.batch_norm(x, mean, var, *self._affine(index), use_batch_stats, factor, self.eps)
+        out = self._normalize(x, mean, var, *self._affine(index), use_batch_stats, factor)
         self._write_back(index, mean, var)
         return out
+
+    def _normalize(
+        self,
+        x: torch.Tensor,
+        mean: MaybeTensor,
+        var: MaybeTensor,
+        weight: MaybeTensor,
+        bias: MaybeTensor,
+        use_batch_stats: bool,
+        factor: float,
+    ) -> torch.Tensor:
+        return F.batch_norm(x, mean, var, weight, bias, use_batch_stats, factor, self.eps)
 
 
 DynamicBatchNorm1d = dynamic_class(_DynamicBatchNorm, nn.BatchNorm1d)
 DynamicBatchNorm2d = dynamic_class(_DynamicBatchNorm, nn.BatchNorm2d)
 DynamicBatchNorm3d = dynamic_class(_DynamicBatchNorm, nn.BatchNorm3d)
+
+
+class _DynamicSyncBatchNorm(_DynamicBatchNorm):
+    """Batch statistics of the active channels are synchronized across processes, as the native layer does.
+
+    Like ``nn.SyncBatchNorm``: only while training with a process group of several ranks (on an
+    accelerator); otherwise it is a batch norm.
+    """
+
+    def _normalize(
+        self,
+        x: torch.Tensor,
+        mean: MaybeTensor,
+        var: MaybeTensor,
+        weight: MaybeTensor,
+        bias: MaybeTensor,
+        use_batch_stats: bool,
+        factor: float,
+    ) -> torch.Tensor:
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        if not (use_batch_stats and self.training and distributed):
+            return super()._normalize(x, mean, var, weight, bias, use_batch_stats, factor)
+        group = self.process_group or torch.distributed.group.WORLD
+        world = torch.distributed.get_world_size(group)
+        if world == 1:
+            return super()._normalize(x, mean, var, weight, bias, use_batch_stats, factor)
+        if x.device.type == "cpu":  # as the native layer: synchronized statistics need an accelerator
+            raise ValueError("SyncBatchNorm expected input tensor to be on GPU or XPU")
+        from torch.nn.modules._functions import SyncBatchNorm as sync_batch_norm
+
+        return sync_batch_norm.apply(x, weight, bias, mean, var, self.eps, factor, group, world)
+
+
+DynamicSyncBatchNorm = dynamic_class(_DynamicSyncBatchNorm, nn.SyncBatchNorm)
 
 
 class _DynamicInstanceNorm(_DynamicNorm):
