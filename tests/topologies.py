@@ -350,3 +350,17 @@ class SyncNorm(nn.Module):
 
     def forward(self, x):
         return self.c2(torch.relu(self.bn(self.c1(x))))
+
+
+class GatedUnit(nn.Module):
+    """A gated linear unit: one conv's output chunked in two halves, one gating the other."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 128, 3, padding=1)
+        self.bn = nn.BatchNorm2d(128)
+        self.head = nn.Conv2d(64, 10, 1)
+
+    def forward(self, x):
+        value, gate = self.bn(self.conv(x)).chunk(2, dim=1)
+        return self.head(value * torch.sigmoid(gate))

@@ -45,12 +45,7 @@ class _Builder:
         self.layer_hps = layer_hps
         self.terms: list[CostTerm] = []
         self.unmodeled: list[str] = []
-        self.root_hp = {
-            trace.groups.find(("slot", name, attr, index)): part
-            for name, hps in slot_hps.items()
-            for attr, dim in hps.items()
-            for index, part in enumerate(dim_parts(dim))
-        }
+        self.root_hp = _group_dims(trace, slot_hps)
         # block path -> (depth hparam, index of the block in its stage)
         self.blocks = block_indices(self.modules, depth_hps)
 
@@ -253,6 +248,21 @@ class _Builder:
             self.add("flops", scale * math.prod(shape[2:]), [(self.channels_of(node), 1)], path)
         else:
             self.add("flops", scale * math.prod(shape[1:]), [], path)
+
+
+def _group_dims(trace: TraceResult, slot_hps: dict[str, dict[str, Any]]) -> dict[tuple, Hparam | Segments]:
+    """Channel group root -> what sizes it: its hparam, or the runs of its part's hparam when chunked."""
+    groups, found = trace.groups, {}
+    for name, hps in slot_hps.items():
+        for attr, dim in hps.items():
+            parts, start, index = dim_parts(dim), 0, 0
+            while start < len(parts):  # slot segments in order; a chunked one spans its runs
+                root = groups.find(("slot", name, attr, index))
+                repeat = groups.repeat_of(root)
+                copies = repeat[1] if repeat else 1
+                found[root] = parts[start] if copies == 1 else Segments(parts[start : start + copies])
+                start, index = start + copies, index + 1
+    return found
 
 
 def block_indices(modules: dict[str, nn.Module], depth_hps: dict[str, Hparam]) -> dict[str, tuple[Hparam, int]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from typing import Any
 
@@ -12,7 +13,7 @@ from nascli.cost.terms import compile_cost_terms
 from nascli.errors import UserInputError
 from nascli.space.dynamic import DYNAMIC_TYPES
 from nascli.space.dynamic.activation import ACTIVATION_TYPES, activation_name
-from nascli.space.hparam import Dim, Hparam, Scaled, Segments
+from nascli.space.hparam import Dim, Hparam, Scaled, Segments, dim_parts
 from nascli.space.rules import CONV_TRANSPOSE_TYPES, CONV_TYPES, LINEAR_TYPES, channel_choices, settings_for
 from nascli.space.space import SPACE_ATTR, SearchSpace, is_converted, sample_in_training
 from nascli.space.trace import TraceResult, module_slots, trace_model
@@ -126,38 +127,82 @@ def _channel_hparams(
                     groups.freeze(slot, f"{name}: {why}")
                 members[groups.find(slot)].append((name, module, attr, index))
 
-    parts: dict[tuple[str, str], dict[int, Hparam]] = defaultdict(dict)
+    # a chunked group is copies of its part group: the part gets the hparam, the whole its runs
+    repeats = {root: groups.repeat_of(root) for root in members if groups.repeat_of(root)}
+    whole_of = {groups.find(part): (root, copies) for root, (part, copies) in repeats.items()}
+    hparams: dict[tuple, Hparam] = {}
+
+    def hparam_of(root: tuple) -> Hparam:
+        if root not in hparams:
+            hparams[root] = _group_hparam(root, members, whole_of, trace, rules, reasons, segment_counts)
+        return hparams[root]
+
+    parts: dict[tuple[str, str], dict[int, Hparam | Segments]] = defaultdict(dict)
     for root, slots in members.items():
-        name, module, attr, index = next((s for s in slots if s[2] == "out"), slots[0])
-        size = groups.size(root)
-        choices: tuple[int, ...] = (size,)
-        why = groups.frozen_reason(root)
-        if why is None and attr != "out":
-            why = "no searchable layer produces these channels"
-        elif why is None:
-            settings = settings_for(rules, name, module)
-            if isinstance(module, CONV_TYPES + CONV_TRANSPOSE_TYPES):
-                ratios, divisor = settings.get("out_channels_ratio", (1.0,)), settings.get("channel_divisor", 1)
-            else:
-                ratios, divisor = settings.get("features_ratio", (1.0,)), settings.get("feature_divisor", 1)
-            width = _group_width(slots)
-            choices = channel_choices(size, ratios, divisor, width)
-            whole = f", in whole groups of {width}" if width > 1 else ""
-            why = f"every ratio rounds to {size} with divisor {divisor}{whole}"
-        suffix = f"[{index}]" if segment_counts[(name, attr)] > 1 else ""
-        hp = Hparam(f"{name}.{_attr_name(module, attr)}{suffix}", choices)
-        if not hp.is_configurable:
-            reasons[hp.name] = why
+        if root in repeats:
+            part, copies = repeats[root]
+            dim: Hparam | Segments = Segments([hparam_of(groups.find(part))] * copies)
+        else:
+            dim = hparam_of(root)
         for member_name, _, member_attr, member_index in slots:
-            parts[(member_name, member_attr)][member_index] = hp
+            parts[(member_name, member_attr)][member_index] = dim
 
     found: dict[str, dict[str, Dim]] = defaultdict(dict)
     for (name, attr), by_index in parts.items():
-        ordered = [by_index[i] for i in range(len(by_index))]
+        ordered = [p for i in range(len(by_index)) for p in dim_parts(by_index[i])]
         found[name][attr] = ordered[0] if len(ordered) == 1 else Segments(ordered)
         if (name, attr) in trace.slot_scales:  # a linear layer reading flattened maps
             found[name][attr] = Scaled(found[name][attr], trace.slot_scales[(name, attr)])
     return found
+
+
+def _group_hparam(
+    root: tuple,
+    members: dict[tuple, list[tuple[str, nn.Module, str, int]]],
+    whole_of: dict[tuple, tuple[tuple, int]],
+    trace: TraceResult,
+    rules: dict[str, Any],
+    reasons: dict[str, str],
+    segment_counts: dict[tuple[str, str], int],
+) -> Hparam:
+    """The hparam of one channel group, named after the layer producing it; why it is fixed goes in reasons.
+
+    The part group of a chunked tensor takes its choices from the whole (divided by the chunk
+    count) and is named after the whole's producer, ``conv.out_channels[0]``.
+    """
+    groups = trace.groups
+    copies = 1
+    source = root
+    if root in whole_of:
+        source, copies = whole_of[root]
+    slots = members[source]
+    size = groups.size(source)
+    why = groups.frozen_reason(root) or groups.frozen_reason(source)
+    name, module, attr, index = next((s for s in slots if s[2] == "out"), slots[0])
+    suffix = f"[{index}]" if segment_counts[(name, attr)] > 1 or copies > 1 else ""
+    hp_name = f"{name}.{_attr_name(module, attr)}{suffix}"
+    if why is None and attr != "out":
+        why = "no searchable layer produces these channels"
+    if why is not None:
+        return _fixed(Hparam(hp_name, (size // copies,)), why, reasons)
+    settings = settings_for(rules, name, module)
+    if isinstance(module, CONV_TYPES + CONV_TRANSPOSE_TYPES):
+        ratios, divisor = settings.get("out_channels_ratio", (1.0,)), settings.get("channel_divisor", 1)
+    else:
+        ratios, divisor = settings.get("features_ratio", (1.0,)), settings.get("feature_divisor", 1)
+    width = math.lcm(_group_width(slots), _group_width(members.get(root, [])) if copies > 1 else 1)
+    choices = tuple(c // copies for c in channel_choices(size, ratios, divisor, width * copies))
+    whole = f", in whole groups of {width}" if width > 1 else ""
+    chunked = f", in {copies} equal chunks" if copies > 1 else ""
+    why = f"every ratio rounds to {size} with divisor {divisor}{whole}{chunked}"
+    return _fixed(Hparam(hp_name, choices), why, reasons)
+
+
+def _fixed(hp: Hparam, why: str, reasons: dict[str, str]) -> Hparam:
+    """Record why ``hp`` has a single choice (a no-op for a searchable one)."""
+    if not hp.is_configurable:
+        reasons[hp.name] = why
+    return hp
 
 
 def _group_width(slots: list[tuple[str, nn.Module, str, int]]) -> int:

@@ -58,7 +58,7 @@ def _importance(hp: Hparam, members: list[Member]) -> torch.Tensor:
     ]
     if norms:
         return torch.stack(norms).sum(0)
-    return torch.stack([_output_weight_l1(m) for m, role, _ in members if role == "out"]).sum(0)
+    return torch.stack([_output_weight_l1(m)[o : o + n] for m, role, o in members if role == "out"]).sum(0)
 
 
 def _output_weight_l1(layer: nn.Module) -> torch.Tensor:
@@ -98,39 +98,31 @@ def sort_channels_by_importance(model: nn.Module) -> dict[str, list[int]]:
     return orders
 
 
+def _move(tensor: torch.Tensor | None, dim: int, perm: torch.Tensor, offset: int, scale: int = 1) -> None:
+    """Reorder the run of ``len(perm)`` channels at ``offset`` along ``dim`` (``scale`` entries each)."""
+    if tensor is None:
+        return
+    runs = (perm[:, None] * scale + torch.arange(scale)).flatten() + offset * scale
+    tensor.narrow(dim, offset * scale, len(runs)).copy_(tensor.index_select(dim, runs))
+
+
 def _permute(module: nn.Module, role: str, perm: torch.Tensor, offset: int) -> None:
-    part = slice(offset, offset + len(perm))
     if isinstance(module, DynamicMultiheadAttention):
         if role == "in":
-            module.in_proj_weight[:, part] = module.in_proj_weight[:, offset + perm]
+            _move(module.in_proj_weight, 1, perm, offset)
         else:
-            module.out_proj.weight.copy_(module.out_proj.weight[perm])
-            if module.out_proj.bias is not None:
-                module.out_proj.bias.copy_(module.out_proj.bias[perm])
+            _move(module.out_proj.weight, 0, perm, offset)
+            _move(module.out_proj.bias, 0, perm, offset)
         return
     if role == "features":
         for name in ("weight", "bias", "running_mean", "running_var"):
-            tensor = getattr(module, name, None)
-            if tensor is not None:
-                tensor[part] = tensor[offset + perm]
+            _move(getattr(module, name, None), 0, perm, offset)
         return
-    transposed = isinstance(module, _DynamicConvTranspose)
-    grouped = module.groups > 1 if isinstance(module, (_DynamicConv, _DynamicConvTranspose)) else False
-    if grouped:  # in and out are one group of whole blocks: the weight's dim 0 and the bias, once
-        if role == "out":
-            module.weight.copy_(module.weight[perm])
-            if module.bias is not None:
-                module.bias.copy_(module.bias[perm])
-    elif role == "out":
-        if transposed:
-            module.weight.copy_(module.weight[:, perm])
-        else:
-            module.weight.copy_(module.weight[perm])
-        if module.bias is not None:
-            module.bias.copy_(module.bias[perm])
-    elif transposed:
-        module.weight[part] = module.weight[offset + perm]
-    else:  # a linear layer reading flattened maps moves each channel's run of entries
-        scale = dim_scale(module._hp_in)
-        runs = (perm[:, None] * scale + torch.arange(scale)).flatten()
-        module.weight[:, offset * scale : (offset + len(perm)) * scale] = module.weight[:, offset * scale + runs]
+    transposed = isinstance(module, _DynamicConvTranspose)  # weight laid out (in, out / groups, ...)
+    grouped = isinstance(module, (_DynamicConv, _DynamicConvTranspose)) and module.groups > 1
+    if role == "out":
+        # a grouped conv's in and out are one group: its weight's dim 0 moves once, with the bias
+        _move(module.weight, 1 if transposed and not grouped else 0, perm, offset)
+        _move(module.bias, 0, perm, offset)
+    elif not grouped:
+        _move(module.weight, 0 if transposed else 1, perm, offset, dim_scale(module._hp_in))

@@ -84,12 +84,17 @@ def norm_channel_dim(norm: nn.Module) -> int:
 
 
 class ChannelGroups:
-    """Union-find over slots and tensors; a group remembers its size and why it is frozen."""
+    """Union-find over slots and tensors; a group remembers its size and why it is frozen.
+
+    A group chunked into equal parts along the channels is made of ``copies`` runs of one part
+    group: its channels then follow the part's hparam in each run (``repeat_of``).
+    """
 
     def __init__(self) -> None:
         self._parent: dict[Element, Element] = {}
         self._size: dict[Element, int] = {}
         self._frozen: dict[Element, str] = {}
+        self._repeat: dict[Element, tuple[Element, int]] = {}  # root -> (part element, copies)
 
     def add(self, element: Element, size: int) -> Element:
         if element not in self._parent:
@@ -114,6 +119,22 @@ class ChannelGroups:
             self._frozen[ra] = self._frozen[rb]
         if self._size[ra] != self._size[rb]:
             self.freeze(ra, f"joined channel dimensions of sizes {self._size[ra]} and {self._size[rb]}")
+        if rb in self._repeat:
+            self.set_repeat(ra, *self._repeat.pop(rb))
+
+    def set_repeat(self, element: Element, part: Element, copies: int) -> None:
+        """``element``'s group is ``copies`` equal runs of ``part``'s group (a chunk along the channels)."""
+        root = self.find(element)
+        found = self._repeat.get(root)
+        if found is None:
+            self._repeat[root] = (part, copies)
+        elif found[1] != copies:
+            self.freeze(root, f"chunked into both {found[1]} and {copies} parts")
+        else:
+            self.union(found[0], part)  # two chunkings of the same channels have the same parts
+
+    def repeat_of(self, element: Element) -> tuple[Element, int] | None:
+        return self._repeat.get(self.find(element))
 
     def freeze(self, element: Element, reason: str) -> None:
         self._frozen.setdefault(self.find(element), reason)
@@ -334,6 +355,7 @@ class _ChannelWalker:
         self.reads_flattened = reads_flattened
         # flattened tensor -> entries per channel along its channel dim (channel-major)
         self.scales: dict[fx.Node, int] = {}
+        self.parts: list[Element] = []  # the part elements of chunked tensors
         # tuple-valued node -> {item index: (segments, channel dim)} for the items whose channels are known
         self.outputs: dict[fx.Node, dict[int, tuple[tuple[Element, ...], int]]] = {}
 
@@ -456,6 +478,10 @@ class _ChannelWalker:
             self._concatenate(node)
         elif node.op == "call_function" and node.target is operator.getitem and node.args[0] in self.outputs:
             self._tuple_item(node)
+        elif (node.op == "call_method" and node.target == "chunk") or (
+            node.op == "call_function" and node.target is torch.chunk
+        ):
+            self._chunk(node)
         elif (node.op == "call_method" and node.target in _REDUCE_METHODS) or (
             node.op == "call_function" and node.target in _REDUCE_FUNCTIONS
         ):
@@ -660,3 +686,34 @@ class _ChannelWalker:
             return
         self.chan[node] = (self.chan[arg][0], 1)
         self.scales[node] = math.prod(in_shape[2:])
+
+    def _chunk(self, node: fx.Node) -> None:
+        """Equal chunks of the channels share one part group, repeated in the chunked tensor.
+
+        ``chunk`` splits whatever channels are active into equal parts, so each part keeps the
+        same share of its run of stored channels. ``split`` and ``narrow`` take fixed sizes and
+        stay opaque.
+        """
+        arg = node.args[0] if node.args else node.kwargs.get("input")
+        chunks = node.args[1] if len(node.args) > 1 else node.kwargs.get("chunks")
+        dim = node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)
+        in_shape = _shape(arg)
+        if arg not in self.chan or in_shape is None or not isinstance(chunks, int) or not isinstance(dim, int):
+            self._opaque(node, "chunk the tracer cannot follow")
+            return
+        segments, channel_dim = self.chan[arg]
+        if dim % len(in_shape) != channel_dim:  # every chunk keeps all the channels
+            self.outputs[node] = {i: (segments, channel_dim) for i in range(chunks)}
+            return
+        if len(segments) != 1 or in_shape[channel_dim] % chunks or self._is_part(segments[0]):
+            self._opaque(node, f"chunk into {chunks} parts of channels that do not divide into equal runs")
+            return
+        part = self.groups.add(("node", f"{node.name}.part"), in_shape[channel_dim] // chunks)
+        self.groups.set_repeat(segments[0], part, chunks)
+        self.parts.append(part)
+        self.outputs[node] = {i: ((part,), channel_dim) for i in range(chunks)}
+
+    def _is_part(self, element: Element) -> bool:
+        """Channels that are already a chunk of others (a chunk of a chunk stays opaque)."""
+        root = self.groups.find(element)
+        return any(self.groups.find(part) == root for part in self.parts)

@@ -11,6 +11,7 @@ from tests.topologies import (
     DenseBlock,
     Depthwise,
     FlattenHead,
+    GatedUnit,
     GroupAndInstanceNorm,
     Grouped,
 )
@@ -57,12 +58,12 @@ def test_every_layer_kind_permutes_consistently():
     config = mtn.config.FastNASConfig()
     config["nn.Linear"]["*"]["couple_flatten"] = True
     cases = [(Decoder, (2, 3, 8, 8)), (GroupAndInstanceNorm, (2, 3, 8, 8)), (ChannelsLastBlock, (2, 3, 8, 8)),
-             (AttentionBlock, (2, 5, 16)), (FlattenHead, (2, 3, 8, 8))]  # fmt: skip
+             (AttentionBlock, (2, 5, 16)), (FlattenHead, (2, 3, 8, 8)), (GatedUnit, (2, 3, 8, 8))]  # fmt: skip
     for net, shape in cases:
         x = torch.randn(*shape)
         model = net().eval()
         for m in model.modules():  # non-trivial affine parameters, so a wrong permutation shows
-            if isinstance(m, (torch.nn.GroupNorm, torch.nn.LayerNorm, torch.nn.InstanceNorm2d)):
+            if isinstance(m, (torch.nn.GroupNorm, torch.nn.LayerNorm, torch.nn.InstanceNorm2d, torch.nn.BatchNorm2d)):
                 m.weight.data.uniform_(-1, 1)
                 m.bias.data.uniform_(-1, 1)
         model = mtn.convert(model, [("fastnas", config)], dummy_input=x[:1]).eval()

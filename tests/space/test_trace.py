@@ -17,6 +17,7 @@ from tests.topologies import (
     DenseBlock,
     Depthwise,
     FlattenHead,
+    GatedUnit,
     GroupAndInstanceNorm,
     Grouped,
     MaskedAttention,
@@ -122,9 +123,22 @@ def test_a_tensor_concatenated_with_itself():
 
 def test_unsupported_ops_freeze_only_what_they_touch():
     model = _convert(ChannelSplit, IMAGES)
-    assert hparam_of(model, "a.out_channels").choices == (64,)
+    assert hparam_of(model, "a.out_channels[0]").choices == (32,)  # one chunk is repeated: fixed
+    assert hparam_of(model, "a.out_channels[1]") is hparam_of(model, "a.out_channels[0]")
     assert hparam_of(model, "c.out_channels").is_configurable
     assert_export_matches(model, IMAGES, min)
+
+
+def test_chunks_of_the_channels_share_one_hparam_repeated_in_the_chunked_tensor():
+    model = _convert(GatedUnit, IMAGES)
+    part = hparam_of(model, "conv.out_channels[0]")
+    assert part.choices == (32, 48, 64)
+    assert _same(model, "conv.out_channels[0]", "conv.out_channels[1]", "bn.num_features[0]", "bn.num_features[1]",
+                 "head.in_channels")  # fmt: skip
+    exported = assert_export_matches(model, IMAGES, "min")
+    assert exported.conv.out_channels == 64 and exported.head.in_channels == 32
+    for how in ("centroid", "random", "random"):
+        assert_export_matches(model, IMAGES, how)
 
 
 def test_linear_features_between_inputs_and_outputs_are_searchable():
@@ -255,7 +269,7 @@ def test_masked_sequence_first_attention_exports_exactly():
 @pytest.mark.parametrize(
     "net",
     [Residual, SqueezeExcite, Depthwise, Grouped, SharedModule, Concat, DenseBlock, SelfConcat, ChannelSplit, Decoder,
-     GroupAndInstanceNorm, ChannelsLastBlock],
+     GroupAndInstanceNorm, ChannelsLastBlock, GatedUnit],
 )  # fmt: skip
 def test_every_subnet_exports_exactly(net):
     model = _convert(net, IMAGES, mode="fastnas")
@@ -306,4 +320,4 @@ def test_verbose_summary_explains_every_fixed_dimension(capsys):
     assert "block (kept whole)" in explained
     model = _convert(ChannelSplit, IMAGES)
     mtn.print_search_space_summary(model, verbose=True)
-    assert "unsupported operation Tensor.chunk" in capsys.readouterr().out
+    assert "unsupported operation Tensor.repeat" in capsys.readouterr().out

@@ -23,11 +23,11 @@ class _DynamicConv(DynamicModule):
     """
 
     _hparam_fields = (("out_channels", "_hp_out"), ("in_channels", "_hp_in"), ("kernel_size", "_hp_kernel"))
-    _hp_out: Hparam
+    _hp_out: Hparam | Segments  # Segments when the output is chunked
     _hp_in: Hparam | Segments
     _hp_kernel: Hparam | None
 
-    def attach_hparams(self, out: Hparam, inp: Hparam | Segments, kernel: Hparam | None) -> None:
+    def attach_hparams(self, out: Hparam | Segments, inp: Hparam | Segments, kernel: Hparam | None) -> None:
         self._hp_out, self._hp_in, self._hp_kernel = out, inp, kernel
 
     def _active_kernel(self) -> int:
@@ -43,19 +43,18 @@ class _DynamicConv(DynamicModule):
     def _active_tensors(self) -> tuple[torch.Tensor, torch.Tensor | None, tuple | str, int]:
         """(weight, bias, padding, groups) of the active subnet, as views of the full tensors."""
         out, k = self._hp_out.active, self._active_kernel()
-        weight, groups, padding = self.weight, self.groups, self.padding
+        weight, groups, padding = take(self.weight, 0, dim_index(self._hp_out)), self.groups, self.padding
         if groups == 1:
-            weight = take(weight[:out], 1, dim_index(self._hp_in))
+            weight = take(weight, 1, dim_index(self._hp_in))
         else:
             groups = out // (self.out_channels // self.groups)
-            weight = weight[:out]
         full_k = self.kernel_size[0]
         if k != full_k:
             start = (full_k - k) // 2
             crop = (slice(None), slice(None)) + (slice(start, start + k),) * len(self.kernel_size)
             weight = weight[crop]
             padding = tuple(p - start * d for p, d in zip(self.padding, self.dilation, strict=True))
-        bias = None if self.bias is None else self.bias[:out]
+        bias = None if self.bias is None else take(self.bias, 0, dim_index(self._hp_out))
         return weight, bias, padding, groups
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -97,20 +96,20 @@ class _DynamicConvTranspose(DynamicModule):
     """
 
     _hparam_fields = (("out_channels", "_hp_out"), ("in_channels", "_hp_in"))
-    _hp_out: Hparam
+    _hp_out: Hparam | Segments  # Segments when the output is chunked
     _hp_in: Hparam | Segments
 
-    def attach_hparams(self, out: Hparam, inp: Hparam | Segments) -> None:
+    def attach_hparams(self, out: Hparam | Segments, inp: Hparam | Segments) -> None:
         self._hp_out, self._hp_in = out, inp
 
     def _active_tensors(self) -> tuple[torch.Tensor, torch.Tensor | None, int]:
-        out = self._hp_out.active
+        out, out_index = self._hp_out.active, dim_index(self._hp_out)
+        weight = take(self.weight, 0, dim_index(self._hp_in))
         if self.groups == 1:
-            weight, groups = take(self.weight, 0, dim_index(self._hp_in))[:, :out], 1
-        else:
+            weight, groups = take(weight, 1, out_index), 1
+        else:  # in and out are one group: the rows already hold whole groups
             groups = out // (self.out_channels // self.groups)
-            weight = self.weight[: self._hp_in.active]
-        return weight, None if self.bias is None else self.bias[:out], groups
+        return weight, None if self.bias is None else take(self.bias, 0, out_index), groups
 
     def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
         if self._hp_out.active == self.out_channels and self._hp_in.active == self.in_channels:

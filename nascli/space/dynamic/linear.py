@@ -7,21 +7,22 @@ import torch.nn.functional as F
 from torch import nn
 
 from nascli.space.dynamic.base import DynamicModule, copied_parameter
-from nascli.space.hparam import Dim, Hparam, dim_index, take
+from nascli.space.hparam import Dim, Hparam, Segments, dim_index, take
 
 
 class DynamicLinear(DynamicModule, nn.Linear):
     _native = nn.Linear
     _hparam_fields = (("out_features", "_hp_out"), ("in_features", "_hp_in"))
-    _hp_out: Hparam
+    _hp_out: Hparam | Segments  # Segments when the output is chunked
     _hp_in: Dim  # Scaled when it reads flattened feature maps
 
-    def attach_hparams(self, out: Hparam, inp: Dim) -> None:
+    def attach_hparams(self, out: Hparam | Segments, inp: Dim) -> None:
         self._hp_out, self._hp_in = out, inp
 
     def _active_tensors(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        out = self._hp_out.active
-        return take(self.weight[:out], 1, dim_index(self._hp_in)), None if self.bias is None else self.bias[:out]
+        out = dim_index(self._hp_out)
+        weight = take(take(self.weight, 0, out), 1, dim_index(self._hp_in))
+        return weight, None if self.bias is None else take(self.bias, 0, out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._hp_out.active == self.out_features and self._hp_in.active == self.in_features:
