@@ -38,11 +38,14 @@ class CostTerm:
 
 
 class _Builder:
-    def __init__(self, model: nn.Module, trace: TraceResult, slot_hps: dict, layer_hps: dict, depth_hps: dict):
+    def __init__(
+        self, model: nn.Module, trace: TraceResult, slot_hps: dict, layer_hps: dict, depth_hps: dict, batch: int
+    ):
         self.modules = dict(model.named_modules())
         self.trace = trace
         self.slot_hps = slot_hps
         self.layer_hps = layer_hps
+        self.batch = batch  # of the traced input: a per-sample count divides by it, as fvcore's reference does
         self.terms: list[CostTerm] = []
         self.unmodeled: list[str] = []
         self.root_hp = _group_dims(trace, slot_hps)
@@ -162,7 +165,7 @@ class _Builder:
             else:
                 self.add("flops", spatial * per_group, [(out, 1), *kernel_factor], path)
         elif isinstance(module, LINEAR_TYPES) and in_shape is not None:
-            rows = math.prod(in_shape[1:-1])
+            rows = math.prod(in_shape[:-1]) // self.batch  # tokens per sample, batch-first or not
             out = hps["out"] if hps else module.out_features
             self.add("flops", rows, [(out, 1), (hps["in"] if hps else module.in_features, 1)], path)
         elif isinstance(module, nn.AdaptiveAvgPool2d) and in_shape is not None:
@@ -188,8 +191,9 @@ class _Builder:
         target = node.target
         if target is F.adaptive_avg_pool2d and node_shape(node.args[0]) is not None:
             self.pool_flops(node.args[0], node_shape(node.args[0]), path)
-        elif target in (F.layer_norm, F.group_norm) and node_shape(node.args[0]) is not None:
-            weight = node.kwargs.get("weight", node.args[2] if len(node.args) > 2 else None)
+        elif target in (F.layer_norm, F.group_norm, F.instance_norm) and node_shape(node.args[0]) is not None:
+            at = 3 if target is F.instance_norm else 2  # instance_norm(input, running_mean, running_var, weight)
+            weight = node.kwargs.get("weight", node.args[at] if len(node.args) > at else None)
             self.norm_flops(node.args[0], node_shape(node.args[0]), weight is not None, path)
         elif target is F.interpolate:
             self.upsample_flops(node, node.kwargs.get("mode", node.args[3] if len(node.args) > 3 else "nearest"), path)
@@ -213,7 +217,8 @@ class _Builder:
         per_element = 5 if affine else 4
         if in_node in self.trace.channels:
             _, dim = self.trace.channels[in_node]
-            rest = math.prod(in_shape[1:]) // in_shape[dim]
+            # positions per channel; a flattened tensor holds several entries per channel
+            rest = math.prod(in_shape[1:]) // in_shape[dim] * self.trace.tensor_scales.get(in_node, 1)
             self.add("flops", per_element * rest, [(self.channels_of(in_node), 1)], path)
         else:
             self.add("flops", per_element * math.prod(in_shape[1:]), [], path)
@@ -227,7 +232,7 @@ class _Builder:
         q_shape, k_shape = node_shape(query), node_shape(key)
         if q_shape is None or k_shape is None:
             return
-        q_rows, k_rows = math.prod(q_shape[1:]) // q_shape[-1], math.prod(k_shape[1:]) // k_shape[-1]
+        q_rows, k_rows = math.prod(q_shape[:-1]) // self.batch, math.prod(k_shape[:-1]) // self.batch
         hps = self.slot_hps.get(name)
         if not hps:  # as built: keys and values may have their own widths (kdim, vdim)
             e = module.embed_dim
@@ -286,13 +291,14 @@ def compile_cost_terms(
     slot_hps: dict[str, dict[str, Hparam]],
     layer_hps: dict[str, Hparam | None],
     depth_hps: dict[str, Hparam],
+    batch: int = 1,
 ) -> tuple[list[CostTerm], list[str]]:
     """The flops and params terms of a model about to be converted, and what they leave out.
 
     ``layer_hps``: each layer's own hparam beside its channels (a conv's kernel size, an
     attention's number of heads).
     """
-    builder = _Builder(model, trace, slot_hps, layer_hps, depth_hps)
+    builder = _Builder(model, trace, slot_hps, layer_hps, depth_hps, batch)
     seen: set[int] = set()
     for name, module in model.named_modules():
         parent = name.rpartition(".")[0]

@@ -54,6 +54,8 @@ class TrainSpec(_Strict):
     bn_calib_batches: PositiveInt = 10
     checkpoint_every: int = Field(default=0, ge=0, description="steps between checkpoints; 0: each epoch end")
     seed: int | None = Field(default=None, description="default: the recipe's seed")
+    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="auto: cuda when available")
+    bf16: bool = Field(default=False, description="bfloat16 autocast of the forward passes (CUDA or CPU)")
 
 
 class SearchSpec(_Strict):

@@ -77,7 +77,7 @@ class SearchState:
         if rng is not None:
             rng = {**rng, "state": {k: int(v) for k, v in rng["state"].items()}}
         evaluated = {tuple(row): Candidate(dict(config), *rest) for row, config, *rest in data["evaluated"]}
-        probes = {tuple(row): score for row, score in data["probes"]}
+        probes = {tuple(row): score for row, score in data.get("probes", [])}  # older checkpoints have none
         return cls(evaluated, [tuple(r) for r in data["population"]], data["iteration"], rng, probes)
 
 

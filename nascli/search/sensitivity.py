@@ -127,6 +127,8 @@ class SensitivitySearch:
     def threshold(self, drops: dict[str, dict[int, float]]) -> float:
         """The smallest threshold whose subnet meets every bound (bisection over the map's values)."""
         values = sorted({drop for per_choice in drops.values() for drop in per_choice.values()})
+        if not values:  # nothing to prune: no numeric hparam
+            return 0.0
         low, high = 0, len(values) - 1  # values[-1] selects the smallest subnet, which meets the bounds
         while low < high:
             middle = (low + high) // 2

@@ -93,7 +93,9 @@ def convert_model(
                 module.attach_hparams(hps["features"])
         entries.extend((f"{name}.{attr}", hp) for attr, hp in module.nas_hparams())
 
-    terms, unmodeled = compile_cost_terms(model, trace, channel_hps, {**kernel_hps, **head_hps}, depth_hps)
+    batch = dummy_input[0].shape[0] if dummy_input and isinstance(dummy_input[0], torch.Tensor) else 1
+    layer_hps = {**kernel_hps, **head_hps}
+    terms, unmodeled = compile_cost_terms(model, trace, channel_hps, layer_hps, depth_hps, batch)
     input_shapes = [tuple(t.shape) for t in dummy_input]
     space = SearchSpace(entries, [(mode_name, rules)], input_shapes, trace.shapes, terms, unmodeled)
     space.fixed_reasons = reasons
@@ -130,6 +132,9 @@ def _channel_hparams(
     # a chunked group is copies of its part group: the part gets the hparam, the whole its runs
     repeats = {root: groups.repeat_of(root) for root in members if groups.repeat_of(root)}
     whole_of = {groups.find(part): (root, copies) for root, (part, copies) in repeats.items()}
+    for root in [r for r in repeats if r in whole_of]:  # a chunk of a chunk, joined after the fact
+        for element in (root, repeats[root][0]):
+            groups.freeze(element, "a chunk of channels that are themselves chunked")
     hparams: dict[tuple, Hparam] = {}
 
     def hparam_of(root: tuple) -> Hparam:

@@ -89,9 +89,11 @@ def sort_channels_by_importance(model: nn.Module) -> dict[str, list[int]]:
     for hp, members in _group_members(model).values():
         score = _importance(hp, members)
         width = _block_width(members)
+        if len(score) % width or any(offset % width for _, _, offset in members):
+            continue  # whole blocks do not line up with this group (part of a concatenation): keep its order
         blocks = score.view(-1, width).sum(1)
         order = torch.argsort(blocks, descending=True, stable=True)
-        perm = (order[:, None] * width + torch.arange(width)).flatten()
+        perm = (order[:, None] * width + torch.arange(width, device=order.device)).flatten()
         for module, role, offset in members:
             _permute(module, role, perm, offset)
         orders[hp.name] = perm.tolist()
@@ -102,7 +104,8 @@ def _move(tensor: torch.Tensor | None, dim: int, perm: torch.Tensor, offset: int
     """Reorder the run of ``len(perm)`` channels at ``offset`` along ``dim`` (``scale`` entries each)."""
     if tensor is None:
         return
-    runs = (perm[:, None] * scale + torch.arange(scale)).flatten() + offset * scale
+    perm = perm.to(tensor.device)
+    runs = (perm[:, None] * scale + torch.arange(scale, device=tensor.device)).flatten() + offset * scale
     tensor.narrow(dim, offset * scale, len(runs)).copy_(tensor.index_select(dim, runs))
 
 

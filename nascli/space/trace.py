@@ -164,6 +164,8 @@ class TraceResult:
     slot_segments: dict[tuple[str, str], tuple[int, ...]] = field(default_factory=dict)
     # (linear layer, "in") -> entries per channel, for a linear layer reading flattened feature maps
     slot_scales: dict[tuple[str, str], int] = field(default_factory=dict)
+    # flattened tensor node -> entries per channel along its channel dim
+    tensor_scales: dict[fx.Node, int] = field(default_factory=dict)
 
     def node_shape(self, node: fx.Node | None) -> tuple[int, ...] | None:
         return _shape(node) if node is not None else None
@@ -285,6 +287,7 @@ def trace_model(
     walker = _ChannelWalker(result, modules, converts, reads_flattened)
     for node in graph.nodes:
         walker.visit(node)
+    result.tensor_scales = walker.scales
     result.inference_modules = inference_modules
     result.shapes = {name: [(_shape(i), _shape(o)) for i, o in calls] for name, calls in result.calls.items()}
     return result
@@ -358,6 +361,7 @@ class _ChannelWalker:
         self.parts: list[Element] = []  # the part elements of chunked tensors
         # tuple-valued node -> {item index: (segments, channel dim)} for the items whose channels are known
         self.outputs: dict[fx.Node, dict[int, tuple[tuple[Element, ...], int]]] = {}
+        self.output_lengths: dict[fx.Node, int] = {}
 
     # -- helpers -------------------------------------------------------------------------------
     def _new(self, node: fx.Node, dim: int, reason: str | None = None) -> None:
@@ -458,6 +462,11 @@ class _ChannelWalker:
         elif node.op == "output":
             for arg in self._tensor_inputs(node):
                 self._freeze_tensor(arg, "model output")
+            self._reads_whole_tuple(node)  # a tuple output returned as it is
+        elif node.op == "call_function" and node.target is operator.getitem and node.args[0] in self.outputs:
+            self._tuple_item(node)
+        elif self._reads_whole_tuple(node):
+            self._opaque(node, f"{_op_name(node)} of a whole chunked or attention output")
         elif node.op == "call_module":
             self._visit_module(node)
         elif (node.op == "call_function" and node.target in _FLATTEN_FUNCTIONS) or (
@@ -476,8 +485,7 @@ class _ChannelWalker:
             self._elementwise(node)
         elif node.op == "call_function" and node.target in _CAT_FUNCTIONS:
             self._concatenate(node)
-        elif node.op == "call_function" and node.target is operator.getitem and node.args[0] in self.outputs:
-            self._tuple_item(node)
+
         elif (node.op == "call_method" and node.target == "chunk") or (
             node.op == "call_function" and node.target is torch.chunk
         ):
@@ -647,15 +655,18 @@ class _ChannelWalker:
                 self.groups.freeze(self._slot(name, "in", index, size), reason)
             self.groups.freeze(self._slot(name, "out"), reason)
         self.outputs[node] = {0: ((self._slot(name, "out"),), -1)}
+        self.output_lengths[node] = 2
 
     def _tuple_item(self, node: fx.Node) -> None:
-        """An item of a module's tuple output: the attention output keeps its channels; others are new."""
-        shape = _shape(node)
-        known = self.outputs[node.args[0]].get(node.args[1]) if isinstance(node.args[1], int) else None
+        """An item of a tuple output: a chunk or the attention output keeps its channels; others are new."""
+        shape, items, index = _shape(node), self.outputs[node.args[0]], node.args[1]
+        known = items.get(index % self.output_lengths[node.args[0]]) if isinstance(index, int) else None
         if shape is None:
             return
         if known is None:
-            self._new(node, self._default_dim(shape), f"item {node.args[1]} of {_op_name(node.args[0])}")
+            if not isinstance(index, int):  # a slice of the chunks: their channels cannot be followed
+                self._freeze_items(node.args[0], f"{_op_name(node.args[0])} sliced as a tuple")
+            self._new(node, self._default_dim(shape), f"item {index} of {_op_name(node.args[0])}")
             return
         segments, dim = known
         self.chan[node] = (segments, dim % len(shape))
@@ -672,6 +683,12 @@ class _ChannelWalker:
         """
         arg = node.args[0] if node.args else node.kwargs.get("input")
         shape, in_shape = _shape(node), _shape(arg)
+        if node.target in ("view", "reshape", torch.reshape):
+            sizes = node.args[1:] if node.target != torch.reshape else node.args[1:2]
+            sizes = tuple(sizes[0]) if len(sizes) == 1 and isinstance(sizes[0], (list, tuple)) else tuple(sizes)
+            if len(sizes) != 2 or sizes[1] != -1:  # a size written out would not follow smaller channels
+                self._opaque(node, f"{_op_name(node)} to a fixed size")
+                return
         flattens = (
             arg in self.chan
             and arg not in self.scales
@@ -702,6 +719,7 @@ class _ChannelWalker:
             self._opaque(node, "chunk the tracer cannot follow")
             return
         segments, channel_dim = self.chan[arg]
+        self.output_lengths[node] = chunks
         if dim % len(in_shape) != channel_dim:  # every chunk keeps all the channels
             self.outputs[node] = {i: (segments, channel_dim) for i in range(chunks)}
             return
@@ -717,3 +735,16 @@ class _ChannelWalker:
         """Channels that are already a chunk of others (a chunk of a chunk stays opaque)."""
         root = self.groups.find(element)
         return any(self.groups.find(part) == root for part in self.parts)
+
+    def _reads_whole_tuple(self, node: fx.Node) -> bool:
+        """Whether ``node`` uses a tuple output as a whole (``cat(x.chunk(2, 1))``), not item by item."""
+        found: list[fx.Node] = []
+        fx.node.map_arg((node.args, node.kwargs), lambda n: found.append(n) if n in self.outputs else None)
+        for whole in found:
+            self._freeze_items(whole, f"{_op_name(node)} reads {_op_name(whole)} as a whole")
+        return bool(found)
+
+    def _freeze_items(self, whole: fx.Node, reason: str) -> None:
+        for segments, _ in self.outputs[whole].values():
+            for element in segments:
+                self.groups.freeze(element, reason)

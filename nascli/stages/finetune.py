@@ -17,6 +17,7 @@ from nascli.recipe.schema import Recipe
 from nascli.space.export import export_model
 from nascli.space.space import get_space
 from nascli.stages.rundir import append_metrics
+from nascli.train.device import training_device
 from nascli.train.sandwich import distillation_loss
 from nascli.train.trainer import accuracy, build_optimizer, warmup_cosine
 
@@ -27,10 +28,12 @@ def finetune_stage(model: nn.Module, recipe: Recipe, console: Console | None) ->
     epochs = spec.epochs or recipe.train.epochs
     train_spec = recipe.train.model_copy(update={"lr": spec.lr or recipe.train.lr * 0.5, "epochs": epochs})
     splits = load_splits(recipe.data.name, recipe.data.root, recipe.data.val_fraction)
-    student = export_model(model).train()
+    device = training_device(recipe.train.device)
+    precision = torch.bfloat16 if recipe.train.bf16 else None
+    student = export_model(model).train().to(device)
     teacher = None
     if spec.distill:
-        teacher = copy.deepcopy(model)
+        teacher = copy.deepcopy(model).to(device)
         get_space(teacher).sample("max")
         teacher.eval()
     seed = recipe.train.seed if recipe.train.seed is not None else recipe.seed
@@ -50,13 +53,15 @@ def finetune_stage(model: nn.Module, recipe: Recipe, console: Console | None) ->
         total = 0.0
         for inputs, targets in DataLoader(splits.train, batch_size=batch, sampler=order.tolist(), drop_last=True):
             optimizer.zero_grad(set_to_none=True)
-            logits = student(inputs)
-            if teacher is not None:
-                with torch.no_grad():
-                    soft = teacher(inputs)
-                loss = distillation_loss(logits, soft, spec.temperature)
-            else:
-                loss = loss_fn(logits, targets)
+            inputs, targets = inputs.to(device), targets.to(device)
+            with torch.autocast(device.type, dtype=precision, enabled=precision is not None):
+                logits = student(inputs)
+                if teacher is not None:
+                    with torch.no_grad():
+                        soft = teacher(inputs)
+                    loss = distillation_loss(logits, soft, spec.temperature)
+                else:
+                    loss = loss_fn(logits, targets)
             loss.backward()
             optimizer.step()
             schedule.step()

@@ -9,6 +9,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from nascli.space.space import is_converted, random_sampling
+from nascli.train.device import model_device
 
 
 @torch.no_grad()
@@ -27,11 +28,12 @@ def recalibrate_bn(model: nn.Module, loader: Iterable, num_batches: int = 10) ->
     was_training = model.training
     model.train()
     sampling = random_sampling(model, enabled=False) if is_converted(model) else None
+    device = model_device(model)
     try:
         for index, (inputs, *_) in enumerate(loader):
             if index >= num_batches:
                 break
-            model(inputs)
+            model(inputs.to(device))
     finally:
         if sampling is not None:
             sampling.__exit__()

@@ -27,7 +27,8 @@ def init_from_env() -> Ranks:
     if world <= 1:
         return Ranks()
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        # tensors on the CPU go through gloo and tensors on a GPU through NCCL, whichever train.device says
+        dist.init_process_group("cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo")
     return Ranks(dist.get_rank(), dist.get_world_size())
 
 
@@ -59,7 +60,8 @@ def parameters_agree(model: nn.Module, ranks: Ranks) -> bool:
     if ranks.world <= 1:
         return True
     local = torch.stack(
-        [p.detach().double().sum() for p in model.parameters()] + [torch.zeros((), dtype=torch.float64)]
+        [p.detach().double().sum() for p in model.parameters()]
+        + [torch.zeros((), dtype=torch.float64, device=next(model.parameters()).device)]
     )
     low, high = local.clone(), local.clone()
     dist.all_reduce(low, op=dist.ReduceOp.MIN)

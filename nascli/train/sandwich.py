@@ -34,14 +34,16 @@ def sandwich_step(
     grad_clip: float | None = None,
     rng: random.Random | None = None,
     reduce_gradients: Callable[[nn.Module], None] | None = None,
+    autocast: torch.dtype | None = None,
 ) -> dict[str, float]:
     """Train the largest, the smallest and ``num_random`` random subnets on one batch, one optimizer step.
 
     Gradients of all subnets are summed. The largest subnet learns from the labels; with
     ``distill`` the others learn from its detached soft outputs (in-place distillation), so they
     need no separate teacher. ``rng`` draws the random subnets (processes sharing a seed train
-    the same subnets); ``reduce_gradients`` averages gradients across processes before the step.
-    The largest subnet is left active afterwards.
+    the same subnets); ``reduce_gradients`` averages gradients across processes before the step;
+    ``autocast`` (e.g. ``torch.bfloat16``) runs the forward passes in that precision on the
+    batch's device. The largest subnet is left active afterwards.
     """
     inputs, targets = batch
     space = get_space(model)
@@ -50,19 +52,25 @@ def sandwich_step(
     with random_sampling(model, enabled=False):
         optimizer.zero_grad(set_to_none=True)
         space.sample("max")
-        logits = model(inputs)
-        loss = loss_fn(logits, targets)
+        with _autocast(inputs, autocast):
+            logits = model(inputs)
+            loss = loss_fn(logits, targets)
         loss.backward()
         losses["loss_max"] = loss.item()
         teacher = logits.detach()
         for index, how in enumerate(["min"] + [rng.choice] * num_random):
             space.sample(how)
-            out = model(inputs)
-            loss = distillation_loss(out, teacher, temperature) if distill else loss_fn(out, targets)
+            with _autocast(inputs, autocast):
+                out = model(inputs)
+                loss = distillation_loss(out, teacher, temperature) if distill else loss_fn(out, targets)
             loss.backward()
             losses["loss_min" if index == 0 else f"loss_random{index}"] = loss.item()
         _apply_gradients(model, optimizer, grad_clip, reduce_gradients)
     return losses
+
+
+def _autocast(inputs: torch.Tensor, dtype: torch.dtype | None) -> torch.autocast:
+    return torch.autocast(inputs.device.type, dtype=dtype, enabled=dtype is not None)
 
 
 def _apply_gradients(
@@ -88,6 +96,7 @@ def single_subnet_step(
     grad_clip: float | None = None,
     rng: random.Random | None = None,
     reduce_gradients: Callable[[nn.Module], None] | None = None,
+    autocast: torch.dtype | None = None,
 ) -> dict[str, Any]:
     """ModelOpt's AutoNAS step: one random subnet per step, trained on the labels (the baseline)."""
     inputs, targets = batch
@@ -95,7 +104,8 @@ def single_subnet_step(
     with random_sampling(model, enabled=False):
         optimizer.zero_grad(set_to_none=True)
         space.sample((rng or random.Random()).choice)
-        loss = loss_fn(model(inputs), targets)
+        with _autocast(inputs, autocast):
+            loss = loss_fn(model(inputs), targets)
         loss.backward()
         _apply_gradients(model, optimizer, grad_clip, reduce_gradients)
     return {"loss_max": loss.item()}

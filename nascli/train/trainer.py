@@ -19,6 +19,7 @@ from nascli.data import Splits
 from nascli.recipe.schema import DataSpec, TrainSpec
 from nascli.space.space import get_space, random_sampling
 from nascli.train.bn import recalibrate_bn
+from nascli.train.device import model_device, training_device
 from nascli.train.distributed import Ranks, average_gradients, broadcast_model
 from nascli.train.sandwich import sandwich_step, single_subnet_step
 
@@ -53,8 +54,9 @@ def accuracy(model: nn.Module, loader: DataLoader) -> float:
     was_training = model.training
     model.eval()
     correct = total = 0
+    device = model_device(model)
     for inputs, targets in loader:
-        correct += (model(inputs).argmax(-1) == targets).sum().item()
+        correct += (model(inputs.to(device)).argmax(-1).cpu() == targets).sum().item()
         total += len(targets)
     model.train(was_training)
     return correct / max(1, total)
@@ -86,6 +88,9 @@ class SupernetTrainer:
         self.console = console or Console(stderr=True)
         self.show_progress = show_progress
         self.seed = seed
+        self.device = training_device(spec.device)
+        model.to(self.device)
+        self.autocast = torch.bfloat16 if spec.bf16 else None
         self.batch = max(1, data.batch_size // ranks.world)
         self.steps_per_epoch = len(splits.train) // (self.batch * ranks.world)
         if self.steps_per_epoch == 0:
@@ -111,6 +116,7 @@ class SupernetTrainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "rng_torch": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
             "rng_sampler": self.sampler.getstate(),
         }
 
@@ -120,6 +126,8 @@ class SupernetTrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng_torch"])
+        if state.get("rng_cuda") is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng_cuda"], self.device)
         self.sampler.setstate(_as_tuples(state["rng_sampler"]))
 
     # -- loop ----------------------------------------------------------------------------------
@@ -135,13 +143,14 @@ class SupernetTrainer:
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
         reduce = (lambda m: average_gradients(m, self.ranks.world)) if self.ranks.world > 1 else None
+        batch = (batch[0].to(self.device, non_blocking=True), batch[1].to(self.device, non_blocking=True))
         if self.spec.sandwich:
             return sandwich_step(
                 self.model, batch, self.loss_fn, self.optimizer, self.spec.num_random, self.spec.distill,
-                self.spec.temperature, self.spec.grad_clip, self.sampler, reduce,
+                self.spec.temperature, self.spec.grad_clip, self.sampler, reduce, self.autocast,
             )  # fmt: skip
         return single_subnet_step(
-            self.model, batch, self.loss_fn, self.optimizer, self.spec.grad_clip, self.sampler, reduce
+            self.model, batch, self.loss_fn, self.optimizer, self.spec.grad_clip, self.sampler, reduce, self.autocast
         )
 
     def fit(self, on_checkpoint: Callable[[dict[str, Any] | None], None], on_epoch: Callable[[dict], None]) -> None:

@@ -46,6 +46,11 @@ def test_train_writes_a_restorable_checkpoint_and_metrics(tmp_path):
         ("train.lr=fast", "train.lr: Input should be a valid number"),
         ("data.name=imagenet", "data.name: Input should be"),
         ("data.batch_size=100000", "exceeds the"),
+        pytest.param(
+            "train.device=cuda",
+            "train.device: cuda was asked for, but no CUDA device is available",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA"),
+        ),
     ],
 )
 def test_bad_train_settings_exit_2_with_one_line(tmp_path, override, message):

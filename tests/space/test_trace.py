@@ -4,7 +4,10 @@ import pytest
 import torch
 
 import nascli.nas as mtn
+from nascli.cost.fvcore_count import fvcore_flops
+from nascli.cost.model import cost_model
 from nascli.errors import UserInputError
+from nascli.space.space import get_space
 from nascli.space.trace import TraceWarning
 from tests.helpers import assert_export_matches, hparam_of
 from tests.topologies import (
@@ -321,3 +324,49 @@ def test_verbose_summary_explains_every_fixed_dimension(capsys):
     model = _convert(ChannelSplit, IMAGES)
     mtn.print_search_space_summary(model, verbose=True)
     assert "unsupported operation Tensor.repeat" in capsys.readouterr().out
+
+
+class _ChunksRejoined(torch.nn.Module):
+    """Chunks read as a whole tuple or by a negative index: their channels must stay as they are."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Conv2d(3, 64, 1)
+        self.b = torch.nn.Conv2d(3, 64, 1)
+        self.head = torch.nn.Conv2d(96, 10, 1)
+
+    def forward(self, x):
+        whole = torch.cat(self.a(x).chunk(2, 1), 1)
+        last = self.b(x).chunk(2, 1)[-1]
+        return self.head(torch.cat([whole, last], 1))
+
+
+class _FixedView(torch.nn.Module):
+    """A view to a written-out size, then a layer norm over the flattened features."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 64, 3, padding=1)
+        self.norm = torch.nn.LayerNorm(64 * 64)
+        self.fc = torch.nn.Linear(64 * 64, 10)
+
+    def forward(self, x):
+        return self.fc(self.norm(self.conv(x).view(-1, 64 * 64)))
+
+
+def test_chunks_read_as_a_whole_or_by_negative_index_are_followed_safely():
+    model = _convert(_ChunksRejoined, IMAGES)
+    assert hparam_of(model, "a.out_channels[0]").choices == (32,)  # cat of the whole tuple: fixed
+    assert _same(model, "b.out_channels[1]", "head.in_channels[1]")  # chunk(...)[-1] is the last part
+    for how in ("min", "random", "random"):
+        assert_export_matches(model, IMAGES, how)
+
+
+def test_a_view_to_a_written_out_size_stays_fixed_and_is_counted():
+    config = mtn.config.AutoNASConfig()
+    config["nn.Linear"]["*"]["couple_flatten"] = True
+    model = _convert(_FixedView, IMAGES, mode=[("autonas", config)])
+    assert hparam_of(model, "conv.out_channels").choices == (64,)
+    assert "view to a fixed size" in get_space(model).fixed_reasons["conv.out_channels"]
+    exported = mtn.export(model)
+    assert cost_model(model).cost()["flops"] == fvcore_flops(exported, (IMAGES[:1],))

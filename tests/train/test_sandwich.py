@@ -100,3 +100,13 @@ def test_bn_recalibration_uses_the_active_subnet():
     assert mtn.get_subnet_config(model) == chosen
     n = chosen["bn1.num_features"]
     assert model.bn1.running_mean[n:].abs().sum() == 0 and model.bn1.running_mean[:n].abs().sum() > 0
+
+
+def test_bf16_autocast_runs_every_subnet_in_bfloat16_and_keeps_fp32_weights():
+    model = _model()
+    dtypes = []
+    model.conv1.register_forward_hook(lambda m, a, out: dtypes.append(out.dtype))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    losses = sandwich_step(model, (X, Y), nn.CrossEntropyLoss(), optimizer, num_random=1, autocast=torch.bfloat16)
+    assert dtypes == [torch.bfloat16] * 3 and all(torch.isfinite(torch.tensor(list(losses.values()))))
+    assert all(p.dtype == torch.float32 for p in model.parameters())
