@@ -106,7 +106,8 @@ class SensitivitySearch:
             if any(top - state.probes[row] < NO_DROP for row in rows):
                 return
 
-    def _fits(self, rows: list[tuple]) -> list[bool]:
+    def _fits(self, rows: list[tuple]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Which rows meet every bound, and their costs."""
         found = self.costs.evaluate(np.array(rows, dtype=np.int64))
         ok = np.ones(len(rows), dtype=bool)
         for key, bound in self.bounds.items():
@@ -114,7 +115,7 @@ class SensitivitySearch:
                 ok &= found[key] <= bound
         if "latency" in self.bounds:
             ok &= np.array([self.latency.predict(self._config(r)) <= self.bounds["latency"] for r in rows])
-        return ok.tolist()
+        return ok, found
 
     def at_threshold(self, drops: dict[str, dict[int, float]], threshold: float) -> dict[str, Any]:
         """Each measured hparam's smallest choice whose drop is within ``threshold``; others at max."""
@@ -132,7 +133,7 @@ class SensitivitySearch:
         low, high = 0, len(values) - 1  # values[-1] selects the smallest subnet, which meets the bounds
         while low < high:
             middle = (low + high) // 2
-            if self._fits([self._row(self.at_threshold(drops, values[middle]))])[0]:
+            if self._fits([self._row(self.at_threshold(drops, values[middle]))])[0][0]:
                 high = middle
             else:
                 low = middle + 1
@@ -150,15 +151,17 @@ class SensitivitySearch:
         while True:
             moves = [i for i, ladder in ladders.items() if row[i] != ladder[-1]]
             grown = [tuple(row[:i] + [ladders[i][ladders[i].index(row[i]) + 1]] + row[i + 1 :]) for i in moves]
-            fitting = [(i, g) for i, g, ok in zip(moves, grown, self._fits(grown), strict=True) if ok] if grown else []
-            if not fitting:
+            if not grown:
                 return self._config(row)
-            flops = self.costs.evaluate(np.array([g for _, g in fitting], dtype=np.int64))["flops"]
+            ok, found = self._fits(grown)
             gains = [
-                (drops[names[i]][row[i]] - drops[names[i]][g[i]], -float(f), -i)
-                for (i, g), f in zip(fitting, flops, strict=True)
+                (drops[names[i]][row[i]] - drops[names[i]][g[i]], -float(f), -i, g)  # -i is unique: g never compared
+                for i, g, f, fits in zip(moves, grown, found["flops"], ok, strict=True)
+                if fits
             ]
-            row = list(fitting[gains.index(max(gains))][1])
+            if not gains:
+                return self._config(row)
+            row = list(max(gains)[3])
 
     def run(
         self, state: SearchState | None = None, on_iteration: Callable[[SearchState], None] | None = None

@@ -101,10 +101,11 @@ class Scaled:
     active channels' entries are again a prefix (or, for segments, one run per active channel).
     """
 
-    __slots__ = ("base", "scale")
+    __slots__ = ("base", "scale", "_indices")
 
     def __init__(self, base: Hparam | Segments, scale: int) -> None:
         self.base, self.scale = base, scale
+        self._indices: dict[tuple, Any] = {}
 
     @property
     def active(self) -> int:
@@ -120,7 +121,10 @@ class Scaled:
         index = dim_index(self.base)
         if isinstance(index, slice):
             return slice(0, index.stop * self.scale)
-        return (index[:, None] * self.scale + torch.arange(self.scale)).flatten()
+        actives = tuple(p.active for p in dim_parts(self.base))  # cached per subnet: forwards reuse it
+        if actives not in self._indices:
+            self._indices[actives] = (index[:, None] * self.scale + torch.arange(self.scale)).flatten()
+        return self._indices[actives]
 
 
 Dim = Hparam | Segments | Scaled

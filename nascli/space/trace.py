@@ -475,10 +475,8 @@ class _ChannelWalker:
             self._flatten(node)
         elif not self._passes_through(node) and any(a in self.scales for a in self._tensor_inputs(node)):
             self._opaque(node, f"{_op_name(node)} of flattened feature maps")
-        elif node.op == "call_function" and node.target in _PASSTHROUGH_FUNCTIONS:
+        elif self._passes_through(node):
             self._passthrough(node, node.args[0] if node.args else node.kwargs.get("input"))
-        elif node.op == "call_method" and node.target in _PASSTHROUGH_METHODS:
-            self._passthrough(node, node.args[0])
         elif (node.op == "call_function" and node.target in _ELEMENTWISE_FUNCTIONS) or (
             node.op == "call_method" and node.target in _ELEMENTWISE_METHODS
         ):

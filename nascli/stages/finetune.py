@@ -17,7 +17,7 @@ from nascli.recipe.schema import Recipe
 from nascli.space.export import export_model
 from nascli.space.space import get_space
 from nascli.stages.rundir import append_metrics
-from nascli.train.device import training_device
+from nascli.train.device import autocast, training_device
 from nascli.train.sandwich import distillation_loss
 from nascli.train.trainer import accuracy, build_optimizer, warmup_cosine
 
@@ -54,7 +54,7 @@ def finetune_stage(model: nn.Module, recipe: Recipe, console: Console | None) ->
         for inputs, targets in DataLoader(splits.train, batch_size=batch, sampler=order.tolist(), drop_last=True):
             optimizer.zero_grad(set_to_none=True)
             inputs, targets = inputs.to(device), targets.to(device)
-            with torch.autocast(device.type, dtype=precision, enabled=precision is not None):
+            with autocast(device, precision):
                 logits = student(inputs)
                 if teacher is not None:
                     with torch.no_grad():

@@ -24,3 +24,8 @@ def training_device(wanted: str) -> torch.device:
 def model_device(model: nn.Module) -> torch.device:
     """The device of the model's first parameter (the CPU for a model without any)."""
     return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
+    """Autocast to ``dtype`` on ``device``'s type; a no-op context for None (full precision)."""
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nascli.space.space import get_space, random_sampling
+from nascli.train.device import autocast as autocast_to
 
 
 def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -52,7 +53,7 @@ def sandwich_step(
     with random_sampling(model, enabled=False):
         optimizer.zero_grad(set_to_none=True)
         space.sample("max")
-        with _autocast(inputs, autocast):
+        with autocast_to(inputs.device, autocast):
             logits = model(inputs)
             loss = loss_fn(logits, targets)
         loss.backward()
@@ -60,17 +61,13 @@ def sandwich_step(
         teacher = logits.detach()
         for index, how in enumerate(["min"] + [rng.choice] * num_random):
             space.sample(how)
-            with _autocast(inputs, autocast):
+            with autocast_to(inputs.device, autocast):
                 out = model(inputs)
                 loss = distillation_loss(out, teacher, temperature) if distill else loss_fn(out, targets)
             loss.backward()
             losses["loss_min" if index == 0 else f"loss_random{index}"] = loss.item()
         _apply_gradients(model, optimizer, grad_clip, reduce_gradients)
     return losses
-
-
-def _autocast(inputs: torch.Tensor, dtype: torch.dtype | None) -> torch.autocast:
-    return torch.autocast(inputs.device.type, dtype=dtype, enabled=dtype is not None)
 
 
 def _apply_gradients(
@@ -104,7 +101,7 @@ def single_subnet_step(
     with random_sampling(model, enabled=False):
         optimizer.zero_grad(set_to_none=True)
         space.sample((rng or random.Random()).choice)
-        with _autocast(inputs, autocast):
+        with autocast_to(inputs.device, autocast):
             loss = loss_fn(model(inputs), targets)
         loss.backward()
         _apply_gradients(model, optimizer, grad_clip, reduce_gradients)
