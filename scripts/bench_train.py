@@ -2,14 +2,18 @@
 
 For the same number of optimizer steps, trains the digits (or Fashion-MNIST) ResNet-20 supernet
 both ways and reports validation top-1 of its max, centroid and min subnets after BN
-recalibration; trains the same three architectures alone from scratch for the same epochs; and
-times a sandwich step against a plain step of the original model. Prints one table.
+recalibration; trains the same three architectures alone from scratch for the same epochs,
+evaluated after the same recalibration; and times a sandwich step against a plain step of the
+original model. Prints the table, then each epoch's max and min accuracy of both supernets.
 
     python scripts/bench_train.py [--data digits|fashion_mnist] [--epochs 20] [--threads 2]
-                                  [--train-size N] [--width 16] [--lr 0.1]
+                                  [--train-size N] [--width 16] [--lr 0.1] [--seed 0]
+                                  [--device auto|cpu|cuda]
 
 ``--train-size`` trains on a fixed random subset of the training split (validation stays whole),
-so the Fashion-MNIST comparison fits a CPU session.
+so the Fashion-MNIST comparison fits a CPU session. ``--seed`` sets the initial weights, the
+sampled subnets and the batch order of every run (the subset stays the same). On a GPU
+(``--device auto`` finds it) every run trains there and the step times are synchronized.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import argparse
 import dataclasses
 import random
 import time
+from collections.abc import Callable
 
 import torch
 from rich.console import Console
@@ -28,16 +33,19 @@ from torch.utils.data import DataLoader, Subset
 import nascli.nas as mtn
 from nascli.cost.model import cost_model
 from nascli.data import load_splits
+from nascli.errors import UserInputError
 from nascli.models import resnet20
 from nascli.recipe.schema import DataSpec, TrainSpec
+from nascli.train.bn import recalibrate_bn
+from nascli.train.device import training_device
 from nascli.train.sandwich import sandwich_step
 from nascli.train.trainer import SupernetTrainer, accuracy, build_optimizer, subnet_accuracy, warmup_cosine
 
 SUBNETS = ("max", "centroid", "min")
 
 
-def supernet(in_channels: int, width: int) -> nn.Module:
-    torch.manual_seed(0)
+def supernet(in_channels: int, width: int, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
     config = mtn.config.AutoNASConfig()
     config["nn.Conv2d"]["*"]["channel_divisor"] = 8
     return mtn.convert(
@@ -45,45 +53,58 @@ def supernet(in_channels: int, width: int) -> nn.Module:
     )
 
 
-def train_supernet(splits, data: DataSpec, spec: TrainSpec, in_channels: int, width: int) -> tuple[dict, float]:
-    model = supernet(in_channels, width)
-    trainer = SupernetTrainer(model, splits, data, spec, seed=0)
+def train_supernet(
+    splits, data: DataSpec, spec: TrainSpec, in_channels: int, width: int, seed: int
+) -> tuple[dict, float, list[dict]]:
+    """Final accuracies of the three subnets, training seconds, and the trainer's per-epoch records."""
+    model = supernet(in_channels, width, seed)
+    trainer = SupernetTrainer(model, splits, data, spec, seed=seed)
     start = time.perf_counter()
-    trainer.fit(lambda state: None, lambda record: None)
+    records: list[dict] = []
+    trainer.fit(lambda state: None, records.append)
     seconds = time.perf_counter() - start
     calib = DataLoader(splits.train, batch_size=data.batch_size, drop_last=True)
     val = DataLoader(splits.val, batch_size=data.eval_batch_size)
-    return {how: subnet_accuracy(model, how, calib, val, spec.bn_calib_batches) for how in SUBNETS}, seconds
+    accs = {how: subnet_accuracy(model, how, calib, val, spec.bn_calib_batches) for how in SUBNETS}
+    return accs, seconds, records
 
 
-def train_alone(splits, data: DataSpec, spec: TrainSpec, in_channels: int, width: int, how: str) -> float:
+def train_alone(splits, data: DataSpec, spec: TrainSpec, in_channels: int, width: int, how: str, seed: int) -> float:
     """The subnet's architecture as a plain model, trained from scratch with the same schedule."""
-    space = supernet(in_channels, width)
+    space = supernet(in_channels, width, seed)
     mtn.sample(space, how)
     model = mtn.export(space)
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     for m in model.modules():
         if hasattr(m, "reset_parameters"):
             m.reset_parameters()
+    device = training_device(spec.device)
+    model.to(device)
     optimizer = build_optimizer(model, spec)
     steps = len(splits.train) // data.batch_size
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(spec.epochs * steps, steps))
     loss_fn = nn.CrossEntropyLoss()
     for epoch in range(spec.epochs):
-        order = torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(epoch)).tolist()
+        order = torch.randperm(
+            len(splits.train), generator=torch.Generator().manual_seed(seed * 100_003 + epoch)
+        ).tolist()
         model.train()
         for inputs, targets in DataLoader(splits.train, batch_size=data.batch_size, sampler=order, drop_last=True):
             optimizer.zero_grad()
-            loss_fn(model(inputs), targets).backward()
+            loss_fn(model(inputs.to(device)), targets.to(device)).backward()
             optimizer.step()
             schedule.step()
+    # Evaluated as the supernet's subnets are: BN statistics re-estimated on the same batches.
+    recalibrate_bn(model, DataLoader(splits.train, batch_size=data.batch_size, drop_last=True), spec.bn_calib_batches)
     return accuracy(model, DataLoader(splits.val, batch_size=data.eval_batch_size))
 
 
-def step_speed(splits, data: DataSpec, in_channels: int, width: int, repeats: int = 10) -> tuple[float, float]:
+def step_speed(
+    splits, data: DataSpec, in_channels: int, width: int, device: torch.device, repeats: int = 10
+) -> tuple[float, float]:
     """(sandwich step seconds / plain step seconds of the original model, ideal ratio from flops)."""
-    batch = next(iter(DataLoader(splits.train, batch_size=data.batch_size)))
-    converted = supernet(in_channels, width)
+    batch = [t.to(device) for t in next(iter(DataLoader(splits.train, batch_size=data.batch_size)))]
+    converted = supernet(in_channels, width).to(device)
     original = mtn.export(converted)
     costs = cost_model(converted)
     rng = random.Random(0)
@@ -98,14 +119,19 @@ def step_speed(splits, data: DataSpec, in_channels: int, width: int, repeats: in
         loss_fn(original(batch[0]), batch[1]).backward()
         opt_a.step()
 
+    def timed(step: Callable[[], object]) -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - start
+
     times_a, times_b = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
-        plain()
-        times_a.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        sandwich_step(converted, batch, loss_fn, opt_b, num_random=2, rng=rng)
-        times_b.append(time.perf_counter() - start)
+        times_a.append(timed(plain))
+        times_b.append(timed(lambda: sandwich_step(converted, batch, loss_fn, opt_b, num_random=2, rng=rng)))
     times_a.sort(), times_b.sort()
     return times_b[repeats // 2] / times_a[repeats // 2], ideal
 
@@ -122,9 +148,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--train-size", type=int, default=None, help="a fixed subset of the training split")
     parser.add_argument("--lr", type=float, default=0.1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto: cuda when available")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    try:
+        device = training_device(args.device)
+    except UserInputError as error:
+        parser.error(str(error))
     splits = load_splits(args.data)
     if args.train_size:
         keep = torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(0))[: args.train_size]
@@ -132,26 +164,35 @@ def main() -> None:
     SIDE = splits.input_shape[1:]
     in_channels = splits.input_shape[0]
     data = DataSpec(name=args.data, batch_size=64 if args.data == "digits" else 128)
-    sandwich = TrainSpec(epochs=args.epochs, lr=args.lr)
+    sandwich = TrainSpec(epochs=args.epochs, lr=args.lr, device=args.device)
     # Same optimizer steps; the single-subnet baseline trains one random subnet per step on the labels.
-    single = TrainSpec(epochs=args.epochs, lr=args.lr, sandwich=False)
-    acc_s, sec_s = train_supernet(splits, data, sandwich, in_channels, args.width)
-    acc_r, sec_r = train_supernet(splits, data, single, in_channels, args.width)
-    alone = {how: train_alone(splits, data, single, in_channels, args.width, how) for how in SUBNETS}
-    ratio, ideal = step_speed(splits, data, in_channels, args.width)
+    single = TrainSpec(epochs=args.epochs, lr=args.lr, sandwich=False, device=args.device)
+    acc_s, sec_s, curve_s = train_supernet(splits, data, sandwich, in_channels, args.width, args.seed)
+    acc_r, sec_r, curve_r = train_supernet(splits, data, single, in_channels, args.width, args.seed)
+    alone = {how: train_alone(splits, data, single, in_channels, args.width, how, args.seed) for how in SUBNETS}
+    ratio, ideal = step_speed(splits, data, in_channels, args.width, device)
 
     table = Table(
         title=f"Supernet training, resnet20 width {args.width} on {args.data} ({len(splits.train)} training "
-        f"images), {args.epochs} epochs, lr {args.lr}, {torch.get_num_threads()} threads "
-        "(validation top-1 after BN recalibration)"
+        f"images), {args.epochs} epochs, lr {args.lr}, seed {args.seed}, {device.type}, "
+        f"{torch.get_num_threads()} threads (validation top-1 after BN recalibration)"
     )
     for column in ("training", *SUBNETS, "seconds"):
         table.add_column(column)
     table.add_row("sandwich + distillation", *[f"{acc_s[h]:.2%}" for h in SUBNETS], f"{sec_s:.0f}")
     table.add_row("one random subnet per step", *[f"{acc_r[h]:.2%}" for h in SUBNETS], f"{sec_r:.0f}")
     table.add_row("each architecture alone", *[f"{alone[h]:.2%}" for h in SUBNETS], "")
+    for name, acc in (("sandwich - alone", acc_s), ("one random - alone", acc_r)):
+        table.add_row(name, *[f"{100 * (acc[h] - alone[h]):+.2f} points" for h in SUBNETS], "")
     table.add_row("sandwich step / plain step time", f"{ratio:.2f}x", f"ideal {ideal:.2f}x (flops)", "", "")
     Console(width=160).print(table)
+
+    curves = Table(title="Per epoch: validation top-1 of the max and min subnets (the trainer's own evaluation)")
+    for column in ("epoch", "sandwich max", "sandwich min", "one random max", "one random min"):
+        curves.add_column(column)
+    for a, b in zip(curve_s, curve_r, strict=True):
+        curves.add_row(str(a["epoch"]), *[f"{r[k]:.2%}" for r in (a, b) for k in ("acc_max", "acc_min")])
+    Console(width=160).print(curves)
 
 
 if __name__ == "__main__":
