@@ -63,10 +63,17 @@ def train_supernet(
     records: list[dict] = []
     trainer.fit(lambda state: None, records.append)
     seconds = time.perf_counter() - start
-    calib = DataLoader(splits.train, batch_size=data.batch_size, drop_last=True)
-    val = DataLoader(splits.val, batch_size=data.eval_batch_size)
+    calib, val = eval_loaders(splits, data)
     accs = {how: subnet_accuracy(model, how, calib, val, spec.bn_calib_batches) for how in SUBNETS}
     return accs, seconds, records
+
+
+def eval_loaders(splits, data: DataSpec) -> tuple[DataLoader, DataLoader]:
+    """BN recalibration batches (the training split's first) and the validation split, for every model."""
+    return (
+        DataLoader(splits.train, batch_size=data.batch_size, drop_last=True),
+        DataLoader(splits.val, batch_size=data.eval_batch_size),
+    )
 
 
 def train_alone(splits, data: DataSpec, spec: TrainSpec, in_channels: int, width: int, how: str, seed: int) -> float:
@@ -95,8 +102,9 @@ def train_alone(splits, data: DataSpec, spec: TrainSpec, in_channels: int, width
             optimizer.step()
             schedule.step()
     # Evaluated as the supernet's subnets are: BN statistics re-estimated on the same batches.
-    recalibrate_bn(model, DataLoader(splits.train, batch_size=data.batch_size, drop_last=True), spec.bn_calib_batches)
-    return accuracy(model, DataLoader(splits.val, batch_size=data.eval_batch_size))
+    calib, val = eval_loaders(splits, data)
+    recalibrate_bn(model, calib, spec.bn_calib_batches)
+    return accuracy(model, val)
 
 
 def step_speed(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 
@@ -60,11 +60,11 @@ class Segments:
     the part's offset, so the index is a prefix only when every part but the last is full.
     """
 
-    __slots__ = ("parts", "_indices")
+    __slots__ = ("parts", "_last")
 
     def __init__(self, parts: Sequence[Hparam]) -> None:
         self.parts = tuple(parts)
-        self._indices: dict[tuple, Any] = {}
+        self._last: list = []
 
     @property
     def active(self) -> int:
@@ -82,16 +82,17 @@ class Segments:
         return found
 
     def index(self) -> Any:
-        """A slice for a prefix, else a LongTensor of the active channels (cached per subnet)."""
+        """A slice for a prefix, else a LongTensor of the active channels (kept for the last subnet)."""
         import torch
 
         actives = tuple(p.active for p in self.parts)
         if all(p.active == p.max for p in self.parts[:-1]):
             return slice(0, sum(actives))
-        if actives not in self._indices:
-            pieces = [torch.arange(o, o + a) for o, a in zip(self.offsets(), actives, strict=True)]
-            self._indices[actives] = torch.cat(pieces)
-        return self._indices[actives]
+        return _last_subnet(
+            self._last,
+            actives,
+            lambda: torch.cat([torch.arange(o, o + a) for o, a in zip(self.offsets(), actives, strict=True)]),
+        )
 
 
 class Scaled:
@@ -101,11 +102,11 @@ class Scaled:
     active channels' entries are again a prefix (or, for segments, one run per active channel).
     """
 
-    __slots__ = ("base", "scale", "_indices")
+    __slots__ = ("base", "scale", "_last")
 
     def __init__(self, base: Hparam | Segments, scale: int) -> None:
         self.base, self.scale = base, scale
-        self._indices: dict[tuple, Any] = {}
+        self._last: list = []
 
     @property
     def active(self) -> int:
@@ -121,10 +122,22 @@ class Scaled:
         index = dim_index(self.base)
         if isinstance(index, slice):
             return slice(0, index.stop * self.scale)
-        actives = tuple(p.active for p in dim_parts(self.base))  # cached per subnet: forwards reuse it
-        if actives not in self._indices:
-            self._indices[actives] = (index[:, None] * self.scale + torch.arange(self.scale)).flatten()
-        return self._indices[actives]
+        actives = tuple(p.active for p in dim_parts(self.base))
+        return _last_subnet(
+            self._last, actives, lambda: (index[:, None] * self.scale + torch.arange(self.scale)).flatten()
+        )
+
+
+def _last_subnet(memo: list, actives: tuple, build: Callable[[], Any]) -> Any:
+    """The index of the subnet ``actives``, rebuilt only when the subnet changes.
+
+    Forwards of one subnet (search scoring, evaluation) reuse it. Only the last subnet is kept:
+    training draws a new subnet per forward, and a flattened dim's index has H*W entries per
+    channel, so a cache of every subnet seen would grow without bound.
+    """
+    if not memo or memo[0] != actives:
+        memo[:] = [actives, build()]
+    return memo[1]
 
 
 Dim = Hparam | Segments | Scaled

@@ -483,7 +483,6 @@ class _ChannelWalker:
             self._elementwise(node)
         elif node.op == "call_function" and node.target in _CAT_FUNCTIONS:
             self._concatenate(node)
-
         elif (node.op == "call_method" and node.target == "chunk") or (
             node.op == "call_function" and node.target is torch.chunk
         ):
