@@ -1,7 +1,14 @@
+import os
 import random
 
 import pytest
 import torch
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _own_config_dir(tmp_path_factory):
+    """Checkpoint signing keys live in a config dir of the test session, never the user's."""
+    os.environ["NASCLI_CONFIG_DIR"] = str(tmp_path_factory.mktemp("nascli-config"))
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,14 @@ from pathlib import Path
 from torch import nn
 
 from nascli.errors import CheckpointError
-from nascli.opt.checkpoint import apply_checkpoint, build_checkpoint, read_checkpoint, write_checkpoint
+from nascli.opt.checkpoint import (
+    apply_checkpoint,
+    build_checkpoint,
+    read_checkpoint,
+    recorded_model,
+    untrusted_code,
+    write_checkpoint,
+)
 from nascli.recipe.factory import build_model
 
 __all__ = ["restore", "save"]
@@ -23,13 +30,21 @@ def save(model: nn.Module, path: str | os.PathLike) -> Path:
 def restore(model_or_factory: nn.Module | Callable[[], nn.Module] | str | None, path: str | os.PathLike) -> nn.Module:
     """Rebuild a saved model from the original (unconverted) model or its factory.
 
-    With ``None``, the factory recorded in the checkpoint (by the CLI) is used.
+    With ``None``, the factory recorded in the checkpoint (by the CLI) is used, but only when
+    this user wrote the checkpoint on this machine (its signature verifies, see
+    nascli.opt.trust): a checkpoint from elsewhere never gets to call code.
     """
     checkpoint = read_checkpoint(path)
     if model_or_factory is None:
-        spec = checkpoint["model"]
+        spec = recorded_model(checkpoint)
         if not spec:
             raise CheckpointError(f"{path}: records no model factory; pass the model or its factory")
+        # restore calls no score function, so only the factory needs trust here
+        if untrusted := untrusted_code(checkpoint, frozenset({"search"})):
+            raise CheckpointError(
+                f"{path}: was not written by this user on this machine, so nascli will not call the code it"
+                f" names ({untrusted}); if you trust it, pass the factory: nascli.opt.restore(factory, path)"
+            )
         model = build_model(spec["factory"], spec.get("kwargs"))
     else:
         model = build_model(model_or_factory)

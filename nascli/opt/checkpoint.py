@@ -19,6 +19,7 @@ from torch import nn
 
 import nascli
 from nascli.errors import CheckpointError
+from nascli.opt.trust import code_references, describe, is_signed_here, sign
 from nascli.space.convert import convert_model
 from nascli.space.export import export_model
 from nascli.space.space import get_space, is_converted
@@ -56,6 +57,7 @@ def build_checkpoint(
         "state_dict": model.state_dict(),
         "trainer": trainer,
         "metrics": metrics or {},
+        "signature": sign(code_references(recipe, factory)),
     }
 
 
@@ -92,6 +94,27 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if missing:
         raise CheckpointError(f"{path}: damaged checkpoint, missing {', '.join(missing)}")
     return checkpoint
+
+
+def recorded_model(checkpoint: dict[str, Any]) -> dict[str, Any] | None:
+    """The model spec a checkpoint records: its recipe's, else the bare spec (one source, one signature)."""
+    return (checkpoint.get("recipe") or {}).get("model") or checkpoint.get("model")
+
+
+def untrusted_code(checkpoint: dict[str, Any], named: frozenset[str] = frozenset()) -> str:
+    """The code a checkpoint names that this user neither signed nor named again ("" when none).
+
+    ``named`` holds the dotted recipe keys the user gave on this command line: naming
+    ``model.factory`` (or all of ``model``) vouches for the factory and its recorded kwargs.
+    """
+    references = code_references(checkpoint.get("recipe"), recorded_model(checkpoint))
+    if is_signed_here(references, checkpoint.get("signature")):
+        return ""
+    if named & {"model", "model.factory"}:
+        references["model.factory"], references["model.kwargs"] = None, {}
+    if named & {"search", "search.score_func"}:
+        references["search.score_func"] = None
+    return describe(references)
 
 
 def load_failure(exc: Exception) -> str:

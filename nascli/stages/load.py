@@ -9,9 +9,9 @@ from typing import Any
 from torch import nn
 
 from nascli.errors import CheckpointError
-from nascli.opt.checkpoint import apply_checkpoint, read_checkpoint
+from nascli.opt.checkpoint import apply_checkpoint, read_checkpoint, untrusted_code
 from nascli.recipe.factory import build_model
-from nascli.recipe.load import apply_overrides, load_recipe, validate_recipe
+from nascli.recipe.load import apply_overrides, load_recipe, parse_overrides, validate_recipe
 from nascli.recipe.schema import Recipe
 
 RECIPE_SUFFIXES = (".yaml", ".yml")
@@ -25,6 +25,8 @@ def load_stage_input(path: Path, overrides: list[str]) -> tuple[nn.Module, Path,
     """(model, checkpoint path, checkpoint, recipe) for a recipe (converted now) or a checkpoint.
 
     ``key=value`` overrides apply to the recipe file, or to the recipe a checkpoint recorded.
+    The code a checkpoint's recipe names is called only when this user signed the checkpoint
+    or names that code again in an override (see nascli.opt.trust).
     """
     if is_recipe(path):
         from nascli.stages.convert import convert_stage
@@ -34,6 +36,12 @@ def load_stage_input(path: Path, overrides: list[str]) -> tuple[nn.Module, Path,
     checkpoint = read_checkpoint(path)
     if not checkpoint.get("recipe") or not checkpoint["model"]:
         raise CheckpointError(f"{path}: records no recipe (saved from Python?); restore it with nascli.opt.restore")
+    named = frozenset(".".join(key) for key, _ in parse_overrides(overrides))
+    if untrusted := untrusted_code(checkpoint, named):
+        raise CheckpointError(
+            f"{path}: was not written by this user on this machine, so nascli will not call the code it names;"
+            f" if you trust it, name it on the command line: {untrusted}"
+        )
     recipe = validate_recipe(apply_overrides(copy.deepcopy(checkpoint["recipe"]), overrides), f"{path} recipe")
     model = build_model(recipe.model.factory, recipe.model.kwargs)
     return apply_checkpoint(model, checkpoint, path), path, checkpoint, recipe
