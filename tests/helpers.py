@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 import nascli.nas as mtn
-from nascli.space.dynamic import DynamicModule
+from nascli.space.kinds import DynamicModule
 from nascli.space.space import get_space
 
 

@@ -19,12 +19,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from nascli.cost.terms import ancestors, block_indices
-from nascli.space.dynamic import DynamicModule
+from nascli.cost.terms import ancestors, gated_blocks
 from nascli.space.export import export_model
-from nascli.space.head_attention import HeadAttention
 from nascli.space.hparam import Hparam, size_in
-from nascli.space.rules import CONV_TRANSPOSE_TYPES, CONV_TYPES, LINEAR_TYPES, NORM_TYPES
+from nascli.space.kinds import DynamicModule, kind_of
 from nascli.space.space import get_space
 
 
@@ -54,20 +52,6 @@ def measure_latency(model: nn.Module, inputs: tuple[torch.Tensor, ...], repeats:
     return time_call(lambda: model(*inputs), inputs[0].device, repeats)
 
 
-_TIMED_TYPES = CONV_TYPES + CONV_TRANSPOSE_TYPES + LINEAR_TYPES + NORM_TYPES + (nn.MultiheadAttention,)
-
-
-class _SelfAttention(nn.Module):
-    """Times an attention layer the way a transformer block calls it: on one input, no weights returned."""
-
-    def __init__(self, attention: nn.Module) -> None:
-        super().__init__()
-        self.attention = attention
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.attention(x, x, x, need_weights=False)[0]
-
-
 class _Layer:
     """One call of one dynamic layer: how to build and time it at given active sizes."""
 
@@ -80,51 +64,7 @@ class _Layer:
         return tuple(size_in(dim, config) if dim is not None else 0 for dim in self.dims)
 
     def build(self, sizes: tuple[int, ...], batch: int, device: torch.device) -> tuple[nn.Module, torch.Tensor]:
-        m = self.module
-        shape = (batch, *self.in_shape[1:])
-        if isinstance(m, CONV_TYPES):
-            out, inp, k = sizes
-            k = k or m.kernel_size[0]
-            start = (m.kernel_size[0] - k) // 2
-            padding = (
-                m.padding
-                if isinstance(m.padding, str)
-                else tuple(p - start * d for p, d in zip(m.padding, m.dilation, strict=True))
-            )
-            groups = 1 if m.groups == 1 else out // (m.out_channels // m.groups)
-            kernel = m.kernel_size if k == m.kernel_size[0] else (k,) * len(m.kernel_size)
-            layer = m._native(
-                inp, out, kernel, m.stride, padding, m.dilation, groups, m.bias is not None, m.padding_mode
-            )
-            x = torch.randn(shape[0], inp, *shape[2:])
-        elif isinstance(m, LINEAR_TYPES):
-            out, inp = sizes
-            layer = nn.Linear(inp, out, m.bias is not None)
-            x = torch.randn(*shape[:-1], inp)
-        elif isinstance(m, CONV_TRANSPOSE_TYPES):
-            out, inp = sizes
-            groups = 1 if m.groups == 1 else out // (m.out_channels // m.groups)
-            layer = m._native(
-                inp, out, m.kernel_size, m.stride, m.padding, m.output_padding, groups, m.bias is not None, m.dilation
-            )
-            x = torch.randn(shape[0], inp, *shape[2:])
-        elif isinstance(m, nn.MultiheadAttention):
-            embed, heads = sizes
-            bias = m.in_proj_bias is not None
-            layer = _SelfAttention(HeadAttention(embed, heads or m.num_heads, m.head_dim, bias, 0.0, m.batch_first))
-            x = torch.randn(*shape[:-1], embed)
-        elif isinstance(m, nn.LayerNorm):
-            (features,) = sizes
-            layer = nn.LayerNorm(features, m.eps, m.elementwise_affine, m.bias is not None)
-            x = torch.randn(*shape[:-1], features)
-        elif isinstance(m, nn.GroupNorm):
-            (features,) = sizes
-            layer = nn.GroupNorm(m.num_groups, features, m.eps, m.affine)
-            x = torch.randn(shape[0], features, *shape[2:])
-        else:
-            (features,) = sizes
-            layer = m._native(features, m.eps, m.momentum, m.affine, m.track_running_stats).eval()
-            x = torch.randn(shape[0], features, *shape[2:])
+        layer, x = kind_of(self.module).latency_layer(self.module, sizes, (batch, *self.in_shape[1:]))
         return layer.to(device), x.to(device)
 
     @property
@@ -146,11 +86,10 @@ class LatencyModel:
         self.model, self.space = model, get_space(model)
         self.device, self.batch_size, self.repeats = torch.device(device), batch_size, repeats
         modules = dict(model.named_modules())
-        depth = {n[: -len(".depth")]: hp for n, hp in self.space.hparams.items() if n.endswith(".depth")}
-        blocks = block_indices(modules, depth)
+        blocks = gated_blocks(modules)
         self.layers: list[tuple[_Layer, list[tuple[Hparam, int]]]] = []
         for name, module in modules.items():
-            if not isinstance(module, DynamicModule) or not isinstance(module, _TIMED_TYPES):
+            if not isinstance(module, DynamicModule) or not kind_of(module).timed:
                 continue
             conditions = [blocks[p] for p in ancestors(name) if p in blocks]
             for call, (in_shape, _) in enumerate(self.space.shapes.get(name, [])):

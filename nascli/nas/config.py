@@ -9,31 +9,24 @@ from __future__ import annotations
 from typing import Any
 
 from nascli.errors import UserInputError
+from nascli.space.kinds import ModeDefaults, registered_kinds
 from nascli.space.rules import validate_rules
-
-_CONVS = ("nn.Conv1d", "nn.Conv2d", "nn.Conv3d")
-_CONV_TRANSPOSES = ("nn.ConvTranspose1d", "nn.ConvTranspose2d", "nn.ConvTranspose3d")
-_NORMS = (
-    "nn.BatchNorm1d", "nn.BatchNorm2d", "nn.BatchNorm3d", "nn.SyncBatchNorm",
-    "nn.InstanceNorm1d", "nn.InstanceNorm2d", "nn.InstanceNorm3d", "nn.LayerNorm", "nn.GroupNorm",
-)  # fmt: skip
 
 
 class _ModeConfig(dict):
-    """Rules of one mode: layer type -> fnmatch pattern -> settings (``None`` excludes)."""
+    """Rules of one mode: layer type -> fnmatch pattern -> settings (``None`` excludes).
+
+    Each layer kind gives its own defaults for the mode; a kind that gives none is left out.
+    """
 
     def __init__(self, ratios: tuple[float, ...], depth: bool) -> None:
         super().__init__()
-        for key in _CONVS:
-            self[key] = {"*": {"out_channels_ratio": ratios, "kernel_size": (), "channel_divisor": 32}}
-        for key in _CONV_TRANSPOSES:
-            self[key] = {"*": {"out_channels_ratio": ratios, "channel_divisor": 32}}
-        self["nn.Linear"] = {"*": {"features_ratio": ratios, "feature_divisor": 32}}
-        self["nn.MultiheadAttention"] = {"*": {"num_heads_ratio": ratios}}
-        for key in _NORMS:
-            self[key] = {"*": {}}
-        if depth:
-            self["nn.Sequential"] = {"*": {"min_depth": 1}}
+        mode = ModeDefaults(ratios=ratios, divisor=32, depth=depth)
+        for kind in registered_kinds():
+            settings = kind.default_settings(mode)
+            if settings is not None:
+                for native in kind.dynamic:
+                    self[kind.rule_key(native)] = {"*": dict(settings)}
 
 
 class AutoNASConfig(_ModeConfig):

@@ -6,7 +6,7 @@ import copy
 
 from torch import nn
 
-from nascli.space.dynamic import DynamicModule
+from nascli.space.kinds import DynamicModule
 from nascli.space.space import SPACE_ATTR, get_space, sample_in_training
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -51,6 +52,21 @@ class Hparam:
 
     def __repr__(self) -> str:
         return f"Hparam({self.name!r}, choices={list(self.choices)}, active={self.active})"
+
+
+def channel_choices(size: int, ratios: tuple[float, ...], divisor: int, multiple_of: int = 1) -> tuple[int, ...]:
+    """Channel counts for the ratios, each rounded to the nearest multiple of ``divisor``.
+
+    The full size is always a choice. Choices are kept divisible by ``multiple_of`` (the per-group
+    width of a grouped convolution) so every choice maps to a whole number of groups.
+    """
+    found = {size}
+    for r in ratios:
+        c = int(math.floor(r * size / divisor + 0.5)) * divisor
+        c = min(size, max(divisor, c))
+        if c % multiple_of == 0:
+            found.add(c)
+    return tuple(sorted(found))
 
 
 class Segments:

@@ -23,8 +23,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from nascli.errors import UserInputError
-from nascli.space.dynamic.attention import supports_search
-from nascli.space.rules import CONV_TRANSPOSE_TYPES, CONV_TYPES, LINEAR_TYPES, NORM_TYPES
+from nascli.space.kinds import kind_of, module_slots
 
 Element = tuple  # ("slot", module_name, attr, segment_index) or ("node", node_name)
 
@@ -59,28 +58,6 @@ _FLATTEN_FUNCTIONS = {torch.flatten, torch.reshape}
 _FLATTEN_METHODS = {"flatten", "view", "reshape"}
 _REDUCE_METHODS = {"mean", "sum", "amax", "amin"}
 _REDUCE_FUNCTIONS = {torch.mean, torch.sum, torch.amax, torch.amin}
-
-
-def module_slots(module: nn.Module) -> dict[str, int]:
-    """The channel slots of a layer the engine can resize, with their full sizes."""
-    if isinstance(module, CONV_TYPES + CONV_TRANSPOSE_TYPES):
-        return {"out": module.out_channels, "in": module.in_channels}
-    if isinstance(module, LINEAR_TYPES):
-        return {"out": module.out_features, "in": module.in_features}
-    if isinstance(module, nn.MultiheadAttention):
-        return {"in": module.embed_dim, "out": module.embed_dim} if supports_search(module) else {}
-    if isinstance(module, nn.LayerNorm):
-        return {"features": module.normalized_shape[0]} if len(module.normalized_shape) == 1 else {}
-    if isinstance(module, nn.GroupNorm):
-        return {"features": module.num_channels}
-    if isinstance(module, NORM_TYPES):
-        return {"features": module.num_features}
-    return {}
-
-
-def norm_channel_dim(norm: nn.Module) -> int:
-    """The dimension a norm layer's features run along: the last for a layer norm, else dim 1."""
-    return -1 if isinstance(norm, nn.LayerNorm) else 1
 
 
 class ChannelGroups:
@@ -284,7 +261,7 @@ def trace_model(
     modules = dict(model.named_modules())
     result = TraceResult(graph, ChannelGroups(), dict(tracer.calls), {})
     result.untraceable = untraceable
-    walker = _ChannelWalker(result, modules, converts, reads_flattened)
+    walker = ChannelWalker(result, modules, converts, reads_flattened)
     for node in graph.nodes:
         walker.visit(node)
     result.tensor_scales = walker.scales
@@ -339,7 +316,7 @@ def _modules_called_in_eval(model: nn.Module, leaves: frozenset[str]) -> set[str
     return set(tracer.calls)
 
 
-class _ChannelWalker:
+class ChannelWalker:
     """Visits the graph in order, giving each tensor its channel segments and joining coupled ones.
 
     A tensor's channel dim is a tuple of segments, one per group, in order: one segment for most
@@ -393,7 +370,7 @@ class _ChannelWalker:
         if shape is not None:
             self._new(node, self._default_dim(shape), reason)
 
-    def _slot(self, name: str, attr: str, index: int = 0, size: int | None = None) -> Element:
+    def slot(self, name: str, attr: str, index: int = 0, size: int | None = None) -> Element:
         if size is None:
             size = module_slots(self.modules[name])[attr]
         return self.groups.add(("slot", name, attr, index), size)
@@ -401,44 +378,42 @@ class _ChannelWalker:
     def _sizes(self, segments: tuple[Element, ...]) -> tuple[int, ...]:
         return tuple(self.groups.size(e) for e in segments)
 
-    def _consume(self, name: str, attr: str, arg: Any, dim: int) -> None:
+    def consume(self, name: str, attr: str, arg: Any, dim: int) -> None:
         """Join a layer's input slots with the channel segments of the tensor it reads along ``dim``."""
         shape = _shape(arg)
         known = self.result.slot_segments
         tensor_reason = f"read by {name} along another dimension"
         if arg in self.scales and not self._follows_flattened(name, attr, arg):
             known.setdefault((name, attr), (module_slots(self.modules[name])[attr],))
-            hint = (
-                " (the nn.Linear rule couple_flatten follows them)"
-                if isinstance(self.modules[name], LINEAR_TYPES)
-                else ""
-            )
+            module = self.modules[name]
+            kind = kind_of(module)
+            follows = "couple_flatten" in kind.settings
+            hint = f" (the {kind.rule_key(type(module))} rule couple_flatten follows them)" if follows else ""
             reason = tensor_reason = f"{name} reads flattened feature maps{hint}"
         elif arg in self.chan and shape is not None and self.chan[arg][1] == dim % len(shape):
             segments = self.chan[arg][0]
             sizes = self._sizes(segments)
             if known.setdefault((name, attr), sizes) == sizes:
                 for index, (element, size) in enumerate(zip(segments, sizes, strict=True)):
-                    self.groups.union(element, self._slot(name, attr, index, size))
+                    self.groups.union(element, self.slot(name, attr, index, size))
                 return
             reason = f"{name} reads differently concatenated inputs in different calls"
         else:
             known.setdefault((name, attr), (module_slots(self.modules[name])[attr],))
             reason = f"{name} reads a dimension the tracer cannot follow"
         for index, size in enumerate(known[(name, attr)]):
-            self.groups.freeze(self._slot(name, attr, index, size), reason)
+            self.groups.freeze(self.slot(name, attr, index, size), reason)
         if arg in self.chan:
             self._freeze_tensor(arg, tensor_reason)
 
     def _follows_flattened(self, name: str, attr: str, arg: fx.Node) -> bool:
         """A linear layer that opted in reads flattened maps: its input slot scales by their spatial size."""
-        module = self.modules[name]
-        if not isinstance(module, LINEAR_TYPES) or attr != "in" or not self.reads_flattened(name, module):
+        if attr != "in" or not self.reads_flattened(name, self.modules[name]):
             return False
         scale = self.scales[arg]
         return self.result.slot_scales.setdefault((name, attr), scale) == scale
 
-    def _passthrough(self, node: fx.Node, arg: Any) -> None:
+    def passthrough(self, node: fx.Node, arg: Any) -> None:
         shape, in_shape = _shape(node), _shape(arg)
         if arg in self.chan and shape is not None and in_shape is not None and len(shape) == len(in_shape):
             segments, dim = self.chan[arg]
@@ -476,7 +451,7 @@ class _ChannelWalker:
         elif not self._passes_through(node) and any(a in self.scales for a in self._tensor_inputs(node)):
             self._opaque(node, f"{_op_name(node)} of flattened feature maps")
         elif self._passes_through(node):
-            self._passthrough(node, node.args[0] if node.args else node.kwargs.get("input"))
+            self.passthrough(node, node.args[0] if node.args else node.kwargs.get("input"))
         elif (node.op == "call_function" and node.target in _ELEMENTWISE_FUNCTIONS) or (
             node.op == "call_method" and node.target in _ELEMENTWISE_METHODS
         ):
@@ -502,24 +477,11 @@ class _ChannelWalker:
         name = str(node.target)
         module = self.modules[name]
         arg = node.args[0] if node.args else None
-        supported = bool(module_slots(module)) and self.converts(name, module)
-        if supported and isinstance(module, CONV_TYPES + CONV_TRANSPOSE_TYPES):
-            self._consume(name, "in", arg, 1)
-            self._new_slot_output(node, name, 1)
-            if module.groups > 1:
-                self._tie_groups(name, module)
-        elif supported and isinstance(module, LINEAR_TYPES):
-            self._consume(name, "in", arg, -1)
-            shape = _shape(node)
-            if shape is not None:
-                self._new_slot_output(node, name, len(shape) - 1)
-        elif supported and isinstance(module, NORM_TYPES):
-            self._consume(name, "features", arg, norm_channel_dim(module))
-            self._passthrough(node, arg)
-        elif supported and isinstance(module, nn.MultiheadAttention):
-            self._attention(node, name)
+        kind = kind_of(module)
+        if kind is not None and kind.slots(module) and self.converts(name, module):
+            kind.trace(self, node, name, module)
         elif isinstance(module, _PASSTHROUGH_MODULES):
-            self._passthrough(node, arg)
+            self.passthrough(node, arg)
         elif isinstance(module, nn.Flatten):
             self._flatten(node)
         elif name in self.result.untraceable:
@@ -528,20 +490,30 @@ class _ChannelWalker:
             why = "excluded by the rules" if module_slots(module) else "not a searchable layer type"
             self._opaque(node, f"{name} ({type(module).__name__}) is {why}")
 
-    def _new_slot_output(self, node: fx.Node, name: str, dim: int) -> None:
-        if _shape(node) is not None:
-            self.chan[node] = ((self._slot(name, "out"),), dim)
+    # -- what layer kinds call -----------------------------------------------------------------
+    def shape(self, node: Any) -> tuple[int, ...] | None:
+        """The recorded shape of a tensor-valued node (None for anything else)."""
+        return _shape(node)
 
-    def _tie_groups(self, name: str, conv: nn.Module) -> None:
+    def set_tuple_output(self, node: fx.Node, items: dict[int, tuple[tuple[Element, ...], int]], length: int) -> None:
+        """A layer call returning a tuple: the channels of the items that are known, by index."""
+        self.outputs[node] = items
+        self.output_lengths[node] = length
+
+    def new_slot_output(self, node: fx.Node, name: str, dim: int) -> None:
+        if _shape(node) is not None:
+            self.chan[node] = ((self.slot(name, "out"),), dim)
+
+    def tie_grouped(self, name: str, conv: nn.Module) -> None:
         """A grouped conv keeps its per-group width: in and out channels scale together."""
         single_input = len(self.result.slot_segments.get((name, "in"), ())) == 1
         if single_input and conv.in_channels // conv.groups == conv.out_channels // conv.groups:
-            self.groups.union(self._slot(name, "in"), self._slot(name, "out"))
+            self.groups.union(self.slot(name, "in"), self.slot(name, "out"))
             return
         reason = f"{name} is a grouped convolution whose input and output widths cannot scale together"
         for index, size in enumerate(self.result.slot_segments.get((name, "in"), (conv.in_channels,))):
-            self.groups.freeze(self._slot(name, "in", index, size), reason)
-        self.groups.freeze(self._slot(name, "out"), reason)
+            self.groups.freeze(self.slot(name, "in", index, size), reason)
+        self.groups.freeze(self.slot(name, "out"), reason)
 
     def _aligned(self, node: fx.Node, args: list[fx.Node]) -> list[tuple[tuple[Element, ...], int]] | None:
         """Each operand's segments and channel dim in the output's rank, skipping broadcast operands."""
@@ -636,23 +608,6 @@ class _ChannelWalker:
             self._opaque(node, f"{_op_name(node)} over the channels")
             return
         self.chan[node] = (segments, dim if keepdim else dim - sum(d < dim for d in reduced))
-
-    def _attention(self, node: fx.Node, name: str) -> None:
-        """Queries, keys and values are read along their last dim; the output keeps the queries' width."""
-        names = ("query", "key", "value")
-        inputs = [node.args[i] if len(node.args) > i else node.kwargs.get(names[i]) for i in range(3)]
-        for tensor in dict.fromkeys(inputs):
-            self._consume(name, "in", tensor, -1)
-        single_input = len(self.result.slot_segments.get((name, "in"), ())) == 1
-        if single_input:
-            self.groups.union(self._slot(name, "in"), self._slot(name, "out"))
-        else:
-            reason = f"{name} reads concatenated inputs, which its output width cannot follow"
-            for index, size in enumerate(self.result.slot_segments[(name, "in")]):
-                self.groups.freeze(self._slot(name, "in", index, size), reason)
-            self.groups.freeze(self._slot(name, "out"), reason)
-        self.outputs[node] = {0: ((self._slot(name, "out"),), -1)}
-        self.output_lengths[node] = 2
 
     def _tuple_item(self, node: fx.Node) -> None:
         """An item of a tuple output: a chunk or the attention output keeps its channels; others are new."""

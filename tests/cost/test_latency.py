@@ -7,7 +7,7 @@ from nascli.cost.constraints import parse_bound
 from nascli.cost.latency import LatencyModel
 from nascli.errors import UserInputError
 from nascli.models import resnet20
-from nascli.space.dynamic import DynamicModule
+from nascli.space.kinds import DynamicModule
 from tests.topologies import AttentionBlock, ChannelsLastBlock, Decoder, GroupAndInstanceNorm
 
 

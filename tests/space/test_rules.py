@@ -3,7 +3,8 @@ from torch import nn
 
 from nascli.errors import UserInputError
 from nascli.nas.config import AutoNASConfig, FastNASConfig, resolve_mode
-from nascli.space.rules import channel_choices, merge_rules, settings_for, validate_rules
+from nascli.space.hparam import channel_choices
+from nascli.space.rules import merge_rules, settings_for, validate_rules
 
 
 def test_channel_choices_round_to_the_nearest_multiple_of_the_divisor():

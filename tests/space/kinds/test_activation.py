@@ -9,7 +9,9 @@ import nascli.opt as mto
 from nascli.cost.fvcore_count import count_params, fvcore_flops
 from nascli.cost.model import cost_model
 from nascli.errors import UserInputError
+from nascli.space.kinds.activation import ActivationKind
 from tests.helpers import assert_export_matches, hparam_of
+from tests.space.kinds.conformance import assert_kind_conforms
 from tests.topologies import Activations
 
 X = torch.randn(2, 3, 8, 8)
@@ -29,6 +31,10 @@ def _converted():
     mtn.convert(model, [("autonas", _config())], dummy_input=X[:1])
     torch.testing.assert_close(model.eval()(X), reference, atol=0, rtol=0)
     return model
+
+
+def test_activation_kind_keeps_the_layer_kind_contract(tmp_path):
+    assert_kind_conforms(Activations, X, ActivationKind, tmp_path, mode=[("autonas", _config())])
 
 
 def test_activation_choices_keep_the_layers_own_activation_as_max():

@@ -1,4 +1,7 @@
-"""Dynamic norm layers (batch, instance, layer, group): their features follow the channels they normalize."""
+"""The norm kind (batch, instance, layer, group norms): their features follow the channels they normalize.
+
+Norms take no settings: they are never the producer of a channel group, only members of one.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +10,18 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
-from nascli.space.dynamic.base import DynamicModule, copied_parameter, dynamic_class
-from nascli.space.hparam import Hparam, Segments, dim_index, take
+from nascli.space.hparam import Dim, Hparam, Segments, dim_index, take
+from nascli.space.kinds.base import (
+    DynamicModule,
+    LayerKind,
+    ModeDefaults,
+    copied_parameter,
+    dynamic_class,
+    move_channels,
+    register,
+)
 
 MaybeTensor = torch.Tensor | None  # a norm's statistics and affine parameters may be absent
 
@@ -176,3 +188,86 @@ class DynamicGroupNorm(_DynamicNorm, nn.GroupNorm):
         if self._hp_features.active == self.num_channels:
             return super().forward(x)
         return F.group_norm(x, self.num_groups, *self._affine(dim_index(self._hp_features)), self.eps)
+
+
+class NormKind(LayerKind):
+    dynamic = {
+        nn.BatchNorm1d: DynamicBatchNorm1d,
+        nn.BatchNorm2d: DynamicBatchNorm2d,
+        nn.BatchNorm3d: DynamicBatchNorm3d,
+        nn.SyncBatchNorm: DynamicSyncBatchNorm,
+        nn.InstanceNorm1d: DynamicInstanceNorm1d,
+        nn.InstanceNorm2d: DynamicInstanceNorm2d,
+        nn.InstanceNorm3d: DynamicInstanceNorm3d,
+        nn.LayerNorm: DynamicLayerNorm,
+        nn.GroupNorm: DynamicGroupNorm,
+    }
+    settings = {}
+    timed = True
+
+    def default_settings(self, mode: ModeDefaults) -> dict[str, Any]:
+        return {}
+
+    def slots(self, module: nn.Module) -> dict[str, int]:
+        if isinstance(module, nn.LayerNorm):  # only a norm over the last dim normalizes the channels
+            return {"features": module.normalized_shape[0]} if len(module.normalized_shape) == 1 else {}
+        return {"features": module.num_channels if isinstance(module, nn.GroupNorm) else module.num_features}
+
+    def slot_attr(self, module: nn.Module, slot: str) -> str:
+        if isinstance(module, nn.LayerNorm):
+            return "normalized_shape"
+        return "num_channels" if isinstance(module, nn.GroupNorm) else "num_features"
+
+    def trace(self, walker, node, name, module) -> None:
+        arg = node.args[0] if node.args else None
+        walker.consume(name, "features", arg, -1 if isinstance(module, nn.LayerNorm) else 1)
+        walker.passthrough(node, arg)
+
+    def channel_multiple(self, module: nn.Module) -> int:
+        """A group norm keeps its number of groups, so its channels stay a multiple of it."""
+        return module.num_groups if isinstance(module, nn.GroupNorm) else 1
+
+    def attach(self, module: nn.Module, dims: dict[str, Dim], layer_hp: Hparam | None) -> None:
+        module.attach_hparams(dims["features"])
+
+    def params(self, terms, module, dims, layer_hp, path) -> None:
+        affine = sum(getattr(module, p, None) is not None for p in ("weight", "bias"))
+        terms.add("params", affine, [(dims["features"], 1)], path)
+
+    def flops(self, terms, node, module, dims, layer_hp, path) -> None:
+        """A batch norm folds into the layer before it at deployment: no flops of its own."""
+        arg = node.args[0] if node.args else None
+        in_shape = terms.shape(arg)
+        if isinstance(module, _BatchNorm) or terms.shape(node) is None or in_shape is None:
+            return
+        terms.norm_flops(arg, in_shape, getattr(module, "weight", None) is not None, path)
+
+    def latency_layer(self, module, sizes, in_shape) -> tuple[nn.Module, torch.Tensor]:
+        (features,) = sizes
+        m = module
+        if isinstance(m, nn.LayerNorm):
+            return nn.LayerNorm(features, m.eps, m.elementwise_affine, m.bias is not None), torch.randn(
+                *in_shape[:-1], features
+            )
+        if isinstance(m, nn.GroupNorm):
+            layer = nn.GroupNorm(m.num_groups, features, m.eps, m.affine)
+        else:
+            layer = m._native(features, m.eps, m.momentum, m.affine, m.track_running_stats).eval()
+        return layer, torch.randn(in_shape[0], features, *in_shape[2:])
+
+    def scale_importance(self, module: nn.Module) -> torch.Tensor | None:
+        """A batch norm's |gamma|: how much each channel passes on after normalization."""
+        if isinstance(module, _BatchNorm) and module.weight is not None:
+            return module.weight.detach().abs()
+        return None
+
+    def permutation_block(self, module: nn.Module) -> int:
+        """A group norm's channels move in whole groups, so each keeps its statistics."""
+        return module.num_channels // module.num_groups if isinstance(module, nn.GroupNorm) else 1
+
+    def permute(self, module, slot, perm, offset) -> None:
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            move_channels(getattr(module, name, None), 0, perm, offset)
+
+
+register(NormKind())

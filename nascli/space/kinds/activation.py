@@ -1,4 +1,8 @@
-"""Dynamic activation: the activation function as a categorical hparam; export swaps in the chosen module."""
+"""The activation kind: the activation function as a categorical hparam; export swaps in the chosen module.
+
+Not searched unless a rule lists choices. Activations have no channels of their own: the tracer
+passes their channels through, as for any element-wise operation.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nascli.space.dynamic.base import DynamicModule, dynamic_class
-from nascli.space.hparam import Hparam
+from nascli.space import settings as check
+from nascli.space.hparam import Dim, Hparam
+from nascli.space.kinds.base import DynamicModule, LayerKind, dynamic_class, register
 
 # name -> (native module, the function it computes with its default settings)
 ACTIVATIONS: dict[str, tuple[type[nn.Module], Callable[[torch.Tensor], torch.Tensor]]] = {
@@ -64,3 +69,22 @@ DYNAMIC_ACTIVATIONS: dict[type[nn.Module], type[nn.Module]] = {
     t: dynamic_class(DynamicActivation, t) for t in ACTIVATION_TYPES
 }
 globals().update({cls.__name__: cls for cls in DYNAMIC_ACTIVATIONS.values()})  # importable by name, for pickle
+
+
+class ActivationKind(LayerKind):
+    dynamic = DYNAMIC_ACTIVATIONS
+    settings = {"choices": check.names_from(tuple(ACTIVATIONS))}
+
+    def searchable(self, module: nn.Module) -> bool:
+        return True
+
+    def layer_hparam(self, name, module, settings, trace) -> Hparam:
+        """The listed activations, the layer's own last (its max, so the max subnet is the model as built)."""
+        own = activation_name(module)
+        return Hparam(f"{name}.activation", [*(c for c in settings.get("choices", ()) if c != own), own])
+
+    def attach(self, module: nn.Module, dims: dict[str, Dim], layer_hp: Hparam | None) -> None:
+        module.attach_hparams(layer_hp)
+
+
+register(ActivationKind())

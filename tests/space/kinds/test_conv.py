@@ -1,11 +1,26 @@
+"""The convolution kind: prefix channels, centre-cropped kernels, 1-d to 3-d."""
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 import nascli.nas as mtn
+from nascli.space.kinds.conv import ConvKind
 from tests.helpers import assert_export_matches, hparam_of
-from tests.topologies import Conv1dNet, Conv3dNet
+from tests.space.kinds.conformance import assert_kind_conforms
+from tests.topologies import Conv1dNet, Conv3dNet, Grouped, Residual
+
+
+@pytest.mark.parametrize("net", [Residual, Grouped])
+def test_conv_kind_keeps_the_layer_kind_contract(net, tmp_path):
+    assert_kind_conforms(net, torch.randn(2, 3, 8, 8), ConvKind, tmp_path)
+
+
+def test_kernel_sizes_keep_the_contract(tmp_path):
+    config = mtn.config.AutoNASConfig()
+    config["nn.Conv2d"]["*"]["kernel_size"] = (1,)
+    assert_kind_conforms(Residual, torch.randn(2, 3, 8, 8), ConvKind, tmp_path, mode=[("autonas", config)])
 
 
 def _convert_single_conv(conv, x, **rules):
@@ -56,18 +71,6 @@ def test_full_size_forward_uses_the_stored_tensors_without_slicing(monkeypatch):
 
     monkeypatch.setattr(type(model[1]), "_active_tensors", forbidden)
     model(x)
-
-
-def test_batchnorm_updates_running_stats_of_active_channels_only():
-    model = nn.Sequential(nn.Conv2d(3, 64, 1), nn.BatchNorm2d(64), nn.Conv2d(64, 4, 1))
-    mtn.convert(model, dummy_input=torch.randn(1, 3, 4, 4))
-    mtn.select(model, {"0.out_channels": 32})
-    model.train()
-    model(torch.randn(8, 3, 4, 4))
-    bn = model[1]
-    assert bn.running_mean[:32].abs().sum() > 0
-    assert bn.running_mean[32:].abs().sum() == 0
-    assert bn.num_batches_tracked.item() == 1
 
 
 @pytest.mark.parametrize("net, shape", [(Conv1dNet, (2, 4, 16)), (Conv3dNet, (2, 2, 6, 6, 6))])

@@ -1,0 +1,249 @@
+"""What every layer kind shares: the ``LayerKind`` interface, its registry and the dynamic-layer mixin.
+
+A layer kind is everything the engine knows about one family of layers (convolutions, linear
+layers, norms, ...), in one file of this package: which rule settings it takes, which channel
+slots it has and how the tracer couples them, the hparams of its own (a kernel size, a head
+count), its dynamic forward and export, its flops and params terms, how the latency table times
+it, and how its channels are ranked and reordered by importance. The generic machinery
+(``trace``, ``convert``, ``cost.terms``, ``cost.latency``, ``importance``) asks the registered
+kind of a module and never tests layer types itself. docs/architecture.md walks through adding
+a kind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from nascli.space.hparam import Dim, Hparam, Scaled, Segments
+from nascli.space.settings import Validator
+
+if TYPE_CHECKING:  # the engine's generic parts, handed to a kind's methods
+    from torch import fx
+
+    from nascli.cost.terms import TermBuilder
+    from nascli.space.trace import ChannelWalker, TraceResult
+
+
+class DynamicModule:
+    """Mixin for a native layer whose sizes follow shared hparams.
+
+    A dynamic layer is the original object with its class swapped for a subclass of its own
+    class, so ``isinstance``, parameter names and ``state_dict`` keys stay as they were. Its
+    forward slices the stored full-size tensors to the active sizes; at the full size it calls the
+    native forward on the full tensors, without copies.
+    """
+
+    _native: type[nn.Module]
+    # attribute name -> name of the instance field holding its Hparam, in summary order
+    _hparam_fields: tuple[tuple[str, str], ...] = ()
+
+    def nas_hparams(self) -> list[tuple[str, Hparam]]:
+        """(attribute, hparam) pairs in the order a search-space summary lists them."""
+        found = []
+        for attr, field in self._hparam_fields:
+            dim = getattr(self, field, None)
+            dim = dim.base if isinstance(dim, Scaled) else dim  # listed by the channels it follows
+            if isinstance(dim, Segments):
+                found.extend((f"{attr}[{i}]", part) for i, part in enumerate(dim.parts))
+            elif dim is not None:
+                found.append((attr, dim))
+        return found
+
+    def export_native(self) -> None:
+        """Turn this layer, in place, into its native class at the active sizes with copied tensors."""
+        self._shrink_to_active()
+        for _, field in self._hparam_fields:
+            self.__dict__.pop(field, None)
+        self.__class__ = self._native
+
+    def _shrink_to_active(self) -> None:
+        raise NotImplementedError
+
+
+def copied_parameter(tensor: torch.Tensor, like: nn.Parameter) -> nn.Parameter:
+    """A new parameter owning a compact copy of a (possibly sliced) tensor."""
+    data = tensor.detach().clone(memory_format=torch.contiguous_format)
+    return nn.Parameter(data, requires_grad=like.requires_grad)
+
+
+def dynamic_class(mixin: type, native: type[nn.Module]) -> type[nn.Module]:
+    """The dynamic version of ``native``: a subclass of both, so ``isinstance(m, native)`` still holds.
+
+    Assign it to a module-level name equal to its own (``DynamicConv2d = dynamic_class(...)``), so
+    pickled models find it.
+    """
+    return type(f"Dynamic{native.__name__}", (mixin, native), {"_native": native, "__module__": mixin.__module__})
+
+
+def move_channels(tensor: torch.Tensor | None, dim: int, perm: torch.Tensor, offset: int, scale: int = 1) -> None:
+    """Reorder, in place, the run of ``len(perm)`` channels at ``offset`` along ``dim`` (``scale`` entries each)."""
+    if tensor is None:
+        return
+    perm = perm.to(tensor.device)
+    runs = (perm[:, None] * scale + torch.arange(scale, device=tensor.device)).flatten() + offset * scale
+    tensor.narrow(dim, offset * scale, len(runs)).copy_(tensor.index_select(dim, runs))
+
+
+@dataclass(frozen=True)
+class ModeDefaults:
+    """What a search-space mode asks of every kind's default rules."""
+
+    ratios: tuple[float, ...]  # width choices, as fractions of the layer as built
+    divisor: int  # channel counts round to multiples of it
+    depth: bool  # whether stacks of blocks get a depth hparam
+
+
+class LayerKind:
+    """One family of layers, registered with ``register``; the defaults suit a layer without channels.
+
+    ``dynamic`` maps each native type of the family to its dynamic class. ``slots`` names the
+    channel dimensions the engine may resize ("out", "in", "features"); a slot is one member of a
+    channel group, which the tracer forms and ``convert`` gives one hparam.
+    """
+
+    dynamic: dict[type[nn.Module], type[nn.Module]] = {}
+    settings: dict[str, Validator] = {}  # rule setting -> its validator
+    ratio_setting: str | None = None  # the settings that size the channels this kind produces
+    divisor_setting: str | None = None
+    owns_children: bool = False  # its submodules' parameters are its own (counted, resized and exported by it)
+    timed: bool = False  # the latency table times it
+
+    # -- rules ---------------------------------------------------------------------------------
+    def rule_key(self, native: type[nn.Module]) -> str:
+        """The key of ``native`` in a rules dict."""
+        return f"nn.{native.__name__}"
+
+    def default_settings(self, mode: ModeDefaults) -> dict[str, Any] | None:
+        """The settings of the "*" pattern in a mode's default rules; None leaves the kind out."""
+        return None
+
+    def channel_settings(self, settings: dict[str, Any]) -> tuple[tuple[float, ...], int]:
+        """(ratios, divisor) of the channels this layer produces."""
+        return settings.get(self.ratio_setting, (1.0,)), settings.get(self.divisor_setting, 1)
+
+    # -- tracing -------------------------------------------------------------------------------
+    def slots(self, module: nn.Module) -> dict[str, int]:
+        """The channel slots of ``module`` the engine can resize, with their full sizes."""
+        return {}
+
+    def slot_attr(self, module: nn.Module, slot: str) -> str:
+        """The attribute a slot sizes (``out_channels``, ``in_features`` ...), naming its hparam."""
+        raise NotImplementedError
+
+    def searchable(self, module: nn.Module) -> bool:
+        """Whether converting ``module`` can give it anything to search."""
+        return bool(self.slots(module))
+
+    def trace(self, walker: ChannelWalker, node: fx.Node, name: str, module: nn.Module) -> None:
+        """Couple a converted layer's slots with the tensors it reads and give its output channels."""
+        raise NotImplementedError
+
+    def channel_multiple(self, module: nn.Module) -> int:
+        """Every channel count of the layer's groups must be a multiple of this."""
+        return 1
+
+    def dummy_input(self, module: nn.Module) -> tuple[torch.Tensor, ...] | None:
+        """A guess at a model's input when ``module`` is its first layer of a known kind."""
+        return None
+
+    # -- conversion ----------------------------------------------------------------------------
+    def layer_hparam(self, name: str, module: nn.Module, settings: dict[str, Any], trace: TraceResult) -> Hparam | None:
+        """The hparam of the layer's own beside its channels (kernel size, heads, depth, function)."""
+        return None
+
+    def attach(self, module: nn.Module, dims: dict[str, Dim], layer_hp: Hparam | None) -> None:
+        """Give a freshly swapped dynamic layer the dims of its slots and its own hparam."""
+        raise NotImplementedError
+
+    def gates(self, name: str, module: nn.Module) -> dict[str, tuple[Hparam, int]]:
+        """Submodules of a converted layer that run only while an hparam exceeds an index.
+
+        A depth stage runs block ``i`` while its depth is above ``i``; costs and latencies of
+        everything inside such a block count only then.
+        """
+        return {}
+
+    # -- costs ---------------------------------------------------------------------------------
+    def params(self, terms: TermBuilder, module: nn.Module, dims: dict[str, Dim], layer_hp: Any, path: list) -> None:
+        """Parameter terms of a converted layer."""
+        terms.add("params", sum(p.numel() for p in module.parameters(recurse=False)), [], path)
+
+    def flops(
+        self,
+        terms: TermBuilder,
+        node: fx.Node,
+        module: nn.Module,
+        dims: dict[str, Dim] | None,
+        layer_hp: Any,
+        path: list,
+    ) -> None:
+        """Flops terms of one call of the layer, converted (``dims``) or as built (None), as fvcore counts them."""
+
+    def latency_layer(
+        self, module: nn.Module, sizes: tuple[int, ...], in_shape: tuple[int, ...]
+    ) -> tuple[nn.Module, torch.Tensor]:
+        """A native layer at ``sizes`` (one per hparam field, 0 for none) and an input to time it on."""
+        raise NotImplementedError
+
+    # -- importance ----------------------------------------------------------------------------
+    def channel_dims(self, module: nn.Module) -> list[tuple[str, Dim]]:
+        """(slot, dim) of each channel dim of a dynamic layer."""
+        roles = {"_hp_out": "out", "_hp_in": "in", "_hp_features": "features"}
+        return [(roles[field], getattr(module, field)) for _, field in module._hparam_fields if field in roles]
+
+    def scale_importance(self, module: nn.Module) -> torch.Tensor | None:
+        """Per-channel importance a normalizing layer gives (|gamma| of a batch norm), if any."""
+        return None
+
+    def output_importance(self, module: nn.Module) -> torch.Tensor:
+        """The L1 norm of the weights producing each output channel."""
+        return module.weight.detach().abs().flatten(1).sum(1)
+
+    def permutation_block(self, module: nn.Module) -> int:
+        """Channels that must move together when a group is reordered (one group of a grouped conv)."""
+        return 1
+
+    def permute(self, module: nn.Module, slot: str, perm: torch.Tensor, offset: int) -> None:
+        """Reorder the channels of ``slot`` at ``offset`` by ``perm`` in every tensor they index."""
+        raise NotImplementedError
+
+
+_KINDS: list[LayerKind] = []
+_BY_NATIVE: dict[type[nn.Module], LayerKind] = {}
+
+
+def register(kind: LayerKind) -> LayerKind:
+    """Add a kind to the registry: its native types convert, and modules of them are costed by it."""
+    for native in kind.dynamic:
+        if native in _BY_NATIVE:
+            raise ValueError(f"{native.__name__} is already registered")
+        _BY_NATIVE[native] = kind
+    _KINDS.append(kind)
+    return kind
+
+
+def registered_kinds() -> list[LayerKind]:
+    return list(_KINDS)
+
+
+def convertible_kind(module: nn.Module) -> LayerKind | None:
+    """The kind that converts ``module``: only its exact native type (a subclass may change the forward)."""
+    return _BY_NATIVE.get(type(module))
+
+
+def kind_of(module: nn.Module) -> LayerKind | None:
+    """The kind ``module`` belongs to: its own type or the nearest registered base (dynamic layers too)."""
+    for cls in type(module).__mro__:
+        if cls in _BY_NATIVE:
+            return _BY_NATIVE[cls]
+    return None
+
+
+def module_slots(module: nn.Module) -> dict[str, int]:
+    """The channel slots of any module (none for a module of no registered kind)."""
+    kind = kind_of(module)
+    return kind.slots(module) if kind else {}

@@ -1,0 +1,41 @@
+"""The norm kind: batch, instance, layer and group norms follow the channels they normalize."""
+
+import pytest
+import torch
+from torch import nn
+
+import nascli.nas as mtn
+from nascli.space.kinds.norm import NormKind
+from tests.space.kinds.conformance import assert_kind_conforms
+from tests.topologies import MLP, ChannelsLastBlock, GroupAndInstanceNorm
+
+
+def _batch_norm_net():
+    return nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.Conv2d(64, 10, 1))
+
+
+@pytest.mark.parametrize(
+    "net, shape",
+    [(_batch_norm_net, (2, 3, 8, 8)), (GroupAndInstanceNorm, (2, 3, 8, 8)), (ChannelsLastBlock, (2, 3, 8, 8)),
+     (MLP, (4, 32))],
+)  # fmt: skip
+def test_norm_kind_keeps_the_layer_kind_contract(net, shape, tmp_path):
+    model = net()
+    for module in model.modules():  # non-trivial statistics and affine parameters
+        if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            module.running_mean.uniform_(-1, 1)
+            module.running_var.uniform_(0.5, 2)
+            module.weight.data.uniform_(0.1, 2)
+    assert_kind_conforms(lambda: model, torch.randn(*shape), NormKind, tmp_path, mode="fastnas")
+
+
+def test_batchnorm_updates_running_stats_of_active_channels_only():
+    model = nn.Sequential(nn.Conv2d(3, 64, 1), nn.BatchNorm2d(64), nn.Conv2d(64, 4, 1))
+    mtn.convert(model, dummy_input=torch.randn(1, 3, 4, 4))
+    mtn.select(model, {"0.out_channels": 32})
+    model.train()
+    model(torch.randn(8, 3, 4, 4))
+    bn = model[1]
+    assert bn.running_mean[:32].abs().sum() > 0
+    assert bn.running_mean[32:].abs().sum() == 0
+    assert bn.num_batches_tracked.item() == 1
