@@ -25,8 +25,8 @@ class _ModeConfig(dict):
         for kind in registered_kinds():
             settings = kind.default_settings(mode)
             if settings is not None:
-                for native in kind.dynamic:
-                    self[kind.rule_key(native)] = {"*": dict(settings)}
+                for key in kind.rule_keys():
+                    self[key] = {"*": dict(settings)}
 
 
 class AutoNASConfig(_ModeConfig):

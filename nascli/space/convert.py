@@ -56,7 +56,7 @@ def convert_model(
         dims = channel_hps.get(name, {})
         if not dims and layer_hps[name] is None:
             continue  # nothing to search: it stays native
-        module.__class__ = kind.dynamic[type(module)]
+        module.__class__ = kind.dynamic[type(module)]  # made by convertible_kind for a lazy native
         kind.attach(module, dims, layer_hps[name])
         entries.extend((f"{name}.{attr}", hp) for attr, hp in module.nas_hparams())
 

@@ -15,18 +15,18 @@ from typing import Any
 from torch import nn
 
 from nascli.errors import UserInputError
-from nascli.space.kinds import convertible_kind, registered_kinds
+from nascli.space.kinds import convertible_kind, qualified_name, registered_kinds
 
 
 def rule_settings() -> dict[str, dict[str, Any]]:
     """Rule key (``"nn.Conv2d"``) -> the settings its layer kind takes, each with its validator."""
-    return {kind.rule_key(native): kind.settings for kind in registered_kinds() for native in kind.dynamic}
+    return {key: kind.settings for kind in registered_kinds() for key in kind.rule_keys()}
 
 
 def rule_key(module: nn.Module) -> str | None:
     """The rules key of a module's own type (None for a type no kind converts)."""
     kind = convertible_kind(module)
-    return kind.rule_key(type(module)) if kind else None
+    return kind.rule_key(qualified_name(type(module))) if kind else None
 
 
 def validate_rules(rules: dict[str, Any], where: str = "rules") -> dict[str, Any]:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from nascli.errors import UserInputError
-from nascli.space.kinds import kind_of, module_slots
+from nascli.space.kinds import convertible_kind, kind_of, module_slots, qualified_name
 
 Element = tuple  # ("slot", module_name, attr, segment_index) or ("node", node_name)
 
@@ -163,7 +163,11 @@ class _RecordingTracer(fx.Tracer):
         self.failed_in: list[str] | None = None
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return module_qualified_name in self.leaves or super().is_leaf_module(m, module_qualified_name)
+        """Also a layer of a registered kind from outside torch.nn (its kind traces it as a whole)."""
+        if module_qualified_name in self.leaves or super().is_leaf_module(m, module_qualified_name):
+            return True
+        kind = convertible_kind(m)
+        return kind is not None and bool(kind.slots(m))
 
     def call_module(self, m: nn.Module, forward: Callable, args: tuple, kwargs: dict) -> Any:
         self.stack.append(self.path_of_module(m))
@@ -387,8 +391,8 @@ class ChannelWalker:
             known.setdefault((name, attr), (module_slots(self.modules[name])[attr],))
             module = self.modules[name]
             kind = kind_of(module)
-            follows = "couple_flatten" in kind.settings
-            hint = f" (the {kind.rule_key(type(module))} rule couple_flatten follows them)" if follows else ""
+            key = kind.rule_key(qualified_name(type(module)))
+            hint = f" (the {key} rule couple_flatten follows them)" if "couple_flatten" in kind.settings else ""
             reason = tensor_reason = f"{name} reads flattened feature maps{hint}"
         elif arg in self.chan and shape is not None and self.chan[arg][1] == dim % len(shape):
             segments = self.chan[arg][0]

@@ -4,7 +4,7 @@ The registration order is the order of a mode's default rules. See base.py for t
 docs/architecture.md for how to add a kind.
 """
 
-from nascli.space.kinds import conv, conv_transpose, linear, attention, norm, sequential, activation  # noqa: F401, I001
+from nascli.space.kinds import conv, conv_transpose, linear, gpt_conv1d, attention, norm, sequential, activation  # noqa: F401, I001
 from nascli.space.kinds.base import (
     DynamicModule,
     LayerKind,
@@ -12,6 +12,7 @@ from nascli.space.kinds.base import (
     convertible_kind,
     kind_of,
     module_slots,
+    qualified_name,
     registered_kinds,
 )
 
@@ -22,5 +23,6 @@ __all__ = [
     "convertible_kind",
     "kind_of",
     "module_slots",
+    "qualified_name",
     "registered_kinds",
 ]

@@ -106,6 +106,10 @@ class LayerKind:
     """
 
     dynamic: dict[type[nn.Module], type[nn.Module]] = {}
+    # natives from an optional library, by "package.module.Class": resolved when a model holds one,
+    # so the library is never imported for users who do not use it; ``mixin`` makes their dynamic class
+    lazy_natives: tuple[str, ...] = ()
+    mixin: type | None = None
     settings: dict[str, Validator] = {}  # rule setting -> its validator
     ratio_setting: str | None = None  # the settings that size the channels this kind produces
     divisor_setting: str | None = None
@@ -113,9 +117,12 @@ class LayerKind:
     timed: bool = False  # the latency table times it
 
     # -- rules ---------------------------------------------------------------------------------
-    def rule_key(self, native: type[nn.Module]) -> str:
-        """The key of ``native`` in a rules dict."""
-        return f"nn.{native.__name__}"
+    def rule_key(self, native: str) -> str:
+        """The key in a rules dict of the native class named ``native`` ("torch.nn.modules.conv.Conv2d")."""
+        return f"nn.{native.rpartition('.')[2]}"
+
+    def rule_keys(self) -> list[str]:
+        return [self.rule_key(qualified_name(t)) for t in self.dynamic] + [self.rule_key(n) for n in self.lazy_natives]
 
     def default_settings(self, mode: ModeDefaults) -> dict[str, Any] | None:
         """The settings of the "*" pattern in a mode's default rules; None leaves the kind out."""
@@ -214,6 +221,11 @@ class LayerKind:
 
 _KINDS: list[LayerKind] = []
 _BY_NATIVE: dict[type[nn.Module], LayerKind] = {}
+_BY_NAME: dict[str, LayerKind] = {}  # lazy natives not seen yet
+
+
+def qualified_name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def register(kind: LayerKind) -> LayerKind:
@@ -222,7 +234,18 @@ def register(kind: LayerKind) -> LayerKind:
         if native in _BY_NATIVE:
             raise ValueError(f"{native.__name__} is already registered")
         _BY_NATIVE[native] = kind
+    for name in kind.lazy_natives:
+        _BY_NAME[name] = kind
     _KINDS.append(kind)
+    return kind
+
+
+def _registered(cls: type) -> LayerKind | None:
+    """The kind of exactly ``cls``, resolving a lazy native (and making its dynamic class) on first sight."""
+    kind = _BY_NATIVE.get(cls)
+    if kind is None and (kind := _BY_NAME.pop(qualified_name(cls), None)) is not None:
+        kind.dynamic[cls] = dynamic_class(kind.mixin, cls)
+        _BY_NATIVE[cls] = kind
     return kind
 
 
@@ -232,14 +255,14 @@ def registered_kinds() -> list[LayerKind]:
 
 def convertible_kind(module: nn.Module) -> LayerKind | None:
     """The kind that converts ``module``: only its exact native type (a subclass may change the forward)."""
-    return _BY_NATIVE.get(type(module))
+    return _registered(type(module))
 
 
 def kind_of(module: nn.Module) -> LayerKind | None:
     """The kind ``module`` belongs to: its own type or the nearest registered base (dynamic layers too)."""
     for cls in type(module).__mro__:
-        if cls in _BY_NATIVE:
-            return _BY_NATIVE[cls]
+        if (kind := _registered(cls)) is not None:
+            return kind
     return None
 
 
