@@ -12,6 +12,7 @@ import nascli.nas as mtn
 import nascli.opt as mto
 from nascli.errors import CheckpointError
 from nascli.models import small_cnn
+from nascli.opt.checkpoint import write_checkpoint
 from nascli.opt.trust import KEY_FILE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,7 +39,7 @@ def _forged(source: Path, tmp_path: Path, **recipe_changes) -> tuple[Path, Path]
     for key, value in recipe_changes.items():
         checkpoint["recipe"][key].update(value)
     path = tmp_path / "forged.pt"
-    torch.save(checkpoint, path)
+    write_checkpoint(checkpoint, path)  # a forger recomputes the checksum
     return path, marker
 
 
@@ -65,7 +66,7 @@ def test_a_forged_score_function_is_refused_and_naming_it_again_trusts_it(conver
     checkpoint = torch.load(converted, weights_only=True)
     checkpoint["recipe"]["search"]["score_func"] = "os:system"
     path = tmp_path / "score.pt"
-    torch.save(checkpoint, path)
+    write_checkpoint(checkpoint, path)  # a forger recomputes the checksum
     done = _nascli("profile", str(path))
     assert done.returncode == 2 and "search.score_func=os:system" in done.stderr
     # the signature covers all the code a checkpoint names: once broken, every piece must be named
