@@ -34,7 +34,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 def safe_load(text: str) -> Any:
     """``yaml.safe_load`` that refuses duplicate keys."""
-    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    return yaml.load(text, Loader=_UniqueKeyLoader)
 
 
 def parse_overrides(overrides: list[str]) -> list[tuple[list[str], Any]]:

@@ -13,12 +13,11 @@ from nascli.errors import UserInputError
 from nascli.nas.config import MODES
 from nascli.opt.checkpoint import build_checkpoint, load_failure, write_checkpoint
 from nascli.recipe.factory import build_model
-from nascli.recipe.load import recipe_to_yaml
 from nascli.recipe.schema import Recipe
 from nascli.space.importance import sort_channels_by_importance
 from nascli.space.rules import merge_rules
 from nascli.space.space import get_space
-from nascli.stages.rundir import append_metrics
+from nascli.stages.rundir import append_metrics, run_dir_lock, write_recipe
 
 
 def load_user_weights(model: nn.Module, path: Path) -> None:
@@ -46,6 +45,11 @@ def load_user_weights(model: nn.Module, path: Path) -> None:
 
 def convert_stage(recipe: Recipe) -> tuple[nn.Module, Path]:
     """Build the recipe's model, convert it, and write the run directory's ``convert.pt``."""
+    with run_dir_lock(recipe.run_dir):
+        return _convert(recipe)
+
+
+def _convert(recipe: Recipe) -> tuple[nn.Module, Path]:
     start = time.perf_counter()
     torch.manual_seed(recipe.seed)
     model = build_model(recipe.model.factory, recipe.model.kwargs)
@@ -57,8 +61,6 @@ def convert_stage(recipe: Recipe) -> tuple[nn.Module, Path]:
         sort_channels_by_importance(model)
     space = get_space(model)
     run_dir = Path(recipe.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "recipe.yaml").write_text(recipe_to_yaml(recipe))
     metrics = {"hparams": len(space.hparams), "space_size": float(space.size())}
     checkpoint = build_checkpoint(
         model,
@@ -69,4 +71,5 @@ def convert_stage(recipe: Recipe) -> tuple[nn.Module, Path]:
     )
     path = write_checkpoint(checkpoint, run_dir / "convert.pt")
     append_metrics(run_dir, {"stage": "convert", **metrics, "seconds": round(time.perf_counter() - start, 3)})
+    write_recipe(recipe)
     return model, path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ from rich.console import Console
 from torch import nn
 from torch.utils.data import DataLoader
 
+from nascli.atomic import atomic_write_text
 from nascli.cost.constraints import resolve_constraints
 from nascli.cost.latency import LatencyModel
 from nascli.cost.model import cost_model
@@ -21,7 +23,7 @@ from nascli.recipe.schema import Recipe
 from nascli.search.evolve import SearchSettings, SearchState
 from nascli.search.plot import pareto_plot
 from nascli.search.run import search_report, search_subnet
-from nascli.stages.rundir import append_metrics
+from nascli.stages.rundir import append_metrics, run_dir_lock
 from nascli.train.distributed import Ranks
 from nascli.train.trainer import accuracy
 
@@ -40,6 +42,18 @@ def search_stage(
     search continues from it (``resume_from``, the stored state) to the same result. Under
     torchrun every rank scores its share of each generation; rank 0 writes.
     """
+    with run_dir_lock(recipe.run_dir) if ranks.main else nullcontext():
+        return _search(model, recipe, constraints, console, resume_from, ranks)
+
+
+def _search(
+    model: nn.Module,
+    recipe: Recipe,
+    constraints: dict[str, Any],
+    console: Console | None,
+    resume_from: dict[str, Any] | None,
+    ranks: Ranks,
+) -> Path:
     spec = recipe.search
     splits = load_splits(recipe.data.name, recipe.data.root, recipe.data.val_fraction)
     calib = DataLoader(splits.train, batch_size=recipe.data.batch_size, shuffle=False, drop_last=True)
@@ -96,9 +110,7 @@ def search_stage(
     metrics = {"score": best.score, "flops": best.flops, "params": best.params, "candidates": len(state.evaluated)}
     checkpoint = build_checkpoint(model, "search", recipe.model_dump(mode="json"), factory, metrics)
     write_checkpoint(checkpoint, path)
-    tmp = run_dir / "search.json.tmp"
-    tmp.write_text(json.dumps(report, indent=1))
-    tmp.replace(run_dir / "search.json")
+    atomic_write_text(run_dir / "search.json", json.dumps(report, indent=1))
     flops = [c["flops"] for c in report["candidates"]]
     scores = [c["score"] for c in report["candidates"]]
     front = [report["candidates"].index(p) for p in report["pareto"]]
