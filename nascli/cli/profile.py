@@ -44,7 +44,7 @@ def profile(
 
     constraints = {k: v for k, v in (("flops", flops), ("params", params), ("latency", latency)) if v is not None}
     source, overrides = source_and_overrides(source, overrides)
-    model, path, checkpoint, _ = load_stage_input(input_path(source), overrides)
+    model, path, checkpoint, _ = load_stage_input(input_path(source), overrides, "profile")
     costs = cost_model(model)
     timing = None
     if latency is not None or device is not None:

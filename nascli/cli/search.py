@@ -35,7 +35,7 @@ def search(
         if state is None:
             raise UserInputError(f"--resume: no unfinished search.pt in {recipe.run_dir}")
     else:
-        (model, _, _, recipe), state = load_stage_input(input_path(source), overrides), None
+        (model, _, _, recipe), state = load_stage_input(input_path(source), overrides, "search"), None
     given = (("flops", flops), ("params", params), ("latency", latency))
     constraints = {k: v for k, v in given if v is not None}
     quiet = flags.quiet or not ranks.main
