@@ -20,6 +20,19 @@ from nascli.space.space import get_space
 from nascli.stages.rundir import append_metrics, run_dir_lock, write_recipe
 
 
+def converted_model(recipe: Recipe) -> nn.Module:
+    """The recipe's model, built and converted in memory (``profile`` of a recipe writes nothing)."""
+    torch.manual_seed(recipe.seed)
+    model = build_model(recipe.model.factory, recipe.model.kwargs)
+    if recipe.model.checkpoint:
+        load_user_weights(model, Path(recipe.model.checkpoint))
+    rules = merge_rules(MODES[recipe.mode](), recipe.rules)
+    mtn.convert(model, [(recipe.mode, rules)], dummy_input=torch.zeros(1, *recipe.input_shape))
+    if recipe.mode == "fastnas":
+        sort_channels_by_importance(model)
+    return model
+
+
 def load_user_weights(model: nn.Module, path: Path) -> None:
     """Load a user's trained weights: a state_dict, or a dict holding one under "state_dict" or "model"."""
     if not path.is_file():
@@ -51,14 +64,7 @@ def convert_stage(recipe: Recipe) -> tuple[nn.Module, Path]:
 
 def _convert(recipe: Recipe) -> tuple[nn.Module, Path]:
     start = time.perf_counter()
-    torch.manual_seed(recipe.seed)
-    model = build_model(recipe.model.factory, recipe.model.kwargs)
-    if recipe.model.checkpoint:
-        load_user_weights(model, Path(recipe.model.checkpoint))
-    rules = merge_rules(MODES[recipe.mode](), recipe.rules)
-    mtn.convert(model, [(recipe.mode, rules)], dummy_input=torch.zeros(1, *recipe.input_shape))
-    if recipe.mode == "fastnas":
-        sort_channels_by_importance(model)
+    model = converted_model(recipe)
     space = get_space(model)
     run_dir = Path(recipe.run_dir)
     metrics = {"hparams": len(space.hparams), "space_size": float(space.size())}
