@@ -12,7 +12,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from nascli.atomic import atomic_write_text
-from nascli.cost.constraints import resolve_constraints
+from nascli.cost.constraints import parse_bound, resolve_constraints
 from nascli.cost.latency import LatencyModel
 from nascli.cost.model import cost_model
 from nascli.data import load_splits
@@ -46,6 +46,25 @@ def search_stage(
         return _search(model, recipe, constraints, console, resume_from, ranks)
 
 
+def resumed_constraints(state: dict[str, Any], wanted: dict[str, Any]) -> dict[str, Any]:
+    """The constraints an unfinished search ran under, which its resume keeps.
+
+    Given again they must agree (2G and 2e9 do): a search resumed under other bounds would mix
+    candidates chosen under both, and one resumed without them would finish unconstrained.
+    """
+    stored = state.get("constraints")
+    if stored is None:  # a search.pt written before the constraints were kept in it
+        return wanted
+    for key, value in wanted.items():
+        if key not in stored or parse_bound(key, value) != parse_bound(key, stored[key]):
+            was = f"{key}={stored[key]}" if key in stored else f"no {key} bound"
+            raise UserInputError(
+                f"constraint {key}={value}: the unfinished search ran with {was}; resume without it,"
+                " or remove search.pt to start again"
+            )
+    return dict(stored)
+
+
 def _search(
     model: nn.Module,
     recipe: Recipe,
@@ -66,6 +85,8 @@ def _search(
     costs = cost_model(model)
     original: dict[str, Any] = costs.cost(costs.named("max"))
     wanted = {**spec.constraints, **constraints}
+    if resume_from is not None:
+        wanted = resumed_constraints(resume_from, wanted)
     latency = None
     if "latency" in wanted and ranks.world > 1:
         raise UserInputError("--latency: search under a latency bound in one process (its table is per machine)")
@@ -86,7 +107,8 @@ def _search(
     def progress(state: Any) -> None:
         if not ranks.main:
             return
-        checkpoint = build_checkpoint(model, "search", recipe.model_dump(mode="json"), factory, {}, state.to_plain())
+        unfinished = {**state.to_plain(), "constraints": wanted}
+        checkpoint = build_checkpoint(model, "search", recipe.model_dump(mode="json"), factory, {}, unfinished)
         checkpoint["subnet"] = None
         write_checkpoint(checkpoint, run_dir / "search.pt")
         if console is not None and state.probes:
