@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -31,6 +32,18 @@ def converted_model(recipe: Recipe) -> nn.Module:
     if recipe.mode == "fastnas":
         sort_channels_by_importance(model)
     return model
+
+
+def convert_checkpoint(model: nn.Module, recipe: Recipe) -> dict[str, Any]:
+    """The ``convert.pt`` contents of a model ``converted_model`` made from ``recipe``."""
+    space = get_space(model)
+    return build_checkpoint(
+        model,
+        stage="convert",
+        recipe=recipe.model_dump(mode="json"),
+        factory=recipe.model.model_dump(mode="json"),
+        metrics={"hparams": len(space.hparams), "space_size": float(space.size())},
+    )
 
 
 def load_user_weights(model: nn.Module, path: Path) -> None:
@@ -65,16 +78,9 @@ def convert_stage(recipe: Recipe) -> tuple[nn.Module, Path]:
 def _convert(recipe: Recipe) -> tuple[nn.Module, Path]:
     start = time.perf_counter()
     model = converted_model(recipe)
-    space = get_space(model)
     run_dir = Path(recipe.run_dir)
-    metrics = {"hparams": len(space.hparams), "space_size": float(space.size())}
-    checkpoint = build_checkpoint(
-        model,
-        stage="convert",
-        recipe=recipe.model_dump(mode="json"),
-        factory=recipe.model.model_dump(mode="json"),
-        metrics=metrics,
-    )
+    checkpoint = convert_checkpoint(model, recipe)
+    metrics = checkpoint["metrics"]
     path = write_checkpoint(checkpoint, run_dir / "convert.pt")
     append_metrics(run_dir, {"stage": "convert", **metrics, "seconds": round(time.perf_counter() - start, 3)})
     write_recipe(recipe)

@@ -13,6 +13,7 @@ from nascli.opt.checkpoint import apply_checkpoint, read_checkpoint, untrusted_c
 from nascli.recipe.factory import build_model
 from nascli.recipe.load import apply_overrides, load_recipe, parse_overrides, validate_recipe
 from nascli.recipe.schema import Recipe
+from nascli.train.distributed import init_from_env
 
 RECIPE_SUFFIXES = (".yaml", ".yml")
 
@@ -45,13 +46,12 @@ def load_stage_input(
     ``command`` does not take, or an earlier stage's unfinished one, is refused.
     """
     if is_recipe(path):
-        from nascli.stages.convert import convert_stage
-
         if "convert" not in ACCEPTS[command]:
             raise UserInputError(f"{path}: a recipe; nascli {command} takes {_files(ACCEPTS[command])}")
-        _, path = convert_stage(load_recipe(path, overrides))
+        path, checkpoint = _converted(load_recipe(path, overrides))
         overrides = []
-    checkpoint = read_checkpoint(path)
+    else:
+        checkpoint = read_checkpoint(path)
     if not checkpoint.get("recipe") or not checkpoint["model"]:
         raise CheckpointError(f"{path}: records no recipe (saved from Python?); restore it with nascli.opt.restore")
     named = frozenset(".".join(key) for key, _ in parse_overrides(overrides))
@@ -64,6 +64,20 @@ def load_stage_input(
     recipe = validate_recipe(apply_overrides(copy.deepcopy(checkpoint["recipe"]), overrides), f"{path} recipe")
     model = build_model(recipe.model.factory, recipe.model.kwargs)
     return apply_checkpoint(model, checkpoint, path), path, checkpoint, recipe
+
+
+def _converted(recipe: Recipe) -> tuple[Path, dict[str, Any]]:
+    """Convert a recipe into its run directory's ``convert.pt``: (its path, its contents).
+
+    Under torchrun only rank 0 writes (and takes the run directory's lock); the other ranks
+    convert the same recipe in memory, as they would otherwise contend for the lock.
+    """
+    from nascli.stages.convert import convert_checkpoint, convert_stage, converted_model
+
+    if init_from_env().main:
+        _, path = convert_stage(recipe)
+        return path, read_checkpoint(path)
+    return Path(recipe.run_dir) / "convert.pt", convert_checkpoint(converted_model(recipe), recipe)
 
 
 def check_stage(path: Path, checkpoint: dict[str, Any], command: str) -> None:
