@@ -92,3 +92,22 @@ def test_the_key_is_private_and_python_saves_restore_with_their_model(tmp_path):
     key = Path(os.environ["NASCLI_CONFIG_DIR"]) / KEY_FILE
     assert key.stat().st_mode & 0o777 == 0o600
     assert mtn.get_subnet_config(mto.restore(small_cnn, path)) == mtn.get_subnet_config(model)
+
+
+def test_a_key_another_process_makes_first_is_the_one_used(tmp_path, monkeypatch):
+    """Two torchrun ranks signing their first checkpoint at once must end with one key."""
+    from nascli.opt import trust
+
+    monkeypatch.setenv("NASCLI_CONFIG_DIR", str(tmp_path))
+    theirs = bytes(range(32))
+    link = os.link
+
+    def another_process_first(source, target):
+        Path(target).write_text(theirs.hex())
+        return link(source, target)
+
+    monkeypatch.setattr(os, "link", another_process_first)
+    references = {"model.factory": "nascli.models:resnet20", "model.kwargs": {}, "search.score_func": None}
+    assert trust.sign(references) == trust._digest(theirs, references)
+    assert trust.is_signed_here(references, trust.sign(references))
+    assert [p.name for p in tmp_path.iterdir()] == [KEY_FILE]
