@@ -119,6 +119,8 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         found = checkpoint.get("format") if isinstance(checkpoint, dict) else type(checkpoint).__name__
         raise CheckpointError(f"{path}: not a nascli checkpoint (format {found!r}, expected {FORMAT!r})")
     missing = [key for key in _REQUIRED if key not in checkpoint]
+    if missing == ["checksum"]:
+        raise CheckpointError(f"{path}: written by a nascli without checksums; run the stage that made it again")
     if missing:
         raise CheckpointError(f"{path}: damaged checkpoint, missing {', '.join(missing)}")
     if checkpoint["checksum"] != checksum(checkpoint):

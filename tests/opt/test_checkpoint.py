@@ -176,3 +176,11 @@ def test_a_pickled_object_is_named_without_torchs_advice(tmp_path, payload, name
     message = str(caught.value)
     assert f"holds a pickled object of type {name};" in message
     assert "weights_only" not in message and "\n" not in message
+
+
+def test_a_checkpoint_without_a_checksum_asks_for_the_stage_again(saved, tmp_path):
+    _, path = saved
+    old = {k: v for k, v in torch.load(path, weights_only=True).items() if k != "checksum"}
+    torch.save(old, tmp_path / "old.pt")
+    with pytest.raises(CheckpointError, match="old.pt: written by a nascli without checksums; run the stage"):
+        read_checkpoint(tmp_path / "old.pt")
