@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,27 +44,34 @@ def result(path: Any, payload: dict[str, Any] | None = None, as_json: bool = Fal
 
 
 def handle_errors(command: Callable) -> Callable:
-    """Turn exceptions into one line on stderr and the exit code of DESIGN section 6."""
+    """Turn exceptions into one line on stderr and the exit code of DESIGN section 6.
+
+    ``--debug`` adds the traceback above that line but keeps the exit code, so scripts that
+    branch on 2 (bad input) or 3 (constraints) behave the same while someone debugs them.
+    """
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
         except NasCliError as exc:
-            if flags.debug:
-                raise
-            console.print(f"error: {exc}", markup=False)
-            raise typer.Exit(exc.exit_code) from None
+            _fail(f"error: {exc}", exc.exit_code)
         except (typer.Exit, typer.Abort, KeyboardInterrupt):
             raise
         except Exception as exc:
-            if flags.debug:
-                raise
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            console.print(f"error: {type(exc).__name__}: {first} (run with --debug for the traceback)", markup=False)
-            raise typer.Exit(1) from None
+            hint = "" if flags.debug else " (run with --debug for the traceback)"
+            _fail(f"error: {type(exc).__name__}: {first}{hint}", 1)
 
     return wrapper
+
+
+def _fail(line: str, code: int) -> None:
+    """Print the error line (after the traceback with --debug) and exit with ``code``."""
+    if flags.debug:
+        traceback.print_exc(file=sys.stderr)
+    console.print(line, markup=False)
+    raise typer.Exit(code) from None
 
 
 def source_and_overrides(source: Path | None, overrides: list[str] | None) -> tuple[Path | None, list[str]]:
@@ -80,7 +88,8 @@ def input_path(argument: Path | None) -> Path:
         return argument
     if sys.stdin.isatty():
         raise UserInputError("no input: give a recipe or checkpoint path, or pipe one from the previous stage")
-    lines = [line.strip() for line in sys.stdin.read().splitlines() if line.strip()]
+    # only the line break is dropped: a path may begin or end with spaces
+    lines = [line for line in sys.stdin.read().splitlines() if line.strip()]
     if not lines:
         raise UserInputError("no input: stdin was empty (did the previous stage fail?)")
     return Path(lines[-1])

@@ -13,15 +13,18 @@ from nascli.cli.common import handle_errors, input_path, result, source_and_over
 def export(
     source: Path = typer.Argument(None, help="search.pt or finetune.pt; read from stdin when omitted."),
     fmt: str = typer.Option("pt2", "--format", help="pt2 (torch.export), onnx or torchscript."),
-    output: Path = typer.Option(None, "--output", "-o", help="Output file (default: RUN_DIR/model.<format>)."),
+    output: Path = typer.Option(None, "--output", "-o", help="Output file (default: model.<format> beside the input)."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON result on stdout instead of the path."),
 ) -> None:
     """Export the selected subnet; the written file is loaded back and checked against the model."""
-    from nascli.stages.export import FORMATS, export_stage
+    from nascli.stages.export import export_stage, suffix
     from nascli.stages.load import load_stage_input
 
+    extension = suffix(fmt)
     source, _ = source_and_overrides(source, [])
-    model, _, _, recipe = load_stage_input(input_path(source), [])
-    target = output or Path(recipe.run_dir) / f"model{FORMATS.get(fmt, '')}"
+    model, path, _, recipe = load_stage_input(input_path(source), [], "export")
+    # next to the input, not the run_dir its recipe records: a run directory that was moved or
+    # copied, or a relative run_dir read from another cwd, would send the file elsewhere
+    target = output or path.parent / f"model{extension}"
     path = export_stage(model, recipe.input_shape, fmt, target)
     result(path, {"format": fmt}, json_out)

@@ -21,6 +21,6 @@ def finetune(
     from nascli.stages.load import load_stage_input
 
     source, overrides = source_and_overrides(source, overrides)
-    model, _, _, recipe = load_stage_input(input_path(source), overrides)
+    model, _, _, recipe = load_stage_input(input_path(source), overrides, "finetune")
     path = finetune_stage(model, recipe, None if flags.quiet else console)
     result(path, read_checkpoint(path)["metrics"], json_out)

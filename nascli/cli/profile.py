@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -12,13 +13,13 @@ from nascli.errors import ConstraintError, UserInputError
 from nascli.recipe.schema import Deployment
 
 
-def latency_model(model, checkpoint: dict, device: str | None, cache_dir: Path):
-    """The latency table for the recipe's deployment, on ``device`` if given."""
+def latency_model(model, recipe: dict, device: str | None, cache_dir: Path | None):
+    """The latency table for the recipe's deployment, on ``device`` if given (cached in ``cache_dir``)."""
     import torch
 
     from nascli.cost.latency import LatencyModel
 
-    deployment = Deployment.model_validate((checkpoint.get("recipe") or {}).get("deployment", {}))
+    deployment = Deployment.model_validate(recipe.get("deployment", {}))
     device = device or deployment.device
     if device not in ("cpu", "cuda"):
         raise UserInputError(f"--device {device!r}: expected cpu or cuda")
@@ -37,22 +38,44 @@ def profile(
     device: str = typer.Option(None, "--device", help="cpu or cuda: predict latency there (default: recipe's)."),
     json_out: bool = typer.Option(False, "--json", help="Print the profile as JSON on stdout."),
 ) -> None:
-    """Flops and params of the min, centroid and max subnets; exit 3 if a constraint cannot be met."""
+    """Flops and params of the min, centroid and max subnets; exit 3 if a constraint cannot be met.
+
+    Prints its input on stdout, for the next stage, only when every constraint can be met.
+    """
     from nascli.cost.model import cost_model
     from nascli.cost.profile import profile_costs, render_profile
-    from nascli.stages.load import load_stage_input
 
     constraints = {k: v for k, v in (("flops", flops), ("params", params), ("latency", latency)) if v is not None}
     source, overrides = source_and_overrides(source, overrides)
-    model, path, checkpoint, _ = load_stage_input(input_path(source), overrides)
+    path = input_path(source)
+    model, recipe, cache_dir = _profiled(path, overrides)
     costs = cost_model(model)
     timing = None
     if latency is not None or device is not None:
-        timing = latency_model(model, checkpoint, device, path.parent)
+        timing = latency_model(model, recipe, device, cache_dir)
     is_satisfied, stats = profile_costs(costs, constraints, timing)
     if not flags.quiet:
         render_profile(stats, costs, console)
-    result(path, {"satisfied": is_satisfied, **json.loads(json.dumps(stats))}, json_out)
+    if is_satisfied or json_out:  # a failed check must not feed a pipe: `profile --flops X | train`
+        result(path, {"satisfied": is_satisfied, **json.loads(json.dumps(stats))}, json_out)
     if not is_satisfied:
         failing = ", ".join(k for k, c in stats["constraints"].items() if not c["satisfiable"])
         raise ConstraintError(f"{failing} cannot be met by any subnet of the search space")
+
+
+def _profiled(path: Path, overrides: list[str]) -> tuple[Any, dict[str, Any], Path | None]:
+    """(model, recipe data, latency cache folder) of a checkpoint, or of a recipe converted in memory.
+
+    A recipe is not converted into its run directory: profiling writes nothing there (and, with
+    no run directory yet, keeps no latency cache).
+    """
+    from nascli.stages.load import is_recipe, load_stage_input
+
+    if is_recipe(path):
+        from nascli.recipe.load import load_recipe
+        from nascli.stages.convert import converted_model
+
+        recipe = load_recipe(path, overrides)
+        return converted_model(recipe), recipe.model_dump(mode="json"), None
+    model, path, checkpoint, _ = load_stage_input(path, overrides, "profile")
+    return model, checkpoint.get("recipe") or {}, path.parent

@@ -18,7 +18,9 @@ def search(
     params: str = typer.Option(None, "--params", help="Upper bound on parameters, same forms."),
     latency: str = typer.Option(None, "--latency", help="Upper bound on predicted latency (recipe's deployment)."),
     algorithm: str = typer.Option(None, "--algorithm", help="evolve, random or sensitivity (fastnas default)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run directory's unfinished search.pt."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue the run directory's unfinished search.pt, under its constraints."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON result on stdout instead of the path."),
 ) -> None:
     """Find the most accurate subnet within the constraints; writes search.pt, search.json, pareto.png."""
@@ -35,7 +37,7 @@ def search(
         if state is None:
             raise UserInputError(f"--resume: no unfinished search.pt in {recipe.run_dir}")
     else:
-        (model, _, _, recipe), state = load_stage_input(input_path(source), overrides), None
+        (model, _, _, recipe), state = load_stage_input(input_path(source), overrides, "search"), None
     given = (("flops", flops), ("params", params), ("latency", latency))
     constraints = {k: v for k, v in given if v is not None}
     quiet = flags.quiet or not ranks.main

@@ -41,7 +41,7 @@ def train(
             result(path, {"resumed": False, "finished": True}, json_out)
             return
     else:
-        (model, path, checkpoint, recipe), state = load_stage_input(input_path(source), overrides), None
+        (model, path, checkpoint, recipe), state = load_stage_input(input_path(source), overrides, "train"), None
     out = train_stage(
         model, recipe, state, ranks, None if flags.quiet else console, stderr_is_terminal() and not flags.quiet
     )

@@ -8,9 +8,10 @@ saved, selects the stored subnet and loads the weights.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 
 import nascli
+from nascli.atomic import atomic_write
 from nascli.errors import CheckpointError
 from nascli.opt.trust import code_references, describe, is_signed_here, sign
 from nascli.space.convert import convert_model
@@ -26,7 +28,7 @@ from nascli.space.space import get_space, is_converted
 
 FORMAT = "nascli/1"
 STAGES = ("convert", "train", "search", "finetune")
-_REQUIRED = ("format", "stage", "nascli_version", "model", "modes", "space", "subnet", "state_dict")
+_REQUIRED = ("format", "stage", "nascli_version", "model", "modes", "space", "subnet", "state_dict", "checksum")
 
 
 def build_checkpoint(
@@ -62,24 +64,50 @@ def build_checkpoint(
 
 
 def write_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Write atomically: a temp file in the same directory, flushed, then renamed over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(checkpoint, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write atomically (see nascli.atomic), with a checksum of everything else in the file.
+
+    The checkpoint is serialized in memory first, so a full disk surfaces as the OSError of a
+    plain write (one clear line) rather than as an error from inside torch's zip writer.
+    """
+    data = io.BytesIO()
+    torch.save({**checkpoint, "checksum": checksum(checkpoint)}, data)
+    return atomic_write(path, lambda f: f.write(data.getbuffer()))
+
+
+def checksum(checkpoint: dict[str, Any]) -> str:
+    """SHA-256 over every field but ``checksum``, tensors by dtype, shape and bytes.
+
+    torch's zip reader does not check the archive's CRCs, so without this a flipped bit in
+    tensor data would load as a silently different weight.
+    """
+    digest = hashlib.sha256()
+    _feed(digest, {k: v for k, v in checkpoint.items() if k != "checksum"})
+    return digest.hexdigest()
+
+
+def _feed(digest: Any, value: Any) -> None:
+    """Hash ``value`` unambiguously: every item is tagged with its kind and length."""
+    if isinstance(value, torch.Tensor):
+        tensor = value.detach().cpu().contiguous().reshape(-1)
+        raw = tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b""
+        header = f"T{str(value.dtype)}{tuple(value.shape)}{len(raw)}:"
+        digest.update(header.encode() + raw)
+    elif isinstance(value, dict):
+        digest.update(f"D{len(value)}:".encode())
+        for key in sorted(value, key=repr):
+            _feed(digest, key)
+            _feed(digest, value[key])
+    elif isinstance(value, (list, tuple)):  # torch.load may give back a tuple saved as a list or the reverse
+        digest.update(f"L{len(value)}:".encode())
+        for item in value:
+            _feed(digest, item)
+    else:
+        text = f"{type(value).__name__}={value!r}"
+        digest.update(f"S{len(text)}:{text}".encode())
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load and check the envelope of a checkpoint; any problem is one line naming the file."""
+    """Load and check the envelope and checksum of a checkpoint; any problem is one line naming the file."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
@@ -91,8 +119,14 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         found = checkpoint.get("format") if isinstance(checkpoint, dict) else type(checkpoint).__name__
         raise CheckpointError(f"{path}: not a nascli checkpoint (format {found!r}, expected {FORMAT!r})")
     missing = [key for key in _REQUIRED if key not in checkpoint]
+    if missing == ["checksum"]:
+        raise CheckpointError(f"{path}: written by a nascli without checksums; run the stage that made it again")
     if missing:
         raise CheckpointError(f"{path}: damaged checkpoint, missing {', '.join(missing)}")
+    if checkpoint["checksum"] != checksum(checkpoint):
+        raise CheckpointError(f"{path}: damaged checkpoint (its checksum does not match its contents)")
+    if checkpoint["stage"] not in STAGES:
+        raise CheckpointError(f"{path}: damaged checkpoint, unknown stage {checkpoint['stage']!r}")
     return checkpoint
 
 
@@ -117,19 +151,29 @@ def untrusted_code(checkpoint: dict[str, Any], named: frozenset[str] = frozenset
     return describe(references)
 
 
+#: what torch's weights-only unpickler says it refused, in the wordings of torch 2.4 to 2.14
+_REFUSED = (
+    re.compile(r"GLOBAL (\S+?)(?: was not an allowed global| whose module|[.,]?\s*$)", re.M),
+    re.compile(r"reduce for unrecognized function (.+?)(?: which belongs to|\s*$)", re.M),
+    re.compile(r"new object for nn.Parameter or classes allowlisted .*? but got (.+?)\s*$", re.M),
+)
+
+
 def load_failure(exc: Exception) -> str:
-    """A short cause for a failed ``torch.load``, without torch's advice to disable weights_only."""
+    """A short cause for a failed ``torch.load``: the refused type, never torch's advice to disable weights_only."""
     text = str(exc)
     if isinstance(exc, EOFError) or not text.strip():
         return "the file is empty or truncated"
     if "central directory" in text or "zip archive" in text:
         return "the file is truncated or damaged"
-    match = re.search(r"Unsupported global: GLOBAL (\S+)", text)
-    if match:
-        return f"it holds a pickled object of type {match.group(1)}; checkpoints hold only tensors and plain data"
+    for pattern in _REFUSED:
+        if match := pattern.search(text):
+            return f"it holds a pickled object of type {match.group(1)}; checkpoints hold only tensors and plain data"
     match = re.search(r"WeightsUnpickler error:\s*(.+)", text)
     if match:
         return f"the file is damaged or not written by torch.save: {match.group(1).strip()}"
+    if "weights_only" in text or "Weights only load failed" in text:
+        return "it holds something other than tensors and plain data; checkpoints hold only those"
     return text.strip().splitlines()[0]
 
 

@@ -35,23 +35,31 @@ def config_dir() -> Path:
 
 
 def _key(create: bool) -> bytes | None:
-    """The user's signing key, made on first use (mode 0600); None where it cannot be had."""
+    """The user's signing key, made on first use (mode 0600); None where it cannot be had.
+
+    A new key is written whole to a temp file and hard-linked into place, which fails if
+    another process (another torchrun rank) got there first: every process then reads the
+    same complete key, never an empty file another one has just created.
+    """
     path = config_dir() / KEY_FILE
     try:
         return bytes.fromhex(path.read_text().strip())
     except (FileNotFoundError, ValueError):
         if not create:
             return None
+    key = secrets.token_bytes(32)
+    tmp = path.with_name(f".{KEY_FILE}.{secrets.token_hex(4)}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+            f.write(key.hex())
+        os.link(tmp, path)
     except FileExistsError:  # another process made it first
         return _key(create=False)
     except OSError:  # an unwritable home: checkpoints go unsigned and need their code named
         return None
-    key = secrets.token_bytes(32)
-    with os.fdopen(fd, "w") as f:
-        f.write(key.hex())
+    finally:
+        tmp.unlink(missing_ok=True)
     return key
 
 

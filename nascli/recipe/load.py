@@ -15,6 +15,28 @@ from nascli.recipe.schema import Recipe
 from nascli.space.rules import validate_rules
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A SafeLoader that refuses a key given twice in one mapping.
+
+    Plain YAML keeps the last value silently, so ``epochs: 90`` hidden further down a recipe
+    would win over the ``epochs: 3`` the user is looking at.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def safe_load(text: str) -> Any:
+    """``yaml.safe_load`` that refuses duplicate keys."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)
+
+
 def parse_overrides(overrides: list[str]) -> list[tuple[list[str], Any]]:
     """``a.b=3`` -> (["a", "b"], 3); the value is read as YAML, so ``[1, 2]`` is a list."""
     parsed = []
@@ -23,7 +45,7 @@ def parse_overrides(overrides: list[str]) -> list[tuple[list[str], Any]]:
         if not sep or not key or any(not part for part in key.split(".")):
             raise UserInputError(f"override {item!r}: expected key=value, e.g. train.epochs=3")
         try:
-            value = yaml.safe_load(raw) if raw else ""
+            value = safe_load(raw) if raw else ""
         except yaml.YAMLError as exc:
             raise UserInputError(f"override {item!r}: value is not valid YAML ({exc.problem})") from exc
         parsed.append((key.split("."), value))
@@ -73,7 +95,7 @@ def read_yaml(path: str | os.PathLike) -> Any:
     if not path.is_file():
         raise UserInputError(f"{path}: no such recipe file")
     try:
-        return yaml.safe_load(path.read_text())
+        return safe_load(path.read_text())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

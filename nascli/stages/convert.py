@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -13,12 +14,36 @@ from nascli.errors import UserInputError
 from nascli.nas.config import MODES
 from nascli.opt.checkpoint import build_checkpoint, load_failure, write_checkpoint
 from nascli.recipe.factory import build_model
-from nascli.recipe.load import recipe_to_yaml
 from nascli.recipe.schema import Recipe
 from nascli.space.importance import sort_channels_by_importance
 from nascli.space.rules import merge_rules
 from nascli.space.space import get_space
-from nascli.stages.rundir import append_metrics
+from nascli.stages.rundir import append_metrics, run_dir_lock, write_recipe
+
+
+def converted_model(recipe: Recipe) -> nn.Module:
+    """The recipe's model, built and converted in memory (``profile`` of a recipe writes nothing)."""
+    torch.manual_seed(recipe.seed)
+    model = build_model(recipe.model.factory, recipe.model.kwargs)
+    if recipe.model.checkpoint:
+        load_user_weights(model, Path(recipe.model.checkpoint))
+    rules = merge_rules(MODES[recipe.mode](), recipe.rules)
+    mtn.convert(model, [(recipe.mode, rules)], dummy_input=torch.zeros(1, *recipe.input_shape))
+    if recipe.mode == "fastnas":
+        sort_channels_by_importance(model)
+    return model
+
+
+def convert_checkpoint(model: nn.Module, recipe: Recipe) -> dict[str, Any]:
+    """The ``convert.pt`` contents of a model ``converted_model`` made from ``recipe``."""
+    space = get_space(model)
+    return build_checkpoint(
+        model,
+        stage="convert",
+        recipe=recipe.model_dump(mode="json"),
+        factory=recipe.model.model_dump(mode="json"),
+        metrics={"hparams": len(space.hparams), "space_size": float(space.size())},
+    )
 
 
 def load_user_weights(model: nn.Module, path: Path) -> None:
@@ -46,27 +71,17 @@ def load_user_weights(model: nn.Module, path: Path) -> None:
 
 def convert_stage(recipe: Recipe) -> tuple[nn.Module, Path]:
     """Build the recipe's model, convert it, and write the run directory's ``convert.pt``."""
+    with run_dir_lock(recipe.run_dir):
+        return _convert(recipe)
+
+
+def _convert(recipe: Recipe) -> tuple[nn.Module, Path]:
     start = time.perf_counter()
-    torch.manual_seed(recipe.seed)
-    model = build_model(recipe.model.factory, recipe.model.kwargs)
-    if recipe.model.checkpoint:
-        load_user_weights(model, Path(recipe.model.checkpoint))
-    rules = merge_rules(MODES[recipe.mode](), recipe.rules)
-    mtn.convert(model, [(recipe.mode, rules)], dummy_input=torch.zeros(1, *recipe.input_shape))
-    if recipe.mode == "fastnas":
-        sort_channels_by_importance(model)
-    space = get_space(model)
+    model = converted_model(recipe)
     run_dir = Path(recipe.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "recipe.yaml").write_text(recipe_to_yaml(recipe))
-    metrics = {"hparams": len(space.hparams), "space_size": float(space.size())}
-    checkpoint = build_checkpoint(
-        model,
-        stage="convert",
-        recipe=recipe.model_dump(mode="json"),
-        factory=recipe.model.model_dump(mode="json"),
-        metrics=metrics,
-    )
+    checkpoint = convert_checkpoint(model, recipe)
+    metrics = checkpoint["metrics"]
     path = write_checkpoint(checkpoint, run_dir / "convert.pt")
     append_metrics(run_dir, {"stage": "convert", **metrics, "seconds": round(time.perf_counter() - start, 3)})
+    write_recipe(recipe)
     return model, path

@@ -35,14 +35,19 @@ def _write(plain: nn.Module, x: torch.Tensor, fmt: str, path: Path) -> torch.Ten
         return torch.from_numpy(session.run(None, {name: x.numpy()})[0])
 
 
-def export_stage(model: nn.Module, input_shape: list[int], fmt: str, output: Path) -> Path:
-    """Export the active subnet (or the plain model) and check the file's output equals the model's."""
+def suffix(fmt: str) -> str:
+    """The file suffix of an export format; an unknown format is bad input."""
     if fmt not in FORMATS:
         raise UserInputError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    return FORMATS[fmt]
+
+
+def export_stage(model: nn.Module, input_shape: list[int], fmt: str, output: Path) -> Path:
+    """Export the active subnet (or the plain model) and check the file's output equals the model's."""
     plain = (export_model(model) if is_converted(model) else model).eval()
     x = torch.randn(1, *input_shape)
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp{FORMATS[fmt]}")
+    tmp = output.with_name(f".{output.name}.tmp{suffix(fmt)}")
     try:
         with torch.no_grad():
             expected = plain(x)

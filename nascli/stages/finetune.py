@@ -16,7 +16,7 @@ from nascli.opt.checkpoint import exported_checkpoint, write_checkpoint
 from nascli.recipe.schema import Recipe
 from nascli.space.export import export_model
 from nascli.space.space import get_space
-from nascli.stages.rundir import append_metrics
+from nascli.stages.rundir import append_metrics, run_dir_lock
 from nascli.train.device import autocast, training_device
 from nascli.train.sandwich import distillation_loss
 from nascli.train.trainer import accuracy, build_optimizer, warmup_cosine
@@ -24,6 +24,11 @@ from nascli.train.trainer import accuracy, build_optimizer, warmup_cosine
 
 def finetune_stage(model: nn.Module, recipe: Recipe, console: Console | None) -> Path:
     """Train the active subnet as a plain model: the training schedule at half its LR by default."""
+    with run_dir_lock(recipe.run_dir):
+        return _finetune(model, recipe, console)
+
+
+def _finetune(model: nn.Module, recipe: Recipe, console: Console | None) -> Path:
     spec = recipe.finetune
     epochs = spec.epochs or recipe.train.epochs
     train_spec = recipe.train.model_copy(update={"lr": spec.lr or recipe.train.lr * 0.5, "epochs": epochs})

@@ -8,32 +8,50 @@ from typing import Any
 
 from torch import nn
 
-from nascli.errors import CheckpointError
+from nascli.errors import CheckpointError, UserInputError
 from nascli.opt.checkpoint import apply_checkpoint, read_checkpoint, untrusted_code
 from nascli.recipe.factory import build_model
 from nascli.recipe.load import apply_overrides, load_recipe, parse_overrides, validate_recipe
 from nascli.recipe.schema import Recipe
+from nascli.train.distributed import init_from_env
 
 RECIPE_SUFFIXES = (".yaml", ".yml")
+
+#: the stages whose checkpoint each command takes (a recipe is converted first where convert is one)
+ACCEPTS = {
+    "profile": ("convert", "train", "search"),
+    "train": ("convert", "train"),
+    "search": ("convert", "train", "search"),
+    "finetune": ("search",),
+    "export": ("search", "finetune"),
+}
+
+#: the recipe keys that, with the search space's choices, say which model a checkpoint holds;
+#: the others (data, train, search, finetune, seed, run_dir) are settings a resume may change
+IDENTITY_KEYS = ("model", "input_shape", "mode", "rules")
 
 
 def is_recipe(path: Path) -> bool:
     return path.suffix.lower() in RECIPE_SUFFIXES
 
 
-def load_stage_input(path: Path, overrides: list[str]) -> tuple[nn.Module, Path, dict[str, Any], Recipe]:
+def load_stage_input(
+    path: Path, overrides: list[str], command: str = "profile"
+) -> tuple[nn.Module, Path, dict[str, Any], Recipe]:
     """(model, checkpoint path, checkpoint, recipe) for a recipe (converted now) or a checkpoint.
 
     ``key=value`` overrides apply to the recipe file, or to the recipe a checkpoint recorded.
     The code a checkpoint's recipe names is called only when this user signed the checkpoint
-    or names that code again in an override (see nascli.opt.trust).
+    or names that code again in an override (see nascli.opt.trust). A checkpoint that
+    ``command`` does not take, or an earlier stage's unfinished one, is refused.
     """
     if is_recipe(path):
-        from nascli.stages.convert import convert_stage
-
-        _, path = convert_stage(load_recipe(path, overrides))
+        if "convert" not in ACCEPTS[command]:
+            raise UserInputError(f"{path}: a recipe; nascli {command} takes {_files(ACCEPTS[command])}")
+        path, checkpoint = _converted(load_recipe(path, overrides))
         overrides = []
-    checkpoint = read_checkpoint(path)
+    else:
+        checkpoint = read_checkpoint(path)
     if not checkpoint.get("recipe") or not checkpoint["model"]:
         raise CheckpointError(f"{path}: records no recipe (saved from Python?); restore it with nascli.opt.restore")
     named = frozenset(".".join(key) for key, _ in parse_overrides(overrides))
@@ -42,9 +60,40 @@ def load_stage_input(path: Path, overrides: list[str]) -> tuple[nn.Module, Path,
             f"{path}: was not written by this user on this machine, so nascli will not call the code it names;"
             f" if you trust it, name it on the command line: {untrusted}"
         )
+    check_stage(path, checkpoint, command)
     recipe = validate_recipe(apply_overrides(copy.deepcopy(checkpoint["recipe"]), overrides), f"{path} recipe")
     model = build_model(recipe.model.factory, recipe.model.kwargs)
     return apply_checkpoint(model, checkpoint, path), path, checkpoint, recipe
+
+
+def _converted(recipe: Recipe) -> tuple[Path, dict[str, Any]]:
+    """Convert a recipe into its run directory's ``convert.pt``: (its path, its contents).
+
+    Under torchrun only rank 0 writes (and takes the run directory's lock); the other ranks
+    convert the same recipe in memory, as they would otherwise contend for the lock.
+    """
+    from nascli.stages.convert import convert_checkpoint, convert_stage, converted_model
+
+    if init_from_env().main:
+        _, path = convert_stage(recipe)
+        return path, read_checkpoint(path)
+    return Path(recipe.run_dir) / "convert.pt", convert_checkpoint(converted_model(recipe), recipe)
+
+
+def check_stage(path: Path, checkpoint: dict[str, Any], command: str) -> None:
+    """Refuse a checkpoint ``command`` does not take, and one an earlier stage did not finish.
+
+    Profiling reads only the search space, so it takes an unfinished checkpoint as it is.
+    """
+    stage, accepted = checkpoint["stage"], ACCEPTS[command]
+    if stage not in accepted:
+        raise UserInputError(f"{path}: a {stage} checkpoint; nascli {command} takes {_files(accepted)}")
+    if checkpoint.get("trainer") is not None and stage != command and command != "profile":
+        raise UserInputError(f"{path}: {stage} unfinished: nascli {stage} --resume")
+
+
+def _files(stages: tuple[str, ...]) -> str:
+    return " or ".join(f"{stage}.pt" for stage in stages)
 
 
 def load_resumable(
@@ -53,10 +102,25 @@ def load_resumable(
     """Like ``load_stage_input``, preferring the run directory's ``<stage>.pt`` to continue from.
 
     Returns its unfinished state too (None when that stage's checkpoint is finished or absent).
+    That ``<stage>.pt`` must hold the input's model (see ``IDENTITY_KEYS``), else it is stale,
+    left by another model that ran in this directory, and is refused.
     """
-    model, path, checkpoint, recipe = load_stage_input(path, overrides)
+    model, path, checkpoint, recipe = load_stage_input(path, overrides, stage)
     latest = Path(recipe.run_dir) / f"{stage}.pt"
     if checkpoint["stage"] != stage and latest.is_file():
-        model, path, checkpoint, recipe = load_stage_input(latest, overrides)
+        given = checkpoint
+        model, path, checkpoint, recipe = load_stage_input(latest, overrides, stage)
+        if differ := identity_differences(given, checkpoint):
+            raise UserInputError(
+                f"--resume: {latest} holds another model than the input ({', '.join(differ)} differ);"
+                f" remove it or give another run_dir"
+            )
     state = checkpoint.get("trainer") if checkpoint["stage"] == stage else None
     return model, path, checkpoint, recipe, state
+
+
+def identity_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """The recipe keys (and "search space") in which two checkpoints' models differ."""
+    differ = [key for key in IDENTITY_KEYS if a["recipe"].get(key) != b["recipe"].get(key)]
+    choices = [{name: list(spec["choices"]) for name, spec in c["space"].items()} for c in (a, b)]
+    return differ + (["search space"] if choices[0] != choices[1] else [])

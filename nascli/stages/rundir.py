@@ -1,11 +1,25 @@
-"""The run directory: resolved recipe, stage checkpoints and the metrics log."""
+"""The run directory: resolved recipe, stage checkpoints and the metrics log, one writer at a time."""
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from nascli.atomic import atomic_write_text, remove_stale_temps
+from nascli.errors import UserInputError
+from nascli.recipe.load import recipe_to_yaml
+from nascli.recipe.schema import Recipe
+
+LOCK_FILE = ".lock"
+
+#: run directories this process holds locked, with how many nested holders each has
+_held: dict[Path, int] = {}
 
 
 def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
@@ -14,3 +28,57 @@ def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
     line = json.dumps({"time": round(time.time(), 3), **record})
     with open(run_dir / "metrics.jsonl", "a") as f:
         f.write(line + "\n")
+
+
+def write_recipe(recipe: Recipe) -> Path:
+    """The run directory's ``recipe.yaml``, written atomically once a stage has succeeded.
+
+    Written earlier, a failed stage would leave a recipe that no checkpoint in the directory
+    was made with.
+    """
+    return atomic_write_text(Path(recipe.run_dir) / "recipe.yaml", recipe_to_yaml(recipe))
+
+
+@contextmanager
+def run_dir_lock(run_dir: str | os.PathLike) -> Iterator[Path]:
+    """Hold ``run_dir`` for one stage: a second nascli process writing there is refused (exit 2).
+
+    ``flock`` on ``run_dir/.lock``, which the kernel releases when its holder dies, so a killed
+    run never blocks the next. The holder's pid is written into the file for the error message.
+    Once the lock is held, temp files left by a killed writer are removed. Nested holders in
+    one process (a stage that converts its recipe first) share the lock.
+    """
+    run_dir = Path(run_dir)
+    key = run_dir.resolve()
+    if key in _held:
+        _held[key] += 1
+        try:
+            yield run_dir
+        finally:
+            _held[key] -= 1
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / LOCK_FILE, "a+") as lock:
+        _acquire(lock, run_dir)
+        _held[key] = 1
+        try:
+            remove_stale_temps(run_dir)
+            yield run_dir
+        finally:
+            del _held[key]
+
+
+def _acquire(lock: Any, run_dir: Path) -> None:
+    """Take the lock without waiting, or fail naming its holder; record this process as holder."""
+    try:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip() or "unknown"
+        raise UserInputError(
+            f"{run_dir}: in use by another nascli run (pid {holder}); wait for it to end or use another run_dir"
+        ) from None
+    lock.seek(0)
+    lock.truncate()
+    lock.write(str(os.getpid()))
+    lock.flush()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,8 @@ from rich.console import Console
 from torch import nn
 from torch.utils.data import DataLoader
 
-from nascli.cost.constraints import resolve_constraints
+from nascli.atomic import atomic_write_text
+from nascli.cost.constraints import parse_bound, resolve_constraints
 from nascli.cost.latency import LatencyModel
 from nascli.cost.model import cost_model
 from nascli.data import load_splits
@@ -21,7 +23,7 @@ from nascli.recipe.schema import Recipe
 from nascli.search.evolve import SearchSettings, SearchState
 from nascli.search.plot import pareto_plot
 from nascli.search.run import search_report, search_subnet
-from nascli.stages.rundir import append_metrics
+from nascli.stages.rundir import append_metrics, run_dir_lock
 from nascli.train.distributed import Ranks
 from nascli.train.trainer import accuracy
 
@@ -40,6 +42,37 @@ def search_stage(
     search continues from it (``resume_from``, the stored state) to the same result. Under
     torchrun every rank scores its share of each generation; rank 0 writes.
     """
+    with run_dir_lock(recipe.run_dir) if ranks.main else nullcontext():
+        return _search(model, recipe, constraints, console, resume_from, ranks)
+
+
+def resumed_constraints(state: dict[str, Any], wanted: dict[str, Any]) -> dict[str, Any]:
+    """The constraints an unfinished search ran under, which its resume keeps.
+
+    Given again they must agree (2G and 2e9 do): a search resumed under other bounds would mix
+    candidates chosen under both, and one resumed without them would finish unconstrained.
+    """
+    stored = state.get("constraints")
+    if stored is None:  # a search.pt written before the constraints were kept in it
+        return wanted
+    for key, value in wanted.items():
+        if key not in stored or parse_bound(key, value) != parse_bound(key, stored[key]):
+            was = f"{key}={stored[key]}" if key in stored else f"no {key} bound"
+            raise UserInputError(
+                f"constraint {key}={value}: the unfinished search ran with {was}; resume without it,"
+                " or remove search.pt to start again"
+            )
+    return dict(stored)
+
+
+def _search(
+    model: nn.Module,
+    recipe: Recipe,
+    constraints: dict[str, Any],
+    console: Console | None,
+    resume_from: dict[str, Any] | None,
+    ranks: Ranks,
+) -> Path:
     spec = recipe.search
     splits = load_splits(recipe.data.name, recipe.data.root, recipe.data.val_fraction)
     calib = DataLoader(splits.train, batch_size=recipe.data.batch_size, shuffle=False, drop_last=True)
@@ -52,6 +85,8 @@ def search_stage(
     costs = cost_model(model)
     original: dict[str, Any] = costs.cost(costs.named("max"))
     wanted = {**spec.constraints, **constraints}
+    if resume_from is not None:
+        wanted = resumed_constraints(resume_from, wanted)
     latency = None
     if "latency" in wanted and ranks.world > 1:
         raise UserInputError("--latency: search under a latency bound in one process (its table is per machine)")
@@ -72,7 +107,8 @@ def search_stage(
     def progress(state: Any) -> None:
         if not ranks.main:
             return
-        checkpoint = build_checkpoint(model, "search", recipe.model_dump(mode="json"), factory, {}, state.to_plain())
+        unfinished = {**state.to_plain(), "constraints": wanted}
+        checkpoint = build_checkpoint(model, "search", recipe.model_dump(mode="json"), factory, {}, unfinished)
         checkpoint["subnet"] = None
         write_checkpoint(checkpoint, run_dir / "search.pt")
         if console is not None and state.probes:
@@ -96,9 +132,7 @@ def search_stage(
     metrics = {"score": best.score, "flops": best.flops, "params": best.params, "candidates": len(state.evaluated)}
     checkpoint = build_checkpoint(model, "search", recipe.model_dump(mode="json"), factory, metrics)
     write_checkpoint(checkpoint, path)
-    tmp = run_dir / "search.json.tmp"
-    tmp.write_text(json.dumps(report, indent=1))
-    tmp.replace(run_dir / "search.json")
+    atomic_write_text(run_dir / "search.json", json.dumps(report, indent=1))
     flops = [c["flops"] for c in report["candidates"]]
     scores = [c["score"] for c in report["candidates"]]
     front = [report["candidates"].index(p) for p in report["pareto"]]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +12,8 @@ from torch import nn
 from nascli.data import load_splits
 from nascli.errors import UserInputError
 from nascli.opt.checkpoint import build_checkpoint, write_checkpoint
-from nascli.recipe.load import recipe_to_yaml
 from nascli.recipe.schema import Recipe
-from nascli.stages.rundir import append_metrics
+from nascli.stages.rundir import append_metrics, run_dir_lock, write_recipe
 from nascli.train.distributed import Ranks, parameters_agree
 from nascli.train.trainer import SupernetTrainer
 
@@ -27,6 +27,18 @@ def train_stage(
     show_progress: bool = False,
 ) -> Path:
     """Train the supernet as the recipe says, writing ``train.pt`` (with trainer state while unfinished)."""
+    with run_dir_lock(recipe.run_dir) if ranks.main else nullcontext():
+        return _train(model, recipe, trainer_state, ranks, console, show_progress)
+
+
+def _train(
+    model: nn.Module,
+    recipe: Recipe,
+    trainer_state: dict[str, Any] | None,
+    ranks: Ranks,
+    console: Console | None,
+    show_progress: bool,
+) -> Path:
     splits = load_splits(recipe.data.name, recipe.data.root, recipe.data.val_fraction)
     if tuple(recipe.input_shape) != splits.input_shape:
         expected, name = list(splits.input_shape), recipe.data.name
@@ -61,12 +73,11 @@ def train_stage(
                     markup=False,
                 )
 
-    if ranks.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "recipe.yaml").write_text(recipe_to_yaml(recipe))
     trainer.fit(save, log)
     if not parameters_agree(model, ranks):
         raise RuntimeError("parameters differ between processes after training")
     if ranks.world > 1 and ranks.main:
         append_metrics(run_dir, {"stage": "train", "ranks": ranks.world, "parameters_agree": True})
+    if ranks.main:
+        write_recipe(recipe)
     return path

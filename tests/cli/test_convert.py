@@ -23,7 +23,7 @@ def test_convert_digits_writes_the_run_directory(tmp_path):
     assert result.exit_code == 0, result.stderr
     assert result.stdout.strip() == str(run_dir / "convert.pt")
     assert "Number of configurable hparams: 14" in result.stderr
-    assert {p.name for p in run_dir.iterdir()} == {"convert.pt", "recipe.yaml", "metrics.jsonl"}
+    assert {p.name for p in run_dir.iterdir()} == {"convert.pt", "recipe.yaml", "metrics.jsonl", ".lock"}
     record = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
     assert record["stage"] == "convert" and record["hparams"] == 14
 

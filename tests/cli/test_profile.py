@@ -44,11 +44,23 @@ def test_bad_constraint_values_exit_2(checkpoint, value):
     assert len(lines) == 1 and lines[0].startswith("error: constraint flops=")
 
 
-def test_profile_a_recipe_converts_it_first(tmp_path):
-    args = ["-q", "profile", str(ROOT / "recipes/digits.yaml"), f"run_dir={tmp_path}", "--params", "1G"]
-    result = runner.invoke(app, args)
-    assert result.exit_code == 0
-    assert result.stdout.strip() == str(tmp_path / "convert.pt")
+def test_profile_of_a_recipe_writes_nothing(tmp_path):
+    recipe = str(ROOT / "recipes/digits.yaml")
+    assert runner.invoke(app, ["-q", "convert", recipe, f"run_dir={tmp_path}", "model.kwargs.width=8"]).exit_code == 0
+    before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in tmp_path.iterdir()}
+    result = runner.invoke(app, ["-q", "profile", recipe, f"run_dir={tmp_path}", "--params", "1G", "--device", "cpu"])
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.strip() == recipe
+    assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in tmp_path.iterdir()} == before
+    missing = tmp_path / "absent"
+    assert runner.invoke(app, ["-q", "profile", recipe, f"run_dir={missing}"]).exit_code == 0
+    assert not missing.exists()
+
+
+def test_a_failed_constraint_prints_nothing_on_stdout(checkpoint):
+    result = runner.invoke(app, ["-q", "profile", checkpoint, "--flops", "1"])
+    assert result.exit_code == 3
+    assert result.stdout == "" and result.stderr == "error: flops cannot be met by any subnet of the search space\n"
 
 
 def test_no_input_is_a_clear_error():

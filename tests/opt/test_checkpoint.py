@@ -1,3 +1,5 @@
+import errno
+import fractions
 import os
 
 import pytest
@@ -5,7 +7,7 @@ import torch
 
 import nascli.nas as mtn
 import nascli.opt as mto
-from nascli.errors import CheckpointError
+from nascli.errors import CheckpointError, NasCliError
 from nascli.models import resnet20, small_cnn
 from nascli.opt.checkpoint import FORMAT, read_checkpoint, write_checkpoint
 
@@ -112,3 +114,73 @@ def test_restore_into_a_converted_model_is_refused(saved):
     model, path = saved
     with pytest.raises(CheckpointError, match="needs the original model"):
         mto.restore(model, path)
+
+
+def test_a_flipped_byte_in_tensor_data_is_refused(saved, tmp_path):
+    model, path = saved
+    data = bytearray(path.read_bytes())
+    weights = model.state_dict()["fc.weight"].numpy().tobytes()
+    at = data.find(weights[:64])
+    assert at > 0
+    data[at + 5] ^= 0x01
+    flipped = tmp_path / "flipped.pt"
+    flipped.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="flipped.pt: damaged checkpoint"):
+        read_checkpoint(flipped)
+
+
+def test_an_unknown_stage_is_refused(saved, tmp_path):
+    _, path = saved
+    checkpoint = read_checkpoint(path)
+    bogus = write_checkpoint({**checkpoint, "stage": "bogus"}, tmp_path / "bogus.pt")
+    with pytest.raises(CheckpointError, match="bogus.pt: damaged checkpoint, unknown stage 'bogus'"):
+        read_checkpoint(bogus)
+
+
+def test_checkpoints_follow_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = write_checkpoint({"format": FORMAT}, tmp_path / "c.pt")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_a_full_disk_is_one_line_and_keeps_the_old_file(tmp_path, monkeypatch):
+    path = write_checkpoint({"format": FORMAT, "n": 1}, tmp_path / "c.pt")
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(NasCliError, match=f"^no space left writing {path}$") as caught:
+        write_checkpoint({"format": FORMAT, "n": 2}, path)
+    assert caught.value.exit_code == 1
+    assert torch.load(path, weights_only=True)["n"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, ("true",))
+
+
+@pytest.mark.parametrize(
+    "payload, name", [(fractions.Fraction(1, 3), "fractions.Fraction"), (_Payload(), f"{os.system.__module__}.system")]
+)
+def test_a_pickled_object_is_named_without_torchs_advice(tmp_path, payload, name):
+    path = tmp_path / "object.pt"
+    torch.save({"format": FORMAT, "x": payload}, path)
+    with pytest.raises(CheckpointError) as caught:
+        read_checkpoint(path)
+    message = str(caught.value)
+    assert f"holds a pickled object of type {name};" in message
+    assert "weights_only" not in message and "\n" not in message
+
+
+def test_a_checkpoint_without_a_checksum_asks_for_the_stage_again(saved, tmp_path):
+    _, path = saved
+    old = {k: v for k, v in torch.load(path, weights_only=True).items() if k != "checksum"}
+    torch.save(old, tmp_path / "old.pt")
+    with pytest.raises(CheckpointError, match="old.pt: written by a nascli without checksums; run the stage"):
+        read_checkpoint(tmp_path / "old.pt")

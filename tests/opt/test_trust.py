@@ -12,6 +12,7 @@ import nascli.nas as mtn
 import nascli.opt as mto
 from nascli.errors import CheckpointError
 from nascli.models import small_cnn
+from nascli.opt.checkpoint import write_checkpoint
 from nascli.opt.trust import KEY_FILE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,7 +39,7 @@ def _forged(source: Path, tmp_path: Path, **recipe_changes) -> tuple[Path, Path]
     for key, value in recipe_changes.items():
         checkpoint["recipe"][key].update(value)
     path = tmp_path / "forged.pt"
-    torch.save(checkpoint, path)
+    write_checkpoint(checkpoint, path)  # a forger recomputes the checksum
     return path, marker
 
 
@@ -65,7 +66,7 @@ def test_a_forged_score_function_is_refused_and_naming_it_again_trusts_it(conver
     checkpoint = torch.load(converted, weights_only=True)
     checkpoint["recipe"]["search"]["score_func"] = "os:system"
     path = tmp_path / "score.pt"
-    torch.save(checkpoint, path)
+    write_checkpoint(checkpoint, path)  # a forger recomputes the checksum
     done = _nascli("profile", str(path))
     assert done.returncode == 2 and "search.score_func=os:system" in done.stderr
     # the signature covers all the code a checkpoint names: once broken, every piece must be named
@@ -91,3 +92,22 @@ def test_the_key_is_private_and_python_saves_restore_with_their_model(tmp_path):
     key = Path(os.environ["NASCLI_CONFIG_DIR"]) / KEY_FILE
     assert key.stat().st_mode & 0o777 == 0o600
     assert mtn.get_subnet_config(mto.restore(small_cnn, path)) == mtn.get_subnet_config(model)
+
+
+def test_a_key_another_process_makes_first_is_the_one_used(tmp_path, monkeypatch):
+    """Two torchrun ranks signing their first checkpoint at once must end with one key."""
+    from nascli.opt import trust
+
+    monkeypatch.setenv("NASCLI_CONFIG_DIR", str(tmp_path))
+    theirs = bytes(range(32))
+    link = os.link
+
+    def another_process_first(source, target):
+        Path(target).write_text(theirs.hex())
+        return link(source, target)
+
+    monkeypatch.setattr(os, "link", another_process_first)
+    references = {"model.factory": "nascli.models:resnet20", "model.kwargs": {}, "search.score_func": None}
+    assert trust.sign(references) == trust._digest(theirs, references)
+    assert trust.is_signed_here(references, trust.sign(references))
+    assert [p.name for p in tmp_path.iterdir()] == [KEY_FILE]

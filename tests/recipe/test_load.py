@@ -65,3 +65,23 @@ def test_shipped_recipes_validate(name):
 
     recipe = load_recipe(Path(__file__).resolve().parents[2] / "recipes" / name)
     assert recipe.model.factory and recipe.run_dir.startswith("runs/")
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (GOOD + "input_shape: [1, 16, 16]\n", r"invalid YAML at line 6, column 1: duplicate key 'input_shape'"),
+        (
+            GOOD.replace("{in_channels: 1}", "{in_channels: 1, in_channels: 3}"),
+            r"invalid YAML at line 4, column \d+: duplicate key 'in_channels'",
+        ),
+    ],
+)
+def test_duplicate_keys_are_refused_with_their_line(tmp_path, text, message):
+    with pytest.raises(UserInputError, match=r"r\.yaml: " + message):
+        load_recipe(_write(tmp_path, text))
+
+
+def test_a_duplicate_key_in_an_override_value_is_refused():
+    with pytest.raises(UserInputError, match="model.kwargs=.*duplicate key 'width'"):
+        parse_overrides(["model.kwargs={width: 8, width: 16}"])
