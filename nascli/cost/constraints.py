@@ -25,6 +25,8 @@ def parse_bound(key: str, value: Any) -> tuple[float, bool]:
         hint = "expected a duration such as 15ms, 0.2s or 500us, or a percentage such as 60%"
     if isinstance(value, bool):
         raise UserInputError(f"constraint {key}={value!r}: {hint}")
+    if _is_non_finite(value):
+        raise UserInputError(f"constraint {key}={value!r}: must be a finite number")
     if isinstance(value, (int, float)):
         number, fraction = float(value), False
     elif isinstance(value, str) and value.strip().endswith("%"):
@@ -41,9 +43,19 @@ def parse_bound(key: str, value: Any) -> tuple[float, bool]:
         number, fraction = float(match.group(1)) * _SCALE[match.group(2).lower()], False
     else:
         raise UserInputError(f"constraint {key}={value!r}: {hint}")
-    if not math.isfinite(number) or number <= 0:
+    if not math.isfinite(number):  # 1e400 overflows to inf, and so does 1e300T
+        raise UserInputError(f"constraint {key}={value!r}: must be a finite number")
+    if number <= 0:
         raise UserInputError(f"constraint {key}={value!r}: must be greater than zero")
     return number, fraction
+
+
+def _is_non_finite(value: Any) -> bool:
+    """nan, inf and their spellings as text ("nan", "-inf", "1e400")."""
+    try:
+        return not math.isfinite(float(value.strip() if isinstance(value, str) else value))
+    except (TypeError, ValueError):
+        return False
 
 
 def resolve_constraints(raw: dict[str, Any] | None, original: dict[str, int]) -> dict[str, float]:

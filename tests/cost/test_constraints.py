@@ -17,7 +17,8 @@ def test_accepted_forms(value, expected):
     "value, message",
     [("banana", "expected a positive number"), ("-3", "expected a positive number"), (-3, "greater than zero"),
      ("150%", r"must be in \(0, 100\]"), ("0%", r"must be in \(0, 100\]"), ("0", "greater than zero"),
-     (True, "expected a positive number"), ("x%", "expected a positive number")],
+     (True, "expected a positive number"), ("x%", "expected a positive number"), ("1e400", "finite number"),
+     ("nan", "finite number"), (float("inf"), "finite number"), ("1e300T", "finite number")],
 )  # fmt: skip
 def test_bad_values_are_one_clear_error(value, message):
     with pytest.raises(UserInputError, match=message):

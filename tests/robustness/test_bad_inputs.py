@@ -98,10 +98,6 @@ CASES = [
     ("nan-constraint", ["profile", "{convert}", "--params", "nan"], None, 2, "must be a finite number", None),
 ]  # fmt: skip
 
-#: rows whose fix belongs to nascli/cost/constraints.py (parse_bound), outside this change
-NOT_FIXED_HERE = {"infinite-constraint", "nan-constraint"}
-_OPEN = pytest.mark.xfail(strict=True, reason="issue #12, 25: parse_bound in nascli/cost/constraints.py")
-
 
 def snapshot(base: Path) -> dict[str, tuple[str, int]]:
     """Every file under ``base`` but the locks: its content hash and modification time."""
@@ -114,7 +110,7 @@ def snapshot(base: Path) -> dict[str, tuple[str, int]]:
 
 @pytest.mark.parametrize(
     "name, args, stdin, code, message, during",
-    [pytest.param(*case, id=case[0], marks=[_OPEN] if case[0] in NOT_FIXED_HERE else []) for case in CASES],
+    [pytest.param(*case, id=case[0]) for case in CASES],
 )
 def test_a_bad_input_fails_cleanly(files, monkeypatch, name, args, stdin, code, message, during):
     args = [a.format(**files) for a in args]
