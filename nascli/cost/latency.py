@@ -23,7 +23,7 @@ from nascli.cost.terms import ancestors, gated_blocks
 from nascli.space.export import export_model
 from nascli.space.hparam import Hparam, size_in
 from nascli.space.kinds import DynamicModule, kind_of
-from nascli.space.space import get_space
+from nascli.space.space import example_inputs, get_space
 
 
 def _sync(device: torch.device) -> Callable[[], None]:
@@ -162,7 +162,9 @@ class LatencyModel:
         Round-robin order makes a slow spell of a shared machine hit every subnet alike.
         """
         models = [self._export(c) for c in configs]
-        inputs = tuple(torch.randn(self.batch_size, *s[1:], device=self.device) for s in self.space.input_shapes)
+        inputs = tuple(
+            t.to(self.device) for t in example_inputs(self.space.input_shapes, self.space.input_dtypes, self.batch_size)
+        )
         found = [[measure_latency(m, inputs, self.repeats) for m in models] for _ in range(rounds)]
         return [min(times) for times in zip(*found, strict=True)]
 

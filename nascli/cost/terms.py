@@ -19,6 +19,7 @@ from nascli.cost.fvcore_count import fvcore_flops
 from nascli.space.hparam import Hparam, Scaled, Segments, dim_parts
 from nascli.space.kinds import DynamicModule, kind_of
 from nascli.space.trace import ARGS, TraceResult, node_shape
+from nascli.space.trace_aten import aten_name
 
 # Operations whose flops fvcore counts but this cost model does not model yet: reported, never silent.
 _UNMODELED_MODULES = (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer, nn.Bilinear)
@@ -75,8 +76,19 @@ class TermBuilder:
 
     def channels_of(self, node: fx.Node) -> list[Hparam | int]:
         """Per channel segment of a tensor: the hparam sizing it, or its fixed size."""
+        return [self._dim_of(e) for e in self.trace.channels[node][0]]
+
+    def _dim_of(self, element: tuple) -> Any:
+        """A group's hparam; a group scaled from another (heads) is that hparam scaled; else its fixed size."""
         groups = self.trace.groups
-        return [self.root_hp.get(groups.find(e), groups.size(e)) for e in self.trace.channels[node][0]]
+        root = groups.find(element)
+        if root in self.root_hp:
+            return self.root_hp[root]
+        scaled = groups.scaled_of(root)
+        base = self.root_hp.get(scaled[0]) if scaled else None
+        if isinstance(base, Hparam):
+            return Scaled(base, scaled[1])
+        return groups.size(root)
 
     # -- per module ----------------------------------------------------------------------------
     def module_params(self, name: str, module: nn.Module) -> None:
@@ -127,10 +139,34 @@ class TermBuilder:
             self.norm_flops(node.args[0], node_shape(node.args[0]), weight is not None, path)
         elif target is F.interpolate:
             self.upsample_flops(node, node.kwargs.get("mode", node.args[3] if len(node.args) > 3 else "nearest"), path)
+        elif (name := aten_name(node)) is not None:
+            self.aten_flops(node, name, path)
         else:
             name = target if isinstance(target, str) else getattr(target, "__name__", "")
             if name in _UNMODELED_FUNCTIONS:
                 self.unmodeled.append(f"{node.name} ({name})")
+
+    def aten_flops(self, node: fx.Node, name: str, path: list[str]) -> None:
+        """An operation of a graph from torch.export (space/export_graph.py), as fvcore counts it."""
+        if name in ("matmul", "bmm") and node_shape(node.args[0]) is not None and node_shape(node.args[1]):
+            self.matmul_flops(node.args[0], node_shape(node.args[0]), node_shape(node.args[1])[-1], path)
+        elif name in ("layer_norm", "group_norm") and node_shape(node.args[0]) is not None:
+            affine = len(node.args) > 2 and node.args[2] is not None
+            self.norm_flops(node.args[0], node_shape(node.args[0]), affine, path)
+        elif name == "adaptive_avg_pool2d" and node_shape(node.args[0]) is not None:
+            self.pool_flops(node.args[0], node_shape(node.args[0]), path)
+        elif name in ("upsample_bilinear2d", "upsample_nearest2d"):
+            self.upsample_flops(node, name.removeprefix("upsample_").removesuffix("2d"), path)
+        elif name in _UNMODELED_FUNCTIONS:
+            self.unmodeled.append(f"{node.name} ({name})")
+
+    def matmul_flops(self, a: fx.Node, a_shape: tuple[int, ...], columns: int, path: list[str]) -> None:
+        """fvcore counts every entry of the left operand times the right operand's columns (heads scale it)."""
+        if a in self.trace.channels and self.trace.channels[a][1] < len(a_shape) - 2:
+            per_channel = math.prod(a_shape) // a_shape[self.trace.channels[a][1]] * columns // self.batch
+            self.add("flops", per_channel, [(self.channels_of(a), 1)], path)
+        else:
+            self.add("flops", math.prod(a_shape) * columns // self.batch, [], path)
 
     def pool_flops(self, in_node: fx.Node, in_shape: tuple[int, ...], path: list[str]) -> None:
         """fvcore counts one operation per input element of an adaptive average pool."""
@@ -170,6 +206,15 @@ def _group_dims(trace: TraceResult, slot_hps: dict[str, dict[str, Any]]) -> dict
     groups, found = trace.groups, {}
     for name, hps in slot_hps.items():
         for attr, dim in hps.items():
+            if attr.startswith("param:"):
+                continue  # a parameter's group always has a layer slot too
+            if isinstance(dim, Scaled) and (name, attr) not in trace.slot_scales:
+                root = groups.find(("slot", name, attr, 0))
+                found[root] = dim  # a projection into or out of heads
+                scaled = groups.scaled_of(root)
+                if scaled is not None and isinstance(dim.base, Hparam):
+                    found.setdefault(scaled[0], dim.base)  # the heads themselves
+                continue
             parts, start, index = dim_parts(dim), 0, 0
             while start < len(parts):  # slot segments in order; a chunked one spans its runs
                 root = groups.find(("slot", name, attr, index))

@@ -24,7 +24,7 @@ from nascli.errors import CheckpointError
 from nascli.opt.trust import code_references, describe, is_signed_here, sign
 from nascli.space.convert import convert_model
 from nascli.space.export import export_model
-from nascli.space.space import get_space, is_converted
+from nascli.space.space import example_inputs, get_space, is_converted
 
 FORMAT = "nascli/1"
 STAGES = ("convert", "train", "search", "finetune")
@@ -52,6 +52,7 @@ def build_checkpoint(
         "model": factory,
         "modes": [[name, rules] for name, rules in space.modes] if space else [],
         "input_shapes": [list(s) for s in space.input_shapes] if space else [],
+        "input_dtypes": list(space.input_dtypes) if space else [],
         "space": {n: {"choices": list(h.choices), "active": h.active} for n, h in space.hparams.items()}
         if space
         else {},
@@ -182,6 +183,15 @@ def _listing(names: list[str], limit: int = 5) -> str:
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
+def _input_dtypes(checkpoint: dict[str, Any], path: str | os.PathLike) -> list[str]:
+    """The recorded input dtypes (float32 for a checkpoint that records none), each a known torch dtype."""
+    dtypes = checkpoint.get("input_dtypes") or ["float32"] * len(checkpoint["input_shapes"])
+    for name in dtypes:
+        if not isinstance(name, str) or not isinstance(getattr(torch, name, None), torch.dtype):
+            raise CheckpointError(f"{path}: unknown input dtype {name!r}")
+    return dtypes
+
+
 def apply_checkpoint(model: nn.Module, checkpoint: dict[str, Any], path: str | os.PathLike) -> nn.Module:
     """Replay the recorded conversion on ``model``, check it matches, select the subnet, load weights.
 
@@ -194,7 +204,7 @@ def apply_checkpoint(model: nn.Module, checkpoint: dict[str, Any], path: str | o
         (mode_name, rules), *rest = checkpoint["modes"]
         if rest:
             raise CheckpointError(f"{path}: records {len(checkpoint['modes'])} modes; this version replays one")
-        inputs = tuple(torch.zeros(*shape) for shape in checkpoint["input_shapes"])
+        inputs = example_inputs(checkpoint["input_shapes"], _input_dtypes(checkpoint, path))
         convert_model(model, mode_name, rules, inputs)
         _check_space(model, checkpoint, path)
         space = get_space(model)

@@ -12,10 +12,13 @@ from torch import nn
 from nascli.cost.terms import compile_cost_terms
 from nascli.errors import UserInputError
 from nascli.space.hparam import Dim, Hparam, Scaled, Segments, channel_choices, dim_parts
-from nascli.space.kinds import convertible_kind, kind_of, module_slots
-from nascli.space.rules import settings_for
+from nascli.space.kinds import DynamicModule, convertible_kind, kind_of, module_slots
+from nascli.space.kinds.heads import HEADS
+from nascli.space.kinds.heads import RULE_KEY as HEADS_RULE
+from nascli.space.kinds.parameters import PARAMETERS
+from nascli.space.rules import settings_for, settings_matching
 from nascli.space.space import SPACE_ATTR, SearchSpace, is_converted, sample_in_training
-from nascli.space.trace import TraceResult, trace_model
+from nascli.space.trace import TraceResult, buffers_kept, trace_model
 
 
 def default_dummy_input(model: nn.Module) -> tuple[torch.Tensor, ...]:
@@ -45,7 +48,8 @@ def convert_model(
     trace = trace_model(model, dummy_input, converts, reads_flattened)
     modules = [(n, m) for n, m in model.named_modules() if n and converts(n, m)]
     reasons: dict[str, str] = {}
-    channel_hps = _channel_hparams(modules, trace, rules, reasons)
+    order = {name: i for i, (name, _) in enumerate(model.named_modules())}
+    channel_hps, param_dims, head_hps = _channel_hparams(modules, trace, rules, reasons, order)
     layer_hps = {
         n: convertible_kind(m).layer_hparam(n, m, settings_for(rules, n, m), trace) for n, m in modules
     }  # a kernel size, a head count, a depth, an activation function
@@ -59,24 +63,104 @@ def convert_model(
         module.__class__ = kind.dynamic[type(module)]  # made by convertible_kind for a lazy native
         kind.attach(module, dims, layer_hps[name])
         entries.extend((f"{name}.{attr}", hp) for attr, hp in module.nas_hparams())
+    entries.extend(_attach_parameters(model, param_dims, channel_hps, reasons))
+    entries.extend((hp.name, hp) for hp in head_hps)
+    if trace.exported:
+        _keep_what_runs(model, entries, dummy_input, reasons)
 
     batch = dummy_input[0].shape[0] if dummy_input and isinstance(dummy_input[0], torch.Tensor) else 1
     terms, unmodeled = compile_cost_terms(model, trace, channel_hps, layer_hps, batch)
     input_shapes = [tuple(t.shape) for t in dummy_input]
     space = SearchSpace(entries, [(mode_name, rules)], input_shapes, trace.shapes, terms, unmodeled)
     space.fixed_reasons = reasons
+    space.input_dtypes = [str(t.dtype).removeprefix("torch.") for t in dummy_input]
     space.untraceable = dict(trace.untraceable)
     setattr(model, SPACE_ATTR, space)
     model.register_forward_pre_hook(sample_in_training)
     return model
 
 
+def _attach_parameters(
+    model: nn.Module,
+    param_dims: dict[str, tuple[int, Dim]],
+    channel_hps: dict[str, dict[str, Dim]],
+    reasons: dict[str, str],
+) -> list[tuple[str, Hparam]]:
+    """Make the owners of searchable parameters read by the model's own code slice them (kinds/parameters.py)."""
+    modules = dict(model.named_modules())
+    by_owner: dict[str, dict[str, tuple[int, Dim]]] = defaultdict(dict)
+    for path, (axis, dim) in param_dims.items():
+        if any(p.is_configurable for p in dim_parts(dim)):
+            owner, _, name = path.rpartition(".")
+            by_owner[owner][name] = (axis, dim)
+    entries = []
+    for owner, sliced in by_owner.items():
+        module = modules[owner]
+        if isinstance(module, DynamicModule):  # its own kind slices its tensors; it cannot also slice these
+            for _, dim in sliced.values():
+                for hp in dim_parts(dim):
+                    _freeze(hp, f"{owner or type(model).__name__} is also a searchable layer", reasons)
+            continue
+        PARAMETERS.attach_parameters(module, sliced)
+        channel_hps[owner] = {f"param:{name}": dim for name, (_, dim) in sliced.items()}
+        prefix = f"{owner}." if owner else ""
+        entries.extend((f"{prefix}{attr}", hp) for attr, hp in module.nas_hparams())
+    return entries
+
+
+def _freeze(hp: Hparam, why: str, reasons: dict[str, str]) -> None:
+    """Keep ``hp`` at its full size from now on."""
+    if hp.is_configurable:
+        hp.choices, hp.active = (hp.max,), hp.max
+        reasons[hp.name] = why
+
+
+@torch.no_grad()
+def _keep_what_runs(
+    model: nn.Module, entries: list[tuple[str, Hparam]], dummy_input: tuple, reasons: dict[str, str]
+) -> None:
+    """Run an exported model once per hparam at its smallest choice; keep full what its code cannot shrink.
+
+    ``torch.export`` records sizes the model computes from its inputs' shapes as constants, so the
+    tracer cannot tell ``x.reshape(B, N, C)`` with ``C = x.shape[-1]`` from a truly fixed size.
+    Running the converted model tells: where the forward fails, the hparam keeps its full size.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        with buffers_kept(model):
+            _run_each_at_min(model, entries, dummy_input, reasons)
+    finally:
+        model.train(was_training)
+
+
+def _run_each_at_min(
+    model: nn.Module, entries: list[tuple[str, Hparam]], dummy_input: tuple, reasons: dict[str, str]
+) -> None:
+    for hp in {id(hp): hp for _, hp in entries if hp.is_configurable}.values():
+        hp.active = hp.min
+        try:
+            model(*dummy_input)
+        except Exception as exc:  # any failure of the model's own code at this size
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            _freeze(hp, f"the model's forward fails with {hp.min}: {message}", reasons)
+        finally:
+            hp.active = hp.max
+
+
 def _channel_hparams(
-    modules: list[tuple[str, nn.Module]], trace: TraceResult, rules: dict[str, Any], reasons: dict[str, str]
-) -> dict[str, dict[str, Dim]]:
+    modules: list[tuple[str, nn.Module]],
+    trace: TraceResult,
+    rules: dict[str, Any],
+    reasons: dict[str, str],
+    order: dict[str, int],
+) -> tuple[dict[str, dict[str, Dim]], dict[str, tuple[int, Dim]], list[Hparam]]:
     """One hparam per channel group, shared by every slot of the group; why fixed ones are fixed goes in reasons.
 
     A layer reading a concatenation has one slot per segment and gets a ``Segments`` of their hparams.
+    A group split into heads is a ``Scaled`` of its head group, whose hparam counts heads. Returns
+    the dims of layer slots, the dims of parameters read directly (by path, with their channel
+    dim), and the head hparams.
     """
     groups = trace.groups
     members: dict[tuple, list[tuple[str, nn.Module, str, int]]] = defaultdict(list)
@@ -101,59 +185,111 @@ def _channel_hparams(
     for root in [r for r in repeats if r in whole_of]:  # a chunk of a chunk, joined after the fact
         for element in (root, repeats[root][0]):
             groups.freeze(element, "a chunk of channels that are themselves chunked")
+    params: dict[tuple, list[str]] = defaultdict(list)
+    for path, (_, element) in trace.param_slots.items():
+        params[groups.find(element)].append(path)
+    heads: dict[tuple, tuple[str, bool]] = {}
+    for element, attention, grouped in trace.head_groups:
+        scaled = groups.scaled_of(element)  # keys repeated for grouped-query attention: whole groups
+        heads[scaled[0] if scaled else groups.find(element)] = (attention, grouped or scaled is not None)
     hparams: dict[tuple, Hparam] = {}
 
     def hparam_of(root: tuple) -> Hparam:
         if root not in hparams:
-            hparams[root] = _group_hparam(root, members, whole_of, trace, rules, reasons, segment_counts)
+            if root in heads:
+                hparams[root] = _head_hparam(root, *heads[root], trace, rules, reasons)
+            elif members.get(root) or params.get(root) or root in whole_of:
+                found = _group_hparam(root, members, params, whole_of, trace, rules, reasons, segment_counts, order)
+                hparams[root] = found
+            else:
+                why = groups.frozen_reason(root) or "no layer produces or reads these channels"
+                hparams[root] = _fixed(Hparam(f"{root[-1]}.channels", (groups.size(root),)), why, reasons)
         return hparams[root]
 
-    parts: dict[tuple[str, str], dict[int, Hparam | Segments]] = defaultdict(dict)
-    for root, slots in members.items():
+    def dim_of(root: tuple) -> Dim:
         if root in repeats:
             part, copies = repeats[root]
-            dim: Hparam | Segments = Segments([hparam_of(groups.find(part))] * copies)
-        else:
-            dim = hparam_of(root)
+            return Segments([hparam_of(groups.find(part))] * copies)
+        scaled = groups.scaled_of(root)
+        if scaled is not None:
+            return Scaled(hparam_of(scaled[0]), scaled[1])
+        return hparam_of(root)
+
+    parts: dict[tuple[str, str], dict[int, Dim]] = defaultdict(dict)
+    for root, slots in members.items():
+        dim = dim_of(root)
         for member_name, _, member_attr, member_index in slots:
             parts[(member_name, member_attr)][member_index] = dim
+    param_dims = {path: (axis, dim_of(groups.find(element))) for path, (axis, element) in trace.param_slots.items()}
 
     found: dict[str, dict[str, Dim]] = defaultdict(dict)
     for (name, attr), by_index in parts.items():
+        if len(by_index) == 1 and isinstance(by_index[0], Scaled):
+            found[name][attr] = by_index[0]  # a projection into or out of heads
+            continue
         ordered = [p for i in range(len(by_index)) for p in dim_parts(by_index[i])]
         found[name][attr] = ordered[0] if len(ordered) == 1 else Segments(ordered)
         if (name, attr) in trace.slot_scales:  # a linear layer reading flattened maps
             found[name][attr] = Scaled(found[name][attr], trace.slot_scales[(name, attr)])
-    return found
+    return found, param_dims, [hparams[root] for root in heads if root in hparams]
+
+
+def _head_hparam(
+    root: tuple, attention: str, grouped: bool, trace: TraceResult, rules: dict[str, Any], reasons: dict[str, str]
+) -> Hparam:
+    """The number of heads (or of key/value groups) of one attention, named after the module running it."""
+    settings = settings_matching(rules.get(HEADS_RULE), attention)
+    hp = HEADS.head_hparam(attention, trace.groups.size(root), grouped, settings or {})
+    why = trace.groups.frozen_reason(root)
+    if settings is None:
+        why = f"{attention} is excluded by the {HEADS_RULE} rules"
+    if why is not None:
+        hp = Hparam(hp.name, (hp.max,))
+    return _fixed(hp, why or f"every ratio rounds to {hp.max} heads", reasons)
 
 
 def _group_hparam(
     root: tuple,
     members: dict[tuple, list[tuple[str, nn.Module, str, int]]],
+    params: dict[tuple, list[str]],
     whole_of: dict[tuple, tuple[tuple, int]],
     trace: TraceResult,
     rules: dict[str, Any],
     reasons: dict[str, str],
     segment_counts: dict[tuple[str, str], int],
+    order: dict[str, int],
 ) -> Hparam:
     """The hparam of one channel group, named after the layer producing it; why it is fixed goes in reasons.
 
     The part group of a chunked tensor takes its choices from the whole (divided by the chunk
-    count) and is named after the whole's producer, ``conv.out_channels[0]``.
+    count) and is named after the whole's producer, ``conv.out_channels[0]``. A parameter read
+    directly (an embedding table, a class token) produces channels too; the first producer in
+    the model's module order names the group (``model.embed_tokens.weight.shape[1]``), and the
+    rules of the first layer reading it give its choices.
     """
     groups = trace.groups
     copies = 1
     source = root
     if root in whole_of:
         source, copies = whole_of[root]
-    slots = members[source]
+    slots = members.get(source, [])
     size = groups.size(source)
     why = groups.frozen_reason(root) or groups.frozen_reason(source)
+    producers = [(order.get(s[0], 0), f"{s[0]}.{convertible_kind(s[1]).slot_attr(s[1], 'out')}", s) for s in slots
+                 if s[2] == "out"]  # fmt: skip
+    for path in params.get(source, []):
+        axis = trace.param_slots[path][0]
+        producers.append((order.get(path.rpartition(".")[0], 0), f"{path}.shape[{axis}]", None))
+    if not slots:
+        return _fixed(Hparam(f"{params[source][0]}.shape", (size,)), why or "no searchable layer reads it", reasons)
     name, module, attr, index = next((s for s in slots if s[2] == "out"), slots[0])
     suffix = f"[{index}]" if segment_counts[(name, attr)] > 1 or copies > 1 else ""
     kind = convertible_kind(module)
     hp_name = f"{name}.{kind.slot_attr(module, attr)}{suffix}"
-    if why is None and attr != "out":
+    if producers:
+        first = min(producers, key=lambda p: p[0])
+        hp_name = first[1] + suffix if first[2] is not None else first[1]
+    elif why is None:
         why = "no searchable layer produces these channels"
     if why is not None:
         return _fixed(Hparam(hp_name, (size // copies,)), why, reasons)

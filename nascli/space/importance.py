@@ -14,11 +14,13 @@ from collections import defaultdict
 import torch
 from torch import nn
 
-from nascli.space.hparam import Hparam, Scaled, Segments, dim_parts
+from nascli.space.hparam import Hparam, Scaled, Segments, dim_parts, dim_scale
 from nascli.space.kinds import DynamicModule, kind_of
+from nascli.space.kinds.base import moving_each_tensor_once
 from nascli.space.space import get_space
 
-Member = tuple[nn.Module, str, int]  # (layer, "out" | "in" | "features", offset of the group in that dim)
+# (layer, "out" | "in" | "features" | "param:<name>", offset of the group in that dim, entries per channel)
+Member = tuple[nn.Module, str, int, int]
 
 
 def _group_members(model: nn.Module) -> dict[int, tuple[Hparam, list[Member]]]:
@@ -34,23 +36,25 @@ def _group_members(model: nn.Module) -> dict[int, tuple[Hparam, list[Member]]]:
             offsets = base.offsets() if isinstance(base, Segments) else [0]
             for hp, offset in zip(dim_parts(dim), offsets, strict=True):
                 if id(hp) in configurable:
-                    groups[id(hp)] = (hp, groups[id(hp)][1] + [(module, role, offset)])
+                    groups[id(hp)] = (hp, groups[id(hp)][1] + [(module, role, offset, dim_scale(dim))])
     return dict(groups)
 
 
 def _importance(hp: Hparam, members: list[Member]) -> torch.Tensor:
     """The |gamma| of the group's batch norms where it has any, else its producers' output-weight L1 norms."""
     n = hp.max
-    features = [(kind_of(m).scale_importance(m), o) for m, role, o in members if role == "features"]
+    features = [(kind_of(m).scale_importance(m), o) for m, role, o, _ in members if role == "features"]
     scales = [scale[o : o + n] for scale, o in features if scale is not None]
     if scales:
         return torch.stack(scales).sum(0)
-    return torch.stack([kind_of(m).output_importance(m)[o : o + n] for m, role, o in members if role == "out"]).sum(0)
+    producers = [(kind_of(m).output_importance(m), o, s) for m, role, o, s in members if role == "out"]
+    # a head's importance sums its entries (head size, or the query heads of a key/value group)
+    return torch.stack([score[o * s : (o + n) * s].view(n, s).sum(1) for score, o, s in producers]).sum(0)
 
 
 def _block_width(members: list[Member]) -> int:
     """Whole blocks move together: grouped convs' per-group widths and group norms' channels per group."""
-    return math.lcm(1, *(kind_of(m).permutation_block(m) for m, _, _ in members))
+    return math.lcm(1, *(kind_of(m).permutation_block(m) for m, _, _, _ in members))
 
 
 @torch.no_grad()
@@ -60,12 +64,13 @@ def sort_channels_by_importance(model: nn.Module) -> dict[str, list[int]]:
     for hp, members in _group_members(model).values():
         score = _importance(hp, members)
         width = _block_width(members)
-        if len(score) % width or any(offset % width for _, _, offset in members):
+        if len(score) % width or any(offset % width for _, _, offset, _ in members):
             continue  # whole blocks do not line up with this group (part of a concatenation): keep its order
         blocks = score.view(-1, width).sum(1)
         order = torch.argsort(blocks, descending=True, stable=True)
         perm = (order[:, None] * width + torch.arange(width, device=order.device)).flatten()
-        for module, role, offset in members:
-            kind_of(module).permute(module, role, perm, offset)
+        with moving_each_tensor_once():  # a tied embedding and output head share one tensor
+            for module, role, offset, _ in members:
+                kind_of(module).permute(module, role, perm, offset)
         orders[hp.name] = perm.tolist()
     return orders

@@ -79,7 +79,11 @@ def merge_rules(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any
 
 def settings_for(rules: dict[str, Any], name: str, module: nn.Module) -> dict[str, Any] | None:
     """The settings that apply to one module, or None when it is not converted."""
-    patterns = rules.get(rule_key(module))
+    return settings_matching(rules.get(rule_key(module)), name)
+
+
+def settings_matching(patterns: dict[str, Any] | None, name: str) -> dict[str, Any] | None:
+    """The settings of one rules key that apply to ``name`` (None when excluded or unmatched)."""
     if patterns is None:
         return None
     found: dict[str, Any] | None = None

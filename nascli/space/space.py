@@ -16,6 +16,18 @@ from nascli.space.hparam import Hparam
 SPACE_ATTR = "_nascli_space"
 
 
+def example_inputs(shapes: list, dtypes: list[str] | None = None, batch: int | None = None) -> tuple:
+    """Inputs of the recorded shapes and dtypes: random floats, or zeros for integers (valid token ids)."""
+    import torch
+
+    found = []
+    for i, shape in enumerate(shapes):
+        dtype = getattr(torch, (dtypes or [])[i] if dtypes and i < len(dtypes) else "float32")
+        size = (batch, *shape[1:]) if batch is not None else tuple(shape)
+        found.append(torch.randn(*size) if dtype.is_floating_point else torch.zeros(*size, dtype=dtype))
+    return tuple(found)
+
+
 class SearchSpace:
     """All hparams of a converted model, listed per layer attribute.
 
@@ -38,6 +50,7 @@ class SearchSpace:
         self.cost_unmodeled = cost_unmodeled
         self.modes = modes
         self.input_shapes = input_shapes
+        self.input_dtypes: list[str] = ["float32"] * len(input_shapes)  # "int64" for token ids
         self.shapes = shapes
         self.sample_in_train = True
         self.fixed_reasons: dict[str, str] = {}  # fixed hparam name -> why it is fixed

@@ -10,11 +10,12 @@ The shapes of one dummy forward are recorded alongside, for the cost model and t
 
 from __future__ import annotations
 
+import contextlib
 import math
 import operator
 import warnings
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,8 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from nascli.errors import UserInputError
+from nascli.space import trace_aten
+from nascli.space.export_graph import OPAQUE, SHAPE, export_model
 from nascli.space.kinds import convertible_kind, kind_of, module_slots, qualified_name
 
 Element = tuple  # ("slot", module_name, attr, segment_index) or ("node", node_name)
@@ -72,6 +75,7 @@ class ChannelGroups:
         self._size: dict[Element, int] = {}
         self._frozen: dict[Element, str] = {}
         self._repeat: dict[Element, tuple[Element, int]] = {}  # root -> (part element, copies)
+        self._scaled: dict[Element, tuple[Element, int]] = {}  # root -> (base element, entries per base channel)
 
     def add(self, element: Element, size: int) -> Element:
         if element not in self._parent:
@@ -98,6 +102,8 @@ class ChannelGroups:
             self.freeze(ra, f"joined channel dimensions of sizes {self._size[ra]} and {self._size[rb]}")
         if rb in self._repeat:
             self.set_repeat(ra, *self._repeat.pop(rb))
+        if rb in self._scaled:
+            self.set_scaled(ra, *self._scaled.pop(rb))
 
     def set_repeat(self, element: Element, part: Element, copies: int) -> None:
         """``element``'s group is ``copies`` equal runs of ``part``'s group (a chunk along the channels)."""
@@ -113,6 +119,36 @@ class ChannelGroups:
     def repeat_of(self, element: Element) -> tuple[Element, int] | None:
         return self._repeat.get(self.find(element))
 
+    def set_scaled(self, element: Element, base: Element, scale: int) -> None:
+        """``element``'s channels are ``scale`` consecutive entries per channel of ``base`` (heads of a width).
+
+        Splitting a projection's output into (heads, head size) makes the projection's group the
+        heads group scaled by the head size: keeping fewer heads keeps whole heads.
+        """
+        root = self.find(element)
+        found = self._scaled.get(root)
+        if found is None:
+            if self.find(base) == root:
+                self.freeze(root, "channels scaled from themselves")
+                return
+            self._scaled[root] = (base, scale)
+        elif found[1] != scale:
+            self.freeze(root, f"split into blocks of both {found[1]} and {scale}")
+        else:
+            self.union(found[0], base)
+
+    def scaled_of(self, element: Element) -> tuple[Element, int] | None:
+        """(base root, total scale) when ``element``'s group is a scaled copy of another group, following chains."""
+        root, scale, seen = self.find(element), 1, set()
+        while root in self._scaled and root not in seen:
+            seen.add(root)
+            base, factor = self._scaled[root]
+            root, scale = self.find(base), scale * factor
+        return (root, scale) if scale != 1 or seen else None
+
+    def scaled_groups(self) -> list[Element]:
+        return [r for r in self._scaled if self.find(r) == r]
+
     def freeze(self, element: Element, reason: str) -> None:
         self._frozen.setdefault(self.find(element), reason)
 
@@ -120,7 +156,21 @@ class ChannelGroups:
         return self._size[self.find(element)]
 
     def frozen_reason(self, element: Element) -> str | None:
-        return self._frozen.get(self.find(element))
+        """Why a group's size is fixed; a scaled group shares its base's reason, and a base its scaled groups'."""
+        root = self.find(element)
+        if root in self._frozen:
+            return self._frozen[root]
+        scaled = self.scaled_of(root)
+        if scaled is not None:
+            return self._frozen.get(scaled[0]) or self._frozen_scaled(scaled[0])
+        return self._frozen_scaled(root)
+
+    def _frozen_scaled(self, base_root: Element) -> str | None:
+        for root in self.scaled_groups():
+            found = self.scaled_of(root)
+            if found is not None and found[0] == base_root and root in self._frozen:
+                return self._frozen[root]
+        return None
 
 
 @dataclass
@@ -143,6 +193,11 @@ class TraceResult:
     slot_scales: dict[tuple[str, str], int] = field(default_factory=dict)
     # flattened tensor node -> entries per channel along its channel dim
     tensor_scales: dict[fx.Node, int] = field(default_factory=dict)
+    # parameter read directly by the graph -> (its channel dim, group element); exported models only
+    param_slots: dict[str, tuple[int, Element]] = field(default_factory=dict)
+    # (key/value head group element, attention module path, whether queries are whole groups of it)
+    head_groups: list[tuple[Element, str, bool]] = field(default_factory=list)
+    exported: bool = False  # traced with torch.export: sizes computed from shapes are constants in the graph
 
     def node_shape(self, node: fx.Node | None) -> tuple[int, ...] | None:
         return _shape(node) if node is not None else None
@@ -186,7 +241,7 @@ class _RecordingTracer(fx.Tracer):
         return out
 
 
-_SHAPE = "nascli_shape"  # node.meta key: a tensor's shape, or "structure" for tuples holding tensors
+_SHAPE = SHAPE  # node.meta key: a tensor's shape, or "structure" for tuples holding tensors
 ARGS = "nascli_args"  # node.meta key: the actual arguments of a call to an untraceable module
 
 
@@ -199,6 +254,12 @@ class _ShapeRecorder(fx.Interpreter):
     def __init__(self, gm: fx.GraphModule, keep_args_of: frozenset[str]) -> None:
         super().__init__(gm)
         self.keep_args_of = keep_args_of
+
+    def call_function(self, target: Any, args: tuple, kwargs: dict) -> Any:
+        """A batch norm traced in train mode runs as in eval: the same shapes, and a batch of one works."""
+        if target is F.batch_norm:
+            args, kwargs = args[:5], {**kwargs, "training": False}
+        return super().call_function(target, args, kwargs)
 
     def run_node(self, n: fx.Node) -> Any:
         if n.op == "call_module" and n.target in self.keep_args_of:
@@ -213,6 +274,22 @@ class _ShapeRecorder(fx.Interpreter):
             if any(found):
                 n.meta[_SHAPE] = "structure"
         return value
+
+
+@contextlib.contextmanager
+def buffers_kept(model: nn.Module) -> Iterator[None]:
+    """Run code on ``model`` and put its buffers back as they were (running statistics, counters).
+
+    A graph traced in train mode calls a norm written in Python with ``training=True`` baked in,
+    so running it would move the running statistics of the model being converted.
+    """
+    saved = [(b, b.detach().clone()) for b in model.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buffer, value in saved:
+                buffer.copy_(value)
 
 
 def node_shape(node: Any) -> tuple[int, ...] | None:
@@ -246,14 +323,33 @@ def trace_model(
     ``reads_flattened(name, linear)`` says whether a linear layer reading flattened feature maps
     follows their channels (its input features scale by the spatial size); otherwise those
     channels stay fixed.
+
+    Where fx cannot trace the model, or part of it, the model is traced with ``torch.export``
+    instead (``space/export_graph.py``); if that fails too, fx's partial trace is used.
     """
-    graph, tracer, untraceable = _trace_with_leaves(model)
+    try:
+        graph, tracer, untraceable = _trace_with_leaves(model)
+    except UserInputError as fx_error:
+        try:
+            return _trace_exported(model, dummy_input, converts, reads_flattened)
+        except UserInputError as export_error:
+            raise UserInputError(f"{fx_error}; {export_error}") from export_error
+    if untraceable:
+        try:
+            return _trace_exported(model, dummy_input, converts, reads_flattened)
+        except UserInputError:
+            for culprit, reason in untraceable.items():
+                warnings.warn(
+                    f"{culprit} cannot be traced with torch.fx ({reason}); its channels stay fixed",
+                    TraceWarning,
+                    stacklevel=3,
+                )
     was_training = model.training
     inference_modules = _modules_called_in_eval(model, frozenset(untraceable)) or set(tracer.calls)
     gm = fx.GraphModule(model, graph)
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), buffers_kept(model):  # the graph may bake in train-mode norm updates
             _ShapeRecorder(gm, frozenset(untraceable)).run(*dummy_input)
     except Exception as exc:
         shapes = ", ".join(str(tuple(t.shape)) for t in dummy_input if isinstance(t, torch.Tensor))
@@ -270,6 +366,21 @@ def trace_model(
         walker.visit(node)
     result.tensor_scales = walker.scales
     result.inference_modules = inference_modules
+    result.shapes = {name: [(_shape(i), _shape(o)) for i, o in calls] for name, calls in result.calls.items()}
+    return result
+
+
+def _trace_exported(model: nn.Module, dummy_input: tuple, converts: Callable, reads_flattened: Callable) -> TraceResult:
+    """The channel groups of a model traced with torch.export (every module runs in eval mode)."""
+    exported = export_model(model, dummy_input)
+    result = TraceResult(exported.graph, ChannelGroups(), exported.calls, {})
+    result.exported = True
+    walker = ChannelWalker(result, dict(model.named_modules()), converts, reads_flattened)
+    walker.params = dict(model.named_parameters(remove_duplicate=False))
+    for node in exported.graph.nodes:
+        walker.visit(node)
+    result.tensor_scales = walker.scales
+    result.inference_modules = exported.inference_modules
     result.shapes = {name: [(_shape(i), _shape(o)) for i, o in calls] for name, calls in result.calls.items()}
     return result
 
@@ -293,11 +404,6 @@ def _trace_with_leaves(model: nn.Module) -> tuple[fx.Graph, _RecordingTracer, di
                 if culprit is None or culprit in untraceable:
                     raise UserInputError(f"cannot trace {type(model).__name__} with torch.fx: {reason}") from exc
                 untraceable[culprit] = reason
-                warnings.warn(
-                    f"{culprit} cannot be traced with torch.fx ({reason}); its channels stay fixed",
-                    TraceWarning,
-                    stacklevel=4,
-                )
     finally:
         model.train(was_training)
 
@@ -343,9 +449,21 @@ class ChannelWalker:
         # tuple-valued node -> {item index: (segments, channel dim)} for the items whose channels are known
         self.outputs: dict[fx.Node, dict[int, tuple[tuple[Element, ...], int]]] = {}
         self.output_lengths: dict[fx.Node, int] = {}
+        # parameters read directly by the graph (an exported model's norms and tokens), by path
+        self.params: dict[str, torch.Tensor] = {}
+        # node -> (parameter path, parameter dim of each node dim or None): a parameter whose channel
+        # dim is decided by its first use (space/trace_aten.py)
+        self.floating: dict[fx.Node, tuple[str, tuple[int | None, ...]]] = {}
+        self.param_slots = result.param_slots  # parameter path -> (its channel dim, group element)
+        self.param_frozen: dict[str, str] = {}  # parameter path -> why its channels cannot change
+
+    def params_shape(self, node: fx.Node) -> tuple[int, ...] | None:
+        """The shape of a floating parameter's node."""
+        return _shape(node)
 
     # -- helpers -------------------------------------------------------------------------------
-    def _new(self, node: fx.Node, dim: int, reason: str | None = None) -> None:
+    def new_tensor(self, node: fx.Node, dim: int, reason: str | None = None) -> None:
+        """A tensor with channels of its own along ``dim``, frozen for ``reason`` if given."""
         shape = _shape(node)
         if shape is None or len(shape) <= dim:
             return
@@ -366,20 +484,26 @@ class ChannelWalker:
         for element in self.chan[node][0]:
             self.groups.freeze(element, reason)
 
-    def _opaque(self, node: fx.Node, reason: str) -> None:
-        """Freeze everything an operation touches: its inputs' groups and its output."""
+    def opaque(self, node: fx.Node, reason: str) -> None:
+        """Freeze everything an operation touches: its inputs' groups, parameters it reads, and its output."""
         for arg in self._tensor_inputs(node):
             self._freeze_tensor(arg, reason)
+        for arg in node.all_input_nodes:
+            if arg in self.floating:
+                path = self.floating[arg][0]
+                self.param_frozen.setdefault(path, reason)
+                if path in self.param_slots:
+                    self.groups.freeze(self.param_slots[path][1], reason)
         shape = _shape(node)
         if shape is not None:
-            self._new(node, self._default_dim(shape), reason)
+            self.new_tensor(node, self._default_dim(shape), reason)
 
     def slot(self, name: str, attr: str, index: int = 0, size: int | None = None) -> Element:
         if size is None:
             size = module_slots(self.modules[name])[attr]
         return self.groups.add(("slot", name, attr, index), size)
 
-    def _sizes(self, segments: tuple[Element, ...]) -> tuple[int, ...]:
+    def sizes(self, segments: tuple[Element, ...]) -> tuple[int, ...]:
         return tuple(self.groups.size(e) for e in segments)
 
     def consume(self, name: str, attr: str, arg: Any, dim: int) -> None:
@@ -396,7 +520,7 @@ class ChannelWalker:
             reason = tensor_reason = f"{name} reads flattened feature maps{hint}"
         elif arg in self.chan and shape is not None and self.chan[arg][1] == dim % len(shape):
             segments = self.chan[arg][0]
-            sizes = self._sizes(segments)
+            sizes = self.sizes(segments)
             if known.setdefault((name, attr), sizes) == sizes:
                 for index, (element, size) in enumerate(zip(segments, sizes, strict=True)):
                     self.groups.union(element, self.slot(name, attr, index, size))
@@ -426,18 +550,25 @@ class ChannelWalker:
                 if arg in self.scales:
                     self.scales[node] = self.scales[arg]
                 return
-        self._opaque(node, f"{_op_name(node)} changes the channel dimension")
+        self.opaque(node, f"{_op_name(node)} changes the channel dimension")
 
     # -- node kinds ----------------------------------------------------------------------------
     def visit(self, node: fx.Node) -> None:
-        if node.op == "placeholder":
+        name = trace_aten.aten_name(node) if node.op == "call_function" else None
+        if name is not None:
+            trace_aten.visit(self, node, name)
+        elif node.op == "get_attr" and str(node.target) in self.params:
+            self.floating[node] = (str(node.target), tuple(range(self.params[str(node.target)].dim())))
+        elif node.op == "call_module" and OPAQUE in node.meta:
+            self.opaque(node, node.meta[OPAQUE])
+        elif node.op == "placeholder":
             shape = _shape(node)
             if shape is not None:
-                self._new(node, self._default_dim(shape), "model input")
+                self.new_tensor(node, self._default_dim(shape), "model input")
         elif node.op == "get_attr":
             shape = _shape(node)
             if shape is not None:
-                self._new(node, self._default_dim(shape), f"tensor {node.target} is used directly")
+                self.new_tensor(node, self._default_dim(shape), f"tensor {node.target} is used directly")
         elif node.op == "output":
             for arg in self._tensor_inputs(node):
                 self._freeze_tensor(arg, "model output")
@@ -445,7 +576,7 @@ class ChannelWalker:
         elif node.op == "call_function" and node.target is operator.getitem and node.args[0] in self.outputs:
             self._tuple_item(node)
         elif self._reads_whole_tuple(node):
-            self._opaque(node, f"{_op_name(node)} of a whole chunked or attention output")
+            self.opaque(node, f"{_op_name(node)} of a whole chunked or attention output")
         elif node.op == "call_module":
             self._visit_module(node)
         elif (node.op == "call_function" and node.target in _FLATTEN_FUNCTIONS) or (
@@ -453,7 +584,7 @@ class ChannelWalker:
         ):
             self._flatten(node)
         elif not self._passes_through(node) and any(a in self.scales for a in self._tensor_inputs(node)):
-            self._opaque(node, f"{_op_name(node)} of flattened feature maps")
+            self.opaque(node, f"{_op_name(node)} of flattened feature maps")
         elif self._passes_through(node):
             self.passthrough(node, node.args[0] if node.args else node.kwargs.get("input"))
         elif (node.op == "call_function" and node.target in _ELEMENTWISE_FUNCTIONS) or (
@@ -475,7 +606,7 @@ class ChannelWalker:
         ):
             self._reorder(node)
         elif node.meta.get(_SHAPE) is not None:
-            self._opaque(node, f"unsupported operation {_op_name(node)}")
+            self.opaque(node, f"unsupported operation {_op_name(node)}")
 
     def _visit_module(self, node: fx.Node) -> None:
         name = str(node.target)
@@ -489,10 +620,10 @@ class ChannelWalker:
         elif isinstance(module, nn.Flatten):
             self._flatten(node)
         elif name in self.result.untraceable:
-            self._opaque(node, f"{name} cannot be traced with torch.fx")
+            self.opaque(node, f"{name} cannot be traced with torch.fx")
         else:
             why = "excluded by the rules" if module_slots(module) else "not a searchable layer type"
-            self._opaque(node, f"{name} ({type(module).__name__}) is {why}")
+            self.opaque(node, f"{name} ({type(module).__name__}) is {why}")
 
     # -- what layer kinds call -----------------------------------------------------------------
     def shape(self, node: Any) -> tuple[int, ...] | None:
@@ -532,7 +663,7 @@ class ChannelWalker:
             aligned.append((segments, out_dim))
         if not aligned or any(d != aligned[0][1] for _, d in aligned):
             return None
-        if any(self._sizes(s) != self._sizes(aligned[0][0]) for s, _ in aligned):
+        if any(self.sizes(s) != self.sizes(aligned[0][0]) for s, _ in aligned):
             return None
         return aligned
 
@@ -547,7 +678,7 @@ class ChannelWalker:
             return
         aligned = self._aligned(node, self._tensor_inputs(node))
         if aligned is None:
-            self._opaque(node, f"{_op_name(node)} combines tensors along different dimensions")
+            self.opaque(node, f"{_op_name(node)} combines tensors along different dimensions")
             return
         self._join(aligned)
         self.chan[node] = aligned[0]
@@ -558,7 +689,7 @@ class ChannelWalker:
         parts = node.args[0] if node.args else node.kwargs.get("tensors")
         dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
         if shape is None or not isinstance(parts, (list, tuple)) or not all(p in self.chan for p in parts):
-            self._opaque(node, "cat of tensors the tracer cannot follow")
+            self.opaque(node, "cat of tensors the tracer cannot follow")
             return
         dim = dim % len(shape)
         dims = {self.chan[p][1] for p in parts}
@@ -567,7 +698,7 @@ class ChannelWalker:
             return
         aligned = self._aligned(node, list(parts))
         if aligned is None or len(aligned) != len(parts):
-            self._opaque(node, "cat of tensors whose channels do not line up")
+            self.opaque(node, "cat of tensors whose channels do not line up")
             return
         self._join(aligned)
         self.chan[node] = aligned[0]
@@ -577,7 +708,7 @@ class ChannelWalker:
         arg, dims = node.args[0], list(node.args[1:])
         shape, in_shape = _shape(node), _shape(arg)
         if arg not in self.chan or shape is None or in_shape is None:
-            self._opaque(node, f"{_op_name(node)} of a tensor the tracer cannot follow")
+            self.opaque(node, f"{_op_name(node)} of a tensor the tracer cannot follow")
             return
         if node.target in ("permute", torch.permute):
             order = list(dims[0]) if len(dims) == 1 and isinstance(dims[0], (list, tuple)) else dims
@@ -592,7 +723,7 @@ class ChannelWalker:
             else:
                 order = pair
         if not all(isinstance(d, int) for d in order) or len(order) != len(in_shape):
-            self._opaque(node, f"{_op_name(node)} with dims the tracer cannot read")
+            self.opaque(node, f"{_op_name(node)} with dims the tracer cannot read")
             return
         segments, dim = self.chan[arg]
         self.chan[node] = (segments, [d % len(in_shape) for d in order].index(dim))
@@ -604,12 +735,12 @@ class ChannelWalker:
         keepdim = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
         in_shape = _shape(arg)
         if arg not in self.chan or in_shape is None or _shape(node) is None or dims is None:
-            self._opaque(node, f"{_op_name(node)} over every dimension")
+            self.opaque(node, f"{_op_name(node)} over every dimension")
             return
         reduced = {d % len(in_shape) for d in ([dims] if isinstance(dims, int) else dims)}
         segments, dim = self.chan[arg]
         if dim in reduced or not isinstance(keepdim, bool):
-            self._opaque(node, f"{_op_name(node)} over the channels")
+            self.opaque(node, f"{_op_name(node)} over the channels")
             return
         self.chan[node] = (segments, dim if keepdim else dim - sum(d < dim for d in reduced))
 
@@ -622,7 +753,7 @@ class ChannelWalker:
         if known is None:
             if not isinstance(index, int):  # a slice of the chunks: their channels cannot be followed
                 self._freeze_items(node.args[0], f"{_op_name(node.args[0])} sliced as a tuple")
-            self._new(node, self._default_dim(shape), f"item {index} of {_op_name(node.args[0])}")
+            self.new_tensor(node, self._default_dim(shape), f"item {index} of {_op_name(node.args[0])}")
             return
         segments, dim = known
         self.chan[node] = (segments, dim % len(shape))
@@ -643,7 +774,7 @@ class ChannelWalker:
             sizes = node.args[1:] if node.target != torch.reshape else node.args[1:2]
             sizes = tuple(sizes[0]) if len(sizes) == 1 and isinstance(sizes[0], (list, tuple)) else tuple(sizes)
             if len(sizes) != 2 or sizes[1] != -1:  # a size written out would not follow smaller channels
-                self._opaque(node, f"{_op_name(node)} to a fixed size")
+                self.opaque(node, f"{_op_name(node)} to a fixed size")
                 return
         flattens = (
             arg in self.chan
@@ -655,7 +786,7 @@ class ChannelWalker:
             and shape == (in_shape[0], math.prod(in_shape[1:]))
         )
         if not flattens:
-            self._opaque(node, f"{_op_name(node)} reshapes the channels")
+            self.opaque(node, f"{_op_name(node)} reshapes the channels")
             return
         self.chan[node] = (self.chan[arg][0], 1)
         self.scales[node] = math.prod(in_shape[2:])
@@ -672,7 +803,7 @@ class ChannelWalker:
         dim = node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)
         in_shape = _shape(arg)
         if arg not in self.chan or in_shape is None or not isinstance(chunks, int) or not isinstance(dim, int):
-            self._opaque(node, "chunk the tracer cannot follow")
+            self.opaque(node, "chunk the tracer cannot follow")
             return
         segments, channel_dim = self.chan[arg]
         self.output_lengths[node] = chunks
@@ -680,7 +811,7 @@ class ChannelWalker:
             self.outputs[node] = {i: (segments, channel_dim) for i in range(chunks)}
             return
         if len(segments) != 1 or in_shape[channel_dim] % chunks or self._is_part(segments[0]):
-            self._opaque(node, f"chunk into {chunks} parts of channels that do not divide into equal runs")
+            self.opaque(node, f"chunk into {chunks} parts of channels that do not divide into equal runs")
             return
         part = self.groups.add(("node", f"{node.name}.part"), in_shape[channel_dim] // chunks)
         self.groups.set_repeat(segments[0], part, chunks)

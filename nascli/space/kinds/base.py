@@ -12,6 +12,9 @@ a kind.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -79,10 +82,29 @@ def dynamic_class(mixin: type, native: type[nn.Module]) -> type[nn.Module]:
     return type(f"Dynamic{native.__name__}", (mixin, native), {"_native": native, "__module__": mixin.__module__})
 
 
+_MOVED: contextvars.ContextVar[set | None] = contextvars.ContextVar("moved_channels", default=None)
+
+
+@contextlib.contextmanager
+def moving_each_tensor_once() -> Iterator[None]:
+    """Within this block, ``move_channels`` reorders a tensor shared by several layers (tied weights) once."""
+    token = _MOVED.set(set())
+    try:
+        yield
+    finally:
+        _MOVED.reset(token)
+
+
 def move_channels(tensor: torch.Tensor | None, dim: int, perm: torch.Tensor, offset: int, scale: int = 1) -> None:
     """Reorder, in place, the run of ``len(perm)`` channels at ``offset`` along ``dim`` (``scale`` entries each)."""
     if tensor is None:
         return
+    moved = _MOVED.get()
+    if moved is not None:
+        key = (tensor.data_ptr(), tensor.shape, dim, offset)
+        if key in moved:
+            return
+        moved.add(key)
     perm = perm.to(tensor.device)
     runs = (perm[:, None] * scale + torch.arange(scale, device=tensor.device)).flatten() + offset * scale
     tensor.narrow(dim, offset * scale, len(runs)).copy_(tensor.index_select(dim, runs))
@@ -219,6 +241,35 @@ class LayerKind:
         raise NotImplementedError
 
 
+def depth_hparam(name: str, stack: nn.Module, settings: dict[str, Any], trace: TraceResult) -> Hparam | None:
+    """Depth choices of a stack of blocks (``nn.Sequential``, ``nn.ModuleList``), or None.
+
+    Only trailing blocks that keep both the tensor shape and the channel group of their input
+    (residual blocks) can be skipped, so every depth runs and the layers after the stack see the
+    channels they were built for.
+    """
+    skippable = [_is_skippable(f"{name}.{key}", block, trace) for key, block in stack._modules.items()]
+    first = len(skippable)
+    while first > 0 and skippable[first - 1]:
+        first -= 1
+    low = max(first, settings.get("min_depth", 1))
+    return Hparam(f"{name}.depth", range(low, len(stack) + 1)) if low < len(stack) else None
+
+
+def _is_skippable(name: str, block: nn.Module | None, trace: TraceResult) -> bool:
+    calls = trace.calls.get(name, [])
+    if block is None or not any(True for _ in block.children()) or len(calls) != 1:
+        return False
+    node_in, node_out = calls[0]
+    if node_in not in trace.channels or node_out not in trace.channels:
+        return False
+    if trace.node_shape(node_in) != trace.node_shape(node_out):
+        return False
+    groups = trace.groups
+    roots_in = [groups.find(e) for e in trace.channels[node_in][0]]
+    return roots_in == [groups.find(e) for e in trace.channels[node_out][0]]
+
+
 _KINDS: list[LayerKind] = []
 _BY_NATIVE: dict[type[nn.Module], LayerKind] = {}
 _BY_NAME: dict[str, LayerKind] = {}  # lazy natives not seen yet
@@ -260,6 +311,8 @@ def convertible_kind(module: nn.Module) -> LayerKind | None:
 
 def kind_of(module: nn.Module) -> LayerKind | None:
     """The kind ``module`` belongs to: its own type or the nearest registered base (dynamic layers too)."""
+    if (kind := type(module).__dict__.get("nas_kind")) is not None:
+        return kind  # a module with sliced parameters (kinds/parameters.py)
     for cls in type(module).__mro__:
         if (kind := _registered(cls)) is not None:
             return kind

@@ -92,9 +92,10 @@ class GPTConv1DKind(LayerKind):
         return module.weight.detach().abs().sum(0)
 
     def permute(self, module, slot, perm, offset) -> None:
-        if slot == "out":
-            move_channels(module.weight, 1, perm, offset)
-            move_channels(module.bias, 0, perm, offset)
+        if slot == "out":  # an output split into heads holds a head's entries per channel
+            scale = dim_scale(module._hp_out)
+            move_channels(module.weight, 1, perm, offset, scale)
+            move_channels(module.bias, 0, perm, offset, scale)
         else:
             move_channels(module.weight, 0, perm, offset, dim_scale(module._hp_in))
 

@@ -87,9 +87,10 @@ class LinearKind(LayerKind):
         return nn.Linear(inp, out, module.bias is not None), torch.randn(*in_shape[:-1], inp)
 
     def permute(self, module, slot, perm, offset) -> None:
-        if slot == "out":
-            move_channels(module.weight, 0, perm, offset)
-            move_channels(module.bias, 0, perm, offset)
+        if slot == "out":  # an output split into heads holds a head's entries per channel
+            scale = dim_scale(module._hp_out)
+            move_channels(module.weight, 0, perm, offset, scale)
+            move_channels(module.bias, 0, perm, offset, scale)
         else:  # a flattened input holds several entries per channel
             move_channels(module.weight, 1, perm, offset, dim_scale(module._hp_in))
 

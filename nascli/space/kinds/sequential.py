@@ -8,22 +8,31 @@ from torch import nn
 
 from nascli.space import settings as check
 from nascli.space.hparam import Dim, Hparam
-from nascli.space.kinds.base import DynamicModule, LayerKind, ModeDefaults, register
+from nascli.space.kinds.base import DynamicModule, LayerKind, ModeDefaults, depth_hparam, register
 
 
-class DynamicSequential(DynamicModule, nn.Sequential):
-    """Runs only the first ``depth`` blocks.
+class DepthStack(DynamicModule):
+    """Mixin of a stack of blocks that keeps only its first ``depth`` blocks.
 
-    Conversion gives a depth hparam only to stages whose trailing blocks keep both the tensor shape
-    and the channel group of their input (residual blocks), so skipping them is always valid.
+    Conversion gives a depth hparam only to stacks whose trailing blocks keep both the tensor
+    shape and the channel group of their input (residual blocks), so skipping them is always valid.
     """
 
-    _native = nn.Sequential
     _hparam_fields = (("depth", "_hp_depth"),)
     _hp_depth: Hparam
 
     def attach_hparams(self, depth: Hparam) -> None:
         self._hp_depth = depth
+
+    def _shrink_to_active(self) -> None:
+        for index in range(len(self) - 1, self._hp_depth.active - 1, -1):
+            del self[index]
+
+
+class DynamicSequential(DepthStack, nn.Sequential):
+    """Runs only the first ``depth`` blocks."""
+
+    _native = nn.Sequential
 
     def forward(self, x: Any) -> Any:
         depth = self._hp_depth.active
@@ -32,10 +41,6 @@ class DynamicSequential(DynamicModule, nn.Sequential):
         for block in list(self._modules.values())[:depth]:
             x = block(x)
         return x
-
-    def _shrink_to_active(self) -> None:
-        for index in range(len(self) - 1, self._hp_depth.active - 1, -1):
-            del self[index]
 
 
 class SequentialKind(LayerKind):
@@ -52,32 +57,13 @@ class SequentialKind(LayerKind):
         """Depth choices when the trailing blocks keep the shape and channel group of their input."""
         if len(trace.calls.get(name, ())) != 1:
             return None
-        skippable = [_is_skippable(f"{name}.{key}", block, trace) for key, block in module._modules.items()]
-        first = len(skippable)
-        while first > 0 and skippable[first - 1]:
-            first -= 1
-        low = max(first, settings.get("min_depth", 1))
-        return Hparam(f"{name}.depth", range(low, len(module) + 1)) if low < len(module) else None
+        return depth_hparam(name, module, settings, trace)
 
     def attach(self, module: nn.Module, dims: dict[str, Dim], layer_hp: Hparam | None) -> None:
         module.attach_hparams(layer_hp)
 
     def gates(self, name: str, module: nn.Module) -> dict[str, tuple[Hparam, int]]:
         return {f"{name}.{key}": (module._hp_depth, index) for index, key in enumerate(module._modules)}
-
-
-def _is_skippable(name: str, block: nn.Module | None, trace) -> bool:
-    calls = trace.calls.get(name, [])
-    if block is None or not any(True for _ in block.children()) or len(calls) != 1:
-        return False
-    node_in, node_out = calls[0]
-    if node_in not in trace.channels or node_out not in trace.channels:
-        return False
-    if trace.node_shape(node_in) != trace.node_shape(node_out):
-        return False
-    groups = trace.groups
-    roots_in = [groups.find(e) for e in trace.channels[node_in][0]]
-    return roots_in == [groups.find(e) for e in trace.channels[node_out][0]]
 
 
 register(SequentialKind())

@@ -1,0 +1,47 @@
+"""The depth kind of ``nn.ModuleList``: a loop over blocks runs only the first ``depth`` of them.
+
+Transformers keep their blocks in a ModuleList and loop over it in their own forward
+(``for layer in self.layers[: n]``), so the list cannot run the blocks itself as
+``nn.Sequential`` does. Its dynamic version hands the loop only the active blocks: iterating it,
+or slicing it, gives the first ``depth`` blocks. Indexing one block (``layers[3]``) still finds
+any block. Depth choices follow the same rule as for ``nn.Sequential`` (kinds/base.py
+``depth_hparam``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from torch import nn
+
+from nascli.space.hparam import Hparam
+from nascli.space.kinds.base import depth_hparam, register
+from nascli.space.kinds.sequential import DepthStack, SequentialKind
+
+
+class DynamicModuleList(DepthStack, nn.ModuleList):
+    _native = nn.ModuleList
+
+    def _active(self) -> list[nn.Module]:
+        return list(self._modules.values())[: self._hp_depth.active]
+
+    def __iter__(self) -> Iterator[nn.Module]:
+        return iter(self._active())
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return nn.ModuleList(self._active()[index])
+        return super().__getitem__(index)
+
+
+class ModuleListKind(SequentialKind):
+    """Depth as for ``nn.Sequential``; the list is never called itself, only its blocks."""
+
+    dynamic = {nn.ModuleList: DynamicModuleList}
+
+    def layer_hparam(self, name, module, settings, trace) -> Hparam | None:
+        return depth_hparam(name, module, settings, trace)
+
+
+register(ModuleListKind())

@@ -1,0 +1,103 @@
+"""Parameters a model's own code reads directly: an RMS norm's weight, a class token, a position embedding.
+
+A model traced with ``torch.export`` (``space/trace_aten.py``) can use its parameters in plain
+tensor code instead of through a layer of a registered kind. The tracer gives such a parameter
+the channel group of what it meets; when that group is searchable, the module owning the
+parameter becomes a dynamic subclass of its own class whose forward runs with the parameter
+sliced to the active channels, so the model's code runs unchanged on the smaller tensors. The
+owner can be any class (a Hugging Face ``LlamaRMSNorm``, a timm ``VisionTransformer``), so no
+hand-written code per model class is needed. See docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from nascli.space.hparam import Dim, Scaled, dim_index, dim_scale, take
+from nascli.space.kinds.base import DynamicModule, LayerKind, copied_parameter, dynamic_class, move_channels
+
+_ROLE = "param:"  # channel-dim role of a sliced parameter: "param:weight"
+
+
+class SlicedParameters(DynamicModule):
+    """Mixin: the owner's forward sees each sliced parameter at its active size.
+
+    The stored full-size parameter is swapped for a view of its active channels for the length of
+    one forward, so gradients reach the full parameter and ``state_dict`` keys never change.
+    """
+
+    _sliced: dict[str, tuple[int, Dim]]  # parameter name -> (its channel dim, the dim sizing it)
+
+    def attach_sliced(self, sliced: dict[str, tuple[int, Dim]]) -> None:
+        self._sliced = sliced
+
+    def nas_hparams(self) -> list[tuple[str, Any]]:
+        found = []
+        for name, (axis, dim) in self._sliced.items():
+            base = dim.base if isinstance(dim, Scaled) else dim
+            found.append((f"{name}.shape[{axis}]", base))
+        return found
+
+    def _active(self, name: str) -> torch.Tensor:
+        axis, dim = self._sliced[name]
+        return take(self._parameters[name], axis, dim_index(dim))
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        full = {}
+        for name, (_, dim) in self._sliced.items():
+            if dim.active != dim.max:
+                full[name] = self._parameters[name]
+                self._parameters[name] = self._active(name)
+        try:
+            return super().forward(*args, **kwargs)
+        finally:
+            self._parameters.update(full)
+
+    def export_native(self) -> None:
+        self._shrink_to_active()
+        self.__dict__.pop("_sliced", None)
+        self.__class__ = self._native
+
+    def _shrink_to_active(self) -> None:
+        for name in self._sliced:
+            self._parameters[name] = copied_parameter(self._active(name), self._parameters[name])
+
+
+_DYNAMIC: dict[type, type] = {}
+
+
+class ParametersKind(LayerKind):
+    """Costs, importance order and export of the sliced parameters of any module (no rules of its own)."""
+
+    mixin = SlicedParameters
+
+    def attach_parameters(self, module: nn.Module, sliced: dict[str, tuple[int, Dim]]) -> None:
+        """Swap ``module``'s class for its dynamic subclass and give it the dims of its sliced parameters."""
+        native = type(module)
+        if native not in _DYNAMIC:
+            _DYNAMIC[native] = dynamic_class(SlicedParameters, native)
+            _DYNAMIC[native].nas_kind = self
+        module.__class__ = _DYNAMIC[native]
+        module.attach_sliced(sliced)
+
+    def params(self, terms, module, dims, layer_hp, path) -> None:
+        for name, param in module.named_parameters(recurse=False):
+            if name in module._sliced:
+                axis, dim = module._sliced[name]
+                terms.add("params", param.numel() // param.shape[axis], [(dim, 1)], path)
+            else:
+                terms.add("params", param.numel(), [], path)
+
+    def channel_dims(self, module: nn.Module) -> list[tuple[str, Dim]]:
+        return [(f"{_ROLE}{name}", dim) for name, (_, dim) in module._sliced.items()]
+
+    def permute(self, module, slot, perm, offset) -> None:
+        name = slot[len(_ROLE) :]
+        axis, dim = module._sliced[name]
+        move_channels(module._parameters[name], axis, perm, offset, dim_scale(dim))
+
+
+PARAMETERS = ParametersKind()

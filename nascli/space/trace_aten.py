@@ -1,0 +1,487 @@
+"""Follow channels through the ATen operations of a graph built by ``torch.export``.
+
+``space/export_graph.py`` leaves every operation outside a registered layer as an ATen node; this
+module tells the ``ChannelWalker`` what each one does to the channel dimension it tracks:
+
+- shape-preserving ops (activations, casts, dropout) keep it; elementwise ops join the channels
+  of operands that line up after broadcasting, and an operand broadcast along them adds nothing;
+- ``view``/``reshape`` that split the channel dim into (heads, head size) make the tensor's
+  channels the *heads*, and the split group a scaled copy of them (``ChannelGroups.set_scaled``);
+  a merge back makes a new group scaled from the heads. Keeping fewer heads keeps whole heads;
+- ``scaled_dot_product_attention`` and batched ``matmul`` join the head groups of queries, keys
+  and values; with grouped-query attention (fewer key/value heads) the query heads become a
+  scaled copy of the key/value heads, so whole groups are kept;
+- a mean or sum over the channels with ``keepdim`` (the statistic of an RMS or layer norm written
+  by hand) leaves them free: a pruned norm normalizes over the channels it keeps;
+- parameters used directly (an RMS norm's weight, a ViT's class token and position embedding)
+  take the channel dim of what they meet (``floating`` until then), and are sliced with it.
+
+Anything else freezes what it touches, as under fx. See docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import fx
+
+if TYPE_CHECKING:
+    from nascli.space.trace import ChannelWalker, Element
+
+_UNARY = {
+    "to", "_to_copy", "clone", "contiguous", "alias", "detach", "detach_", "lift_fresh_copy", "dropout",
+    "native_dropout", "relu", "relu_", "gelu", "silu", "silu_", "tanh", "sigmoid", "neg", "rsqrt", "sqrt", "exp",
+    "log", "erf", "abs", "hardtanh", "hardswish", "hardsigmoid", "leaky_relu", "elu", "mish", "softplus",
+    "type_as", "clamp", "clamp_min", "clamp_max", "pow", "reciprocal", "square", "sin", "cos", "gelu_", "relu6",
+}  # fmt: skip
+_BINARY = {
+    "add", "add_", "sub", "sub_", "rsub", "mul", "mul_", "div", "div_", "maximum", "minimum", "where",
+    "eq", "ne", "lt", "le", "gt", "ge", "bitwise_and", "bitwise_or", "logical_and", "logical_or", "logical_not",
+    "masked_fill", "masked_fill_", "bitwise_not",
+}  # fmt: skip
+_REDUCE = {"mean", "sum", "amax", "amin", "var", "std"}
+_RESHAPE = {"view", "reshape", "_unsafe_view"}
+_SPLIT = {"split", "split_with_sizes", "chunk", "unbind", "tensor_split"}
+_SOFTMAX = {"softmax", "_softmax", "log_softmax", "_log_softmax", "_safe_softmax"}
+# unary ops through which a parameter stays floating: its channel dim is still decided by its first real use
+_FLOATING_THROUGH = {"to", "_to_copy", "clone", "contiguous", "alias", "detach", "expand", "unsqueeze", "view",
+                     "reshape", "_unsafe_view", "transpose", "permute", "t"}  # fmt: skip
+
+
+def aten_name(node: fx.Node) -> str | None:
+    """``view`` for ``aten.view.default``; None for anything that is not an ATen operator."""
+    target = node.target
+    if isinstance(target, torch._ops.OpOverload):
+        return target._schema.name.split("::")[-1]
+    return None
+
+
+def visit(walker: ChannelWalker, node: fx.Node, name: str) -> None:
+    """Follow one ATen node (``name`` is its operator's name)."""
+    if name in _FLOATING_THROUGH and node.args and node.args[0] in walker.floating:
+        _floating_through(walker, node, name)
+    elif name in _UNARY:
+        walker.passthrough(node, node.args[0])
+    elif name in _BINARY:
+        elementwise(walker, node)
+    elif name in _RESHAPE or name == "flatten":
+        _reshape(walker, node)
+    elif name in ("transpose", "permute", "t"):
+        _reorder(walker, node, name)
+    elif name in ("unsqueeze", "squeeze", "expand", "slice", "select", "narrow"):
+        _index_op(walker, node, name)
+    elif name == "cat":
+        _cat(walker, node)
+    elif name in _SPLIT:
+        _split(walker, node, name)
+    elif name in _REDUCE:
+        _reduce(walker, node)
+    elif name in _SOFTMAX:
+        dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+        _along_other_dim(walker, node, dim)
+    elif name == "scaled_dot_product_attention":
+        _attention(walker, node)
+    elif name in ("matmul", "bmm"):
+        _batched_matmul(walker, node)
+    elif name in ("layer_norm", "rms_norm"):
+        _norm(walker, node)
+    elif name == "embedding" and node.args[0] in walker.floating:
+        element = pin(walker, node.args[0], 1)
+        shape = walker.shape(node)
+        if element is not None and shape is not None:
+            walker.chan[node] = ((element,), len(shape) - 1)
+    elif node.meta.get("val") is None:
+        return  # an assertion: no value, nothing to follow
+    elif walker.shape(node) is not None or _reads_tracked(walker, node):
+        walker.opaque(node, f"unsupported operation aten.{name}")
+
+
+def _reads_tracked(walker: ChannelWalker, node: fx.Node) -> bool:
+    return any(a in walker.chan or a in walker.floating for a in node.all_input_nodes)
+
+
+# -- parameters ----------------------------------------------------------------------------------
+def pin(walker: ChannelWalker, node: fx.Node, dim: int) -> Element | None:
+    """Give a floating parameter its channel dim (``dim`` of ``node``); None where ``node`` broadcasts it."""
+    path, axes = walker.floating[node]
+    if dim < 0 or dim >= len(axes) or axes[dim] is None:
+        return None
+    axis = axes[dim]
+    size = walker.params[path].shape[axis]
+    element = walker.groups.add(("param", path, axis), size)
+    found = walker.param_slots.setdefault(path, (axis, element))
+    if found[0] != axis:
+        walker.groups.freeze(found[1], f"parameter {path} is used along two dims")
+        walker.groups.freeze(element, f"parameter {path} is used along two dims")
+    if path in walker.param_frozen:
+        walker.groups.freeze(element, walker.param_frozen[path])
+    return element
+
+
+def _floating_through(walker: ChannelWalker, node: fx.Node, name: str) -> None:
+    """A cast, expand, unsqueeze, transpose or size-1 reshape of a floating parameter stays floating."""
+    arg = node.args[0]
+    path, axes = walker.floating[arg]
+    in_shape, shape = walker.params_shape(arg), walker.shape(node)
+    if shape is None or in_shape is None:
+        return
+    if name in ("to", "_to_copy", "clone", "contiguous", "alias", "detach"):
+        walker.floating[node] = (path, axes)
+    elif name == "expand":
+        walker.floating[node] = (path, (None,) * (len(shape) - len(axes)) + tuple(axes))
+    elif name == "unsqueeze":
+        at = node.args[1] % len(shape)
+        walker.floating[node] = (path, tuple(axes[:at]) + (None,) + tuple(axes[at:]))
+    elif name in ("transpose", "permute", "t"):
+        order = _order(node, name, len(in_shape))
+        if order is None:
+            return _freeze_floating(walker, node, f"aten.{name} of parameter {path}")
+        walker.floating[node] = (path, tuple(axes[i] for i in order))
+    else:  # a reshape that only adds or drops dims of size 1
+        kept = [a for a, s in zip(axes, in_shape, strict=True) if s != 1]
+        if [s for s in in_shape if s != 1] != [s for s in shape if s != 1]:
+            return _freeze_floating(walker, node, f"aten.{name} reshapes parameter {path}")
+        it = iter(kept)
+        walker.floating[node] = (path, tuple(None if s == 1 else next(it) for s in shape))
+    return None
+
+
+def _freeze_floating(walker: ChannelWalker, node: fx.Node, reason: str) -> None:
+    walker.param_frozen.setdefault(walker.floating[node][0], reason)
+    walker.opaque(node, reason)
+
+
+# -- elementwise ---------------------------------------------------------------------------------
+def elementwise(walker: ChannelWalker, node: fx.Node) -> None:
+    """Operands whose channels line up with the output's join; operands broadcast along them add nothing."""
+    shape = walker.shape(node)
+    if shape is None:
+        return
+    tracked = [a for a in node.all_input_nodes if a in walker.chan]
+    floating = [a for a in node.all_input_nodes if a in walker.floating]
+    if not tracked:
+        if len(floating) == 1 and walker.params_shape(floating[0]) == shape:
+            walker.floating[node] = walker.floating[floating[0]]
+        elif floating or _reads_tracked(walker, node):
+            walker.opaque(node, f"aten.{aten_name(node)} of parameters only")
+        return
+    rank = len(shape)
+    aligned = []  # (segments, output dim, whether it is broadcast there)
+    for arg in tracked:
+        segments, dim = walker.chan[arg]
+        in_shape = walker.shape(arg)
+        out_dim = rank - len(in_shape) + dim
+        aligned.append((arg, segments, out_dim, in_shape[dim] == 1 and shape[out_dim] != 1))
+    real = [a for a in aligned if not a[3]]
+    if not real:
+        walker.chan[node] = (aligned[0][1], aligned[0][2])
+        return
+    free = [a for a in real if not any(walker.groups.frozen_reason(e) for e in a[1])]
+    reference = (free or real)[0]
+    ref_segments, ref_dim = reference[1], reference[2]
+    for arg, segments, out_dim, _ in aligned:
+        in_shape = walker.shape(arg)
+        at = ref_dim - (rank - len(in_shape))
+        if at < 0 or in_shape[at] == 1 and shape[ref_dim] != 1:
+            continue  # broadcast along the reference channels
+        if out_dim != ref_dim or walker.sizes(segments) != walker.sizes(ref_segments):
+            walker.opaque(node, f"aten.{aten_name(node)} combines tensors along different dimensions")
+            return
+        for a, b in zip(ref_segments, segments, strict=True):
+            walker.groups.union(a, b)
+    for arg in floating:
+        in_shape = walker.params_shape(arg)
+        at = ref_dim - (rank - len(in_shape))
+        if at < 0 or in_shape[at] == 1 and shape[ref_dim] != 1:
+            continue
+        element = pin(walker, arg, at)
+        if element is None or len(ref_segments) != 1:
+            walker.opaque(node, f"aten.{aten_name(node)} with a parameter the tracer cannot follow")
+            return
+        walker.groups.union(ref_segments[0], element)
+    walker.chan[node] = (ref_segments, ref_dim)
+
+
+def _along_other_dim(walker: ChannelWalker, node: fx.Node, dim: Any) -> None:
+    """A softmax over another dim keeps the channels; over the channels it is opaque."""
+    arg, shape = node.args[0], walker.shape(node)
+    if arg in walker.chan and shape is not None and isinstance(dim, int):
+        if dim % len(shape) != walker.chan[arg][1]:
+            walker.chan[node] = walker.chan[arg]
+            return
+    walker.opaque(node, f"aten.{aten_name(node)} over the channels")
+
+
+# -- shapes --------------------------------------------------------------------------------------
+def _runs(a: tuple[int, ...], b: tuple[int, ...]) -> list[tuple[list[int], list[int]]] | None:
+    """Pair runs of input dims with runs of output dims of equal size (how a reshape regroups dims)."""
+    runs, i, j = [], 0, 0
+    while i < len(a) or j < len(b):
+        ins, outs, pa, pb = [], [], 1, 1
+        if i < len(a):
+            ins.append(i)
+            pa, i = pa * a[i], i + 1
+        if j < len(b):
+            outs.append(j)
+            pb, j = pb * b[j], j + 1
+        while pa != pb:
+            if pa < pb and i < len(a):
+                ins.append(i)
+                pa, i = pa * a[i], i + 1
+            elif pb < pa and j < len(b):
+                outs.append(j)
+                pb, j = pb * b[j], j + 1
+            else:
+                return None
+        runs.append((ins, outs))
+    return runs
+
+
+def _reshape(walker: ChannelWalker, node: fx.Node) -> None:
+    """Keep, split into (heads, head size), or merge (heads, head size) back: see the module docstring."""
+    arg = node.args[0]
+    shape, in_shape = walker.shape(node), walker.shape(arg)
+    if arg not in walker.chan or shape is None or in_shape is None or arg in walker.scales:
+        walker.opaque(node, f"aten.{aten_name(node)} of a tensor the tracer cannot follow")
+        return
+    segments, c = walker.chan[arg]
+    runs = _runs(in_shape, shape)
+    run = next((r for r in runs or [] if c in r[0]), None)
+    if run is None:
+        walker.opaque(node, f"aten.{aten_name(node)} reshapes the channels")
+        return
+    ins = [d for d in run[0] if in_shape[d] != 1]
+    outs = [d for d in run[1] if shape[d] != 1] or run[1][:1]
+    if ins == [c] and len(outs) == 1:
+        walker.chan[node] = (segments, outs[0])
+    elif ins == [c] and len(segments) == 1:  # split: (heads * head size) -> (heads, head size)
+        heads = walker.groups.add(("node", node.name), shape[outs[0]])
+        walker.groups.set_scaled(segments[0], heads, math.prod(shape[d] for d in outs[1:]))
+        walker.chan[node] = ((heads,), outs[0])
+    elif len(outs) == 1 and ins and ins[0] == c and len(segments) == 1:  # merge: channels outermost
+        merged = walker.groups.add(("node", node.name), shape[outs[0]])
+        walker.groups.set_scaled(merged, segments[0], math.prod(in_shape[d] for d in ins[1:]))
+        walker.chan[node] = ((merged,), outs[0])
+    else:
+        walker.opaque(node, f"aten.{aten_name(node)} reshapes the channels")
+
+
+def _order(node: fx.Node, name: str, rank: int) -> list[int] | None:
+    if name == "t":
+        return [1, 0] if rank == 2 else list(range(rank))
+    if name == "permute":
+        dims = node.args[1]
+        return [d % rank for d in dims] if all(isinstance(d, int) for d in dims) else None
+    a, b = node.args[1], node.args[2]
+    if not (isinstance(a, int) and isinstance(b, int)):
+        return None
+    order = list(range(rank))
+    order[a % rank], order[b % rank] = order[b % rank], order[a % rank]
+    return order
+
+
+def _reorder(walker: ChannelWalker, node: fx.Node, name: str) -> None:
+    arg = node.args[0]
+    in_shape = walker.shape(arg)
+    order = _order(node, name, len(in_shape)) if in_shape is not None else None
+    if arg not in walker.chan or order is None:
+        walker.opaque(node, f"aten.{name} of a tensor the tracer cannot follow")
+        return
+    segments, c = walker.chan[arg]
+    walker.chan[node] = (segments, order.index(c))
+
+
+def _index_op(walker: ChannelWalker, node: fx.Node, name: str) -> None:
+    """unsqueeze, squeeze, expand, slice, select, narrow: the channel dim moves or stays, unless it is cut."""
+    arg = node.args[0]
+    shape, in_shape = walker.shape(node), walker.shape(arg)
+    if arg not in walker.chan or shape is None or in_shape is None:
+        walker.opaque(node, f"aten.{name} of a tensor the tracer cannot follow")
+        return
+    segments, c = walker.chan[arg]
+    dim = node.args[1] if len(node.args) > 1 else None
+    if name == "unsqueeze":
+        at = dim % len(shape)
+        walker.chan[node] = (segments, c + (at <= c))
+    elif name == "expand":
+        out = c + len(shape) - len(in_shape)
+        if in_shape[c] != shape[out]:
+            walker.opaque(node, "aten.expand of the channels")
+        else:
+            walker.chan[node] = (segments, out)
+    elif name == "squeeze":
+        dims = range(len(in_shape)) if dim is None else [dim] if isinstance(dim, int) else dim
+        gone = [d % len(in_shape) for d in dims if in_shape[d % len(in_shape)] == 1]
+        if c in gone:
+            walker.opaque(node, "aten.squeeze of the channels")
+        else:
+            walker.chan[node] = (segments, c - sum(d < c for d in gone))
+    elif not isinstance(dim, int):
+        walker.opaque(node, f"aten.{name} along a dim the tracer cannot read")
+    elif dim % len(in_shape) != c:
+        walker.chan[node] = (segments, c - (name == "select" and dim % len(in_shape) < c))
+    elif name != "select" and shape[c] == in_shape[c]:
+        walker.chan[node] = (segments, c)  # the whole range
+    else:
+        walker.opaque(node, f"aten.{name} of part of the channels")
+
+
+def _cat(walker: ChannelWalker, node: fx.Node) -> None:
+    """Along the channels, segments follow one another; along another dim, operands' channels join.
+
+    Empty operands (an empty cache) are left out; a floating parameter (a class token) takes the
+    channel dim of the others.
+    """
+    shape = walker.shape(node)
+    parts = [p for p in node.args[0] if walker.shape(p) is None or math.prod(walker.shape(p)) > 0]
+    dim = node.args[1] if len(node.args) > 1 else 0
+    tracked = [p for p in parts if p in walker.chan]
+    if shape is None or not tracked or any(p not in walker.chan and p not in walker.floating for p in parts):
+        walker.opaque(node, "aten.cat of tensors the tracer cannot follow")
+        return
+    dim %= len(shape)
+    dims = {walker.chan[p][1] for p in tracked}
+    if dims == {dim} and len(tracked) == len(parts):
+        walker.chan[node] = (tuple(e for p in parts for e in walker.chan[p][0]), dim)
+        return
+    c = walker.chan[tracked[0]][1]
+    segments = walker.chan[tracked[0]][0]
+    if c == dim or any(walker.chan[p][1] != c or walker.sizes(walker.chan[p][0]) != walker.sizes(segments)
+                       for p in tracked):  # fmt: skip
+        walker.opaque(node, "aten.cat of tensors whose channels do not line up")
+        return
+    for p in tracked[1:]:
+        for a, b in zip(segments, walker.chan[p][0], strict=True):
+            walker.groups.union(a, b)
+    for p in parts:
+        if p in walker.floating:
+            element = pin(walker, p, c)
+            if element is None or len(segments) != 1:
+                walker.opaque(node, "aten.cat with a parameter the tracer cannot follow")
+                return
+            walker.groups.union(segments[0], element)
+    walker.chan[node] = (segments, c)
+
+
+def _split(walker: ChannelWalker, node: fx.Node, name: str) -> None:
+    """Split along another dim: every item keeps the channels. Along the channels it is opaque."""
+    arg = node.args[0]
+    in_shape = walker.shape(arg)
+    value = node.meta.get("val") if "val" in node.meta else None
+    count = len([u for u in node.users if u.target is operator.getitem])
+    dim = node.args[1] if name == "unbind" and len(node.args) > 1 else (node.args[2] if len(node.args) > 2 else 0)
+    if name == "unbind" and len(node.args) < 2:
+        dim = node.kwargs.get("dim", 0)
+    if arg not in walker.chan or in_shape is None or not isinstance(dim, int):
+        walker.opaque(node, f"aten.{name} of a tensor the tracer cannot follow")
+        return
+    segments, c = walker.chan[arg]
+    dim %= len(in_shape)
+    if dim == c:
+        walker.opaque(node, f"aten.{name} of the channels")
+        return
+    out_c = c - (name == "unbind" and dim < c)
+    length = len(value) if isinstance(value, (list, tuple)) else max(count, 1)
+    walker.set_tuple_output(node, {i: (segments, out_c) for i in range(length)}, length)
+
+
+def _reduce(walker: ChannelWalker, node: fx.Node) -> None:
+    """Over other dims the channels stay; over the channels with keepdim it is a norm's statistic."""
+    arg = node.args[0]
+    dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+    keepdim = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
+    in_shape, shape = walker.shape(arg), walker.shape(node)
+    if arg not in walker.chan or in_shape is None or shape is None or dims is None or not isinstance(keepdim, bool):
+        walker.opaque(node, f"aten.{aten_name(node)} over every dimension")
+        return
+    reduced = {d % len(in_shape) for d in ([dims] if isinstance(dims, int) else dims)}
+    segments, c = walker.chan[arg]
+    if c not in reduced:
+        walker.chan[node] = (segments, c if keepdim else c - sum(d < c for d in reduced))
+    elif keepdim:
+        walker.new_tensor(node, c)  # one value per position, computed over whichever channels are kept
+    else:
+        walker.opaque(node, f"aten.{aten_name(node)} over the channels")
+
+
+def _norm(walker: ChannelWalker, node: fx.Node) -> None:
+    """A functional layer or RMS norm over the channels: its weight and bias follow them."""
+    arg, normalized = node.args[0], node.args[1]
+    shape = walker.shape(arg)
+    if arg not in walker.chan or shape is None or list(normalized) != [shape[-1]]:
+        walker.opaque(node, f"aten.{aten_name(node)} the tracer cannot follow")
+        return
+    segments, c = walker.chan[arg]
+    if c != len(shape) - 1 or len(segments) != 1:
+        walker.opaque(node, f"aten.{aten_name(node)} over another dim than the channels")
+        return
+    for param in node.args[2:4]:
+        if isinstance(param, fx.Node):
+            element = pin(walker, param, 0) if param in walker.floating else None
+            if element is None:
+                walker.opaque(node, f"aten.{aten_name(node)} with a weight the tracer cannot follow")
+                return
+            walker.groups.union(segments[0], element)
+    walker.chan[node] = (segments, c)
+
+
+# -- attention -----------------------------------------------------------------------------------
+def _heads(walker: ChannelWalker, tensor: Any) -> Element | None:
+    """The head group of an attention operand: its channels must be the heads dim (third from the end)."""
+    shape = walker.shape(tensor)
+    if tensor not in walker.chan or shape is None or len(shape) < 3:
+        return None
+    segments, c = walker.chan[tensor]
+    return segments[0] if len(segments) == 1 and c == len(shape) - 3 else None
+
+
+def _attention(walker: ChannelWalker, node: fx.Node) -> None:
+    """Keys and values have the same heads; queries the same, or whole groups of them (GQA)."""
+    q, k, v = node.args[:3]
+    heads = [_heads(walker, t) for t in (q, k, v)]
+    mask = node.args[3] if len(node.args) > 3 else node.kwargs.get("attn_mask")
+    mask_shape = walker.shape(mask) if isinstance(mask, fx.Node) else None
+    q_shape = walker.shape(q)
+    per_head_mask = mask_shape is not None and len(mask_shape) >= 3 and mask_shape[-3] != 1
+    if None in heads or per_head_mask:
+        walker.opaque(node, "scaled_dot_product_attention whose heads the tracer cannot follow")
+        return
+    hq, hk = q_shape[-3], walker.shape(k)[-3]
+    walker.groups.union(heads[1], heads[2])
+    if hq == hk:
+        walker.groups.union(heads[0], heads[1])
+    elif hq % hk == 0:
+        walker.groups.set_scaled(heads[0], heads[1], hq // hk)
+    else:
+        walker.opaque(node, f"{hq} query heads do not make whole groups of {hk} key/value heads")
+        return
+    _record_heads(walker, node, heads[1], grouped=hq != hk)
+    walker.chan[node] = ((heads[0],), len(walker.shape(node)) - 3)
+
+
+def _record_heads(walker: ChannelWalker, node: fx.Node, keys: Element, grouped: bool) -> None:
+    """Name the key/value head group after the module running the attention (``layers.0.self_attn``)."""
+    stack = list(node.meta.get("nn_module_stack", {}).values())
+    walker.result.head_groups.append((keys, stack[-1][0] if stack else node.name, grouped))
+
+
+def _batched_matmul(walker: ChannelWalker, node: fx.Node) -> None:
+    """Attention written out (``q @ k.T``, ``weights @ v``): both operands batched over the same heads."""
+    a, b = node.args[:2]
+    sa, sb, shape = walker.shape(a), walker.shape(b), walker.shape(node)
+    if a not in walker.chan or b not in walker.chan or shape is None or len(sa) < 3 or len(sb) < 3:
+        walker.opaque(node, f"aten.{aten_name(node)} the tracer cannot follow")
+        return
+    (seg_a, ca), (seg_b, cb) = walker.chan[a], walker.chan[b]
+    out_a, out_b = len(shape) - len(sa) + ca, len(shape) - len(sb) + cb
+    batched = ca < len(sa) - 2 and cb < len(sb) - 2 and out_a == out_b
+    if not batched or walker.sizes(seg_a) != walker.sizes(seg_b):
+        walker.opaque(node, f"aten.{aten_name(node)} over the channels")
+        return
+    for x, y in zip(seg_a, seg_b, strict=True):
+        walker.groups.union(x, y)
+    _record_heads(walker, node, seg_b[0], grouped=False)
+    walker.chan[node] = (seg_a, out_a)

@@ -1,0 +1,110 @@
+"""Tracing with torch.export: heads, grouped-query attention, gated MLPs, hidden width and parameters.
+
+Each topology of tests/transformer_topologies.py is one way of writing attention that fx cannot
+trace. For each: the right hparams are found, the max subnet is the model as built, every subnet
+exports to native layers with the same output, costs equal fvcore's and numel's, save/restore and
+importance sorting keep the output.
+"""
+
+import pytest
+import torch
+
+import nascli.nas as mtn
+from nascli.errors import UserInputError
+from nascli.space.kinds.linear import LinearKind
+from nascli.space.space import get_space
+from tests.space.kinds.conformance import assert_kind_conforms
+from tests.transformer_topologies import ExportOnly, TinyDecoder, TinyViT, WidthWrittenOut
+
+TOKENS = torch.randint(0, 50, (2, 6), generator=torch.Generator().manual_seed(0))
+
+
+def _hparams(model) -> dict[str, tuple]:
+    return {name: hp.choices for name, hp in get_space(model).hparams.items()}
+
+
+@pytest.mark.parametrize("style", ["sdpa", "repeat", "eager"])
+def test_grouped_query_attention_keeps_whole_groups(style, tmp_path):
+    model = assert_kind_conforms(lambda: TinyDecoder(4, 2, style), TOKENS, LinearKind, tmp_path)
+    found = _hparams(model)
+    assert found["body.blocks.0.attn.num_kv_heads"] == (1, 2)
+    assert "body.blocks.0.attn.num_heads" not in found
+    assert found["body.embed.weight.shape[1]"] == (32, 64)
+    mtn.select(model, {"body.blocks.0.attn.num_kv_heads": 1})
+    assert model.body.blocks[0].attn.q(torch.zeros(1, 64)).shape[-1] == 16  # one group: 2 query heads of 8
+
+
+def test_multi_head_attention_searches_heads_mlp_and_hidden(tmp_path):
+    model = assert_kind_conforms(lambda: TinyDecoder(4, 4), TOKENS, LinearKind, tmp_path)
+    found = _hparams(model)
+    assert found["body.blocks.1.attn.num_heads"] == (2, 3, 4)
+    assert found["body.blocks.1.mlp.gate.out_features"] == (64, 96, 128)  # gate and up: one width
+    assert found["body.embed.weight.shape[1]"] == (32, 64)
+    assert not any("up.out_features" in name for name in found)
+
+
+def test_hidden_width_runs_through_embedding_norms_and_head(tmp_path):
+    model = mtn.convert(TinyDecoder(4, 4), "fastnas", dummy_input=TOKENS[:1]).eval()
+    hidden = get_space(model).hparams["body.embed.weight.shape[1]"]
+    assert hidden.choices == (32, 64)
+    mtn.select(model, {"body.embed.weight.shape[1]": hidden.min})
+    exported = mtn.export(model)
+    assert exported.body.embed.weight.shape == (50, hidden.min)
+    assert exported.body.norm.weight.shape == (hidden.min,)
+    assert exported.body.lm_head.in_features == hidden.min
+
+
+def test_tied_embedding_and_head_shrink_together(tmp_path):
+    model = assert_kind_conforms(lambda: TinyDecoder(tied=True), TOKENS, LinearKind, tmp_path, mode="fastnas")
+    assert len(get_space(model).hparams["body.embed.weight.shape[1]"].choices) > 1
+
+
+def test_class_token_and_position_embedding_follow_the_hidden_width(tmp_path):
+    images = torch.randn(2, 3, 16, 16)
+    model = assert_kind_conforms(TinyViT, images, LinearKind, tmp_path, mode="fastnas")
+    found = _hparams(model)
+    hidden = next(name for name in found if name.endswith("shape[2]"))
+    assert hidden == "body.cls_token.shape[2]"
+    mtn.select(model, {hidden: found[hidden][0]})
+    exported = mtn.export(model)
+    assert exported.body.pos_embed.shape == (1, 17, found[hidden][0])
+    assert "body.blocks.0.attn.num_heads" in found
+
+
+def test_a_width_the_model_writes_out_stays_full():
+    model = mtn.convert(WidthWrittenOut(), "fastnas", dummy_input=torch.randn(1, 16))
+    assert not _hparams(model)
+    reasons = get_space(model).fixed_reasons
+    assert "forward fails" in reasons["body.branch.out_features"]
+    assert "forward fails" in reasons["body.inp.out_features"]
+
+
+class _Cumulative(ExportOnly):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Linear(16, 4))
+        self.body.register_forward_hook(lambda m, i, o: o)
+
+    def forward(self, x):
+        if x.shape[0] < 1:
+            raise ValueError("empty batch")
+        return self.body[1](torch.cumsum(self.body[0](x), dim=-1))
+
+
+def test_an_operation_the_tracer_does_not_know_freezes_its_channels():
+    model = mtn.convert(_Cumulative(), "fastnas", dummy_input=torch.randn(1, 8))
+    assert "aten.cumsum" in get_space(model).fixed_reasons["body.0.out_features"]
+
+
+class _DataDependent(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.fc(x) if x.sum() > 0 else -self.fc(x)
+
+
+def test_a_model_neither_tracer_follows_is_one_clear_error():
+    with pytest.raises(UserInputError, match="torch.fx.*; cannot trace _DataDependent with torch.export"):
+        mtn.convert(_DataDependent(), "fastnas", dummy_input=torch.randn(1, 4))

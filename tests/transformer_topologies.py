@@ -1,0 +1,159 @@
+"""Small transformer topologies, one per tricky way of writing attention, traced with torch.export.
+
+Each model checks its batch size in plain Python at the top of its forward, which torch.fx
+cannot trace and torch.export can, so these models take the export path the way Hugging Face
+models do.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ExportOnly(nn.Module):
+    """Runs ``body`` after a Python check on the input's shape (fx cannot trace it)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] < 1:
+            raise ValueError("empty batch")
+        return self.body(x)
+
+
+class RMSNorm(nn.Module):
+    """An RMS norm written out: its weight is a parameter the model's own code multiplies by."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(1 + 0.1 * torch.randn(width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6))
+
+
+class SelfAttention(nn.Module):
+    """Attention over ``heads`` query heads and ``kv_heads`` key/value heads.
+
+    ``style``: "sdpa" (grouped queries by ``enable_gqa``), "repeat" (keys and values repeated per
+    group with expand and reshape, as Llama does), or "eager" (``softmax(q @ k.T) @ v``).
+    """
+
+    def __init__(self, width: int, heads: int, kv_heads: int, style: str = "sdpa", head_size: int = 8) -> None:
+        super().__init__()
+        self.head_size, self.style = head_size, style
+        self.q = nn.Linear(width, heads * head_size, bias=False)
+        self.k = nn.Linear(width, kv_heads * head_size, bias=False)
+        self.v = nn.Linear(width, kv_heads * head_size, bias=False)
+        self.o = nn.Linear(heads * head_size, width, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, s, _ = x.shape
+        q = self.q(x).view(b, s, -1, self.head_size).transpose(1, 2)
+        k = self.k(x).view(b, s, -1, self.head_size).transpose(1, 2)
+        v = self.v(x).view(b, s, -1, self.head_size).transpose(1, 2)
+        groups = int(q.shape[1]) // int(k.shape[1])
+        if self.style == "sdpa":
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=groups > 1)
+        else:
+            kv = k.shape[1]
+            k = k[:, :, None].expand(b, kv, groups, s, self.head_size).reshape(b, kv * groups, s, self.head_size)
+            v = v[:, :, None].expand(b, kv, groups, s, self.head_size).reshape(b, kv * groups, s, self.head_size)
+            if self.style == "repeat":
+                out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            else:
+                out = torch.softmax(q @ k.transpose(-1, -2) / self.head_size**0.5, dim=-1) @ v
+        return self.o(out.transpose(1, 2).reshape(b, s, -1))
+
+
+class GatedMLP(nn.Module):
+    """``down(silu(gate(x)) * up(x))``: gate and up share one width."""
+
+    def __init__(self, width: int, hidden: int) -> None:
+        super().__init__()
+        self.gate, self.up = nn.Linear(width, hidden, bias=False), nn.Linear(width, hidden, bias=False)
+        self.down = nn.Linear(hidden, width, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(F.silu(self.gate(x)) * self.up(x))
+
+
+class DecoderBlock(nn.Module):
+    def __init__(self, width: int, heads: int, kv_heads: int, style: str) -> None:
+        super().__init__()
+        self.norm1, self.norm2 = RMSNorm(width), RMSNorm(width)
+        self.attn = SelfAttention(width, heads, kv_heads, style)
+        self.mlp = GatedMLP(width, 2 * width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class _Decoder(nn.Module):
+    def __init__(self, vocab: int, width: int, heads: int, kv_heads: int, style: str, tied: bool) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, width)
+        self.blocks = nn.ModuleList(DecoderBlock(width, heads, kv_heads, style) for _ in range(2))
+        self.norm = RMSNorm(width)
+        self.lm_head = nn.Linear(width, vocab, bias=False)
+        if tied:
+            self.lm_head.weight = self.embed.weight
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.embed(ids)
+        for block in self.blocks:
+            x = block(x)
+        return self.lm_head(self.norm(x))
+
+
+class TinyDecoder(ExportOnly):
+    """A Llama-like causal language model over token ids."""
+
+    def __init__(self, heads: int = 4, kv_heads: int = 2, style: str = "sdpa", tied: bool = False) -> None:
+        super().__init__()
+        self.body = _Decoder(50, 64, heads, kv_heads, style, tied)
+
+
+class _ViT(nn.Module):
+    def __init__(self, width: int = 64) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(3, width, 4, stride=4)
+        self.cls_token = nn.Parameter(0.1 * torch.randn(1, 1, width))
+        self.pos_embed = nn.Parameter(0.1 * torch.randn(1, 17, width))
+        self.blocks = nn.ModuleList(
+            nn.ModuleDict({"norm": nn.LayerNorm(width), "attn": SelfAttention(width, 4, 4)}) for _ in range(2)
+        )
+        self.head = nn.Linear(width, 10)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.patch(images).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
+        for block in self.blocks:
+            x = x + block["attn"](block["norm"](x))
+        return self.head(x[:, 0])
+
+
+class TinyViT(ExportOnly):
+    """A vision transformer on 16-pixel images: class token and position embedding are parameters."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = _ViT()
+
+
+class _WidthFromShape(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp, self.branch, self.out = nn.Linear(16, 64), nn.Linear(64, 64), nn.Linear(64, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.inp(x)
+        a = self.branch(h)
+        return self.out(a.reshape(a.shape[0], h.shape[-1]))  # the branch's width taken from another tensor
+
+
+class WidthWrittenOut(ExportOnly):
+    """A reshape to a size the model takes from another tensor's shape: export records it as a constant."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = _WidthFromShape()
