@@ -1,4 +1,4 @@
-"""``nascli export [CHECKPOINT] --format pt2|onnx|torchscript``: a deployable file without nascli."""
+"""``nascli export [CHECKPOINT] --format pt2|onnx|torchscript|hf``: a deployable file without nascli."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from nascli.cli.common import handle_errors, input_path, result, source_and_over
 @handle_errors
 def export(
     source: Path = typer.Argument(None, help="search.pt or finetune.pt; read from stdin when omitted."),
-    fmt: str = typer.Option("pt2", "--format", help="pt2 (torch.export), onnx or torchscript."),
+    fmt: str = typer.Option(
+        "pt2", "--format", help="pt2 (torch.export), onnx, torchscript, or hf (a Hugging Face model directory)."
+    ),
     output: Path = typer.Option(None, "--output", "-o", help="Output file (default: model.<format> beside the input)."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON result on stdout instead of the path."),
 ) -> None:
@@ -26,5 +28,5 @@ def export(
     # next to the input, not the run_dir its recipe records: a run directory that was moved or
     # copied, or a relative run_dir read from another cwd, would send the file elsewhere
     target = output or path.parent / f"model{extension}"
-    path = export_stage(model, recipe.input_shape, fmt, target)
+    path = export_stage(model, recipe.input_shape, fmt, target, recipe.input_dtype)
     result(path, {"format": fmt}, json_out)

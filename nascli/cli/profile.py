@@ -35,6 +35,9 @@ def profile(
     flops: str = typer.Option(None, "--flops", help="Upper bound: 2e9, 2G, 350M or 60% of the original."),
     params: str = typer.Option(None, "--params", help="Upper bound on parameters, same forms."),
     latency: str = typer.Option(None, "--latency", help="Upper bound on latency: 15ms, 0.2s or 60%."),
+    memory: str = typer.Option(
+        None, "--memory", help="Upper bound on bf16 weights + KV cache (deployment batch, input length): 2GB or 60%."
+    ),
     device: str = typer.Option(None, "--device", help="cpu or cuda: predict latency there (default: recipe's)."),
     json_out: bool = typer.Option(False, "--json", help="Print the profile as JSON on stdout."),
 ) -> None:
@@ -42,14 +45,19 @@ def profile(
 
     Prints its input on stdout, for the next stage, only when every constraint can be met.
     """
+    from nascli.cost.constraints import parse_bound
     from nascli.cost.model import cost_model
     from nascli.cost.profile import profile_costs, render_profile
 
-    constraints = {k: v for k, v in (("flops", flops), ("params", params), ("latency", latency)) if v is not None}
+    given = (("flops", flops), ("params", params), ("latency", latency), ("memory", memory))
+    constraints = {k: v for k, v in given if v is not None}
+    for key, value in constraints.items():
+        parse_bound(key, value)  # a bad bound is one line before any model is built or timed
     source, overrides = source_and_overrides(source, overrides)
     path = input_path(source)
     model, recipe, cache_dir = _profiled(path, overrides)
     costs = cost_model(model)
+    costs.memory_batch = recipe.get("deployment", {}).get("batch_size", 1)
     timing = None
     if latency is not None or device is not None:
         timing = latency_model(model, recipe, device, cache_dir)

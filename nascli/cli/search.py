@@ -17,6 +17,7 @@ def search(
     flops: str = typer.Option(None, "--flops", help="Upper bound: 2e9, 2G, 350M or 50% of the original."),
     params: str = typer.Option(None, "--params", help="Upper bound on parameters, same forms."),
     latency: str = typer.Option(None, "--latency", help="Upper bound on predicted latency (recipe's deployment)."),
+    memory: str = typer.Option(None, "--memory", help="Upper bound on bf16 weights + KV cache: 2GB or 50%."),
     algorithm: str = typer.Option(None, "--algorithm", help="evolve, random or sensitivity (fastnas default)."),
     resume: bool = typer.Option(
         False, "--resume", help="Continue the run directory's unfinished search.pt, under its constraints."
@@ -38,7 +39,7 @@ def search(
             raise UserInputError(f"--resume: no unfinished search.pt in {recipe.run_dir}")
     else:
         (model, _, _, recipe), state = load_stage_input(input_path(source), overrides, "search"), None
-    given = (("flops", flops), ("params", params), ("latency", latency))
+    given = (("flops", flops), ("params", params), ("latency", latency), ("memory", memory))
     constraints = {k: v for k, v in given if v is not None}
     quiet = flags.quiet or not ranks.main
     path = search_stage(model, recipe, constraints, None if quiet else console, state, ranks)

@@ -8,11 +8,12 @@ from typing import Any
 
 from nascli.errors import UserInputError
 
-CONSTRAINT_KEYS = ("flops", "params", "latency")
+CONSTRAINT_KEYS = ("flops", "params", "latency", "memory")
 _NUMBER = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKmMgGtT]?)\s*$")
 _SCALE = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
 _DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*(s|ms|us|µs)\s*$")
 _SECONDS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6}
+_SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKmMgGtT]?)(i?)[bB]\s*$")
 
 
 def parse_bound(key: str, value: Any) -> tuple[float, bool]:
@@ -21,6 +22,8 @@ def parse_bound(key: str, value: Any) -> tuple[float, bool]:
     Latency takes a duration with its unit ("15ms", "0.2s", "500us"), or seconds as a number.
     """
     hint = "expected a positive number such as 2e9, 2G or 350M, or a percentage such as 60%"
+    if key == "memory":
+        hint = "expected a size such as 2GB, 512MB or 1.5GiB, a number of bytes, or a percentage such as 60%"
     if key == "latency":
         hint = "expected a duration such as 15ms, 0.2s or 500us, or a percentage such as 60%"
     if isinstance(value, bool):
@@ -39,6 +42,10 @@ def parse_bound(key: str, value: Any) -> tuple[float, bool]:
         return percent / 100, True
     elif key == "latency" and isinstance(value, str) and (match := _DURATION.match(value)):
         number, fraction = float(match.group(1)) * _SECONDS[match.group(2)], False
+    elif key == "memory" and isinstance(value, str) and (match := _SIZE.match(value)):
+        unit = match.group(2).lower()
+        scale = 1024 ** ("kmgt".index(unit) + 1) if match.group(3) and unit else _SCALE[unit]
+        number, fraction = float(match.group(1)) * scale, False
     elif key != "latency" and isinstance(value, str) and (match := _NUMBER.match(value)):
         number, fraction = float(match.group(1)) * _SCALE[match.group(2).lower()], False
     else:

@@ -10,7 +10,9 @@ from torch import nn
 from nascli.space.space import SearchSpace, get_space
 
 METRICS = ("flops", "params")
+_TERMS = ("flops", "params", "kv_cache")  # kinds of compiled terms; memory is derived from the last two
 _CHUNK = 512
+BYTES_PER_VALUE = 2  # memory counts bf16 weights and cache entries
 
 
 class CostModel:
@@ -24,6 +26,7 @@ class CostModel:
 
     def __init__(self, space: SearchSpace) -> None:
         self.space = space
+        self.memory_batch = 1  # sequences whose KV cache the memory metric holds
         self.names = list(space.hparams)
         self._codes = {
             name: {choice: i for i, choice in enumerate(hp.choices)}
@@ -32,7 +35,7 @@ class CostModel:
         }
         index = {name: i + 1 for i, name in enumerate(self.names)}  # column 0 holds ones
         self._tables = {}
-        for kind in METRICS:
+        for kind in _TERMS:
             terms = [t for t in space.cost_terms if t.kind == kind]
             width = max([len(t.factors) for t in terms] + [1])
             depth = max([len(t.conditions) for t in terms] + [1])
@@ -70,10 +73,15 @@ class CostModel:
         return {n: hps[n].choices[int(v)] if n in self._codes else int(v) for n, v in zip(self.names, row, strict=True)}
 
     def evaluate(self, matrix: np.ndarray) -> dict[str, np.ndarray]:
-        """{"flops": int64[B], "params": int64[B]} for a (B, n_hparams) config matrix."""
+        """{"flops", "params", "kv_cache", "memory": int64[B]} for a (B, n_hparams) config matrix.
+
+        ``kv_cache`` counts the key and value entries the attentions cache per sequence at the
+        traced length; ``memory`` is the bytes of bf16 weights plus the cache of ``memory_batch``
+        sequences.
+        """
         if matrix.shape[0] > _CHUNK:  # keep the (rows, terms, factors) temporaries in cache
             parts = [self.evaluate(matrix[i : i + _CHUNK]) for i in range(0, matrix.shape[0], _CHUNK)]
-            return {kind: np.concatenate([p[kind] for p in parts]) for kind in METRICS}
+            return {kind: np.concatenate([p[kind] for p in parts]) for kind in parts[0]}
         values = np.concatenate([np.ones((matrix.shape[0], 1), dtype=np.int64), matrix], axis=1)
         found = {}
         for kind, (coefs, columns, powers, cond_columns, cond_index) in self._tables.items():
@@ -81,20 +89,26 @@ class CostModel:
             total = coefs * factors.prod(axis=2)
             active = (values[:, cond_columns] > cond_index).all(axis=2)
             found[kind] = (total * active).sum(axis=1)
+        found["memory"] = BYTES_PER_VALUE * (found["params"] + self.memory_batch * found["kv_cache"])
         return found
 
+    @property
+    def has_kv_cache(self) -> bool:
+        """Whether the model has attention whose keys and values a generation would cache."""
+        return any(t.kind == "kv_cache" for t in self.space.cost_terms)
+
     def within(self, matrix: np.ndarray, bounds: dict[str, float]) -> np.ndarray:
-        """bool[B]: which configs meet every flops/params upper bound (the search's constraint check)."""
+        """bool[B]: which configs meet every flops/params/memory upper bound (the search's constraint check)."""
         costs = self.evaluate(matrix)
         ok = np.ones(matrix.shape[0], dtype=bool)
         for key, bound in bounds.items():
             ok &= costs[key] <= bound
         return ok
 
-    def cost(self, config: dict[str, Any] | None = None) -> dict[str, int]:
-        """flops and params of one config (the active subnet by default)."""
+    def cost(self, config: dict[str, Any] | None = None, metrics: tuple[str, ...] = METRICS) -> dict[str, int]:
+        """flops and params (or other ``metrics``) of one config (the active subnet by default)."""
         result = self.evaluate(self.encode(config or {}))
-        return {kind: int(values[0]) for kind, values in result.items()}
+        return {kind: int(result[kind][0]) for kind in metrics}
 
     def named(self, which: str) -> dict[str, Any]:
         """The config of the "min", "centroid" or "max" subnet."""

@@ -12,7 +12,7 @@ from nascli.cost.latency import LatencyModel
 from nascli.cost.model import METRICS, CostModel
 
 SUBNETS = ("min", "centroid", "max")
-UNITS = {"flops": "MACs per sample", "params": "count", "latency": "predicted"}
+UNITS = {"flops": "MACs per sample", "params": "count", "latency": "predicted", "memory": "bytes, bf16 + KV cache"}
 
 
 def human(value: float) -> str:
@@ -35,8 +35,9 @@ def profile_costs(
     With a latency model, each subnet also gets its predicted latency (seconds) and
     ``stats["measured latency"]`` the measured latency of the exported subnets, for comparison.
     """
-    metrics = METRICS + (("latency",) if latency is not None else ())
-    stats: dict[str, Any] = {name: costs.cost(costs.named(name)) for name in SUBNETS}
+    memory = ("memory",) if costs.has_kv_cache or "memory" in (constraints or {}) else ()
+    metrics = METRICS + memory + (("latency",) if latency is not None else ())
+    stats: dict[str, Any] = {name: costs.cost(costs.named(name), METRICS + memory) for name in SUBNETS}
     if latency is not None:
         latency.calibrate()
         for name in SUBNETS:

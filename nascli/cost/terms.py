@@ -168,6 +168,22 @@ class TermBuilder:
         else:
             self.add("flops", math.prod(a_shape) * columns // self.batch, [], path)
 
+    def kv_cache(self) -> None:
+        """Entries of the keys and values each attention caches per sample, at the traced sequence length.
+
+        A cache holds the key/value heads before any repeat for grouped queries, so a group
+        repeated for the queries counts once.
+        """
+        seen = set()
+        for element, attention, _, entries in self.trace.head_groups:
+            if attention in seen:
+                continue
+            seen.add(attention)
+            groups = self.trace.groups
+            scaled = groups.scaled_of(element)
+            heads = self.root_hp.get(scaled[0], groups.size(scaled[0])) if scaled else self._dim_of(element)
+            self.add("kv_cache", 2 * entries, [(heads, 1)], ancestors(attention))
+
     def pool_flops(self, in_node: fx.Node, in_shape: tuple[int, ...], path: list[str]) -> None:
         """fvcore counts one operation per input element of an adaptive average pool."""
         if len(in_shape) != 4:
@@ -263,4 +279,5 @@ def compile_cost_terms(
             builder.module_params(name, module)
     for node in trace.graph.nodes:
         builder.node_flops(node)
+    builder.kv_cache()
     return builder.terms, builder.unmodeled

@@ -167,7 +167,7 @@ def search(
     if dummy_input is not None:
         profile(model, dummy_input, verbose=False)  # checks the input shape matches the conversion
     costs = cost_model(model)
-    original = costs.cost(costs.named("max"))
+    original = costs.cost(costs.named("max"), ("flops", "params", "memory"))
     bounds = resolve_constraints(constraints, original)
     best, state = search_subnet(model, bounds, score_func, loader, batches, SearchSettings(**settings), algorithm)
     return model, search_report(state, best, bounds, original, model)

@@ -89,6 +89,9 @@ class FinetuneSpec(_Strict):
 class Recipe(_Strict):
     model: ModelSpec
     input_shape: list[PositiveInt] = Field(min_length=1, description="shape of one input sample, without batch")
+    input_dtype: Literal["float32", "int64"] = Field(
+        default="float32", description="int64 for token ids: input_shape is then [sequence length]"
+    )
     mode: Literal["autonas", "fastnas"] = "autonas"
     rules: dict[str, Any] = Field(default_factory=dict, description="overrides of the mode's default rules")
     run_dir: str | None = Field(default=None, description="where the stages write; default runs/<recipe name>")

@@ -83,7 +83,7 @@ class SearchState:
 
 def check_satisfiable(costs: CostModel, bounds: dict[str, float], latency: LatencyModel | None = None) -> None:
     """Refuse bounds that even the smallest subnet breaks, naming each bound and the smallest cost."""
-    minimum: dict[str, float] = dict(costs.cost(costs.named("min")))
+    minimum: dict[str, float] = dict(costs.cost(costs.named("min"), ("flops", "params", "memory")))
     if "latency" in bounds:
         if latency is None:
             raise ValueError("a latency bound needs a latency model")

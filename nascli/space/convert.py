@@ -189,7 +189,7 @@ def _channel_hparams(
     for path, (_, element) in trace.param_slots.items():
         params[groups.find(element)].append(path)
     heads: dict[tuple, tuple[str, bool]] = {}
-    for element, attention, grouped in trace.head_groups:
+    for element, attention, grouped, _ in trace.head_groups:
         scaled = groups.scaled_of(element)  # keys repeated for grouped-query attention: whole groups
         heads[scaled[0] if scaled else groups.find(element)] = (attention, grouped or scaled is not None)
     hparams: dict[tuple, Hparam] = {}

@@ -195,8 +195,9 @@ class TraceResult:
     tensor_scales: dict[fx.Node, int] = field(default_factory=dict)
     # parameter read directly by the graph -> (its channel dim, group element); exported models only
     param_slots: dict[str, tuple[int, Element]] = field(default_factory=dict)
-    # (key/value head group element, attention module path, whether queries are whole groups of it)
-    head_groups: list[tuple[Element, str, bool]] = field(default_factory=list)
+    # (key/value head group element, attention module path, whether queries are whole groups of it,
+    # entries per key head and sample: sequence length x head size)
+    head_groups: list[tuple[Element, str, bool, int]] = field(default_factory=list)
     exported: bool = False  # traced with torch.export: sizes computed from shapes are constants in the graph
 
     def node_shape(self, node: fx.Node | None) -> tuple[int, ...] | None:

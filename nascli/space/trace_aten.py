@@ -458,14 +458,19 @@ def _attention(walker: ChannelWalker, node: fx.Node) -> None:
     else:
         walker.opaque(node, f"{hq} query heads do not make whole groups of {hk} key/value heads")
         return
-    _record_heads(walker, node, heads[1], grouped=hq != hk)
+    _record_heads(walker, node, k, grouped=hq != hk)
     walker.chan[node] = ((heads[0],), len(walker.shape(node)) - 3)
 
 
-def _record_heads(walker: ChannelWalker, node: fx.Node, keys: Element, grouped: bool) -> None:
-    """Name the key/value head group after the module running the attention (``layers.0.self_attn``)."""
+def _record_heads(walker: ChannelWalker, node: fx.Node, keys: fx.Node, grouped: bool) -> None:
+    """Name the key/value head group after the module running the attention (``layers.0.self_attn``).
+
+    The entries each key head holds per sample (sequence length x head size) size the KV cache.
+    """
     stack = list(node.meta.get("nn_module_stack", {}).values())
-    walker.result.head_groups.append((keys, stack[-1][0] if stack else node.name, grouped))
+    shape = walker.shape(keys)
+    element = walker.chan[keys][0][0]
+    walker.result.head_groups.append((element, stack[-1][0] if stack else node.name, grouped, shape[-1] * shape[-2]))
 
 
 def _batched_matmul(walker: ChannelWalker, node: fx.Node) -> None:
@@ -483,5 +488,5 @@ def _batched_matmul(walker: ChannelWalker, node: fx.Node) -> None:
         return
     for x, y in zip(seg_a, seg_b, strict=True):
         walker.groups.union(x, y)
-    _record_heads(walker, node, seg_b[0], grouped=False)
+    _record_heads(walker, node, b, grouped=False)
     walker.chan[node] = (seg_a, out_a)

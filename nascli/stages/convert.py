@@ -17,7 +17,7 @@ from nascli.recipe.factory import build_model
 from nascli.recipe.schema import Recipe
 from nascli.space.importance import sort_channels_by_importance
 from nascli.space.rules import merge_rules
-from nascli.space.space import get_space
+from nascli.space.space import example_inputs, get_space
 from nascli.stages.rundir import append_metrics, run_dir_lock, write_recipe
 
 
@@ -28,7 +28,8 @@ def converted_model(recipe: Recipe) -> nn.Module:
     if recipe.model.checkpoint:
         load_user_weights(model, Path(recipe.model.checkpoint))
     rules = merge_rules(MODES[recipe.mode](), recipe.rules)
-    mtn.convert(model, [(recipe.mode, rules)], dummy_input=torch.zeros(1, *recipe.input_shape))
+    dummy = example_inputs([[1, *recipe.input_shape]], [recipe.input_dtype])  # token ids are zeros: valid ids
+    mtn.convert(model, [(recipe.mode, rules)], dummy_input=dummy)
     if recipe.mode == "fastnas":
         sort_channels_by_importance(model)
     return model

@@ -28,7 +28,8 @@ ACCEPTS = {
 
 #: the recipe keys that, with the search space's choices, say which model a checkpoint holds;
 #: the others (data, train, search, finetune, seed, run_dir) are settings a resume may change
-IDENTITY_KEYS = ("model", "input_shape", "mode", "rules")
+IDENTITY_KEYS = ("model", "input_shape", "input_dtype", "mode", "rules")
+_RECORDED_BEFORE = {"input_dtype": "float32"}  # identity keys that checkpoints of older versions lack
 
 
 def is_recipe(path: Path) -> bool:
@@ -121,6 +122,7 @@ def load_resumable(
 
 def identity_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     """The recipe keys (and "search space") in which two checkpoints' models differ."""
-    differ = [key for key in IDENTITY_KEYS if a["recipe"].get(key) != b["recipe"].get(key)]
+    x, y = ({**_RECORDED_BEFORE, **c["recipe"]} for c in (a, b))
+    differ = [key for key in IDENTITY_KEYS if x.get(key) != y.get(key)]
     choices = [{name: list(spec["choices"]) for name, spec in c["space"].items()} for c in (a, b)]
     return differ + (["search space"] if choices[0] != choices[1] else [])

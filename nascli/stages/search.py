@@ -83,7 +83,8 @@ def _search(
     else:
         score = lambda m: accuracy(m, val)  # noqa: E731
     costs = cost_model(model)
-    original: dict[str, Any] = costs.cost(costs.named("max"))
+    costs.memory_batch = recipe.deployment.batch_size
+    original: dict[str, Any] = costs.cost(costs.named("max"), ("flops", "params", "memory"))
     wanted = {**spec.constraints, **constraints}
     if resume_from is not None:
         wanted = resumed_constraints(resume_from, wanted)

@@ -30,3 +30,17 @@ def test_percentages_are_of_the_original_model():
     assert bounds == {"flops": 500, "params": 1e6}
     with pytest.raises(UserInputError, match="unknown"):
         resolve_constraints({"latencyy": 3}, {"flops": 1, "params": 1})
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [("2GB", 2e9), ("512MB", 512e6), ("1.5GiB", 1.5 * 2**30), ("64 KiB", 65536), ("100B", 100), (3e9, 3e9)],
+)
+def test_memory_takes_sizes_in_bytes(value, expected):
+    assert parse_bound("memory", value) == pytest.approx((expected, False))
+
+
+@pytest.mark.parametrize("value", ["2parsecs", "2GHz", "GB", "-1GB"])
+def test_a_memory_bound_that_is_not_a_size_is_one_clear_error(value):
+    with pytest.raises(UserInputError, match="expected a size such as 2GB"):
+        parse_bound("memory", value)

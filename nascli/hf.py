@@ -1,0 +1,66 @@
+"""Hugging Face models for recipes: built from a config, or loaded from a local directory.
+
+``model.factory: nascli.hf:from_config`` with ``kwargs: {architecture: LlamaForCausalLM, config:
+{...}}`` builds a randomly initialized model of that class; ``nascli.hf:from_pretrained`` with
+``kwargs: {path: ./my-model}`` loads a checkpoint directory (never the network). Bad names are
+one clear error naming the recipe key. transformers is imported only when a recipe asks for it
+(the ``hf`` extra).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from nascli.errors import UserInputError
+
+
+def _transformers() -> Any:
+    try:
+        import transformers
+    except ImportError as exc:
+        raise UserInputError("model.factory: Hugging Face models need the hf extra: pip install 'nascli[hf]'") from exc
+    transformers.logging.set_verbosity_error()
+    return transformers
+
+
+def _model_class(architecture: Any, where: str) -> Any:
+    transformers = _transformers()
+    found = getattr(transformers, architecture, None) if isinstance(architecture, str) else None
+    if not isinstance(found, type) or not issubclass(found, transformers.PreTrainedModel):
+        raise UserInputError(f"{where}: {architecture!r} is not a Hugging Face model class of transformers")
+    return found
+
+
+def from_config(architecture: str, config: dict[str, Any] | None = None) -> nn.Module:
+    """A randomly initialized ``architecture`` (``"LlamaForCausalLM"``) with ``config`` overriding its defaults."""
+    model_class = _model_class(architecture, "model.kwargs.architecture")
+    if config is not None and not isinstance(config, dict):
+        raise UserInputError(f"model.kwargs.config: expected a mapping of config fields, got {type(config).__name__}")
+    try:
+        built = model_class.config_class(**(config or {}))
+        return model_class(built)
+    except Exception as exc:  # transformers validates configs with errors of its own types
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+        raise UserInputError(f"model.kwargs.config: {lines[-1]}") from exc
+
+
+def from_pretrained(path: str, architecture: str | None = None) -> nn.Module:
+    """The model saved in the local directory ``path``, as the class its config names (or ``architecture``)."""
+    directory = Path(path)
+    config_file = directory / "config.json"
+    if not config_file.is_file():
+        raise UserInputError(f"model.kwargs.path: {directory} is not a Hugging Face model directory (no config.json)")
+    if architecture is None:
+        try:
+            architecture = (json.loads(config_file.read_text()).get("architectures") or [None])[0]
+        except (OSError, ValueError) as exc:
+            raise UserInputError(f"model.kwargs.path: cannot read {config_file}: {exc}") from exc
+    model_class = _model_class(architecture, "model.kwargs.architecture")
+    try:
+        return model_class.from_pretrained(directory, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise UserInputError(f"model.kwargs.path: cannot load {directory}: {str(exc).splitlines()[0]}") from exc

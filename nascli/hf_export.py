@@ -1,0 +1,129 @@
+"""Export a subnet of a Hugging Face model as a directory ``from_pretrained`` loads.
+
+A uniform subnet (every layer with the same heads and MLP width, as Minitron prunes) is again
+an instance of the model's own class with a smaller config. The config is read off the search
+space: the hidden width from the embedding, the layer count from the depth hparam, the heads
+(or key/value groups) and the MLP width from the per-layer hparams. It is then checked the only
+way that is sure for any architecture: the class built from that config must take the subnet's
+weights with no key or shape left over, and compute the same logits, before and after the
+directory is written and read back. A subnet no config can describe (layers of different widths,
+a head size that the config derives from the hidden size) is refused with what to do instead.
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from nascli.errors import NasCliError, UserInputError
+from nascli.space.export import export_model
+from nascli.space.space import get_space
+
+
+def first_tensor(output: Any) -> torch.Tensor:
+    """The main tensor of a model output: the tensor itself, or the first field (logits) of a ModelOutput."""
+    return output if isinstance(output, torch.Tensor) else output[0]
+
+
+def _uniform(values: list[int], what: str) -> int | None:
+    if not values:
+        return None
+    if len(set(values)) > 1:
+        raise UserInputError(
+            f"--format hf: the subnet's layers differ in {what} ({sorted(set(values))}); a Hugging Face config "
+            "holds one value for every layer: export it with --format pt2 or onnx, or choose a uniform subnet"
+        )
+    return values[0]
+
+
+def _sizes(model: nn.Module) -> tuple[dict[str, Any], list[int]]:
+    """Config fields the active subnet sets, and the candidate MLP widths (several when the space cannot tell)."""
+    space = get_space(model)
+    config = model.config
+    active = {name: hp.active for name, hp in space.entries if name == hp.name}
+    found: dict[str, Any] = {}
+    depths = [v for n, v in active.items() if n.endswith(".depth")]
+    if (layers := _uniform(depths, "depth")) is not None:
+        found["num_hidden_layers"] = layers
+    kv = _uniform([v for n, v in active.items() if n.endswith(".num_kv_heads")], "key/value heads")
+    heads = _uniform([v for n, v in active.items() if n.endswith(".num_heads")], "attention heads")
+    if kv is not None:
+        found["num_key_value_heads"] = kv
+        found["num_attention_heads"] = kv * (config.num_attention_heads // config.num_key_value_heads)
+    elif heads is not None:
+        found["num_attention_heads"] = heads
+        if getattr(config, "num_key_value_heads", None) is not None:
+            found["num_key_value_heads"] = heads
+    hidden_names = [n for n in active if ".weight.shape[" in n]
+    hidden = [active[n] for n in hidden_names]
+    per_layer = [n for n in space.hparams if not n.endswith((".depth", "heads")) and n not in hidden_names]
+    widths = sorted({active[n] for n in per_layer})  # MLP widths, and others a config cannot hold
+    if hidden:
+        found["hidden_size"] = _uniform(hidden, "hidden width")
+    return found, widths
+
+
+def subnet_model(model: nn.Module) -> nn.Module:
+    """The active subnet of a converted Hugging Face model as an instance of its own class."""
+    config = getattr(model, "config", None)
+    if config is None or not hasattr(config, "to_dict"):
+        raise UserInputError(f"--format hf: {type(model).__name__} is not a Hugging Face model (it has no config)")
+    plain = export_model(model).eval()
+    fields, widths = _sizes(model)
+    state = plain.state_dict()
+    last_error = "no candidate config"
+    for width in widths or [None]:
+        candidate = copy.deepcopy(config)
+        for key, value in {**fields, **({"intermediate_size": width} if width is not None else {})}.items():
+            setattr(candidate, key, value)
+        rebuilt = type(plain)(candidate)  # on the CPU: buffers outside the state dict (rotary tables) are made here
+        try:
+            rebuilt.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            last_error = str(exc).strip().splitlines()[-1].strip()
+            continue
+        if getattr(candidate, "tie_word_embeddings", False):
+            rebuilt.tie_weights()
+        return rebuilt.eval()
+    raise UserInputError(
+        f"--format hf: the subnet is not a {type(plain).__name__} of any config ({last_error}); "
+        "export it with --format pt2 or onnx"
+    )
+
+
+def save_pretrained_subnet(model: nn.Module, example: tuple[torch.Tensor, ...], directory: Path) -> Path:
+    """Write the active subnet to ``directory`` (replaced whole) and check what it loads computes the same."""
+    rebuilt = subnet_model(model)
+    with torch.no_grad():
+        expected = first_tensor(export_model(model).eval()(*example))
+        _check(first_tensor(rebuilt(*example)), expected, "the rebuilt model")
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = directory.with_name(f".{directory.name}.tmp")
+    old = directory.with_name(f".{directory.name}.old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        rebuilt.save_pretrained(tmp)
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()
+        loaded = type(rebuilt).from_pretrained(tmp, local_files_only=True).eval()
+        with torch.no_grad():
+            _check(first_tensor(loaded(*example)), expected, "the saved directory")
+        if directory.exists():
+            directory.rename(old)
+        tmp.rename(directory)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return directory
+
+
+def _check(got: torch.Tensor, expected: torch.Tensor, what: str) -> None:
+    if got.shape != expected.shape or not torch.allclose(got, expected, atol=1e-4, rtol=1e-4):
+        difference = (got - expected).abs().max().item() if got.shape == expected.shape else float("nan")
+        raise NasCliError(f"--format hf: {what} differs from the subnet by {difference:.2e}")

@@ -1,0 +1,27 @@
+"""The graph built from torch.export: one node per layer call, parameters by path, calls of every block."""
+
+import torch
+
+from nascli.space.export_graph import SHAPE, export_model
+from tests.transformer_topologies import TinyDecoder
+
+TOKENS = torch.randint(0, 50, (1, 6), generator=torch.Generator().manual_seed(0))
+
+
+def test_layer_calls_collapse_and_parameters_keep_their_paths():
+    exported = export_model(TinyDecoder(tied=True), (TOKENS,))
+    layers = [n.target for n in exported.graph.nodes if n.op == "call_module"]
+    assert layers.count("body.blocks.0.attn.q") == 1 and "body.lm_head" in layers
+    attrs = {n.target for n in exported.graph.nodes if n.op == "get_attr"}
+    assert {"body.embed.weight", "body.blocks.0.norm1.weight", "body.norm.weight"} <= attrs  # tied: by its user
+    assert not any(a.startswith("body.blocks.0.attn.") for a in attrs)  # inside collapsed layers
+    (head,) = [n for n in exported.graph.nodes if n.target == "body.lm_head"]
+    assert head.meta[SHAPE] == (1, 6, 50) and head.args[0].meta[SHAPE] == (1, 6, 64)
+
+
+def test_every_block_call_records_its_input_and_output():
+    exported = export_model(TinyDecoder(), (TOKENS,))
+    (first,), (second,) = exported.calls["body.blocks.0"], exported.calls["body.blocks.1"]
+    assert first[1] is second[0]  # one block's output is the next block's input
+    assert first[0].meta[SHAPE] == first[1].meta[SHAPE] == (1, 6, 64)
+    assert {"body.blocks.0.attn", "body.blocks.1.mlp.down"} <= exported.inference_modules
