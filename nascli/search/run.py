@@ -57,6 +57,7 @@ def search_subnet(
     state = search.run(state, on_iteration=on_iteration)
     best = best_candidate(state)
     score(best.config)
+    space.sample_in_train = False  # the chosen subnet stays active in a training loop of the caller's
     return best, state
 
 

@@ -113,3 +113,22 @@ def test_convert_accepts_factories_and_guesses_a_dummy_input():
     assert get_space(model).input_shapes == [(1, 3, 224, 224)]
     with pytest.raises(UserInputError, match="has no attribute 'nope'"):
         mtn.convert("nascli.models:nope")
+
+
+def test_the_searched_subnet_stays_active_in_a_training_loop(model, tmp_path):
+    import nascli.opt as mto
+
+    x, y = torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))
+    scores = iter(range(100))
+    config = {"data_loader": [(x, y)], "score_func": lambda m: float(next(scores)), "iterations": 1, "population": 4}
+    mtn.search(model, {"flops": "80%"}, config={**config, "parents": 2})
+    chosen = mtn.get_subnet_config(model)
+    assert chosen != {name: hp.max for name, hp in get_space(model).hparams.items()}  # a smaller subnet
+    model.train()
+    for _ in range(3):
+        model(x)
+    assert mtn.get_subnet_config(model) == chosen  # a fine-tuning loop trains the chosen subnet
+    mto.save(model, tmp_path / "searched.pt")
+    restored = mto.restore(lambda: resnet20(in_channels=1, width=64), tmp_path / "searched.pt").train()
+    restored(x)
+    assert mtn.get_subnet_config(restored) == chosen
