@@ -363,6 +363,7 @@ def trace_model(
     result = TraceResult(graph, ChannelGroups(), dict(tracer.calls), {})
     result.untraceable = untraceable
     walker = ChannelWalker(result, modules, converts, reads_flattened)
+    walker.params = _tensors_by_path(model)
     for node in graph.nodes:
         walker.visit(node)
     result.tensor_scales = walker.scales
@@ -377,13 +378,18 @@ def _trace_exported(model: nn.Module, dummy_input: tuple, converts: Callable, re
     result = TraceResult(exported.graph, ChannelGroups(), exported.calls, {})
     result.exported = True
     walker = ChannelWalker(result, dict(model.named_modules()), converts, reads_flattened)
-    walker.params = dict(model.named_parameters(remove_duplicate=False))
+    walker.params = _tensors_by_path(model)
     for node in exported.graph.nodes:
         walker.visit(node)
     result.tensor_scales = walker.scales
     result.inference_modules = exported.inference_modules
     result.shapes = {name: [(_shape(i), _shape(o)) for i, o in calls] for name, calls in result.calls.items()}
     return result
+
+
+def _tensors_by_path(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Parameters and buffers by path: the tensors a graph may read directly and the engine may slice."""
+    return {**dict(model.named_buffers(remove_duplicate=False)), **dict(model.named_parameters(remove_duplicate=False))}
 
 
 def _trace_with_leaves(model: nn.Module) -> tuple[fx.Graph, _RecordingTracer, dict[str, str]]:
@@ -562,6 +568,8 @@ class ChannelWalker:
             self.floating[node] = (str(node.target), tuple(range(self.params[str(node.target)].dim())))
         elif node.op == "call_module" and OPAQUE in node.meta:
             self.opaque(node, node.meta[OPAQUE])
+        elif any(a in self.floating for a in node.all_input_nodes):
+            self._visit_floating(node)
         elif node.op == "placeholder":
             shape = _shape(node)
             if shape is not None:
@@ -608,6 +616,23 @@ class ChannelWalker:
             self._reorder(node)
         elif node.meta.get(_SHAPE) is not None:
             self.opaque(node, f"unsupported operation {_op_name(node)}")
+
+    def _visit_floating(self, node: fx.Node) -> None:
+        """An fx operation reading a parameter or buffer directly.
+
+        Elementwise operations and functional norms give the tensor its channel dim (see
+        space/trace_aten.py); anything else that reads one freezes it and what it touches.
+        """
+        if (node.op == "call_function" and node.target in _ELEMENTWISE_FUNCTIONS) or (
+            node.op == "call_method" and node.target in _ELEMENTWISE_METHODS
+        ):
+            trace_aten.elementwise(self, node)
+        elif node.op == "call_function" and node.target is F.batch_norm:
+            trace_aten.channel_norm(self, node)
+        elif node.op == "call_function" and node.target is F.layer_norm:
+            trace_aten.layer_norm(self, node)
+        else:
+            self.opaque(node, f"{_op_name(node)} reads a parameter or buffer directly")
 
     def _visit_module(self, node: fx.Node) -> None:
         name = str(node.target)

@@ -36,6 +36,8 @@ _UNARY = {
     "native_dropout", "relu", "relu_", "gelu", "silu", "silu_", "tanh", "sigmoid", "neg", "rsqrt", "sqrt", "exp",
     "log", "erf", "abs", "hardtanh", "hardswish", "hardsigmoid", "leaky_relu", "elu", "mish", "softplus",
     "type_as", "clamp", "clamp_min", "clamp_max", "pow", "reciprocal", "square", "sin", "cos", "gelu_", "relu6",
+    "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d",
+    "max_pool1d", "max_pool2d", "max_pool3d", "upsample_nearest2d", "upsample_bilinear2d",
 }  # fmt: skip
 _BINARY = {
     "add", "add_", "sub", "sub_", "rsub", "mul", "mul_", "div", "div_", "maximum", "minimum", "where",
@@ -87,7 +89,9 @@ def visit(walker: ChannelWalker, node: fx.Node, name: str) -> None:
     elif name in ("matmul", "bmm"):
         _batched_matmul(walker, node)
     elif name in ("layer_norm", "rms_norm"):
-        _norm(walker, node)
+        layer_norm(walker, node)
+    elif name == "batch_norm":
+        channel_norm(walker, node)
     elif name == "embedding" and node.args[0] in walker.floating:
         element = pin(walker, node.args[0], 1)
         shape = walker.shape(node)
@@ -407,25 +411,48 @@ def _reduce(walker: ChannelWalker, node: fx.Node) -> None:
         walker.opaque(node, f"aten.{aten_name(node)} over the channels")
 
 
-def _norm(walker: ChannelWalker, node: fx.Node) -> None:
+def layer_norm(walker: ChannelWalker, node: fx.Node) -> None:
     """A functional layer or RMS norm over the channels: its weight and bias follow them."""
     arg, normalized = node.args[0], node.args[1]
     shape = walker.shape(arg)
     if arg not in walker.chan or shape is None or list(normalized) != [shape[-1]]:
-        walker.opaque(node, f"aten.{aten_name(node)} the tracer cannot follow")
+        walker.opaque(node, f"{_name(node)} the tracer cannot follow")
         return
-    segments, c = walker.chan[arg]
-    if c != len(shape) - 1 or len(segments) != 1:
-        walker.opaque(node, f"aten.{aten_name(node)} over another dim than the channels")
+    if walker.chan[arg][1] != len(shape) - 1:
+        walker.opaque(node, f"{_name(node)} over another dim than the channels")
         return
-    for param in node.args[2:4]:
-        if isinstance(param, fx.Node):
-            element = pin(walker, param, 0) if param in walker.floating else None
-            if element is None:
-                walker.opaque(node, f"aten.{aten_name(node)} with a weight the tracer cannot follow")
-                return
-            walker.groups.union(segments[0], element)
-    walker.chan[node] = (segments, c)
+    _follow_channels(walker, node, arg)
+
+
+def channel_norm(walker: ChannelWalker, node: fx.Node) -> None:
+    """A functional batch norm (a library's norm-and-activation layer): its weight, bias and statistics
+    follow the channels of its input (dim 1)."""
+    arg = node.args[0]
+    if arg not in walker.chan or walker.chan[arg][1] != 1:
+        walker.opaque(node, f"{_name(node)} over another dim than the channels")
+        return
+    _follow_channels(walker, node, arg)
+
+
+def _follow_channels(walker: ChannelWalker, node: fx.Node, arg: fx.Node) -> None:
+    """Every parameter or buffer the node reads has one entry per channel of ``arg``: join them."""
+    segments, dim = walker.chan[arg]
+    others = [a for a in node.all_input_nodes if a is not arg]
+    if len(segments) != 1 or any(a not in walker.floating for a in others):
+        walker.opaque(node, f"{_name(node)} with a weight the tracer cannot follow")
+        return
+    for param in others:
+        element = pin(walker, param, 0)
+        if element is None:
+            walker.opaque(node, f"{_name(node)} with a weight the tracer cannot follow")
+            return
+        walker.groups.union(segments[0], element)
+    walker.chan[node] = (segments, dim)
+
+
+def _name(node: fx.Node) -> str:
+    name = aten_name(node)
+    return f"aten.{name}" if name else getattr(node.target, "__name__", str(node.target))
 
 
 # -- attention -----------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Parameters a model's own code reads directly: an RMS norm's weight, a class token, a position embedding.
+"""Parameters and buffers a model's own code reads directly: an RMS norm's weight, a class token, a
+position embedding, the statistics of a library's batch-norm-and-activation layer.
 
 A model traced with ``torch.export`` (``space/trace_aten.py``) can use its parameters in plain
 tensor code instead of through a layer of a registered kind. The tracer gives such a parameter
@@ -41,20 +42,25 @@ class SlicedParameters(DynamicModule):
             found.append((f"{name}.shape[{axis}]", base))
         return found
 
+    def _store(self, name: str) -> dict[str, Any]:
+        """The dict holding ``name``: the module's parameters, or its buffers (a norm's running statistics)."""
+        return self._parameters if name in self._parameters else self._buffers
+
     def _active(self, name: str) -> torch.Tensor:
         axis, dim = self._sliced[name]
-        return take(self._parameters[name], axis, dim_index(dim))
+        return take(self._store(name)[name], axis, dim_index(dim))
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         full = {}
         for name, (_, dim) in self._sliced.items():
             if dim.active != dim.max:
-                full[name] = self._parameters[name]
-                self._parameters[name] = self._active(name)
+                full[name] = self._store(name)[name]
+                self._store(name)[name] = self._active(name)  # a view: updates reach the full tensor
         try:
             return super().forward(*args, **kwargs)
         finally:
-            self._parameters.update(full)
+            for name, tensor in full.items():
+                self._store(name)[name] = tensor
 
     def export_native(self) -> None:
         self._shrink_to_active()
@@ -63,7 +69,11 @@ class SlicedParameters(DynamicModule):
 
     def _shrink_to_active(self) -> None:
         for name in self._sliced:
-            self._parameters[name] = copied_parameter(self._active(name), self._parameters[name])
+            store, active = self._store(name), self._active(name)
+            if name in self._parameters:
+                store[name] = copied_parameter(active, store[name])
+            else:
+                store[name] = active.clone(memory_format=torch.contiguous_format)
 
 
 _DYNAMIC: dict[type, type] = {}
@@ -97,7 +107,7 @@ class ParametersKind(LayerKind):
     def permute(self, module, slot, perm, offset) -> None:
         name = slot[len(_ROLE) :]
         axis, dim = module._sliced[name]
-        move_channels(module._parameters[name], axis, perm, offset, dim_scale(dim))
+        move_channels(module._store(name)[name], axis, perm, offset, dim_scale(dim))
 
 
 PARAMETERS = ParametersKind()

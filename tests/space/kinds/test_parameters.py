@@ -1,6 +1,7 @@
 """Parameters the model's own code reads (an RMS norm's weight) are sliced with their channel group."""
 
 import torch
+import torch.nn.functional as F
 
 import nascli.nas as mtn
 from nascli.space.kinds.parameters import ParametersKind
@@ -23,3 +24,31 @@ def test_parameters_kind_keeps_the_layer_kind_contract(tmp_path):
     assert set(model.state_dict()) == keys
     exported = mtn.export(model)
     assert type(exported.body.blocks[0].norm1) is RMSNorm and exported.body.norm.weight.shape == (hidden.min,)
+
+
+class _NormAct(torch.nn.BatchNorm2d):
+    """A batch norm subclass with its own forward (timm's BatchNormAct2d): the norm is called functionally."""
+
+    def forward(self, x):
+        momentum = self.momentum if self.training else 0.0
+        x = F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, self.training, momentum, 1e-5)
+        return F.relu(x)
+
+
+def _conv_norm_act():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 64, 3, padding=1), _NormAct(64), torch.nn.Conv2d(64, 64, 3, padding=1), _NormAct(64),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(64, 10),
+    )  # fmt: skip
+    for norm in (net[1], net[3]):  # statistics and affine parameters that are not all alike
+        norm.running_mean.uniform_(-1, 1), norm.running_var.uniform_(0.5, 2), norm.weight.data.uniform_(0.5, 2)
+    return net
+
+
+def test_the_statistics_of_a_norm_subclass_follow_its_channels(tmp_path):
+    model = assert_kind_conforms(_conv_norm_act, torch.randn(2, 3, 8, 8), ParametersKind, tmp_path, mode="fastnas")
+    width = get_space(model).hparams["0.out_channels"]
+    mtn.select(model, {"0.out_channels": width.min})
+    exported = mtn.export(model)
+    assert type(exported[1]) is _NormAct and exported[1].running_var.shape == (width.min,)
