@@ -74,6 +74,19 @@ def _fail(line: str, code: int) -> None:
     raise typer.Exit(code) from None
 
 
+def given_constraints(**bounds: str | None) -> dict[str, str]:
+    """The bounds given on the command line (``flops="2G"``), each checked now.
+
+    A bad bound is one line before any model is built or any latency is measured.
+    """
+    from nascli.cost.constraints import parse_bound
+
+    given = {key: value for key, value in bounds.items() if value is not None}
+    for key, value in given.items():
+        parse_bound(key, value)
+    return given
+
+
 def source_and_overrides(source: Path | None, overrides: list[str] | None) -> tuple[Path | None, list[str]]:
     """With the input piped in, the first positional argument may be an override (key=value)."""
     overrides = list(overrides or [])

@@ -8,7 +8,15 @@ from typing import Any
 
 import typer
 
-from nascli.cli.common import console, flags, handle_errors, input_path, result, source_and_overrides
+from nascli.cli.common import (
+    console,
+    flags,
+    given_constraints,
+    handle_errors,
+    input_path,
+    result,
+    source_and_overrides,
+)
 from nascli.errors import ConstraintError, UserInputError
 from nascli.recipe.schema import Deployment
 
@@ -45,14 +53,10 @@ def profile(
 
     Prints its input on stdout, for the next stage, only when every constraint can be met.
     """
-    from nascli.cost.constraints import parse_bound
     from nascli.cost.model import cost_model
     from nascli.cost.profile import profile_costs, render_profile
 
-    given = (("flops", flops), ("params", params), ("latency", latency), ("memory", memory))
-    constraints = {k: v for k, v in given if v is not None}
-    for key, value in constraints.items():
-        parse_bound(key, value)  # a bad bound is one line before any model is built or timed
+    constraints = given_constraints(flops=flops, params=params, latency=latency, memory=memory)
     source, overrides = source_and_overrides(source, overrides)
     path = input_path(source)
     model, recipe, cache_dir = _profiled(path, overrides)

@@ -11,7 +11,7 @@ from rich.console import Console
 from torch import nn
 from torch.utils.data import DataLoader
 
-from nascli.data import load_splits
+from nascli.data import recipe_splits
 from nascli.opt.checkpoint import exported_checkpoint, write_checkpoint
 from nascli.recipe.schema import Recipe
 from nascli.space.export import export_model
@@ -32,7 +32,7 @@ def _finetune(model: nn.Module, recipe: Recipe, console: Console | None) -> Path
     spec = recipe.finetune
     epochs = spec.epochs or recipe.train.epochs
     train_spec = recipe.train.model_copy(update={"lr": spec.lr or recipe.train.lr * 0.5, "epochs": epochs})
-    splits = load_splits(recipe.data.name, recipe.data.root, recipe.data.val_fraction)
+    splits = recipe_splits(recipe)
     device = training_device(recipe.train.device)
     precision = torch.bfloat16 if recipe.train.bf16 else None
     student = export_model(model).train().to(device)

@@ -15,7 +15,7 @@ from nascli.atomic import atomic_write_text
 from nascli.cost.constraints import parse_bound, resolve_constraints
 from nascli.cost.latency import LatencyModel
 from nascli.cost.model import cost_model
-from nascli.data import load_splits
+from nascli.data import recipe_splits
 from nascli.errors import UserInputError
 from nascli.opt.checkpoint import build_checkpoint, write_checkpoint
 from nascli.recipe.factory import import_factory
@@ -74,7 +74,7 @@ def _search(
     ranks: Ranks,
 ) -> Path:
     spec = recipe.search
-    splits = load_splits(recipe.data.name, recipe.data.root, recipe.data.val_fraction)
+    splits = recipe_splits(recipe)
     calib = DataLoader(splits.train, batch_size=recipe.data.batch_size, shuffle=False, drop_last=True)
     val = DataLoader(splits.val, batch_size=recipe.data.eval_batch_size)
     if spec.score_func:
