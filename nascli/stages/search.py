@@ -26,6 +26,7 @@ from nascli.search.run import search_report, search_subnet
 from nascli.stages.rundir import append_metrics, run_dir_lock
 from nascli.train.distributed import Ranks
 from nascli.train.trainer import accuracy
+from nascli.userdirs import cache_dir
 
 
 def search_stage(
@@ -93,7 +94,7 @@ def _search(
         raise UserInputError("--latency: search under a latency bound in one process (its table is per machine)")
     if "latency" in wanted:
         deploy = recipe.deployment
-        latency = LatencyModel(model, deploy.device, deploy.batch_size, deploy.repeats, recipe.run_dir)
+        latency = LatencyModel(model, deploy.device, deploy.batch_size, deploy.repeats, cache_dir())
         latency.calibrate()
         original["latency"] = latency.predict(costs.named("max"))
     bounds = resolve_constraints(wanted, original)
