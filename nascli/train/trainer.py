@@ -102,6 +102,8 @@ class SupernetTrainer:
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=spec.label_smoothing)
         self.sampler = random.Random(seed)
         self.epoch = self.step_in_epoch = self.global_step = 0
+        # the current epoch's summed step losses, kept in the state so a resumed epoch logs the same mean
+        self.epoch_loss_sum, self.epoch_loss_steps = 0.0, 0
         torch.manual_seed(seed)
         broadcast_model(model, ranks)
         self.calib = DataLoader(splits.train, batch_size=data.batch_size, shuffle=False, drop_last=True)
@@ -113,6 +115,8 @@ class SupernetTrainer:
             "epoch": self.epoch,
             "step_in_epoch": self.step_in_epoch,
             "global_step": self.global_step,
+            "epoch_loss_sum": self.epoch_loss_sum,
+            "epoch_loss_steps": self.epoch_loss_steps,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "rng_torch": torch.get_rng_state(),
@@ -123,6 +127,9 @@ class SupernetTrainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
         self.global_step = state["global_step"]
+        # a state written before these were kept averages only the steps after the resume
+        self.epoch_loss_sum = state.get("epoch_loss_sum", 0.0)
+        self.epoch_loss_steps = state.get("epoch_loss_steps", 0)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng_torch"])
@@ -158,27 +165,29 @@ class SupernetTrainer:
         steps and at each epoch end; ``on_epoch(record)`` gets each epoch's metrics."""
         self.model.train()
         while self.epoch < self.spec.epochs:
-            start, losses, seen = time.perf_counter(), [], 0
+            start, seen = time.perf_counter(), 0
             with self._progress() as progress:
                 task = progress.add_task(f"epoch {self.epoch + 1}/{self.spec.epochs}", total=self.steps_per_epoch,
                                          completed=self.step_in_epoch, loss=float("nan"), lr=0.0, ips=0.0)  # fmt: skip
                 for batch in self._epoch_batches():
-                    losses.append(self._step(batch)["loss_max"])
+                    loss = self._step(batch)["loss_max"]
+                    self.epoch_loss_sum += loss
+                    self.epoch_loss_steps += 1
                     self.scheduler.step()
                     self.step_in_epoch += 1
                     self.global_step += 1
                     seen += len(batch[1]) * self.ranks.world
                     lr = self.optimizer.param_groups[0]["lr"]
                     ips = seen / (time.perf_counter() - start)
-                    progress.update(task, advance=1, loss=losses[-1], lr=lr, ips=ips)
+                    progress.update(task, advance=1, loss=loss, lr=lr, ips=ips)
                     every = self.spec.checkpoint_every
                     if every and self.global_step % every == 0 and self.step_in_epoch < self.steps_per_epoch:
                         on_checkpoint(self.state_dict())
-            record = self._end_epoch(losses, seen, time.perf_counter() - start)
+            record = self._end_epoch(seen, time.perf_counter() - start)
             on_epoch(record)
             on_checkpoint(self.state_dict() if self.epoch < self.spec.epochs else None)
 
-    def _end_epoch(self, losses: list[float], seen: int, seconds: float) -> dict[str, Any]:
+    def _end_epoch(self, seen: int, seconds: float) -> dict[str, Any]:
         batches = self.spec.bn_calib_batches
         acc_max = subnet_accuracy(self.model, "max", self.calib, self.val, batches)
         acc_min = subnet_accuracy(self.model, "min", self.calib, self.val, batches)
@@ -187,7 +196,7 @@ class SupernetTrainer:
         record = {
             "epoch": self.epoch + 1,
             "step": self.global_step,
-            "loss": sum(losses) / max(1, len(losses)),
+            "loss": self.epoch_loss_sum / max(1, self.epoch_loss_steps),
             "lr": self.optimizer.param_groups[0]["lr"],
             "acc_max": acc_max,
             "acc_min": acc_min,
@@ -196,6 +205,7 @@ class SupernetTrainer:
         }
         self.epoch += 1
         self.step_in_epoch = 0
+        self.epoch_loss_sum, self.epoch_loss_steps = 0.0, 0
         return record
 
     def _progress(self) -> Progress:
