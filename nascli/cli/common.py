@@ -44,7 +44,9 @@ def result(path: Any, payload: dict[str, Any] | None = None, as_json: bool = Fal
 
 
 def handle_errors(command: Callable) -> Callable:
-    """Turn exceptions into one line on stderr and the exit code of DESIGN section 6.
+    """Turn exceptions into one line on stderr and an exit code: 1 for a runtime failure, else the
+    code of the error type (``nascli.errors``: 2 bad input, 3 constraints unmet), as README's
+    Failure behaviour documents.
 
     ``--debug`` adds the traceback above that line but keeps the exit code, so scripts that
     branch on 2 (bad input) or 3 (constraints) behave the same while someone debugs them.

@@ -40,7 +40,8 @@ def build_checkpoint(
     metrics: dict[str, Any] | None = None,
     trainer: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The checkpoint dict of a converted (or plain) model, as DESIGN section 5 lays it out."""
+    """The checkpoint dict of a converted (or plain) model: plain data and tensors only, the
+    conversion recorded to be replayed on restore (docs/architecture.md, Checkpoints and trust)."""
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}")
     converted = is_converted(model)
