@@ -112,15 +112,3 @@ def test_batch_matrix_matches_single_configs():
     for i, config in enumerate(configs):
         single = costs.cost(config)
         assert batch["flops"][i] == single["flops"] and batch["params"][i] == single["params"]
-
-
-def test_within_checks_bounds_for_a_batch():
-    x = torch.randn(1, 1, 8, 8)
-    model = mtn.convert(resnet20(in_channels=1, width=64), dummy_input=x)
-    costs = cost_model(model)
-    matrix = costs.encode([costs.named("min"), costs.named("centroid"), costs.named("max")])
-    centroid = costs.cost(costs.named("centroid"))
-    assert costs.within(matrix, {"flops": centroid["flops"]}).tolist() == [True, True, False]
-    assert costs.within(
-        matrix, {"flops": centroid["flops"], "params": costs.cost(costs.named("min"))["params"]}
-    ).tolist() == [True, False, False]
