@@ -112,3 +112,20 @@ def test_batch_matrix_matches_single_configs():
     for i, config in enumerate(configs):
         single = costs.cost(config)
         assert batch["flops"][i] == single["flops"] and batch["params"][i] == single["params"]
+
+
+class _FunctionalTransposedConv(torch.nn.Module):
+    """A transposed convolution called as a function on a parameter: fvcore counts it."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 16, 3, padding=1)
+        self.up = torch.nn.Parameter(torch.randn(16, 8, 2, 2))
+
+    def forward(self, x):
+        return torch.nn.functional.conv_transpose2d(self.conv(x), self.up, stride=2)
+
+
+def test_a_functional_transposed_conv_is_reported_unmodeled_never_silent():
+    model = mtn.convert(_FunctionalTransposedConv(), dummy_input=torch.randn(1, 3, 8, 8))
+    assert any("conv_transpose2d" in entry for entry in model._nascli_space.cost_unmodeled)
