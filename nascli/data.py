@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import Dataset, Subset, TensorDataset
 
 from nascli.errors import UserInputError
+from nascli.recipe.schema import Recipe
 
 FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)  # where Debian puts them
 _SPLIT_SEED = 20260
@@ -58,11 +59,20 @@ def _digits(val_fraction: float) -> Splits:
 
 
 def _read_idx(path: Path) -> np.ndarray:
-    with gzip.open(path, "rb") as f:
-        data = f.read()
+    """A gzipped IDX file of unsigned bytes; a missing, truncated or foreign file is one line (exit 2)."""
+    try:
+        with gzip.open(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
+        raise UserInputError(f"data.root: {path} is not a readable gzipped IDX file ({exc})") from exc
+    if len(data) < 4 or data[:3] != b"\x00\x00\x08":
+        raise UserInputError(f"data.root: {path} is not an IDX file of unsigned bytes (bad header)")
     dims = data[3]
+    header = 4 + 4 * dims
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims))
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
+    if len(data) < header or len(data) - header != int(np.prod(shape)):
+        raise UserInputError(f"data.root: {path} is damaged (its header says {list(shape)}, its size disagrees)")
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
 
 
 def _find_fashion_mnist(root: str | None) -> Path:
@@ -120,6 +130,19 @@ def _fake(val_fraction: float) -> Splits:
     labels = torch.randint(0, 10, (512,), generator=generator)
     train, val = _split_train_val(TensorDataset(images[:384], labels[:384]), val_fraction)
     return Splits(train, val, TensorDataset(images[384:], labels[384:]), 10, (3, 16, 16))
+
+
+def recipe_splits(recipe: Recipe) -> Splits:
+    """The recipe's dataset, refused (exit 2) when its samples are not the recipe's ``input_shape``.
+
+    A model with global pooling runs on samples of another size without an error, and the
+    costs it reports were computed for ``input_shape``: every stage that reads data checks.
+    """
+    splits = load_splits(recipe.data.name, recipe.data.root, recipe.data.val_fraction)
+    if tuple(recipe.input_shape) != splits.input_shape:
+        expected, name = list(splits.input_shape), recipe.data.name
+        raise UserInputError(f"input_shape: {recipe.input_shape} does not match the {name} samples {expected}")
+    return splits
 
 
 def load_splits(name: str, root: str | None = None, val_fraction: float = 0.15) -> Splits:

@@ -11,6 +11,12 @@ def _own_config_dir(tmp_path_factory):
     os.environ["NASCLI_CONFIG_DIR"] = str(tmp_path_factory.mktemp("nascli-config"))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _own_cache_dir(tmp_path_factory):
+    """Latency tables are cached in a cache dir of the test session, never the user's."""
+    os.environ["NASCLI_CACHE_DIR"] = str(tmp_path_factory.mktemp("nascli-cache"))
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     random.seed(0)

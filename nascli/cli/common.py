@@ -44,7 +44,9 @@ def result(path: Any, payload: dict[str, Any] | None = None, as_json: bool = Fal
 
 
 def handle_errors(command: Callable) -> Callable:
-    """Turn exceptions into one line on stderr and the exit code of DESIGN section 6.
+    """Turn exceptions into one line on stderr and an exit code: 1 for a runtime failure, else the
+    code of the error type (``nascli.errors``: 2 bad input, 3 constraints unmet), as README's
+    Failure behaviour documents.
 
     ``--debug`` adds the traceback above that line but keeps the exit code, so scripts that
     branch on 2 (bad input) or 3 (constraints) behave the same while someone debugs them.
@@ -72,6 +74,19 @@ def _fail(line: str, code: int) -> None:
         traceback.print_exc(file=sys.stderr)
     console.print(line, markup=False)
     raise typer.Exit(code) from None
+
+
+def given_constraints(**bounds: str | None) -> dict[str, str]:
+    """The bounds given on the command line (``flops="2G"``), each checked now.
+
+    A bad bound is one line before any model is built or any latency is measured.
+    """
+    from nascli.cost.constraints import parse_bound
+
+    given = {key: value for key, value in bounds.items() if value is not None}
+    for key, value in given.items():
+        parse_bound(key, value)
+    return given
 
 
 def source_and_overrides(source: Path | None, overrides: list[str] | None) -> tuple[Path | None, list[str]]:

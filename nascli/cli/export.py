@@ -19,14 +19,20 @@ def export(
     json_out: bool = typer.Option(False, "--json", help="Print a JSON result on stdout instead of the path."),
 ) -> None:
     """Export the selected subnet; the written file is loaded back and checked against the model."""
-    from nascli.stages.export import export_stage, suffix
+    from nascli.stages.export import check_output, export_stage, suffix
     from nascli.stages.load import load_stage_input
+    from nascli.stages.rundir import run_dir_lock
 
     extension = suffix(fmt)
+    if output is not None:
+        check_output(output, fmt)
     source, _ = source_and_overrides(source, [])
     model, path, _, recipe = load_stage_input(input_path(source), [], "export")
     # next to the input, not the run_dir its recipe records: a run directory that was moved or
     # copied, or a relative run_dir read from another cwd, would send the file elsewhere
     target = output or path.parent / f"model{extension}"
-    path = export_stage(model, recipe.input_shape, fmt, target, recipe.input_dtype)
+    # the input's directory is its run directory, held like every stage's: a second writer is
+    # refused and the temp files a killed export left there are removed
+    with run_dir_lock(path.parent):
+        path = export_stage(model, recipe.input_shape, fmt, target, recipe.input_dtype)
     result(path, {"format": fmt}, json_out)

@@ -8,16 +8,28 @@ from typing import Any
 
 import typer
 
-from nascli.cli.common import console, flags, handle_errors, input_path, result, source_and_overrides
+from nascli.cli.common import (
+    console,
+    flags,
+    given_constraints,
+    handle_errors,
+    input_path,
+    result,
+    source_and_overrides,
+)
 from nascli.errors import ConstraintError, UserInputError
 from nascli.recipe.schema import Deployment
 
 
-def latency_model(model, recipe: dict, device: str | None, cache_dir: Path | None):
-    """The latency table for the recipe's deployment, on ``device`` if given (cached in ``cache_dir``)."""
+def latency_model(model, recipe: dict, device: str | None):
+    """The latency table for the recipe's deployment, on ``device`` if given.
+
+    Cached in the user's cache directory, never beside the input, which may be read-only.
+    """
     import torch
 
     from nascli.cost.latency import LatencyModel
+    from nascli.userdirs import cache_dir
 
     deployment = Deployment.model_validate(recipe.get("deployment", {}))
     device = device or deployment.device
@@ -25,7 +37,7 @@ def latency_model(model, recipe: dict, device: str | None, cache_dir: Path | Non
         raise UserInputError(f"--device {device!r}: expected cpu or cuda")
     if device == "cuda" and not torch.cuda.is_available():
         raise UserInputError("--device cuda: no CUDA device is available on this machine")
-    return LatencyModel(model, device, deployment.batch_size, deployment.repeats, cache_dir)
+    return LatencyModel(model, device, deployment.batch_size, deployment.repeats, cache_dir())
 
 
 @handle_errors
@@ -45,22 +57,18 @@ def profile(
 
     Prints its input on stdout, for the next stage, only when every constraint can be met.
     """
-    from nascli.cost.constraints import parse_bound
     from nascli.cost.model import cost_model
     from nascli.cost.profile import profile_costs, render_profile
 
-    given = (("flops", flops), ("params", params), ("latency", latency), ("memory", memory))
-    constraints = {k: v for k, v in given if v is not None}
-    for key, value in constraints.items():
-        parse_bound(key, value)  # a bad bound is one line before any model is built or timed
+    constraints = given_constraints(flops=flops, params=params, latency=latency, memory=memory)
     source, overrides = source_and_overrides(source, overrides)
     path = input_path(source)
-    model, recipe, cache_dir = _profiled(path, overrides)
+    model, recipe = _profiled(path, overrides)
     costs = cost_model(model)
     costs.memory_batch = recipe.get("deployment", {}).get("batch_size", 1)
     timing = None
     if latency is not None or device is not None:
-        timing = latency_model(model, recipe, device, cache_dir)
+        timing = latency_model(model, recipe, device)
     is_satisfied, stats = profile_costs(costs, constraints, timing)
     if not flags.quiet:
         render_profile(stats, costs, console)
@@ -71,11 +79,10 @@ def profile(
         raise ConstraintError(f"{failing} cannot be met by any subnet of the search space")
 
 
-def _profiled(path: Path, overrides: list[str]) -> tuple[Any, dict[str, Any], Path | None]:
-    """(model, recipe data, latency cache folder) of a checkpoint, or of a recipe converted in memory.
+def _profiled(path: Path, overrides: list[str]) -> tuple[Any, dict[str, Any]]:
+    """(model, recipe data) of a checkpoint, or of a recipe converted in memory.
 
-    A recipe is not converted into its run directory: profiling writes nothing there (and, with
-    no run directory yet, keeps no latency cache).
+    A recipe is not converted into its run directory: profiling writes nothing there.
     """
     from nascli.stages.load import is_recipe, load_stage_input
 
@@ -84,6 +91,6 @@ def _profiled(path: Path, overrides: list[str]) -> tuple[Any, dict[str, Any], Pa
         from nascli.stages.convert import converted_model
 
         recipe = load_recipe(path, overrides)
-        return converted_model(recipe), recipe.model_dump(mode="json"), None
+        return converted_model(recipe), recipe.model_dump(mode="json")
     model, path, checkpoint, _ = load_stage_input(path, overrides, "profile")
-    return model, checkpoint.get("recipe") or {}, path.parent
+    return model, checkpoint.get("recipe") or {}

@@ -6,7 +6,15 @@ from pathlib import Path
 
 import typer
 
-from nascli.cli.common import console, flags, handle_errors, input_path, result, source_and_overrides
+from nascli.cli.common import (
+    console,
+    flags,
+    given_constraints,
+    handle_errors,
+    input_path,
+    result,
+    source_and_overrides,
+)
 from nascli.errors import UserInputError
 
 
@@ -29,6 +37,7 @@ def search(
     from nascli.stages.search import search_stage
     from nascli.train.distributed import init_from_env
 
+    constraints = given_constraints(flops=flops, params=params, latency=latency, memory=memory)
     ranks = init_from_env()
     source, overrides = source_and_overrides(source, overrides)
     if algorithm is not None:
@@ -39,8 +48,6 @@ def search(
             raise UserInputError(f"--resume: no unfinished search.pt in {recipe.run_dir}")
     else:
         (model, _, _, recipe), state = load_stage_input(input_path(source), overrides, "search"), None
-    given = (("flops", flops), ("params", params), ("latency", latency), ("memory", memory))
-    constraints = {k: v for k, v in given if v is not None}
     quiet = flags.quiet or not ranks.main
     path = search_stage(model, recipe, constraints, None if quiet else console, state, ranks)
     if ranks.main:

@@ -23,7 +23,7 @@ def train(
 ) -> None:
     """Train every subnet (sandwich rule, in-place distillation); evaluates max and min subnets each epoch."""
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
-        _relaunch_with_torchrun(nproc)
+        _relaunch_with_torchrun(nproc, source, overrides)
         return
     from nascli.opt.checkpoint import read_checkpoint
     from nascli.stages.load import load_resumable, load_stage_input
@@ -50,15 +50,21 @@ def train(
         result(out, {k: metrics.get(k) for k in ("epoch", "acc_max", "acc_min", "loss")}, json_out)
 
 
-def _relaunch_with_torchrun(nproc: int) -> None:
-    """Run this same command under torchrun with ``nproc`` processes, passing the exit code on."""
+def _relaunch_with_torchrun(nproc: int, source: Path | None, overrides: list[str] | None) -> None:
+    """Run this same command under torchrun with ``nproc`` processes, passing the exit code on.
+
+    The input is checked here first: a bad one is one line and exit 2, not the error of every
+    process followed by torchrun's report.
+    """
+    from nascli.stages.load import check_stage_input
+
+    source, overrides = source_and_overrides(source, overrides)
+    path = input_path(source)
+    check_stage_input(path, overrides, "train")
     args = list(sys.argv[1:])
     index = next(i for i, a in enumerate(args) if a.startswith("--nproc"))
     del args[index : index + (1 if "=" in args[index] else 2)]
-    position = args.index("train") + 1
-    first = Path(args[position]) if position < len(args) and not args[position].startswith("-") else None
-    source, _ = source_and_overrides(first, [])
-    if source is None:  # the input comes from a pipe: read it here, the ranks cannot share stdin
-        args.insert(position, str(input_path(None)))
+    if source is None:  # the input came from a pipe: pass it on, the processes cannot share stdin
+        args.insert(args.index("train") + 1, str(path))
     command = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", "-m", "nascli", *args]
     raise typer.Exit(subprocess.run(command).returncode)

@@ -4,14 +4,18 @@ Each dynamic layer is timed in isolation, at the input shape recorded at convert
 size of the deployment), for the active sizes a subnet gives it. A subnet's latency is predicted
 from the sum of its layers' entries by a line fitted on the measured min, centroid and max
 subnets (its intercept covers what the table does not time: pooling, Python dispatch). Entries are timed
-on first use and cached in a JSON file keyed by device, torch version, batch size and threads.
+on first use and cached in a JSON file per model, machine, device, torch version, batch size and
+threads.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import platform
 import statistics
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,7 +23,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from nascli.atomic import atomic_write_text
 from nascli.cost.terms import ancestors, gated_blocks
+from nascli.errors import NasCliError
 from nascli.space.export import export_model
 from nascli.space.hparam import Hparam, size_in
 from nascli.space.kinds import DynamicModule, kind_of
@@ -99,10 +105,27 @@ class LatencyModel:
         self.scale, self.overhead = 1.0, 0.0
         if cache_dir is not None:
             tag = f"{self.device.type}-torch{torch.__version__}-b{batch_size}-t{torch.get_num_threads()}"
-            self.cache_path = Path(cache_dir) / f"latency-{tag}.json"
+            self.cache_path = Path(cache_dir) / f"latency-{tag}-{self._fingerprint()}.json"
             if self.cache_path.is_file():
                 cached = json.loads(self.cache_path.read_text())
                 self.entries, self.scale, self.overhead = cached["entries"], cached["scale"], cached["overhead"]
+
+    def _fingerprint(self) -> str:
+        """What the table's entries depend on besides the file name's settings, hashed.
+
+        The entries are keyed by layer name and sizes only, so one cache directory holding the
+        tables of many models (and machines sharing a home directory) needs a file per model
+        and device: its modules' types, parameter shapes and traced input and output shapes,
+        the machine and the device's name.
+        """
+        device = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else platform.processor()
+        described = [
+            [(name, type(module).__name__) for name, module in self.model.named_modules()],
+            [(name, tuple(value.shape)) for name, value in self.model.state_dict().items()],
+            sorted((name, repr(shapes)) for name, shapes in self.space.shapes.items()),
+            [platform.node(), platform.machine(), device],
+        ]
+        return hashlib.sha256(repr(described).encode()).hexdigest()[:16]
 
     def _entry(self, layer: _Layer, sizes: tuple[int, ...]) -> float:
         key = f"{layer.key}:{','.join(map(str, sizes))}"
@@ -197,8 +220,11 @@ class LatencyModel:
         return dict(zip(names, times, strict=True))
 
     def save(self) -> None:
-        if self.cache_path is not None:
-            self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.cache_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"entries": self.entries, "scale": self.scale, "overhead": self.overhead}))
-            tmp.replace(self.cache_path)
+        """Write the table to its cache file whole; a cache that cannot be written costs only time."""
+        if self.cache_path is None:
+            return
+        table = json.dumps({"entries": self.entries, "scale": self.scale, "overhead": self.overhead})
+        try:
+            atomic_write_text(self.cache_path, table)
+        except (OSError, NasCliError) as exc:
+            warnings.warn(f"latency table not cached in {self.cache_path.parent}: {exc}", stacklevel=2)

@@ -97,14 +97,6 @@ class CostModel:
         """Whether the model has attention whose keys and values a generation would cache."""
         return any(t.kind == "kv_cache" for t in self.space.cost_terms)
 
-    def within(self, matrix: np.ndarray, bounds: dict[str, float]) -> np.ndarray:
-        """bool[B]: which configs meet every flops/params/memory upper bound (the search's constraint check)."""
-        costs = self.evaluate(matrix)
-        ok = np.ones(matrix.shape[0], dtype=bool)
-        for key, bound in bounds.items():
-            ok &= costs[key] <= bound
-        return ok
-
     def cost(self, config: dict[str, Any] | None = None, metrics: tuple[str, ...] = METRICS) -> dict[str, int]:
         """flops and params (or other ``metrics``) of one config (the active subnet by default)."""
         result = self.evaluate(self.encode(config or {}))

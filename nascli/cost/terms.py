@@ -24,7 +24,8 @@ from nascli.space.trace_aten import aten_name
 # Operations whose flops fvcore counts but this cost model does not model yet: reported, never silent.
 _UNMODELED_MODULES = (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer, nn.Bilinear)
 _UNMODELED_FUNCTIONS = {"matmul", "bmm", "einsum", "mm", "grid_sample", "linear", "conv2d",
-                        "conv1d", "conv3d", "addmm"}  # fmt: skip
+                        "conv1d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
+                        "addmm"}  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -157,6 +157,7 @@ def search(
         loader, score_func = settings.pop("data_loader"), settings.pop("score_func")
     except KeyError as exc:
         raise UserInputError(f"search: config needs {exc.args[0]!r}") from None
+    _check_search_inputs(loader, score_func)
     batches = settings.pop("max_iter_data_loader", 10)
     algorithm = settings.pop("algorithm", None)
     if algorithm not in (None, "evolve", "random", "sensitivity"):
@@ -171,3 +172,22 @@ def search(
     bounds = resolve_constraints(constraints, original)
     best, state = search_subnet(model, bounds, score_func, loader, batches, SearchSettings(**settings), algorithm)
     return model, search_report(state, best, bounds, original, model)
+
+
+def _check_search_inputs(loader: Any, score_func: Any) -> None:
+    """Refuse a score function that cannot be called and a data loader BN recalibration cannot use.
+
+    Recalibration runs once per scored subnet, so the loader must yield batches every time it
+    is iterated: an empty one would leave BN statistics as they were and score every subnet
+    with the wrong ones, and a one-shot iterator would be empty from the second subnet on.
+    """
+    if not callable(score_func):
+        raise UserInputError(f"search: score_func must be callable (model -> float), got {type(score_func).__name__}")
+    try:
+        iterator = iter(loader)
+    except TypeError:
+        raise UserInputError(f"search: data_loader must be iterable, got {type(loader).__name__}") from None
+    if iterator is loader:
+        raise UserInputError("search: data_loader is a one-shot iterator; give a DataLoader or a list of batches")
+    if next(iterator, None) is None:
+        raise UserInputError("search: data_loader yields no batches")

@@ -12,6 +12,7 @@ import hashlib
 import io
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,8 @@ def build_checkpoint(
     metrics: dict[str, Any] | None = None,
     trainer: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The checkpoint dict of a converted (or plain) model, as DESIGN section 5 lays it out."""
+    """The checkpoint dict of a converted (or plain) model: plain data and tensors only, the
+    conversion recorded to be replayed on restore (docs/architecture.md, Checkpoints and trust)."""
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}")
     converted = is_converted(model)
@@ -113,7 +115,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = load_plain_data(path)
     except Exception as exc:
         raise CheckpointError(f"{path}: not a readable checkpoint ({load_failure(exc)})") from exc
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
@@ -158,6 +160,18 @@ _REFUSED = (
     re.compile(r"reduce for unrecognized function (.+?)(?: which belongs to|\s*$)", re.M),
     re.compile(r"new object for nn.Parameter or classes allowlisted .*? but got (.+?)\s*$", re.M),
 )
+
+
+def load_plain_data(path: str | os.PathLike) -> Any:
+    """``torch.load(weights_only=True)`` without torch's warnings on stderr.
+
+    On a file that is not a checkpoint (a plain pickle) torch warns about its protocol before
+    failing; the failure is reported as one line by the caller, so the warnings would only add
+    lines to it.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def load_failure(exc: Exception) -> str:

@@ -17,21 +17,14 @@ import hmac
 import json
 import os
 import secrets
-from pathlib import Path
 from typing import Any
+
+from nascli.userdirs import config_dir
 
 KEY_FILE = "checkpoint.key"
 
 #: recipe keys (dotted) whose values name code to import or call
 CODE_KEYS = ("model.factory", "model.kwargs", "search.score_func")
-
-
-def config_dir() -> Path:
-    """``$NASCLI_CONFIG_DIR``, else ``$XDG_CONFIG_HOME/nascli``, else ``~/.config/nascli``."""
-    if explicit := os.environ.get("NASCLI_CONFIG_DIR"):
-        return Path(explicit)
-    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
-    return Path(base) / "nascli"
 
 
 def _key(create: bool) -> bytes | None:

@@ -91,11 +91,15 @@ def validate_recipe(data: Any, source: str) -> Recipe:
 
 
 def read_yaml(path: str | os.PathLike) -> Any:
+    """The YAML data of a recipe file; a missing, undecodable or invalid file is one line naming it."""
     path = Path(path)
     if not path.is_file():
         raise UserInputError(f"{path}: no such recipe file")
     try:
-        return safe_load(path.read_text())
+        return safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        byte = exc.object[exc.start]
+        raise UserInputError(f"{path}: not UTF-8 text (byte {byte:#04x} at offset {exc.start})") from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -9,6 +10,7 @@ from torch import nn
 
 from nascli.cost.latency import LatencyModel
 from nascli.cost.model import cost_model
+from nascli.errors import UserInputError
 from nascli.search.evolve import Candidate, ConstrainedSearch, SearchSettings, SearchState, best_candidate
 from nascli.search.pareto import pareto_front
 from nascli.search.sensitivity import SensitivitySearch, threshold_report
@@ -45,7 +47,7 @@ def search_subnet(
             was_training = model.training
             model.eval()  # scores are taken in eval mode whatever mode the caller left the model in
             try:
-                return float(score_model(model))
+                return checked_score(score_model(model))
             finally:
                 model.train(was_training)
 
@@ -59,6 +61,18 @@ def search_subnet(
     score(best.config)
     space.sample_in_train = False  # the chosen subnet stays active in a training loop of the caller's
     return best, state
+
+
+def checked_score(value: Any) -> float:
+    """A score as a float; one that is not a finite number would rank subnets arbitrarily (NaN
+    compares false with everything), so it stops the search naming the value."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise UserInputError(f"score_func returned {value!r}: expected a finite number") from None
+    if not math.isfinite(number):
+        raise UserInputError(f"score_func returned {number}: expected a finite number")
+    return number
 
 
 def default_algorithm(model: nn.Module) -> str:

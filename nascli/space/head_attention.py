@@ -65,12 +65,15 @@ def head_attention(
     if mask is not None:
         mask = mask.expand(batch, num_heads, length, k.shape[1]).reshape(batch * num_heads, length, k.shape[1])
     if need_weights:
-        scores = torch.bmm(q / math.sqrt(head_dim), k.transpose(1, 2))
+        # as nn.MultiheadAttention computes them (a masked product is one baddbmm), so that the
+        # exported subnet's operations, and the flops counted on them, are the native layer's
+        if mask is not None:
+            scores = torch.baddbmm(mask, q / math.sqrt(head_dim), k.transpose(1, 2))
+        else:
+            scores = torch.bmm(q / math.sqrt(head_dim), k.transpose(1, 2))
         if is_causal and mask is None:
             causal = torch.ones(length, k.shape[1], dtype=torch.bool, device=q.device).triu(1)
             scores = scores.masked_fill(causal, float("-inf"))
-        elif mask is not None:
-            scores = scores + mask
         weights = torch.softmax(scores, dim=-1)
         out = torch.bmm(F.dropout(weights, dropout) if dropout else weights, v)
     else:

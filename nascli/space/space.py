@@ -74,7 +74,7 @@ class SearchSpace:
             hp = self._by_name.get(name)
             if hp is None:
                 raise UserInputError(f"subnet config: {name!r} is not an hparam of this search space")
-            if value not in hp.choices:
+            if not _is_choice(value, hp.choices):
                 raise UserInputError(f"subnet config: {name}={value!r} is not one of {list(hp.choices)}")
             earlier = chosen.get(id(hp))
             if earlier is not None and earlier[1] != value:
@@ -89,19 +89,24 @@ class SearchSpace:
     def sample(self, how: str | Callable | dict[str, str | Callable] = random.choice) -> dict[str, Any]:
         """Activate a subnet chosen per hparam by "min", "max", "centroid", "random" or a callable.
 
-        A dict maps fnmatch patterns on hparam names to one of those; unmatched hparams are drawn
-        at random, and the last matching pattern wins.
+        A dict maps fnmatch patterns on hparam names to one of those and the first pattern that
+        matches an hparam wins, as in ModelOpt's ``SearchSpace.sample`` (so ``{"layer4.*": max,
+        "*": "random"}`` keeps layer4 at its largest); unmatched hparams are drawn at random. A
+        pattern that matches no hparam is an error: it is a typo or a name of another model.
         """
+        if isinstance(how, dict):
+            self._check_patterns(how)
         for name, hp in self.hparams.items():
-            rule: Any = how
-            if isinstance(how, dict):
-                rule = random.choice
-                for pattern, value in how.items():
-                    if fnmatchcase(name, pattern):
-                        rule = value
+            rule = _first_match(name, how) if isinstance(how, dict) else how
             hp.active = _choose(hp, rule)
         self.sample_in_train = False
         return self.config()
+
+    def _check_patterns(self, rules: dict[str, Any]) -> None:
+        for pattern in rules:
+            if not any(fnmatchcase(name, pattern) for name in self.hparams):
+                names = ", ".join(list(self.hparams)[:3])
+                raise UserInputError(f"sample: pattern {pattern!r} matches no hparam (they are named like {names})")
 
     def size(self) -> int:
         return math.prod(len(hp.choices) for hp in self.hparams.values())
@@ -128,6 +133,18 @@ class SearchSpace:
         for name, why in self.untraceable.items():
             lines.append(f"  {f'{name} (kept whole)':<60} fx cannot trace it: {why}")
         return lines
+
+
+def _first_match(name: str, rules: dict[str, Any]) -> Any:
+    """The rule of the first pattern matching ``name`` (random when none does)."""
+    return next((rule for pattern, rule in rules.items() if fnmatchcase(name, pattern)), random.choice)
+
+
+def _is_choice(value: Any, choices: Any) -> bool:
+    """Whether ``value`` is one of ``choices``; ``True`` is not the choice 1 (``True == 1`` in Python)."""
+    if isinstance(value, bool) and not any(isinstance(c, bool) for c in choices):
+        return False
+    return value in choices
 
 
 def _choose(hp: Hparam, rule: Any) -> Any:

@@ -346,7 +346,9 @@ def trace_model(
                     stacklevel=3,
                 )
     was_training = model.training
-    inference_modules = _modules_called_in_eval(model, frozenset(untraceable)) or set(tracer.calls)
+    inference_modules = _modules_called_in_eval(model, frozenset(untraceable))
+    if inference_modules is None:
+        inference_modules = set(tracer.calls)
     gm = fx.GraphModule(model, graph)
     model.eval()
     try:
@@ -419,15 +421,27 @@ class TraceWarning(UserWarning):
     """A part of the model was kept whole because torch.fx cannot trace it."""
 
 
-def _modules_called_in_eval(model: nn.Module, leaves: frozenset[str]) -> set[str]:
-    """Module paths the eval-mode forward calls (empty if that trace fails)."""
+def _modules_called_in_eval(model: nn.Module, leaves: frozenset[str]) -> set[str] | None:
+    """Module paths the eval-mode forward calls, which inference flops count; None if fx cannot trace it.
+
+    The graph is traced in train mode, where a model may call modules inference skips (an
+    auxiliary head, a dropout path). When the eval-mode trace fails the train-mode calls are
+    counted instead, so the flops may include training-only branches: a warning says so and why.
+    """
     tracer = _RecordingTracer(leaves)
     was_training = model.training
     model.eval()
     try:
         tracer.trace(model)
-    except Exception:
-        return set()
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        warnings.warn(
+            f"torch.fx cannot trace the eval-mode forward ({reason}); flops count the modules the train-mode"
+            " forward calls, training-only branches included",
+            TraceWarning,
+            stacklevel=4,
+        )
+        return None
     finally:
         model.train(was_training)
     return set(tracer.calls)

@@ -12,7 +12,7 @@ from torch import nn
 import nascli.nas as mtn
 from nascli.errors import UserInputError
 from nascli.nas.config import MODES
-from nascli.opt.checkpoint import build_checkpoint, load_failure, write_checkpoint
+from nascli.opt.checkpoint import build_checkpoint, load_failure, load_plain_data, write_checkpoint
 from nascli.recipe.factory import build_model
 from nascli.recipe.schema import Recipe
 from nascli.space.importance import sort_channels_by_importance
@@ -52,7 +52,7 @@ def load_user_weights(model: nn.Module, path: Path) -> None:
     if not path.is_file():
         raise UserInputError(f"model.checkpoint: no such file {path}")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        data = load_plain_data(path)
     except Exception as exc:
         raise UserInputError(f"model.checkpoint: {path} is not a readable weights file ({load_failure(exc)})") from exc
     if isinstance(data, dict) and isinstance(data.get("state_dict", data.get("model")), dict):

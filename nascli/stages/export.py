@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import warnings
 from pathlib import Path
 
@@ -43,6 +44,15 @@ def suffix(fmt: str) -> str:
     return FORMATS[fmt]
 
 
+def check_output(output: Path, fmt: str) -> None:
+    """Refuse an output path the format cannot be written to, before anything is loaded."""
+    if fmt != "hf" and output.is_dir():
+        example = output / f"model{suffix(fmt)}"
+        raise UserInputError(f"--output {output}: a directory; give a file path such as {example}")
+    if fmt == "hf" and output.exists() and not output.is_dir():
+        raise UserInputError(f"--output {output}: a file; --format hf writes a directory")
+
+
 def export_stage(
     model: nn.Module, input_shape: list[int], fmt: str, output: Path, input_dtype: str = "float32"
 ) -> Path:
@@ -54,7 +64,7 @@ def export_stage(
         return save_pretrained_subnet(model, (x,), output)
     plain = (export_model(model) if is_converted(model) else model).eval()
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp{suffix(fmt)}")
+    tmp = output.with_name(f".{output.name}.{secrets.token_hex(4)}.tmp")  # a killed export's is removed as stale
     try:
         with torch.no_grad():
             expected = first_tensor(plain(x))

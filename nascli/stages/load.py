@@ -47,12 +47,39 @@ def load_stage_input(
     ``command`` does not take, or an earlier stage's unfinished one, is refused.
     """
     if is_recipe(path):
-        if "convert" not in ACCEPTS[command]:
-            raise UserInputError(f"{path}: a recipe; nascli {command} takes {_files(ACCEPTS[command])}")
+        _refuse_recipe(path, command)
         path, checkpoint = _converted(load_recipe(path, overrides))
         overrides = []
     else:
         checkpoint = read_checkpoint(path)
+    recipe = _checked_recipe(path, checkpoint, overrides, command)
+    model = build_model(recipe.model.factory, recipe.model.kwargs)
+    return apply_checkpoint(model, checkpoint, path), path, checkpoint, recipe
+
+
+def check_stage_input(path: Path, overrides: list[str], command: str) -> Recipe:
+    """Refuse what ``load_stage_input`` would refuse, without building or converting a model.
+
+    For a launcher: ``train --nproc 2`` checks its input once here, so a bad one is one line
+    rather than the same error from every process followed by torchrun's report.
+    """
+    if is_recipe(path):
+        _refuse_recipe(path, command)
+        return load_recipe(path, overrides)
+    return _checked_recipe(path, read_checkpoint(path), overrides, command)
+
+
+def _refuse_recipe(path: Path, command: str) -> None:
+    if "convert" not in ACCEPTS[command]:
+        raise UserInputError(f"{path}: a recipe; nascli {command} takes {_files(ACCEPTS[command])}")
+
+
+def _checked_recipe(path: Path, checkpoint: dict[str, Any], overrides: list[str], command: str) -> Recipe:
+    """The recipe of a checkpoint ``command`` may use, with ``overrides`` applied.
+
+    Refused: a checkpoint without a recipe, one naming code this user neither signed nor
+    named again, and one of a stage ``command`` does not take.
+    """
     if not checkpoint.get("recipe") or not checkpoint["model"]:
         raise CheckpointError(f"{path}: records no recipe (saved from Python?); restore it with nascli.opt.restore")
     named = frozenset(".".join(key) for key, _ in parse_overrides(overrides))
@@ -62,9 +89,7 @@ def load_stage_input(
             f" if you trust it, name it on the command line: {untrusted}"
         )
     check_stage(path, checkpoint, command)
-    recipe = validate_recipe(apply_overrides(copy.deepcopy(checkpoint["recipe"]), overrides), f"{path} recipe")
-    model = build_model(recipe.model.factory, recipe.model.kwargs)
-    return apply_checkpoint(model, checkpoint, path), path, checkpoint, recipe
+    return validate_recipe(apply_overrides(copy.deepcopy(checkpoint["recipe"]), overrides), f"{path} recipe")
 
 
 def _converted(recipe: Recipe) -> tuple[Path, dict[str, Any]]:

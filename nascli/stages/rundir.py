@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -46,7 +47,8 @@ def run_dir_lock(run_dir: str | os.PathLike) -> Iterator[Path]:
     ``flock`` on ``run_dir/.lock``, which the kernel releases when its holder dies, so a killed
     run never blocks the next. The holder's pid is written into the file for the error message.
     Once the lock is held, temp files left by a killed writer are removed. Nested holders in
-    one process (a stage that converts its recipe first) share the lock.
+    one process (a stage that converts its recipe first) share the lock. A directory made here
+    that holds nothing but the lock when the stage ends (it failed before writing) is removed.
     """
     run_dir = Path(run_dir)
     key = run_dir.resolve()
@@ -57,15 +59,42 @@ def run_dir_lock(run_dir: str | os.PathLike) -> Iterator[Path]:
         finally:
             _held[key] -= 1
         return
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / LOCK_FILE, "a+") as lock:
-        _acquire(lock, run_dir)
-        _held[key] = 1
-        try:
-            remove_stale_temps(run_dir)
-            yield run_dir
-        finally:
-            del _held[key]
+    created = _make_run_dir(run_dir)
+    try:
+        with open(run_dir / LOCK_FILE, "a+") as lock:
+            _acquire(lock, run_dir)
+            _held[key] = 1
+            try:
+                remove_stale_temps(run_dir)
+                yield run_dir
+            finally:
+                del _held[key]
+    finally:
+        if created:
+            _remove_if_only_lock(run_dir)
+
+
+def _make_run_dir(run_dir: Path) -> bool:
+    """Create ``run_dir`` if needed (True when it was made here); a path that cannot be one is bad input."""
+    if run_dir.is_dir():
+        return False
+    if run_dir.exists():
+        raise UserInputError(f"run_dir: {run_dir} is a file, not a directory")
+    try:
+        run_dir.mkdir(parents=True)
+    except FileExistsError:  # made by another process meanwhile
+        return False
+    except OSError as exc:
+        raise UserInputError(f"run_dir: cannot create {run_dir} ({exc.strerror})") from exc
+    return True
+
+
+def _remove_if_only_lock(run_dir: Path) -> None:
+    """Remove a run directory a failed stage made and left with nothing in it but its lock."""
+    if {p.name for p in run_dir.iterdir()} <= {LOCK_FILE}:
+        (run_dir / LOCK_FILE).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # another process wrote there meanwhile: keep it
+            run_dir.rmdir()
 
 
 def _acquire(lock: Any, run_dir: Path) -> None:

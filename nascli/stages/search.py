@@ -15,7 +15,7 @@ from nascli.atomic import atomic_write_text
 from nascli.cost.constraints import parse_bound, resolve_constraints
 from nascli.cost.latency import LatencyModel
 from nascli.cost.model import cost_model
-from nascli.data import load_splits
+from nascli.data import recipe_splits
 from nascli.errors import UserInputError
 from nascli.opt.checkpoint import build_checkpoint, write_checkpoint
 from nascli.recipe.factory import import_factory
@@ -26,6 +26,7 @@ from nascli.search.run import search_report, search_subnet
 from nascli.stages.rundir import append_metrics, run_dir_lock
 from nascli.train.distributed import Ranks
 from nascli.train.trainer import accuracy
+from nascli.userdirs import cache_dir
 
 
 def search_stage(
@@ -74,7 +75,7 @@ def _search(
     ranks: Ranks,
 ) -> Path:
     spec = recipe.search
-    splits = load_splits(recipe.data.name, recipe.data.root, recipe.data.val_fraction)
+    splits = recipe_splits(recipe)
     calib = DataLoader(splits.train, batch_size=recipe.data.batch_size, shuffle=False, drop_last=True)
     val = DataLoader(splits.val, batch_size=recipe.data.eval_batch_size)
     if spec.score_func:
@@ -93,7 +94,7 @@ def _search(
         raise UserInputError("--latency: search under a latency bound in one process (its table is per machine)")
     if "latency" in wanted:
         deploy = recipe.deployment
-        latency = LatencyModel(model, deploy.device, deploy.batch_size, deploy.repeats, recipe.run_dir)
+        latency = LatencyModel(model, deploy.device, deploy.batch_size, deploy.repeats, cache_dir())
         latency.calibrate()
         original["latency"] = latency.predict(costs.named("max"))
     bounds = resolve_constraints(wanted, original)

@@ -9,7 +9,7 @@ from typing import Any
 from rich.console import Console
 from torch import nn
 
-from nascli.data import load_splits
+from nascli.data import recipe_splits
 from nascli.errors import UserInputError
 from nascli.opt.checkpoint import build_checkpoint, write_checkpoint
 from nascli.recipe.schema import Recipe
@@ -39,10 +39,7 @@ def _train(
     console: Console | None,
     show_progress: bool,
 ) -> Path:
-    splits = load_splits(recipe.data.name, recipe.data.root, recipe.data.val_fraction)
-    if tuple(recipe.input_shape) != splits.input_shape:
-        expected, name = list(splits.input_shape), recipe.data.name
-        raise UserInputError(f"input_shape: {recipe.input_shape} does not match the {name} samples {expected}")
+    splits = recipe_splits(recipe)
     seed = recipe.train.seed if recipe.train.seed is not None else recipe.seed
     try:
         trainer = SupernetTrainer(model, splits, recipe.data, recipe.train, seed, ranks, console, show_progress)

@@ -1,4 +1,8 @@
-"""The supernet training loop: sandwich steps, warmup + cosine LR, per-epoch subnet evaluation, resume."""
+"""The training loop: warmup + cosine LR, gradient clipping, per-epoch evaluation, resume.
+
+``Trainer`` is the loop; ``SupernetTrainer`` fills it with sandwich steps and evaluates the
+largest and smallest subnets, ``SubnetTrainer`` (fine-tuning) with plain steps on one model.
+"""
 
 from __future__ import annotations
 
@@ -19,9 +23,10 @@ from nascli.data import Splits
 from nascli.recipe.schema import DataSpec, TrainSpec
 from nascli.space.space import get_space, random_sampling
 from nascli.train.bn import recalibrate_bn
+from nascli.train.device import autocast as autocast_to
 from nascli.train.device import model_device, training_device
 from nascli.train.distributed import Ranks, average_gradients, broadcast_model
-from nascli.train.sandwich import sandwich_step, single_subnet_step
+from nascli.train.sandwich import distillation_loss, sandwich_step, single_subnet_step
 
 
 def build_optimizer(model: nn.Module, spec: TrainSpec) -> torch.optim.Optimizer:
@@ -70,8 +75,13 @@ def subnet_accuracy(model: nn.Module, how: Any, calib: DataLoader, val: DataLoad
         return accuracy(model, val)
 
 
-class SupernetTrainer:
-    """Trains every subnet of a converted model; resumable bit for bit from its state."""
+class Trainer:
+    """One training loop for every stage; resumable bit for bit from its state.
+
+    Subclasses say what one step on a batch is (``_step``, returning its loss) and what is
+    measured after each epoch (``evaluate``); the schedule, clipping, data order, checkpoints
+    and logging are the same for all.
+    """
 
     def __init__(
         self,
@@ -102,9 +112,10 @@ class SupernetTrainer:
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=spec.label_smoothing)
         self.sampler = random.Random(seed)
         self.epoch = self.step_in_epoch = self.global_step = 0
+        # the current epoch's summed step losses, kept in the state so a resumed epoch logs the same mean
+        self.epoch_loss_sum, self.epoch_loss_steps = 0.0, 0
         torch.manual_seed(seed)
         broadcast_model(model, ranks)
-        self.calib = DataLoader(splits.train, batch_size=data.batch_size, shuffle=False, drop_last=True)
         self.val = DataLoader(splits.val, batch_size=data.eval_batch_size, shuffle=False)
 
     # -- state ---------------------------------------------------------------------------------
@@ -113,6 +124,8 @@ class SupernetTrainer:
             "epoch": self.epoch,
             "step_in_epoch": self.step_in_epoch,
             "global_step": self.global_step,
+            "epoch_loss_sum": self.epoch_loss_sum,
+            "epoch_loss_steps": self.epoch_loss_steps,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "rng_torch": torch.get_rng_state(),
@@ -123,6 +136,9 @@ class SupernetTrainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
         self.global_step = state["global_step"]
+        # a state written before these were kept averages only the steps after the resume
+        self.epoch_loss_sum = state.get("epoch_loss_sum", 0.0)
+        self.epoch_loss_steps = state.get("epoch_loss_steps", 0)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng_torch"])
@@ -141,61 +157,60 @@ class SupernetTrainer:
         mine = usable[self.step_in_epoch :, self.ranks.rank].reshape(-1).tolist()
         return DataLoader(self.splits.train, batch_size=self.batch, sampler=mine, drop_last=True)
 
-    def _step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
-        reduce = (lambda m: average_gradients(m, self.ranks.world)) if self.ranks.world > 1 else None
-        batch = (batch[0].to(self.device, non_blocking=True), batch[1].to(self.device, non_blocking=True))
-        if self.spec.sandwich:
-            return sandwich_step(
-                self.model, batch, self.loss_fn, self.optimizer, self.spec.num_random, self.spec.distill,
-                self.spec.temperature, self.spec.grad_clip, self.sampler, reduce, self.autocast,
-            )  # fmt: skip
-        return single_subnet_step(
-            self.model, batch, self.loss_fn, self.optimizer, self.spec.grad_clip, self.sampler, reduce, self.autocast
-        )
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> float:
+        """Train on one batch (already on the device) with one optimizer step; return the loss to log."""
+        raise NotImplementedError
+
+    def evaluate(self) -> dict[str, float]:
+        """The metrics logged after each epoch."""
+        raise NotImplementedError
+
+    def _reduce(self) -> Callable[[nn.Module], None] | None:
+        """Gradient averaging across processes (None in one process)."""
+        return (lambda m: average_gradients(m, self.ranks.world)) if self.ranks.world > 1 else None
 
     def fit(self, on_checkpoint: Callable[[dict[str, Any] | None], None], on_epoch: Callable[[dict], None]) -> None:
         """Train to the last epoch. ``on_checkpoint(state)`` is called every ``checkpoint_every``
         steps and at each epoch end; ``on_epoch(record)`` gets each epoch's metrics."""
         self.model.train()
         while self.epoch < self.spec.epochs:
-            start, losses, seen = time.perf_counter(), [], 0
+            start, seen = time.perf_counter(), 0
             with self._progress() as progress:
                 task = progress.add_task(f"epoch {self.epoch + 1}/{self.spec.epochs}", total=self.steps_per_epoch,
                                          completed=self.step_in_epoch, loss=float("nan"), lr=0.0, ips=0.0)  # fmt: skip
                 for batch in self._epoch_batches():
-                    losses.append(self._step(batch)["loss_max"])
+                    loss = self._step(tuple(t.to(self.device, non_blocking=True) for t in batch))
+                    self.epoch_loss_sum += loss
+                    self.epoch_loss_steps += 1
                     self.scheduler.step()
                     self.step_in_epoch += 1
                     self.global_step += 1
                     seen += len(batch[1]) * self.ranks.world
                     lr = self.optimizer.param_groups[0]["lr"]
                     ips = seen / (time.perf_counter() - start)
-                    progress.update(task, advance=1, loss=losses[-1], lr=lr, ips=ips)
+                    progress.update(task, advance=1, loss=loss, lr=lr, ips=ips)
                     every = self.spec.checkpoint_every
                     if every and self.global_step % every == 0 and self.step_in_epoch < self.steps_per_epoch:
                         on_checkpoint(self.state_dict())
-            record = self._end_epoch(losses, seen, time.perf_counter() - start)
+            record = self._end_epoch(seen, time.perf_counter() - start)
             on_epoch(record)
             on_checkpoint(self.state_dict() if self.epoch < self.spec.epochs else None)
 
-    def _end_epoch(self, losses: list[float], seen: int, seconds: float) -> dict[str, Any]:
-        batches = self.spec.bn_calib_batches
-        acc_max = subnet_accuracy(self.model, "max", self.calib, self.val, batches)
-        acc_min = subnet_accuracy(self.model, "min", self.calib, self.val, batches)
-        get_space(self.model).sample("max")
+    def _end_epoch(self, seen: int, seconds: float) -> dict[str, Any]:
+        metrics = self.evaluate()
         self.model.train()
         record = {
             "epoch": self.epoch + 1,
             "step": self.global_step,
-            "loss": sum(losses) / max(1, len(losses)),
+            "loss": self.epoch_loss_sum / max(1, self.epoch_loss_steps),
             "lr": self.optimizer.param_groups[0]["lr"],
-            "acc_max": acc_max,
-            "acc_min": acc_min,
+            **metrics,
             "images_per_s": seen / max(seconds, 1e-9),
             "seconds": round(seconds, 3),
         }
         self.epoch += 1
         self.step_in_epoch = 0
+        self.epoch_loss_sum, self.epoch_loss_steps = 0.0, 0
         return record
 
     def _progress(self) -> Progress:
@@ -204,6 +219,64 @@ class SupernetTrainer:
             TextColumn("lr {task.fields[lr]:.4f}"), TextColumn("{task.fields[ips]:.0f} img/s"), TimeRemainingColumn(),
             console=self.console, transient=True, disable=not (self.show_progress and self.ranks.main),
         )  # fmt: skip
+
+
+class SupernetTrainer(Trainer):
+    """Trains every subnet of a converted model: sandwich steps (or one random subnet per step)."""
+
+    def __init__(self, model: nn.Module, splits: Splits, data: DataSpec, *args: Any, **kwargs: Any) -> None:
+        super().__init__(model, splits, data, *args, **kwargs)
+        self.calib = DataLoader(splits.train, batch_size=data.batch_size, shuffle=False, drop_last=True)
+
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> float:
+        spec = self.spec
+        if spec.sandwich:
+            return sandwich_step(
+                self.model, batch, self.loss_fn, self.optimizer, spec.num_random, spec.distill, spec.temperature,
+                spec.grad_clip, self.sampler, self._reduce(), self.autocast,
+            )["loss_max"]  # fmt: skip
+        return single_subnet_step(
+            self.model, batch, self.loss_fn, self.optimizer, spec.grad_clip, self.sampler, self._reduce(), self.autocast
+        )["loss_max"]
+
+    def evaluate(self) -> dict[str, float]:
+        """Validation accuracy of the largest and smallest subnets, each after BN recalibration."""
+        batches = self.spec.bn_calib_batches
+        acc_max = subnet_accuracy(self.model, "max", self.calib, self.val, batches)
+        acc_min = subnet_accuracy(self.model, "min", self.calib, self.val, batches)
+        get_space(self.model).sample("max")
+        return {"acc_max": acc_max, "acc_min": acc_min}
+
+
+class SubnetTrainer(Trainer):
+    """Trains one plain model (fine-tuning a chosen subnet), from the labels or from a teacher."""
+
+    def __init__(self, *args: Any, teacher: nn.Module | None = None, temperature: float = 1.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.teacher = teacher.to(self.device).eval() if teacher is not None else None
+        self.temperature = temperature
+
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> float:
+        inputs, targets = batch
+        self.optimizer.zero_grad(set_to_none=True)
+        with autocast_to(inputs.device, self.autocast):
+            logits = self.model(inputs)
+            if self.teacher is None:
+                loss = self.loss_fn(logits, targets)
+            else:
+                with torch.no_grad():
+                    soft = self.teacher(inputs)
+                loss = distillation_loss(logits, soft, self.temperature)
+        loss.backward()
+        if reduce := self._reduce():
+            reduce(self.model)
+        if self.spec.grad_clip:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.spec.grad_clip)
+        self.optimizer.step()
+        return loss.item()
+
+    def evaluate(self) -> dict[str, float]:
+        return {"acc": accuracy(self.model, self.val)}
 
 
 def _as_tuples(state: Any) -> Any:

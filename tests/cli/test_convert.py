@@ -101,3 +101,16 @@ def test_convert_explain_lists_fixed_dimensions(tmp_path):
     assert result.exit_code == 0
     assert "Fixed dimensions and why" in result.stderr
     assert "conv1.in_channels (1)" in result.stderr and "model input" in result.stderr
+
+
+def test_a_factory_that_prints_leaves_stdout_to_the_result(tmp_path, monkeypatch):
+    (tmp_path / "nascli_test_chatty.py").write_text(
+        "from nascli.models import resnet20\n\n"
+        "def model(**kwargs):\n    print('building')\n    return resnet20(**kwargs)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    args = ["-q", "convert", str(ROOT / "recipes/digits.yaml"), f"run_dir={tmp_path / 'run'}"]
+    result = runner.invoke(app, [*args, "model.factory=nascli_test_chatty:model"])
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == f"{tmp_path / 'run' / 'convert.pt'}\n"
+    assert "building" in result.stderr

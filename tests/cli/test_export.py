@@ -1,3 +1,5 @@
+import os
+
 from typer.testing import CliRunner
 
 from nascli.cli.app import app
@@ -16,3 +18,13 @@ def test_export_writes_next_to_its_input_whatever_the_cwd(tmp_path, monkeypatch)
     assert result.exit_code == 0, result.stderr
     assert result.stdout == f"{tmp_path}/a/runs/d/model.ts\n"
     assert (tmp_path / "a/runs/d/model.ts").is_file() and not list((tmp_path / "b").iterdir())
+
+
+def test_export_holds_the_run_directory_and_removes_a_killed_exports_temp_file(tmp_path):
+    search = as_stage(convert(tmp_path), tmp_path / "search.pt", "search")
+    stale = tmp_path / ".model.ts.0a1b2c3d.tmp"
+    stale.write_bytes(b"partial")
+    result = runner.invoke(app, ["-q", "export", str(search), "--format", "torchscript"])
+    assert result.exit_code == 0, result.stderr
+    assert not stale.exists() and (tmp_path / "model.ts").is_file()
+    assert int((tmp_path / ".lock").read_text()) == os.getpid()

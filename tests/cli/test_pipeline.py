@@ -129,7 +129,8 @@ def test_search_under_a_latency_bound(run_dir, tmp_path):
     report = json.loads((tmp_path / "search.json").read_text())
     bound = report["constraints"]["latency"]
     assert all(0 < c["latency"] <= bound for c in report["candidates"])
-    assert list(tmp_path.glob("latency-cpu-*.json"))
+    assert list(Path(os.environ["NASCLI_CACHE_DIR"]).glob("latency-cpu-*.json"))
+    assert not list(tmp_path.glob("latency-*"))
 
 
 @pytest.mark.slow

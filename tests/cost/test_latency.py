@@ -34,6 +34,12 @@ def test_table_entries_are_cached_and_reused(model, tmp_path, monkeypatch):
     assert again.predict(mtn.get_subnet_config(model, configurable=True)) == pytest.approx(predicted)
 
 
+def test_each_model_has_its_own_table_in_a_shared_cache(model, tmp_path):
+    other = mtn.convert(resnet20(in_channels=1, width=32), dummy_input=torch.zeros(1, 1, 8, 8))
+    paths = {LatencyModel(m, cache_dir=tmp_path).cache_path for m in (model, other, model)}
+    assert len(paths) == 2
+
+
 def test_skipped_blocks_cost_nothing(model):
     timing = LatencyModel(model, repeats=1)
     full = mtn.sample(model, "max")

@@ -21,12 +21,33 @@ def test_sample_forms(model):
     space = mtn.get_subnet_config(model, configurable=True)
     assert mtn.sample(model, max) == {k: max(hparam_of(model, k).choices) for k in space}
     assert mtn.sample(model, "min") == {k: min(hparam_of(model, k).choices) for k in space}
-    config = mtn.sample(model, {"*": max, "*.depth": "min"})
+    config = mtn.sample(model, {"*.depth": "min", "*": max})
     assert all(v == (1 if k.endswith("depth") else max(hparam_of(model, k).choices)) for k, v in config.items())
     random.seed(3)
     first = mtn.sample(model, random.choice)
     random.seed(3)
     assert mtn.sample(model) == first
+
+
+def test_the_first_matching_pattern_wins_as_in_modelopt(model):
+    """The README's example: the specific pattern first keeps layer3 at its largest, the rest at random."""
+    layer3 = [k for k in mtn.get_subnet_config(model, configurable=True) if k.startswith("layer3.")]
+    for seed in range(5):
+        random.seed(seed)
+        config = mtn.sample(model, {"layer3.*": max, "*": "random"})
+        assert all(config[k] == max(hparam_of(model, k).choices) for k in layer3)
+    config = mtn.sample(model, {"*": "min", "layer3.*": max})
+    assert all(v == min(hparam_of(model, k).choices) for k, v in config.items())
+
+
+def test_a_sample_pattern_matching_no_hparam_is_an_error(model):
+    with pytest.raises(UserInputError, match="pattern 'layer4.\\*' matches no hparam"):
+        mtn.sample(model, {"layer4.*": max, "*": "random"})
+
+
+def test_select_refuses_a_bool_for_a_number(model):
+    with pytest.raises(UserInputError, match=r"layer1.depth=True is not one of \[1, 2, 3\]"):
+        mtn.select(model, {"layer1.depth": True})
 
 
 def test_centroid_is_the_choice_nearest_the_mean(model):
@@ -57,7 +78,7 @@ def test_get_subnet_config_views(model):
 def test_depth_skips_trailing_blocks_and_export_drops_them(model):
     mtn.select(model, {"layer1.depth": 1, "layer2.depth": 2})
     model.eval()
-    exported = assert_export_matches(model, X, {"*": max, "layer1.depth": min, "layer2.depth": "centroid"})
+    exported = assert_export_matches(model, X, {"layer1.depth": min, "layer2.depth": "centroid", "*": max})
     assert len(exported.layer1) == 1 and len(exported.layer2) == 2 and len(exported.layer3) == 3
 
 
@@ -132,3 +153,17 @@ def test_the_searched_subnet_stays_active_in_a_training_loop(model, tmp_path):
     restored = mto.restore(lambda: resnet20(in_channels=1, width=64), tmp_path / "searched.pt").train()
     restored(x)
     assert mtn.get_subnet_config(restored) == chosen
+
+
+@pytest.mark.parametrize(
+    "loader, score, message",
+    [
+        ([(X, torch.zeros(2, dtype=torch.long))], 0.5, "score_func must be callable"),
+        ([], lambda m: 0.5, "data_loader yields no batches"),
+        (iter([(X,)]), lambda m: 0.5, "data_loader is a one-shot iterator"),
+        (3, lambda m: 0.5, "data_loader must be iterable"),
+    ],
+)
+def test_search_refuses_a_score_func_or_data_loader_it_cannot_use(model, loader, score, message):
+    with pytest.raises(UserInputError, match=message):
+        mtn.search(model, {"flops": "60%"}, config={"data_loader": loader, "score_func": score})

@@ -8,8 +8,10 @@ comparison: a command that takes the run directory's lock records its pid there.
 import contextlib
 import errno
 import fcntl
+import gzip
 import hashlib
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -53,7 +55,48 @@ def files(tmp_path_factory) -> dict[str, Path]:
     torch.save({"format": FORMAT, "x": _Shell()}, paths["malicious"])
     paths["duplicate"] = base / "duplicate.yaml"
     paths["duplicate"].write_text(Path(RECIPE).read_text() + "seed: 3\nseed: 4\n")
+    paths["truncated"] = base / "truncated.pt"
+    paths["truncated"].write_bytes(paths["convert"].read_bytes()[: paths["convert"].stat().st_size // 2])
+    paths["plain_pickle"] = base / "plain.pt"
+    paths["plain_pickle"].write_bytes(pickle.dumps({"format": FORMAT}, protocol=4))
+    paths["latin1"] = base / "latin1.yaml"
+    paths["latin1"].write_bytes(Path(RECIPE).read_bytes() + "# caf\xe9\n".encode("latin-1"))
+    paths["a_file"] = base / "a-file"
+    paths["a_file"].write_text("not a directory\n")
+    paths["finetune"] = as_stage(paths["convert"], base / "finetuned" / "finetune.pt", "finetune")
+    paths["fashion"] = fashion_mnist(base / "fashion", damaged=False)
+    paths["bad_fashion"] = fashion_mnist(base / "bad-fashion", damaged=True)
+    paths["modules"] = user_modules(base / "modules")
+    for name in ("raises_on_import", "exits"):
+        paths[name] = base / f"{name}.yaml"
+        recipe = Path(RECIPE).read_text().replace("nascli.models:resnet20", f"nascli_test_{name}:model")
+        paths[name].write_text(recipe.replace("run_dir: runs/digits", f"run_dir: {base}/{name}-run"))
     return paths
+
+
+def fashion_mnist(folder: Path, damaged: bool) -> Path:
+    """Fashion-MNIST's four gzipped IDX files with a few samples; ``damaged``: the images truncated."""
+    folder.mkdir()
+    for prefix, count in (("train", 40), ("t10k", 10)):
+        images = b"\x00\x00\x08\x03" + b"".join(n.to_bytes(4, "big") for n in (count, 28, 28)) + bytes(count * 784)
+        labels = b"\x00\x00\x08\x01" + count.to_bytes(4, "big") + bytes(i % 10 for i in range(count))
+        (folder / f"{prefix}-images-idx3-ubyte.gz").write_bytes(gzip.compress(images[: -100 if damaged else None]))
+        (folder / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(labels))
+    return folder
+
+
+USER_MODULES = {
+    "nascli_test_raises_on_import": "raise RuntimeError('no GPU driver')\n",
+    "nascli_test_exits": "import sys\n\ndef model(**kwargs):\n    sys.exit(0)\n",
+}
+
+
+def user_modules(folder: Path) -> Path:
+    """Model factory modules that misbehave, for recipes to name."""
+    folder.mkdir()
+    for name, code in USER_MODULES.items():
+        (folder / f"{name}.py").write_text(code)
+    return folder
 
 
 @contextlib.contextmanager
@@ -71,6 +114,31 @@ def disk_full(files, monkeypatch):
 
     monkeypatch.setattr(os, "fsync", full)
     yield
+
+
+@contextlib.contextmanager
+def on_path(files, monkeypatch):
+    """The misbehaving factory modules importable."""
+    monkeypatch.syspath_prepend(str(files["modules"]))
+    yield
+
+
+def refused_before(target: str):
+    """A context in which calling ``target`` fails loudly (exit 1): the row must be refused before it."""
+
+    @contextlib.contextmanager
+    def context(files, monkeypatch):
+        def called(*args, **kwargs):
+            raise AssertionError(f"{target} was called")
+
+        monkeypatch.setattr(target, called)
+        yield
+
+    return context
+
+
+nothing_built = refused_before("nascli.stages.load.build_model")
+no_torchrun = refused_before("nascli.cli.train.subprocess.run")
 
 
 CASES = [
@@ -96,6 +164,27 @@ CASES = [
     ("disk-full", ["convert", RECIPE, "run_dir={run}", "model.kwargs.width=8"], None, 1, "no space left", disk_full),
     ("infinite-constraint", ["profile", "{convert}", "--flops", "1e400"], None, 2, "must be a finite number", None),
     ("nan-constraint", ["profile", "{convert}", "--params", "nan"], None, 2, "must be a finite number", None),
+    ("search-data-shape", ["search", "{train}", "data.name=fashion_mnist", "data.root={fashion}"], None, 2,
+     "input_shape: [1, 8, 8] does not match the fashion_mnist samples [1, 28, 28]", None),
+    ("truncated-nproc", ["train", "{truncated}", "--nproc", "2"], None, 2, "truncated.pt: not a readable checkpoint",
+     no_torchrun),
+    ("search-bad-latency", ["search", "{train}", "--latency", "5parsecs"], None, 2, "constraint latency='5parsecs'",
+     nothing_built),
+    ("search-bad-flops", ["search", "{train}", "--flops", "1e400"], None, 2, "must be a finite number", nothing_built),
+    ("non-utf8-recipe", ["convert", "{latin1}"], None, 2, "latin1.yaml: not UTF-8 text (byte 0xe9", None),
+    ("run-dir-is-a-file", ["convert", RECIPE, "run_dir={a_file}"], None, 2, "a-file is a file, not a directory", None),
+    ("export-to-directory", ["export", "{convert}", "-o", "{base}"], None, 2, "a directory; give a file path", None),
+    ("corrupt-fashion-mnist", ["search", "{train}", "data.name=fashion_mnist", "data.root={bad_fashion}"], None, 2,
+     "train-images-idx3-ubyte.gz is damaged", None),
+    ("factory-raises-on-import", ["convert", "{raises_on_import}"], None, 2,
+     "importing module 'nascli_test_raises_on_import' raised RuntimeError: no GPU driver", on_path),
+    ("train-finetuned", ["train", "{finetune}"], None, 2,
+     "finetune.pt: a finetune checkpoint; nascli train takes convert.pt or train.pt", None),
+    ("search-finetuned", ["search", "{finetune}"], None, 2, "finetune.pt: a finetune checkpoint; nascli search", None),
+    ("profile-finetuned", ["profile", "{finetune}"], None, 2, "finetune.pt: a finetune checkpoint; nascli profile",
+     None),
+    ("plain-pickle", ["profile", "{plain_pickle}"], None, 2, "plain.pt: not a readable checkpoint", None),
+    ("factory-exits", ["convert", "{exits}"], None, 2, "model factory 'model' called sys.exit(0)", on_path),
 ]  # fmt: skip
 
 
@@ -126,7 +215,9 @@ def test_a_bad_input_fails_cleanly(files, monkeypatch, name, args, stdin, code, 
     assert snapshot(files["base"]) == before
 
 
-@pytest.mark.parametrize("name", ["flipped-byte", "export-unfinished", "unmet-constraint"])
+@pytest.mark.parametrize(
+    "name", ["flipped-byte", "export-unfinished", "unmet-constraint", "plain-pickle", "truncated-nproc"]
+)
 def test_the_installed_command_fails_the_same_way(files, name):
     """The same rows through ``python -m nascli``, where an uncaught exception would print a traceback."""
     _, args, stdin, code, message, _ = next(case for case in CASES if case[0] == name)

@@ -4,7 +4,7 @@ import torch
 import nascli.nas as mtn
 from nascli.cost.fvcore_count import count_params, fvcore_flops
 from nascli.cost.model import cost_model
-from nascli.errors import ConstraintError
+from nascli.errors import ConstraintError, UserInputError
 from nascli.search.pareto import pareto_front
 from nascli.train.trainer import accuracy
 from tests.search.common import LOADER, X, converted_resnet20
@@ -101,3 +101,11 @@ def test_candidates_are_scored_in_eval_mode_and_the_callers_mode_is_kept():
               "parents": 2, "iterations": 1, "max_iter_data_loader": 1}  # fmt: skip
     model, _ = mtn.search(model, {"flops": "60%"}, config=config)
     assert modes and not any(modes) and model.training
+
+
+@pytest.mark.parametrize("score", [float("nan"), float("inf"), "high", None])
+def test_a_score_that_is_not_a_finite_number_stops_the_search(score):
+    config = {"data_loader": LOADER, "score_func": lambda m: score, "population": 4, "parents": 2, "iterations": 1,
+              "max_iter_data_loader": 1}  # fmt: skip
+    with pytest.raises(UserInputError, match="score_func returned .*: expected a finite number"):
+        mtn.search(converted_resnet20("autonas"), {"flops": "60%"}, config=config)

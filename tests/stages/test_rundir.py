@@ -96,3 +96,16 @@ def test_recipe_yaml_is_rewritten_only_when_the_stage_succeeds(tmp_path, monkeyp
     assert result.exit_code == 1 and "killed mid-training" in result.stderr
     assert (tmp_path / "recipe.yaml").read_text() == before
     assert [p.name for p in tmp_path.glob(".*.tmp")] == []
+
+
+def test_a_failed_stage_removes_the_run_directory_it_made(tmp_path):
+    run_dir = tmp_path / "new"
+    result = runner.invoke(app, ["-q", "convert", RECIPE, f"run_dir={run_dir}", "model.kwargs.num_classes=-1"])
+    assert result.exit_code != 0
+    assert not run_dir.exists()
+
+
+def test_a_failed_stage_keeps_a_run_directory_it_did_not_make(tmp_path):
+    result = runner.invoke(app, ["-q", "convert", RECIPE, f"run_dir={tmp_path}", "model.kwargs.num_classes=-1"])
+    assert result.exit_code != 0
+    assert tmp_path.is_dir()

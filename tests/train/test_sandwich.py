@@ -63,16 +63,23 @@ def test_without_distillation_every_subnet_learns_the_labels(monkeypatch):
     assert not calls and len(labels) == 3
 
 
+def _weights_after_one_step(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(initial, stepped) flat weights of a fresh model after one sandwich step drawn with ``seed``."""
+    torch.manual_seed(0)
+    model = _model()
+    initial = torch.cat([p.detach().flatten() for p in model.parameters()])
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    sandwich_step(model, (X, Y), nn.CrossEntropyLoss(), optimizer, rng=random.Random(seed))
+    return initial, torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
 def test_the_step_is_reproducible_for_a_seed():
-    weights = []
-    for _ in range(2):
-        torch.manual_seed(0)
-        model = _model()
-        sandwich_step(
-            model, (X, Y), nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1), rng=random.Random(5)
-        )
-        weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
-    assert torch.equal(*weights)
+    initial, first = _weights_after_one_step(5)
+    _, again = _weights_after_one_step(5)
+    _, other = _weights_after_one_step(6)
+    assert not torch.equal(first, initial)  # the step trained
+    assert torch.equal(first, again)  # the same seed, the same subnets and weights
+    assert not torch.equal(first, other)  # another seed draws other random subnets
 
 
 def test_bn_recalibration_is_the_average_over_batches():

@@ -13,6 +13,27 @@ from nascli.space.head_attention import HeadAttention, head_attention
 from nascli.space.hparam import Dim, Hparam, Segments, channel_choices, dim_index, take
 from nascli.space.kinds.base import DynamicModule, LayerKind, ModeDefaults, copied_parameter, move_channels, register
 
+#: nn.MultiheadAttention.forward's mask arguments and their positions
+_MASKS = (("key_padding_mask", 3), ("attn_mask", 5))
+
+
+def _call_argument(node: Any, name: str, index: int, default: Any) -> Any:
+    """An argument of a traced ``nn.MultiheadAttention`` call, given by keyword or by position."""
+    if name in node.kwargs:
+        return node.kwargs[name]
+    return node.args[index] if len(node.args) > index else default
+
+
+def _batch_queries_keys(
+    module: nn.MultiheadAttention, q_shape: tuple[int, ...], k_shape: tuple[int, ...]
+) -> tuple[int, int, int]:
+    """(batch, query length, key length) of a call: batch first, sequence first or unbatched."""
+    if len(q_shape) == 2:
+        return 1, q_shape[0], k_shape[0]
+    if module.batch_first:
+        return q_shape[0], q_shape[1], k_shape[1]
+    return q_shape[1], q_shape[0], k_shape[0]
+
 
 def supports_search(attention: nn.MultiheadAttention) -> bool:
     """Packed q/k/v projections of one width, no extra key/value bias or zero attention."""
@@ -147,26 +168,33 @@ class AttentionKind(LayerKind):
         terms.add("params", int(module.out_proj.bias is not None), [(embed, 1)], path)
 
     def flops(self, terms, node, module, dims, layer_hp, path) -> None:
-        """fvcore counts the input and output projections (it has no handle for the attention itself).
+        """What fvcore counts: the input and output projections and, when the weights are returned,
+        the batched products of the attention itself.
 
-        Each projection maps the embedding to the heads' width (heads x head size) or back.
+        Without ``need_weights=False`` the native layer computes the attention with ``bmm``:
+        queries times keys, then weights times values, each heads x query rows x key rows x head
+        size. With a mask (``attn_mask`` or ``key_padding_mask``) the first is a ``baddbmm``,
+        which fvcore does not count. With ``need_weights=False`` the attention is one
+        ``scaled_dot_product_attention``, which fvcore does not count either.
         """
-        if node.kwargs.get("need_weights") is not False:
-            terms.unmodeled.append(f"{node.target} (MultiheadAttention returning its weights)")
-            return
         query, key = node.args[0], node.args[1] if len(node.args) > 1 else node.kwargs.get("key")
         q_shape, k_shape = terms.shape(query), terms.shape(key)
         if q_shape is None or k_shape is None:
             return
         q_rows, k_rows = math.prod(q_shape[:-1]) // terms.batch, math.prod(k_shape[:-1]) // terms.batch
+        heads = layer_hp or module.num_heads
+        if _call_argument(node, "need_weights", 4, True) is not False:
+            masked = any(_call_argument(node, name, i, None) is not None for name, i in _MASKS)
+            batch, queries, keys = _batch_queries_keys(module, q_shape, k_shape)
+            per_head = (1 if masked else 2) * batch * queries * keys * module.head_dim // terms.batch
+            terms.add("flops", per_head, [(heads, 1)], path)
         if not dims:  # as built: keys and values may have their own widths (kdim, vdim)
             e = module.embed_dim
             projections = q_rows * q_shape[-1] * e + 2 * k_rows * k_shape[-1] * e + q_rows * e * e
             terms.add("flops", projections, [], path)
             return
-        embed, heads = dims["in"], layer_hp or module.num_heads
         # q and out projections over the query rows, k and v over the key rows
-        terms.add("flops", (2 * q_rows + 2 * k_rows) * module.head_dim, [(embed, 1), (heads, 1)], path)
+        terms.add("flops", (2 * q_rows + 2 * k_rows) * module.head_dim, [(dims["in"], 1), (heads, 1)], path)
 
     def latency_layer(self, module, sizes, in_shape) -> tuple[nn.Module, torch.Tensor]:
         embed, heads = sizes

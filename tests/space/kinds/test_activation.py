@@ -47,7 +47,7 @@ def test_activation_choices_keep_the_layers_own_activation_as_max():
 
 def test_export_replaces_the_module_with_the_chosen_activation():
     model = _converted()
-    exported = assert_export_matches(model, X, {"*": max, "act.activation": lambda c: "silu"})
+    exported = assert_export_matches(model, X, {"act.activation": lambda c: "silu", "*": max})
     assert type(exported.act) is torch.nn.SiLU and type(exported.gate) is torch.nn.Hardswish
     exported = assert_export_matches(model, X, "max")
     assert type(exported.act) is torch.nn.ReLU and exported.act.inplace

@@ -1,0 +1,50 @@
+import copy
+
+import torch
+from torch.utils.data import TensorDataset
+
+import nascli.nas as mtn
+from nascli.data import Splits
+from nascli.models import resnet20
+from nascli.recipe.schema import DataSpec, TrainSpec
+from nascli.train.trainer import SupernetTrainer
+
+X, Y = torch.randn(96, 1, 8, 8), torch.randint(0, 10, (96,))
+SPLITS = Splits(TensorDataset(X[:64], Y[:64]), TensorDataset(X[64:], Y[64:]), TensorDataset(X, Y), 10, (1, 8, 8))
+DATA = DataSpec(batch_size=16, eval_batch_size=32)
+SPEC = TrainSpec(epochs=1, lr=0.05, num_random=1, bn_calib_batches=1, checkpoint_every=2, device="cpu")
+
+
+class Interrupted(Exception):
+    pass
+
+
+def _trainer(weights=None):
+    torch.manual_seed(0)
+    model = mtn.convert(resnet20(in_channels=1, width=8), dummy_input=X[:1])
+    if weights is not None:
+        model.load_state_dict(weights)
+    return SupernetTrainer(model, SPLITS, DATA, SPEC, seed=0)
+
+
+def test_an_epoch_resumed_mid_way_logs_the_loss_of_the_whole_epoch():
+    whole = []
+    _trainer().fit(lambda state: None, whole.append)
+
+    saved = {}
+
+    def interrupt(state):
+        saved.update(state=state, weights=copy.deepcopy(trainer.model.state_dict()))
+        raise Interrupted
+
+    trainer = _trainer()
+    try:
+        trainer.fit(interrupt, lambda record: None)
+    except Interrupted:
+        pass
+    assert saved["state"]["step_in_epoch"] == 2  # of 4: the epoch was cut in the middle
+    resumed = []
+    again = _trainer(saved["weights"])
+    again.load_state_dict(saved["state"])
+    again.fit(lambda state: None, resumed.append)
+    assert resumed[0]["loss"] == whole[0]["loss"]
