@@ -32,8 +32,9 @@ def translate_search_config(config: dict[str, Any]) -> tuple[dict[str, Any], dic
         if key in ("checkpoint", "verbose", "deployment"):
             continue
         target = RENAMED.get(key, key)
-        if target in settings and target != key:
-            raise UserInputError(f"search: config keys {key!r} and {target!r} name the same setting; give one")
+        if target in settings:
+            names = sorted(k for k in config if RENAMED.get(k, k) == target)
+            raise UserInputError(f"search: config keys {names} name the same setting; give one")
         settings[target] = value
     if (
         extras["checkpoint"] is not None

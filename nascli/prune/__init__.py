@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nascli.nas import convert, search
+from nascli.nas import convert, export, search
 from nascli.prune import fastnas
 
 __all__ = ["fastnas", "prune"]
@@ -28,9 +28,11 @@ def prune(
     """Convert ``model`` with ``mode`` (``"fastnas"`` or ``[("fastnas", config)]``), search the
     subnet that scores best within ``constraints`` and return ``(model, search history)``.
 
-    The model comes back with the chosen subnet active; ``nascli.nas.export`` turns it into a
-    plain, smaller model (ModelOpt's ``prune`` exports in place). ``config`` takes the keys of
-    ``nascli.nas.search``, ModelOpt's names included.
+    The model comes back exported, a plain and smaller model ready for fine-tuning, as ModelOpt
+    returns it; it is a new module (ModelOpt exports in place). ``nascli.opt.save`` of it
+    restores from the original model. ``config`` takes the keys of ``nascli.nas.search``,
+    ModelOpt's names included.
     """
     converted = convert(model, mode=mode, dummy_input=dummy_input)
-    return search(converted, constraints, dummy_input, config)
+    searched, history = search(converted, constraints, dummy_input, config)
+    return export(searched), history
