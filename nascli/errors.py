@@ -13,6 +13,10 @@ class UserInputError(NasCliError, ValueError):
     exit_code = 2
 
 
+class UserInputTypeError(UserInputError, TypeError):
+    """Bad input of the wrong type; also a TypeError, as ModelOpt raises for the same input."""
+
+
 class CheckpointError(UserInputError):
     """A checkpoint that cannot be read, or that does not match the model it is restored into."""
 

@@ -15,8 +15,11 @@ from nascli.cost.constraints import resolve_constraints
 from nascli.cost.model import cost_model
 from nascli.cost.profile import profile_costs, render_profile
 from nascli.errors import UserInputError
-from nascli.nas import config
-from nascli.nas.config import resolve_mode
+from nascli.nas import autonas, config, utils
+from nascli.nas.config import resolve_modes
+from nascli.nas.search_config import translate_search_config
+from nascli.nas.utils import as_inputs, inference_flops, is_dynamic, named_hparams, plain_model_stats
+from nascli.opt.checkpoint import remember_conversion
 from nascli.recipe.factory import build_model
 from nascli.space.convert import convert_model, default_dummy_input
 from nascli.space.export import export_model
@@ -24,11 +27,15 @@ from nascli.space.importance import sort_channels_by_importance
 from nascli.space.space import get_space, is_converted, random_sampling
 
 __all__ = [
+    "autonas",
     "config",
     "convert",
     "export",
     "get_subnet_config",
+    "inference_flops",
     "is_converted",
+    "is_dynamic",
+    "named_hparams",
     "print_search_space_summary",
     "profile",
     "random_sampling",
@@ -36,35 +43,41 @@ __all__ = [
     "sample",
     "select",
     "sort_channels_by_importance",
+    "utils",
 ]
 
 
-def as_inputs(dummy_input: Any) -> tuple[torch.Tensor, ...]:
-    """A dummy input given as one tensor or a tuple of forward arguments, as a tuple."""
-    return dummy_input if isinstance(dummy_input, tuple) else (dummy_input,)
-
-
 def convert(
-    model: nn.Module | Callable[[], nn.Module] | str,
+    model: nn.Module | Callable[[], nn.Module] | str | tuple,
     mode: Any = "autonas",
     dummy_input: torch.Tensor | tuple | None = None,
 ) -> nn.Module:
-    """Convert a model (or a factory, or a ``"module:attr"`` factory name) into a search space.
+    """Convert a model (or a factory, a ``"module:attr"`` factory name or ``(cls, args, kwargs)``)
+    into a search space.
 
-    ``mode`` is ``"autonas"``, ``"fastnas"`` or ``[("autonas", config)]``. The model is traced
-    once with ``dummy_input`` (one sample); without it, the input is guessed from the first layer
-    (224-pixel images for a conv net).
+    ``mode`` is ``"autonas"``, ``"fastnas"``, ``("autonas", config)`` or a list of those, as in
+    ModelOpt: ``[]`` leaves the model as it is, and a trailing ``"export_nas"`` returns the
+    active subnet exported. The model is traced once with ``dummy_input`` (one sample); without
+    it, the input is guessed from the first layer (224-pixel images for a conv net).
     """
     model = build_model(model)
-    name, rules = resolve_mode(mode)
-    inputs = as_inputs(dummy_input) if dummy_input is not None else default_dummy_input(model)
-    return convert_model(model, name, rules, inputs)
+    modes, export_after = resolve_modes(mode)
+    for name, rules in modes:
+        inputs = as_inputs(dummy_input) if dummy_input is not None else default_dummy_input(model)
+        convert_model(model, name, rules, inputs)
+    return export(model) if export_after else model
 
 
 def sample(model: nn.Module, sample_func: Any = random.choice) -> dict[str, Any]:
     """Activate a subnet: ``max``, ``min``, ``random.choice``, "min"/"max"/"centroid"/"random",
-    or a dict of those keyed by hparam-name patterns. Returns the subnet config."""
-    return get_space(model).sample(sample_func)
+    or a dict of those keyed by hparam-name patterns.
+
+    Returns the whole subnet config (every listed attribute, as ``get_subnet_config``), as
+    ModelOpt does, so it can be passed to ``select`` or compared with ``get_subnet_config``.
+    """
+    space = get_space(model)
+    space.sample(sample_func)
+    return space.config(None)
 
 
 def select(model: nn.Module, config: dict[str, Any]) -> None:
@@ -90,8 +103,12 @@ def print_search_space_summary(model: nn.Module, verbose: bool = False, file: IO
 
 
 def export(model: nn.Module) -> nn.Module:
-    """The active subnet as a new plain model of native layers (the converted model is kept)."""
-    return export_model(model)
+    """The active subnet as a new plain model of native layers (the converted model is kept).
+
+    The new model remembers the conversion it came from, so ``nascli.opt.save`` of it restores
+    from the original model (``nascli.opt.restore(original, path)``).
+    """
+    return remember_conversion(export_model(model), model)
 
 
 def profile(
@@ -99,12 +116,22 @@ def profile(
     dummy_input: torch.Tensor | tuple | None = None,
     constraints: dict[str, Any] | None = None,
     verbose: bool = True,
+    use_centroid: bool = True,
 ) -> tuple[bool, dict[str, Any]]:
     """Flops and params of the min, centroid and max subnets, and whether ``constraints`` can be met.
 
     Costs come from the analytic cost model (no forward pass). Constraints take numbers, "2G",
-    "350M" or "60%" of the original model. Returns ``(is_satisfied, stats)``.
+    "350M" or "60%" of the original model. Returns ``(is_satisfied, stats)``. A model that was
+    not converted gets the costs of its one network under ``stats["full"]``, as in ModelOpt.
+    ``use_centroid=False`` leaves the centroid out of the stats.
     """
+    if not is_converted(model):
+        if dummy_input is None:
+            dummy_input = default_dummy_input(model)
+        is_satisfied, stats = plain_model_stats(model, as_inputs(dummy_input), constraints)
+        if verbose:
+            print(f"full model: flops {stats['full']['flops']:,}, params {stats['full']['params']:,}")
+        return is_satisfied, stats
     space = get_space(model)
     if dummy_input is not None:
         given = [tuple(t.shape[1:]) for t in as_inputs(dummy_input)]
@@ -118,6 +145,8 @@ def profile(
     is_satisfied, stats = profile_costs(costs, constraints)
     if verbose:
         render_profile(stats, costs, Console(soft_wrap=True, highlight=False))
+    if not use_centroid:
+        del stats["centroid"]
     return is_satisfied, stats
 
 
@@ -141,20 +170,25 @@ def search(
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Find the best-scoring subnet that meets ``constraints`` and select it.
 
-    ``config``: ``data_loader`` (batches for BN recalibration), ``score_func(model) -> float``
-    (higher is better), ``max_iter_data_loader`` (recalibration batches, default 10),
-    ``algorithm`` ("evolve", "random", or "sensitivity": FastNAS's per-hparam score drops and a
-    bisected global threshold; the default for fastnas models, "evolve" for others) and the
-    searcher's settings (population, parents,
-    mutation_prob, crossover, iterations, time_budget, lower_bound_ratio, seed). Returns the
-    model with the best subnet active and the search history (candidates, Pareto front, best).
+    ``config``: ``score_func(model) -> float`` (higher is better), ``data_loader`` (batches for
+    BN recalibration before each score; without it BN statistics are left as they are),
+    ``max_iter_data_loader`` (recalibration batches, default 10), ``algorithm`` ("evolve",
+    "random", or "sensitivity": FastNAS's per-hparam score drops and a bisected global
+    threshold; the default for fastnas models, "evolve" for others) and the searcher's settings
+    (population, parents, mutation_prob, crossover, iterations, time_budget, lower_bound_ratio,
+    seed). ModelOpt's ``num_iters``, ``population_size`` and ``candidate_size`` name iterations,
+    population and parents; ``checkpoint`` is a path the searched model is saved to;
+    ``verbose`` prints the chosen subnet. A fastnas model's channels are first sorted by
+    importance, so each width keeps its most important channels. Returns the model with the
+    best subnet active and the search history (candidates, Pareto front, best).
     """
     from nascli.search.evolve import SearchSettings
     from nascli.search.run import search_report, search_subnet
 
-    settings = dict(config or {})
+    settings, extras = translate_search_config(dict(config or {}))
+    loader = settings.pop("data_loader", None)
     try:
-        loader, score_func = settings.pop("data_loader"), settings.pop("score_func")
+        score_func = settings.pop("score_func")
     except KeyError as exc:
         raise UserInputError(f"search: config needs {exc.args[0]!r}") from None
     _check_search_inputs(loader, score_func)
@@ -170,8 +204,17 @@ def search(
     costs = cost_model(model)
     original = costs.cost(costs.named("max"), ("flops", "params", "memory"))
     bounds = resolve_constraints(constraints, original)
+    if get_space(model).modes[-1][0] == "fastnas":
+        sort_channels_by_importance(model)
     best, state = search_subnet(model, bounds, score_func, loader, batches, SearchSettings(**settings), algorithm)
-    return model, search_report(state, best, bounds, original, model)
+    report = search_report(state, best, bounds, original, model)
+    if extras["verbose"]:
+        print(f"search: chosen subnet flops {best.flops:,}, params {best.params:,}, score {best.score:.4g}")
+    if extras["checkpoint"] is not None:
+        from nascli.opt import save
+
+        save(model, extras["checkpoint"])
+    return model, report
 
 
 def _check_search_inputs(loader: Any, score_func: Any) -> None:
@@ -183,6 +226,8 @@ def _check_search_inputs(loader: Any, score_func: Any) -> None:
     """
     if not callable(score_func):
         raise UserInputError(f"search: score_func must be callable (model -> float), got {type(score_func).__name__}")
+    if loader is None:  # no BN recalibration: the score function sees each subnet as it is
+        return
     try:
         iterator = iter(loader)
     except TypeError:

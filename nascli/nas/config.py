@@ -10,18 +10,31 @@ from typing import Any
 
 from nascli.errors import UserInputError
 from nascli.space.kinds import ModeDefaults, registered_kinds
-from nascli.space.rules import validate_rules
+from nascli.space.rules import rule_settings, validate_rules
+
+#: ModelOpt 0.47's names of settings nascli spells as the NAS guide does
+SETTING_ALIASES = {"channels_ratio": "out_channels_ratio"}
+
+#: settings ModelOpt gives norms; a nascli norm follows the channels of the layer it normalizes
+FOLLOWED_SETTINGS = frozenset({"features_ratio", "feature_divisor"})
+
+#: modes that export the converted model in place of converting it
+EXPORT_MODES = frozenset({"export", "export_nas"})
 
 
 class _ModeConfig(dict):
     """Rules of one mode: layer type -> fnmatch pattern -> settings (``None`` excludes).
 
     Each layer kind gives its own defaults for the mode; a kind that gives none is left out.
+    ``channel_divisor`` is the default divisor of channel and feature counts (a class attribute,
+    so a test or a script can set it for every config made afterwards).
     """
+
+    channel_divisor: int = 32
 
     def __init__(self, ratios: tuple[float, ...], depth: bool) -> None:
         super().__init__()
-        mode = ModeDefaults(ratios=ratios, divisor=32, depth=depth)
+        mode = ModeDefaults(ratios=ratios, divisor=self.channel_divisor, depth=depth)
         for kind in registered_kinds():
             settings = kind.default_settings(mode)
             if settings is not None:
@@ -46,13 +59,45 @@ class FastNASConfig(_ModeConfig):
 MODES: dict[str, type[_ModeConfig]] = {"autonas": AutoNASConfig, "fastnas": FastNASConfig}
 
 
-def resolve_mode(mode: Any) -> tuple[str, dict[str, Any]]:
-    """Turn ``"autonas"``, ``["autonas"]`` or ``[("autonas", config)]`` into (name, validated rules)."""
-    if isinstance(mode, (list, tuple)) and not (
-        len(mode) == 2 and isinstance(mode[0], str) and isinstance(mode[1], dict)
+def resolve_modes(mode: Any) -> tuple[list[tuple[str, dict[str, Any]]], bool]:
+    """Turn ModelOpt's mode forms into (search-space modes with validated rules, export after).
+
+    ``"autonas"``, ``("autonas", config)``, or a list of those; ``[]`` converts nothing, and a
+    trailing ``"export_nas"`` exports the converted model. nascli converts with one search-space
+    mode, so a chain of two is an error that says so.
+    """
+    if isinstance(mode, (str, dict)) or (
+        isinstance(mode, tuple)
+        and len(mode) == 2
+        and isinstance(mode[0], str)
+        and isinstance(mode[1], (dict, type(None)))
     ):
-        if len(mode) != 1:
-            raise UserInputError(f"mode: expected one search-space mode, got {len(mode)}")
+        mode = [mode]
+    if not isinstance(mode, (list, tuple)):
+        raise UserInputError(f"mode: expected a mode name, (name, config) or a list of those, got {mode!r}")
+    entries = list(mode)
+    export = bool(entries) and _mode_name(entries[-1]) in EXPORT_MODES
+    if export:
+        entries = entries[:-1]
+    if any(_mode_name(entry) in EXPORT_MODES for entry in entries):
+        raise UserInputError("mode: export_nas can only be the last mode")
+    if len(entries) > 1:
+        names = [_mode_name(entry) for entry in entries]
+        raise UserInputError(f"mode: nascli converts with one search-space mode, got {names}; pick one of them")
+    return [resolve_mode(entry) for entry in entries], export
+
+
+def _mode_name(entry: Any) -> Any:
+    return entry[0] if isinstance(entry, (list, tuple)) and entry else entry
+
+
+def resolve_mode(mode: Any) -> tuple[str, dict[str, Any]]:
+    """Turn ``"autonas"`` or ``("autonas", config)`` into (name, validated rules).
+
+    A config may be written as ModelOpt writes it (see ``modelopt_rules``); ``None`` or ``{}``
+    as the config means the mode's defaults.
+    """
+    if isinstance(mode, (list, tuple)) and len(mode) == 1:
         mode = mode[0]
     if isinstance(mode, str):
         name, config = mode, None
@@ -61,6 +106,47 @@ def resolve_mode(mode: Any) -> tuple[str, dict[str, Any]]:
     else:
         raise UserInputError(f"mode: expected a mode name or (name, config), got {mode!r}")
     if name not in MODES:
-        raise UserInputError(f"mode: unknown mode {name!r} (known: {', '.join(MODES)})")
-    rules = MODES[name]() if config is None else config
+        raise UserInputError(f"mode: unknown mode {name!r} (known: {', '.join(MODES)}, export_nas)")
+    rules = MODES[name]() if not config else modelopt_rules(config, f"mode {name} config")
     return name, validate_rules(dict(rules), where=f"mode {name} config")
+
+
+def modelopt_rules(config: dict[str, Any], where: str) -> dict[str, Any]:
+    """Accept ModelOpt's way of writing rules next to nascli's.
+
+    ModelOpt lets a layer type map straight to its settings (``{"nn.Conv2d": {"channels_ratio":
+    ...}}``); nascli puts an fnmatch pattern in between, so such settings become ``{"*": ...}``.
+    ModelOpt 0.47's ``channels_ratio`` is nascli's ``out_channels_ratio``. A norm's
+    ``features_ratio`` and ``feature_divisor`` are dropped: in nascli a norm always has the
+    channels of the layer it normalizes, whose own rule decides them.
+    """
+    if not isinstance(config, dict):
+        raise UserInputError(f"{where}: expected a mapping of layer type to settings, got {type(config).__name__}")
+    known = rule_settings()
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        allowed = known.get(key)
+        if allowed is None or not isinstance(value, dict):
+            out[key] = value
+            continue
+        flat = not value or all(_setting(name, allowed) for name in value)
+        patterns = {"*": value} if flat else value
+        out[key] = {
+            pattern: None if settings is None else _renamed(settings, allowed) for pattern, settings in patterns.items()
+        }
+    return out
+
+
+def _setting(name: Any, allowed: dict[str, Any]) -> bool:
+    return name in allowed or SETTING_ALIASES.get(name) in allowed or (not allowed and name in FOLLOWED_SETTINGS)
+
+
+def _renamed(settings: Any, allowed: dict[str, Any]) -> Any:
+    if not isinstance(settings, dict):
+        return settings
+    out = {}
+    for name, value in settings.items():
+        if not allowed and name in FOLLOWED_SETTINGS:
+            continue
+        out[SETTING_ALIASES[name] if name not in allowed and SETTING_ALIASES.get(name) in allowed else name] = value
+    return out

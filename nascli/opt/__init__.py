@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO, Any
 
 from torch import nn
 
@@ -17,17 +18,38 @@ from nascli.opt.checkpoint import (
     untrusted_code,
     write_checkpoint,
 )
+from nascli.opt.conversion import load_modelopt_state, modelopt_state, restore_from_modelopt_state
 from nascli.recipe.factory import build_model
 
-__all__ = ["restore", "save"]
+__all__ = ["apply_mode", "load_modelopt_state", "modelopt_state", "restore", "restore_from_modelopt_state", "save"]
 
 
-def save(model: nn.Module, path: str | os.PathLike) -> Path:
-    """Save the search space (as its recorded conversion), the active subnet and the weights."""
+def apply_mode(model: nn.Module | Callable[[], nn.Module] | str | tuple, mode: Any) -> nn.Module:
+    """Apply a mode (``"autonas"``, ``("fastnas", config)``, ``"export_nas"`` or a list) to a model.
+
+    ModelOpt's generic entry point; for nascli's modes it is ``nascli.nas.convert``, and
+    ``"export_nas"`` alone exports a converted model.
+    """
+    from nascli.nas import convert, export
+    from nascli.nas.config import EXPORT_MODES
+
+    if isinstance(mode, str) and mode in EXPORT_MODES:
+        return export(build_model(model))
+    return convert(model, mode=mode)
+
+
+def save(model: nn.Module, path: str | os.PathLike | IO[bytes]) -> Path | IO[bytes]:
+    """Save the search space (as its recorded conversion), the active subnet and the weights.
+
+    ``path`` may also be a file object open for writing. A model ``nascli.nas.export`` made is
+    saved with the conversion it came from, so ``restore`` rebuilds it from the original model.
+    """
     return write_checkpoint(build_checkpoint(model), path)
 
 
-def restore(model_or_factory: nn.Module | Callable[[], nn.Module] | str | None, path: str | os.PathLike) -> nn.Module:
+def restore(
+    model_or_factory: nn.Module | Callable[[], nn.Module] | str | tuple | None, path: str | os.PathLike | IO[bytes]
+) -> nn.Module:
     """Rebuild a saved model from the original (unconverted) model or its factory.
 
     With ``None``, the factory recorded in the checkpoint (by the CLI) is used, but only when

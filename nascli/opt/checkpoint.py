@@ -14,7 +14,7 @@ import os
 import re
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 from torch import nn
@@ -28,6 +28,8 @@ from nascli.space.export import export_model
 from nascli.space.space import example_inputs, get_space, is_converted
 
 FORMAT = "nascli/1"
+#: attribute of an exported model holding the conversion that rebuilds it (plain data, no weights)
+EXPORTED_FROM = "_nascli_exported_from"
 STAGES = ("convert", "train", "search", "finetune")
 _REQUIRED = ("format", "stage", "nascli_version", "model", "modes", "space", "subnet", "state_dict", "checksum")
 
@@ -41,9 +43,26 @@ def build_checkpoint(
     trainer: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The checkpoint dict of a converted (or plain) model: plain data and tensors only, the
-    conversion recorded to be replayed on restore (docs/architecture.md, Checkpoints and trust)."""
+    conversion recorded to be replayed on restore (docs/architecture.md, Checkpoints and trust).
+
+    A model that ``nascli.nas.export`` made records the conversion it came from, so its
+    checkpoint restores from the original model as an exported one does in ModelOpt.
+    """
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}")
+    record = getattr(model, EXPORTED_FROM, None)
+    if record is not None and not is_converted(model):
+        return {
+            **record,
+            "stage": stage,
+            "recipe": recipe,
+            "model": factory,
+            "metrics": metrics or {},
+            "trainer": trainer,
+            "signature": sign(code_references(recipe, factory)),
+            "state_dict": model.state_dict(),
+            "exported": True,
+        }
     converted = is_converted(model)
     space = get_space(model) if converted else None
     return {
@@ -66,14 +85,26 @@ def build_checkpoint(
     }
 
 
-def write_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike) -> Path:
+def remember_conversion(exported: nn.Module, converted: nn.Module) -> nn.Module:
+    """Give an exported model the record of the conversion and subnet it was exported from."""
+    record = build_checkpoint(converted)
+    del record["state_dict"]
+    setattr(exported, EXPORTED_FROM, record)
+    return exported
+
+
+def write_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike | IO[bytes]) -> Path | IO[bytes]:
     """Write atomically (see nascli.atomic), with a checksum of everything else in the file.
 
     The checkpoint is serialized in memory first, so a full disk surfaces as the OSError of a
-    plain write (one clear line) rather than as an error from inside torch's zip writer.
+    plain write (one clear line) rather than as an error from inside torch's zip writer. A
+    file object (``io.BytesIO``) is written as it is, at its current position.
     """
     data = io.BytesIO()
     torch.save({**checkpoint, "checksum": checksum(checkpoint)}, data)
+    if hasattr(path, "write"):
+        path.write(data.getbuffer())
+        return path
     return atomic_write(path, lambda f: f.write(data.getbuffer()))
 
 
@@ -109,13 +140,20 @@ def _feed(digest: Any, value: Any) -> None:
         digest.update(f"S{len(text)}:{text}".encode())
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load and check the envelope and checksum of a checkpoint; any problem is one line naming the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
+def read_checkpoint(path: str | os.PathLike | IO[bytes]) -> dict[str, Any]:
+    """Load and check the envelope and checksum of a checkpoint; any problem is one line naming the file.
+
+    ``path`` may be a file object open for reading (ModelOpt's scripts save to ``io.BytesIO``).
+    """
+    if hasattr(path, "read"):
+        source: Any = path
+        path = Path(getattr(path, "name", None) or "checkpoint file object")
+    else:
+        source = path = Path(path)
+        if not path.is_file():
+            raise CheckpointError(f"{path}: no such checkpoint file")
     try:
-        checkpoint = load_plain_data(path)
+        checkpoint = load_plain_data(source)
     except Exception as exc:
         raise CheckpointError(f"{path}: not a readable checkpoint ({load_failure(exc)})") from exc
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
@@ -162,7 +200,7 @@ _REFUSED = (
 )
 
 
-def load_plain_data(path: str | os.PathLike) -> Any:
+def load_plain_data(path: str | os.PathLike | IO[bytes]) -> Any:
     """``torch.load(weights_only=True)`` without torch's warnings on stderr.
 
     On a file that is not a checkpoint (a plain pickle) torch warns about its protocol before
@@ -212,6 +250,17 @@ def apply_checkpoint(model: nn.Module, checkpoint: dict[str, Any], path: str | o
     A checkpoint of an exported subnet (``exported: True``) is rebuilt the same way and then
     exported, so the plain, smaller model comes back.
     """
+    model = replay_conversion(model, checkpoint, path)
+    _check_parameters(model, checkpoint["state_dict"], path)
+    model.load_state_dict(checkpoint["state_dict"])
+    return model
+
+
+def replay_conversion(model: nn.Module, checkpoint: dict[str, Any], path: str | os.PathLike) -> nn.Module:
+    """Convert ``model`` as recorded, check the space matches, select the subnet; export if recorded.
+
+    Weights are left as they are (``restore_from_modelopt_state`` loads none).
+    """
     if checkpoint["modes"]:
         if is_converted(model):
             raise CheckpointError(f"{path}: restore needs the original model, not an already converted one")
@@ -225,9 +274,7 @@ def apply_checkpoint(model: nn.Module, checkpoint: dict[str, Any], path: str | o
         space.select({name: spec["active"] for name, spec in checkpoint["space"].items()})
         space.sample_in_train = checkpoint["subnet"] is None
         if checkpoint.get("exported"):
-            model = export_model(model)
-    _check_parameters(model, checkpoint["state_dict"], path)
-    model.load_state_dict(checkpoint["state_dict"])
+            model = remember_conversion(export_model(model), model)
     return model
 
 

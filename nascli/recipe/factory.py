@@ -53,11 +53,24 @@ def import_factory(spec: str, where: str = "model.factory") -> Callable[..., Any
 
 
 def build_model(
-    model_or_factory: nn.Module | Callable[..., nn.Module] | str, kwargs: dict[str, Any] | None = None
+    model_or_factory: nn.Module | Callable[..., nn.Module] | str | tuple, kwargs: dict[str, Any] | None = None
 ) -> nn.Module:
-    """Return the module itself, or call the factory (a callable or a ``module:attr`` name)."""
+    """Return the module itself, or call the factory (a callable or a ``module:attr`` name).
+
+    ModelOpt's ``(cls, args, kwargs)`` form is accepted too, so its scripts can hand over a model
+    still to be built.
+    """
     if isinstance(model_or_factory, nn.Module):
         return model_or_factory
+    if isinstance(model_or_factory, tuple):
+        if len(model_or_factory) != 3 or not isinstance(model_or_factory[1], (tuple, list)):
+            raise UserInputError("model: a tuple must be (cls, args, kwargs), e.g. (ResNet, (), {'num_classes': 10})")
+        factory, args, call_kwargs = model_or_factory
+        if not isinstance(call_kwargs, dict):
+            raise UserInputError(
+                f"model: kwargs of (cls, args, kwargs) must be a dict, got {type(call_kwargs).__name__}"
+            )
+        return build_model(lambda: factory(*args, **call_kwargs), kwargs)
     factory = import_factory(model_or_factory) if isinstance(model_or_factory, str) else model_or_factory
     if not callable(factory):
         raise UserInputError(f"expected a model, a factory or 'module:attr', got {type(model_or_factory).__name__}")

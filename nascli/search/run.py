@@ -23,7 +23,7 @@ def search_subnet(
     model: nn.Module,
     bounds: dict[str, float],
     score_model: Callable[[nn.Module], float],
-    calib_loader: Iterable,
+    calib_loader: Iterable | None,
     calib_batches: int,
     settings: SearchSettings,
     algorithm: str | None = None,
@@ -43,7 +43,8 @@ def search_subnet(
     def score(config: dict[str, Any]) -> float:
         with random_sampling(model, enabled=False):
             space.select(config)
-            recalibrate_bn(model, calib_loader, calib_batches)
+            if calib_loader is not None:
+                recalibrate_bn(model, calib_loader, calib_batches)
             was_training = model.training
             model.eval()  # scores are taken in eval mode whatever mode the caller left the model in
             try:

@@ -17,11 +17,17 @@ def model():
     return mtn.convert(resnet20(in_channels=1, width=64), dummy_input=X[:1])
 
 
+def searchable(model, config):
+    return {k: config[k] for k in mtn.get_subnet_config(model, configurable=True)}
+
+
 def test_sample_forms(model):
     space = mtn.get_subnet_config(model, configurable=True)
-    assert mtn.sample(model, max) == {k: max(hparam_of(model, k).choices) for k in space}
-    assert mtn.sample(model, "min") == {k: min(hparam_of(model, k).choices) for k in space}
-    config = mtn.sample(model, {"*.depth": "min", "*": max})
+    sampled = mtn.sample(model, max)
+    assert sampled == mtn.get_subnet_config(model)  # the whole config, as ModelOpt returns it
+    assert searchable(model, sampled) == {k: max(hparam_of(model, k).choices) for k in space}
+    assert searchable(model, mtn.sample(model, "min")) == {k: min(hparam_of(model, k).choices) for k in space}
+    config = searchable(model, mtn.sample(model, {"*.depth": "min", "*": max}))
     assert all(v == (1 if k.endswith("depth") else max(hparam_of(model, k).choices)) for k, v in config.items())
     random.seed(3)
     first = mtn.sample(model, random.choice)
@@ -91,7 +97,7 @@ def test_train_mode_samples_a_subnet_per_forward_until_one_is_chosen(model):
     assert len(seen) > 1
     mtn.sample(model, "min")
     model(X)
-    assert mtn.get_subnet_config(model, configurable=True) == mtn.sample(model, "min")
+    assert mtn.get_subnet_config(model) == mtn.sample(model, "min")
     model.eval()
     before = mtn.get_subnet_config(model)
     model(X)

@@ -45,3 +45,42 @@ def test_guide_convert_save_restore_and_summary(tmp_path, monkeypatch):
     # The pruning guide's conversion
     pruned_space = mtn.convert(resnet50(), mode="fastnas")
     assert mtn.get_subnet_config(pruned_space, configurable=True)
+
+
+def test_guide_profile_search_and_restore(tmp_path, monkeypatch):
+    """The guide's profile, search, save and restore steps, on resnet18 with a tiny search."""
+    monkeypatch.chdir(tmp_path)
+    import torch
+    from torchvision.models import resnet18
+
+    model = mtn.convert(resnet18(num_classes=10), mode="autonas")
+    constraints = {"flops": 1.0e9}
+    dummy_input = torch.randn(1, 3, 224, 224)
+    is_sat, search_space_stats = mtn.profile(model, dummy_input, constraints=constraints, verbose=False)
+    assert is_sat and search_space_stats["max"]["flops"] > 1.0e9
+
+    images = [(torch.randn(2, 3, 32, 32), torch.randint(0, 10, (2,))) for _ in range(2)]
+
+    @torch.no_grad()
+    def score_func(model):
+        return -float(sum(model(x).square().mean() for x, _ in images))
+
+    searched_model, search_history = mtn.search(
+        model,
+        constraints,
+        dummy_input,
+        config={
+            "checkpoint": "modelopt_search_checkpoint.pth",
+            "data_loader": images,
+            "score_func": score_func,
+            "num_iters": 2,
+            "population_size": 6,
+            "candidate_size": 2,
+        },
+    )
+    assert search_history["best"]["flops"] <= 1.0e9
+    mto.save(searched_model, "modelopt_searched_model.pth")
+    restored = mto.restore(resnet18(num_classes=10), "modelopt_searched_model.pth")
+    assert mtn.get_subnet_config(restored) == mtn.get_subnet_config(searched_model)
+    from_search = mto.restore(resnet18(num_classes=10), "modelopt_search_checkpoint.pth")
+    assert mtn.get_subnet_config(from_search) == mtn.get_subnet_config(searched_model)

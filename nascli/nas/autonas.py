@@ -1,0 +1,5 @@
+"""The AutoNAS mode, where ModelOpt keeps it: ``mtn.autonas.AutoNASConfig``."""
+
+from nascli.nas.config import AutoNASConfig
+
+__all__ = ["AutoNASConfig"]
