@@ -21,7 +21,8 @@ from nascli.nas.search_config import translate_search_config
 from nascli.nas.utils import as_inputs, inference_flops, is_dynamic, named_hparams, plain_model_stats
 from nascli.opt.checkpoint import remember_conversion
 from nascli.recipe.factory import build_model
-from nascli.space.convert import convert_model, default_dummy_input
+from nascli.space.convert import convert_model, costs_at_input
+from nascli.space.dummy_input import guess_dummy_input
 from nascli.space.export import export_model
 from nascli.space.importance import sort_channels_by_importance
 from nascli.space.space import get_space, is_converted, random_sampling
@@ -58,12 +59,13 @@ def convert(
     ``mode`` is ``"autonas"``, ``"fastnas"``, ``("autonas", config)`` or a list of those, as in
     ModelOpt: ``[]`` leaves the model as it is, and a trailing ``"export_nas"`` returns the
     active subnet exported. The model is traced once with ``dummy_input`` (one sample); without
-    it, the input is guessed from the first layer (224-pixel images for a conv net).
+    it, the input is guessed (space/dummy_input.py): a size the model declares or a common one that
+    its forward accepts.
     """
     model = build_model(model)
     modes, export_after = resolve_modes(mode)
     for name, rules in modes:
-        inputs = as_inputs(dummy_input) if dummy_input is not None else default_dummy_input(model)
+        inputs = as_inputs(dummy_input) if dummy_input is not None else guess_dummy_input(model)
         convert_model(model, name, rules, inputs)
     return export(model) if export_after else model
 
@@ -127,20 +129,13 @@ def profile(
     """
     if not is_converted(model):
         if dummy_input is None:
-            dummy_input = default_dummy_input(model)
+            dummy_input = guess_dummy_input(model)
         is_satisfied, stats = plain_model_stats(model, as_inputs(dummy_input), constraints)
         if verbose:
             print(f"full model: flops {stats['full']['flops']:,}, params {stats['full']['params']:,}")
         return is_satisfied, stats
-    space = get_space(model)
     if dummy_input is not None:
-        given = [tuple(t.shape[1:]) for t in as_inputs(dummy_input)]
-        recorded = [tuple(s[1:]) for s in space.input_shapes]
-        if given != recorded:
-            raise UserInputError(
-                f"profile: dummy input of sample shape {given} differs from the shape the model was converted "
-                f"with {recorded}; convert with dummy_input= of the deployment shape"
-            )
+        costs_at_input(model, as_inputs(dummy_input))  # the costs of inputs of this shape
     costs = cost_model(model)
     is_satisfied, stats = profile_costs(costs, constraints)
     if verbose:
@@ -200,7 +195,7 @@ def search(
     if unknown:
         raise UserInputError(f"search: unknown config keys {sorted(unknown)} (known: {sorted(_SEARCH_KEYS)})")
     if dummy_input is not None:
-        profile(model, dummy_input, verbose=False)  # checks the input shape matches the conversion
+        costs_at_input(model, as_inputs(dummy_input))  # constraints hold for inputs of this shape
     costs = cost_model(model)
     original = costs.cost(costs.named("max"), ("flops", "params", "memory"))
     bounds = resolve_constraints(constraints, original)

@@ -11,24 +11,15 @@ from torch import nn
 
 from nascli.cost.terms import compile_cost_terms
 from nascli.errors import UserInputError
+from nascli.space.export import export_model
 from nascli.space.hparam import Dim, Hparam, Scaled, Segments, channel_choices, dim_parts
-from nascli.space.kinds import DynamicModule, convertible_kind, kind_of, module_slots
+from nascli.space.kinds import DynamicModule, convertible_kind, module_slots
 from nascli.space.kinds.heads import HEADS
 from nascli.space.kinds.heads import RULE_KEY as HEADS_RULE
 from nascli.space.kinds.parameters import PARAMETERS
 from nascli.space.rules import settings_for, settings_matching
-from nascli.space.space import SPACE_ATTR, SearchSpace, is_converted, sample_in_training
+from nascli.space.space import SPACE_ATTR, SearchSpace, get_space, is_converted, sample_in_training
 from nascli.space.trace import TraceResult, buffers_kept, trace_model
-
-
-def default_dummy_input(model: nn.Module) -> tuple[torch.Tensor, ...]:
-    """A guess at one input sample from the first layer that tells it: images of 224 pixels per side, or features."""
-    for module in model.modules():
-        kind = kind_of(module)
-        guess = kind.dummy_input(module) if kind else None
-        if guess is not None:
-            return guess
-    raise UserInputError(f"cannot guess the input shape of {type(model).__name__}: pass dummy_input")
 
 
 def convert_model(
@@ -327,3 +318,35 @@ def _fixed(hp: Hparam, why: str, reasons: dict[str, str]) -> Hparam:
 def _group_width(slots: list[tuple[str, nn.Module, str, int]]) -> int:
     """Channels of a group must stay a multiple of what each member needs (a grouped conv's group width)."""
     return math.lcm(1, *(convertible_kind(module).channel_multiple(module) for _, module, _, _ in slots))
+
+
+def costs_at_input(model: nn.Module, dummy_input: tuple[torch.Tensor, ...]) -> None:
+    """Recompile a converted model's costs (and recorded shapes) for inputs of another shape.
+
+    Flops, the KV cache and the latency table's layer shapes depend on the input's size. The
+    model at its max subnet is exported to plain layers and converted again with the same rules
+    on ``dummy_input``; that space must have the same hparams and choices (a depth can depend on
+    the input size), and its cost terms and shapes replace the model's. Costs then follow the
+    last input given, as with ModelOpt, which takes the dummy input at profile and search time.
+    """
+    space = get_space(model)
+    if [tuple(t.shape[1:]) for t in dummy_input] == [tuple(s[1:]) for s in space.input_shapes]:
+        return
+    active, sampling = space.config(), space.sample_in_train
+    space.sample("max")
+    try:
+        plain = export_model(model)
+    finally:
+        space.select(active)
+        space.sample_in_train = sampling
+    mode_name, rules = space.modes[-1]
+    again = get_space(convert_model(plain, mode_name, rules, dummy_input))
+    mine = {name: hp.choices for name, hp in space.hparams.items()}
+    theirs = {name: hp.choices for name, hp in again.hparams.items()}
+    if mine != theirs:
+        differ = sorted(set(mine.items()) ^ set(theirs.items()))[0][0]
+        shape = tuple(dummy_input[0].shape)
+        raise UserInputError(f"at input shape {shape} the search space differs ({differ}): convert with that input")
+    space.cost_terms, space.cost_unmodeled = again.cost_terms, again.cost_unmodeled
+    space.input_shapes, space.input_dtypes, space.shapes = again.input_shapes, again.input_dtypes, again.shapes
+    space._cost_model = None

@@ -173,3 +173,21 @@ def test_the_searched_subnet_stays_active_in_a_training_loop(model, tmp_path):
 def test_search_refuses_a_score_func_or_data_loader_it_cannot_use(model, loader, score, message):
     with pytest.raises(UserInputError, match=message):
         mtn.search(model, {"flops": "60%"}, config={"data_loader": loader, "score_func": score})
+
+
+def test_profile_and_search_at_another_input_shape_give_that_shapes_costs():
+    from nascli.cost.fvcore_count import count_params, fvcore_flops
+
+    model = mtn.convert(resnet20(in_channels=1, width=64), dummy_input=torch.randn(1, 1, 8, 8))
+    _, small = mtn.profile(model, verbose=False)
+    bigger = torch.randn(1, 1, 16, 16)
+    _, large = mtn.profile(model, bigger, verbose=False)
+    assert large["max"]["params"] == small["max"]["params"]
+    assert large["max"]["flops"] == fvcore_flops(resnet20(in_channels=1, width=64).eval(), (bigger,))
+    mtn.sample(model, "min")
+    exported = mtn.export(model).eval()
+    assert large["min"] == {"flops": fvcore_flops(exported, (bigger,)), "params": count_params(exported)}
+    x, y = torch.randn(4, 1, 12, 12), torch.randint(0, 10, (4,))
+    config = {"data_loader": [(x, y)], "score_func": lambda m: 0.5, "iterations": 1, "population": 4, "parents": 2}
+    _, report = mtn.search(model, {"flops": "50%"}, dummy_input=x[:1], config=config)
+    assert report["original"]["flops"] == fvcore_flops(resnet20(in_channels=1, width=64).eval(), (x[:1],))
