@@ -517,7 +517,19 @@ class ChannelWalker:
                     self.groups.freeze(self.param_slots[path][1], reason)
         shape = _shape(node)
         if shape is not None:
-            self.new_tensor(node, self._default_dim(shape), reason)
+            self.new_tensor(node, self._likely_dim(node, shape), reason)
+
+    def _likely_dim(self, node: fx.Node, shape: tuple[int, ...]) -> int:
+        """The channel dim of an opaque operation's output: an input's, where the shapes agree there.
+
+        A token tensor (batch, tokens, channels) keeps its channels last through an operation
+        the tracer cannot follow, so what comes after it lines up with the rest of the stream.
+        """
+        for arg in self._tensor_inputs(node):
+            dim, in_shape = self.chan[arg][1], _shape(arg)
+            if in_shape is not None and len(in_shape) == len(shape) and in_shape[dim] == shape[dim]:
+                return dim
+        return self._default_dim(shape)
 
     def slot(self, name: str, attr: str, index: int = 0, size: int | None = None) -> Element:
         if size is None:

@@ -55,7 +55,7 @@ class SequentialKind(LayerKind):
 
     def layer_hparam(self, name, module, settings, trace) -> Hparam | None:
         """Depth choices when the trailing blocks keep the shape and channel group of their input."""
-        if len(trace.calls.get(name, ())) != 1:
+        if len(trace.calls.get(name, ())) > 1:  # none recorded: fx went straight into its blocks
             return None
         return depth_hparam(name, module, settings, trace)
 
