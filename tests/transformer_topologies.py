@@ -140,6 +140,42 @@ class TinyViT(ExportOnly):
         self.body = _ViT()
 
 
+class _FusedAttention(nn.Module):
+    """GPT-2's attention: one projection for q, k and v, split by a size the module holds."""
+
+    def __init__(self, width: int = 64, heads: int = 4) -> None:
+        super().__init__()
+        self.split_size, self.head_size = width, width // heads
+        self.qkv = nn.Linear(width, 3 * width)
+        self.out = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, s, _ = x.shape
+        q, k, v = (t.view(b, s, -1, self.head_size).transpose(1, 2) for t in self.qkv(x).split(self.split_size, 2))
+        return self.out(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, s, -1))
+
+
+class _FusedBlock(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(50, 64)
+        self.norm = nn.LayerNorm(64)
+        self.attn = _FusedAttention()
+        self.head = nn.Linear(64, 50)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.embed(ids)
+        return self.head(x + self.attn(self.norm(x)))
+
+
+class FusedQKV(ExportOnly):
+    """A GPT-2-like block: q, k and v split from one projection by the module's ``split_size``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = _FusedBlock()
+
+
 class _WidthFromShape(nn.Module):
     def __init__(self) -> None:
         super().__init__()

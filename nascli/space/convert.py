@@ -13,7 +13,7 @@ from nascli.cost.terms import compile_cost_terms
 from nascli.errors import UserInputError
 from nascli.space.export import export_model
 from nascli.space.hparam import Dim, Hparam, Scaled, Segments, channel_choices, dim_parts
-from nascli.space.kinds import DynamicModule, convertible_kind, module_slots
+from nascli.space.kinds import DynamicModule, convertible_kind, kind_of, module_slots
 from nascli.space.kinds.heads import HEADS
 from nascli.space.kinds.heads import RULE_KEY as HEADS_RULE
 from nascli.space.kinds.parameters import PARAMETERS
@@ -55,6 +55,7 @@ def convert_model(
         kind.attach(module, dims, layer_hps[name])
         entries.extend((f"{name}.{attr}", hp) for attr, hp in module.nas_hparams())
     entries.extend(_attach_parameters(model, param_dims, channel_hps, reasons))
+    _follow_split_sizes(model, trace.split_dims)
     entries.extend((hp.name, hp) for hp in head_hps)
     if trace.exported:
         _keep_what_runs(model, entries, dummy_input, reasons)
@@ -97,6 +98,25 @@ def _attach_parameters(
         prefix = f"{owner}." if owner else ""
         entries.extend((f"{prefix}{attr}", hp) for attr, hp in module.nas_hparams())
     return entries
+
+
+def _follow_split_sizes(model: nn.Module, split_dims: dict[tuple[str, int], Dim]) -> None:
+    """A module splitting its channels into parts of a size it holds (``self.split_size``) gets that
+    attribute set to the part's active size, so its own code splits a smaller projection right.
+
+    Every int attribute of the module equal to the size follows; the forward check of an exported
+    model then tells whether that was enough (kinds/parameters.py).
+    """
+    modules = dict(model.named_modules())
+    for (path, size), dim in split_dims.items():
+        module = modules.get(path)
+        if module is None or not any(p.is_configurable for p in dim_parts(dim)):
+            continue
+        if isinstance(module, DynamicModule) and kind_of(module) is not PARAMETERS:
+            continue  # a layer of its own kind: its attributes are its own to keep
+        names = [name for name, value in vars(module).items() if type(value) is int and value == size]
+        if names:
+            PARAMETERS.attach_parameters(module, {}, {name: dim for name in names})
 
 
 def _freeze(hp: Hparam, why: str, reasons: dict[str, str]) -> None:
@@ -215,7 +235,7 @@ def _channel_hparams(
     def dim_of(root: tuple) -> Dim:
         if root in repeats:
             part, copies = repeats[root]
-            return Segments([hparam_of(groups.find(part))] * copies)
+            return Segments([dim_of(groups.find(part))] * copies)  # a part may be split into heads
         scaled = groups.scaled_of(root)
         if scaled is not None:
             return Scaled(hparam_of(scaled[0]), scaled[1])
@@ -227,11 +247,12 @@ def _channel_hparams(
         for member_name, _, member_attr, member_index in slots:
             parts[(member_name, member_attr)][member_index] = dim
     param_dims = {path: (axis, dim_of(groups.find(element))) for path, (axis, element) in trace.param_slots.items()}
+    trace.split_dims = {(path, size): dim_of(groups.find(part)) for path, size, part in trace.split_sizes}
 
     found: dict[str, dict[str, Dim]] = defaultdict(dict)
     for (name, attr), by_index in parts.items():
-        if len(by_index) == 1 and isinstance(by_index[0], Scaled):
-            found[name][attr] = by_index[0]  # a projection into or out of heads
+        if len(by_index) == 1 and (name, attr) not in trace.slot_scales:
+            found[name][attr] = by_index[0]  # one group: its hparam, heads (Scaled) or equal parts (Segments)
             continue
         ordered = [p for i in range(len(by_index)) for p in dim_parts(by_index[i])]
         found[name][attr] = ordered[0] if len(ordered) == 1 else Segments(ordered)

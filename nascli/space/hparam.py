@@ -70,7 +70,8 @@ def channel_choices(size: int, ratios: tuple[float, ...], divisor: int, multiple
 
 
 class Segments:
-    """An input dim made of consecutive channel groups: a layer reading a concatenation.
+    """A dim made of consecutive channel groups: a layer reading a concatenation, or an output chunked
+    into equal parts (q, k and v of one projection), whose parts may be split into heads (``Scaled``).
 
     Each part keeps its own hparam; the active input channels are each part's active prefix at
     the part's offset, so the index is a prefix only when every part but the last is full.
@@ -78,7 +79,7 @@ class Segments:
 
     __slots__ = ("parts", "_last")
 
-    def __init__(self, parts: Sequence[Hparam]) -> None:
+    def __init__(self, parts: Sequence[Hparam | Scaled]) -> None:
         self.parts = tuple(parts)
         self._last: list = []
 
@@ -165,9 +166,10 @@ def dim_index(dim: Dim) -> Any:
 
 
 def dim_parts(dim: Dim) -> tuple[Hparam, ...]:
+    """The hparams a dim follows, in order (a segment split into heads counts by its head hparam)."""
     if isinstance(dim, Scaled):
         return dim_parts(dim.base)
-    return dim.parts if isinstance(dim, Segments) else (dim,)
+    return tuple(p for part in dim.parts for p in dim_parts(part)) if isinstance(dim, Segments) else (dim,)
 
 
 def dim_scale(dim: Dim) -> int:
@@ -177,8 +179,11 @@ def dim_scale(dim: Dim) -> int:
 
 def size_in(dim: Dim, config: dict[str, Any]) -> int:
     """The size a dim takes in ``config`` (independent hparam name -> value; others as they are)."""
-    channels = sum(config.get(p.name, p.active) if p.is_configurable else p.max for p in dim_parts(dim))
-    return channels * dim_scale(dim)
+    if isinstance(dim, Scaled):
+        return size_in(dim.base, config) * dim.scale
+    if isinstance(dim, Segments):
+        return sum(size_in(part, config) for part in dim.parts)
+    return config.get(dim.name, dim.active) if dim.is_configurable else dim.max
 
 
 def take(tensor: Any, dim: int, index: Any) -> Any:

@@ -28,16 +28,20 @@ def _group_members(model: nn.Module) -> dict[int, tuple[Hparam, list[Member]]]:
     space = get_space(model)
     configurable = {id(hp) for hp in space.hparams.values()}
     groups: dict[int, tuple[Hparam, list]] = defaultdict(lambda: (None, []))
+    kept: set[int] = set()  # heads inside equal parts (GPT-2's q, k and v): their order stays
     for module in model.modules():
         if not isinstance(module, DynamicModule):
             continue
         for role, dim in kind_of(module).channel_dims(module):
+            if isinstance(dim, Segments) and any(isinstance(part, Scaled) for part in dim.parts):
+                kept.update(id(hp) for hp in dim_parts(dim))
+                continue
             base = dim.base if isinstance(dim, Scaled) else dim
             offsets = base.offsets() if isinstance(base, Segments) else [0]
             for hp, offset in zip(dim_parts(dim), offsets, strict=True):
                 if id(hp) in configurable:
                     groups[id(hp)] = (hp, groups[id(hp)][1] + [(module, role, offset, dim_scale(dim))])
-    return dict(groups)
+    return {key: group for key, group in groups.items() if key not in kept}
 
 
 def _importance(hp: Hparam, members: list[Member]) -> torch.Tensor:

@@ -198,6 +198,8 @@ class TraceResult:
     # (key/value head group element, attention module path, whether queries are whole groups of it,
     # entries per key head and sample: sequence length x head size)
     head_groups: list[tuple[Element, str, bool, int]] = field(default_factory=list)
+    # (module path, size of each part, part element) of a split of the channels into equal parts
+    split_sizes: list[tuple[str, int, Element]] = field(default_factory=list)
     exported: bool = False  # traced with torch.export: sizes computed from shapes are constants in the graph
 
     def node_shape(self, node: fx.Node | None) -> tuple[int, ...] | None:
@@ -862,7 +864,7 @@ class ChannelWalker:
         if dim % len(in_shape) != channel_dim:  # every chunk keeps all the channels
             self.outputs[node] = {i: (segments, channel_dim) for i in range(chunks)}
             return
-        if len(segments) != 1 or in_shape[channel_dim] % chunks or self._is_part(segments[0]):
+        if len(segments) != 1 or in_shape[channel_dim] % chunks or self.is_part(segments[0]):
             self.opaque(node, f"chunk into {chunks} parts of channels that do not divide into equal runs")
             return
         part = self.groups.add(("node", f"{node.name}.part"), in_shape[channel_dim] // chunks)
@@ -870,7 +872,7 @@ class ChannelWalker:
         self.parts.append(part)
         self.outputs[node] = {i: ((part,), channel_dim) for i in range(chunks)}
 
-    def _is_part(self, element: Element) -> bool:
+    def is_part(self, element: Element) -> bool:
         """Channels that are already a chunk of others (a chunk of a chunk stays opaque)."""
         root = self.groups.find(element)
         return any(self.groups.find(part) == root for part in self.parts)

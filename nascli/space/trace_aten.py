@@ -384,12 +384,40 @@ def _split(walker: ChannelWalker, node: fx.Node, name: str) -> None:
         return
     segments, c = walker.chan[arg]
     dim %= len(in_shape)
+    if dim == c and name != "unbind":
+        _split_channels(walker, node, name, in_shape[c], segments)
+        return
     if dim == c:
-        walker.opaque(node, f"aten.{name} of the channels")
+        walker.opaque(node, "aten.unbind of the channels")
         return
     out_c = c - (name == "unbind" and dim < c)
     length = len(value) if isinstance(value, (list, tuple)) else max(count, 1)
     walker.set_tuple_output(node, {i: (segments, out_c) for i in range(length)}, length)
+
+
+def _split_channels(walker: ChannelWalker, node: fx.Node, name: str, size: int, segments: tuple) -> None:
+    """Equal parts of the channels (q, k and v of one projection) share one part group, as a chunk does.
+
+    The size of a part is a number in the graph; where it is an int attribute of the module
+    running the split (GPT-2's ``split_size``), that attribute follows the part's size
+    (``result.split_sizes``, kinds/parameters.py). Otherwise the forward check at conversion tells
+    whether the model's code follows smaller parts.
+    """
+    value = node.meta.get("val")
+    parts = len(value) if isinstance(value, (list, tuple)) else 0
+    part_size = size // parts if parts else 0
+    sizes = [tuple(v.shape)[node.args[2] if len(node.args) > 2 else 0] for v in value] if parts else []
+    if not parts or len(segments) != 1 or any(s != part_size for s in sizes) or walker.is_part(segments[0]):
+        walker.opaque(node, f"aten.{name} of the channels")
+        return
+    part = walker.groups.add(("node", f"{node.name}.part"), part_size)
+    walker.groups.set_repeat(segments[0], part, parts)
+    walker.parts.append(part)
+    stack = list(node.meta.get("nn_module_stack", {}).values())
+    if name != "chunk" and stack:
+        walker.result.split_sizes.append((stack[-1][0], part_size, part))
+    c = walker.chan[node.args[0]][1]
+    walker.set_tuple_output(node, {i: ((part,), c) for i in range(parts)}, parts)
 
 
 def _reduce(walker: ChannelWalker, node: fx.Node) -> None:

@@ -14,7 +14,7 @@ from nascli.errors import UserInputError
 from nascli.space.kinds.linear import LinearKind
 from nascli.space.space import get_space
 from tests.space.kinds.conformance import assert_kind_conforms
-from tests.transformer_topologies import ExportOnly, TinyDecoder, TinyViT, WidthWrittenOut
+from tests.transformer_topologies import ExportOnly, FusedQKV, TinyDecoder, TinyViT, WidthWrittenOut
 
 TOKENS = torch.randint(0, 50, (2, 6), generator=torch.Generator().manual_seed(0))
 
@@ -108,3 +108,11 @@ class _DataDependent(torch.nn.Module):
 def test_a_model_neither_tracer_follows_is_one_clear_error():
     with pytest.raises(UserInputError, match="torch.fx.*; cannot trace _DataDependent with torch.export"):
         mtn.convert(_DataDependent(), "fastnas", dummy_input=torch.randn(1, 4))
+
+
+def test_heads_of_a_fused_projection_split_by_a_held_size(tmp_path):
+    model = assert_kind_conforms(FusedQKV, TOKENS, LinearKind, tmp_path)
+    assert _hparams(model)["body.attn.num_heads"] == (2, 3, 4)
+    mtn.select(model, {"body.attn.num_heads": 2})
+    exported = mtn.export(model)
+    assert exported.body.attn.split_size == 32 and exported.body.attn.qkv.out_features == 96

@@ -48,7 +48,7 @@ GROUPED = ["self_attn.num_kv_heads", "mlp.gate_proj", "embed_tokens.weight"]
 ZOO = {
     "llama": (_hf("LlamaForCausalLM", "LlamaConfig", **GQA), TOKENS, GROUPED, ["layers.depth"], False),
     "qwen2": (_hf("Qwen2ForCausalLM", "Qwen2Config", **GQA), TOKENS, GROUPED, ["layers.depth"], False),
-    "gpt2": (_hf("GPT2LMHeadModel", "GPT2Config", **GPT2), TOKENS, ["mlp.c_fc", "wte.weight"],
+    "gpt2": (_hf("GPT2LMHeadModel", "GPT2Config", **GPT2), TOKENS, ["attn.num_heads", "mlp.c_fc", "wte.weight"],
              ["transformer.h.depth"], False),
     "bert": (_hf("BertForSequenceClassification", "BertConfig", **TEXT, max_position_embeddings=32), TOKENS,
              ["attention.self.num_heads", "intermediate.dense", "word_embeddings.weight"], ["encoder.layer.depth"],

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from nascli.space.hparam import Dim, Hparam, Scaled, Segments
+from nascli.space.hparam import Dim, Hparam, Scaled, Segments, dim_parts
 from nascli.space.settings import Validator
 
 if TYPE_CHECKING:  # the engine's generic parts, handed to a kind's methods
@@ -51,7 +51,7 @@ class DynamicModule:
             dim = getattr(self, field, None)
             dim = dim.base if isinstance(dim, Scaled) else dim  # listed by the channels it follows
             if isinstance(dim, Segments):
-                found.extend((f"{attr}[{i}]", part) for i, part in enumerate(dim.parts))
+                found.extend((f"{attr}[{i}]", part) for i, part in enumerate(dim_parts(dim)))
             elif dim is not None:
                 found.append((attr, dim))
         return found

@@ -31,9 +31,11 @@ class SlicedParameters(DynamicModule):
     """
 
     _sliced: dict[str, tuple[int, Dim]]  # parameter name -> (its channel dim, the dim sizing it)
+    _following: dict[str, Dim]  # int attribute the module's code sizes a split with -> the dim it follows
 
-    def attach_sliced(self, sliced: dict[str, tuple[int, Dim]]) -> None:
-        self._sliced = sliced
+    def attach_sliced(self, sliced: dict[str, tuple[int, Dim]], following: dict[str, Dim]) -> None:
+        self._sliced = {**getattr(self, "_sliced", {}), **sliced}
+        self._following = {**getattr(self, "_following", {}), **following}
 
     def nas_hparams(self) -> list[tuple[str, Any]]:
         found = []
@@ -56,15 +58,20 @@ class SlicedParameters(DynamicModule):
             if dim.active != dim.max:
                 full[name] = self._store(name)[name]
                 self._store(name)[name] = self._active(name)  # a view: updates reach the full tensor
+        sizes = {name: self.__dict__[name] for name, dim in self._following.items() if dim.active != dim.max}
+        self.__dict__.update({name: self._following[name].active for name in sizes})
         try:
             return super().forward(*args, **kwargs)
         finally:
             for name, tensor in full.items():
                 self._store(name)[name] = tensor
+            self.__dict__.update(sizes)
 
     def export_native(self) -> None:
         self._shrink_to_active()
+        self.__dict__.update({name: dim.active for name, dim in self._following.items()})
         self.__dict__.pop("_sliced", None)
+        self.__dict__.pop("_following", None)
         self.__class__ = self._native
 
     def _shrink_to_active(self) -> None:
@@ -84,14 +91,21 @@ class ParametersKind(LayerKind):
 
     mixin = SlicedParameters
 
-    def attach_parameters(self, module: nn.Module, sliced: dict[str, tuple[int, Dim]]) -> None:
-        """Swap ``module``'s class for its dynamic subclass and give it the dims of its sliced parameters."""
+    def attach_parameters(
+        self, module: nn.Module, sliced: dict[str, tuple[int, Dim]], following: dict[str, Dim] | None = None
+    ) -> None:
+        """Make ``module`` (or keep it) its dynamic subclass, slicing ``sliced`` and setting ``following``.
+
+        ``following``: int attributes the module's code splits its channels by (GPT-2's
+        ``split_size``), set to the active size for each forward and for good on export.
+        """
         native = type(module)
-        if native not in _DYNAMIC:
-            _DYNAMIC[native] = dynamic_class(SlicedParameters, native)
-            _DYNAMIC[native].nas_kind = self
-        module.__class__ = _DYNAMIC[native]
-        module.attach_sliced(sliced)
+        if not isinstance(module, SlicedParameters):
+            if native not in _DYNAMIC:
+                _DYNAMIC[native] = dynamic_class(SlicedParameters, native)
+                _DYNAMIC[native].nas_kind = self
+            module.__class__ = _DYNAMIC[native]
+        module.attach_sliced(sliced, following or {})
 
     def params(self, terms, module, dims, layer_hp, path) -> None:
         for name, param in module.named_parameters(recurse=False):
