@@ -57,6 +57,14 @@ def profile_costs(
     return all(c["satisfiable"] for c in stats["constraints"].values()), stats
 
 
+def tokens_per_sample(costs: CostModel) -> int | None:
+    """The sequence length of a model whose input is token ids (None for any other input)."""
+    space = costs.space
+    if len(space.input_shapes) != 1 or len(space.input_shapes[0]) != 2:
+        return None
+    return space.input_shapes[0][1] if space.input_dtypes[0].startswith(("int", "uint")) else None
+
+
 def render_profile(stats: dict[str, Any], costs: CostModel, console: Console) -> None:
     """Print the tables and the closing note in the layout of ModelOpt's docs."""
     console.print(f"\nProfiling the following subnets from the given model: {SUBNETS}.\n")
@@ -67,6 +75,10 @@ def render_profile(stats: dict[str, Any], costs: CostModel, console: Console) ->
         show = seconds if key == "latency" else human
         row = [show(stats[name][key]) for name in SUBNETS]
         table.add_row(f"{key} ({UNITS[key]})", *row, f"{stats['max/min ratio'][key]:.2f}")
+    tokens = tokens_per_sample(costs)
+    if tokens:  # a text model: flops per token are what language-model papers compare
+        row = [human(stats[name]["flops"] / tokens) for name in SUBNETS]
+        table.add_row(f"flops per token (at {tokens} tokens)", *row, f"{stats['max/min ratio']['flops']:.2f}")
     if "measured latency" in stats:
         measured = stats["measured latency"]
         row = [seconds(measured[name]) for name in SUBNETS]

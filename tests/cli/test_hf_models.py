@@ -45,6 +45,7 @@ def test_a_llama_from_its_config_converts_with_heads_mlp_hidden_and_depth(tmp_pa
     result = runner.invoke(app, ["profile", convert_pt, "--memory", "50%"])
     assert result.exit_code == 0, result.stderr
     assert "memory (bytes" in result.stderr  # the report; stdout holds the path
+    assert "flops per token (at 8 tokens)" in result.stderr
     for name in ("model.layers.depth", "self_attn.num_kv_heads", "mlp.gate_proj", "embed_tokens.weight.shape[1]"):
         assert name in result.stderr
     result = runner.invoke(app, ["-q", "profile", convert_pt, "--memory", "10KB"])
