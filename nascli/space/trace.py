@@ -655,7 +655,9 @@ class ChannelWalker:
             node.op == "call_method" and node.target in _ELEMENTWISE_METHODS
         ):
             trace_aten.elementwise(self, node)
-        elif node.op == "call_function" and node.target is F.batch_norm:
+        elif node.op == "call_function" and (
+            node.target is F.batch_norm or (node.target is F.group_norm and node.args[1:2] == (1,))
+        ):
             trace_aten.channel_norm(self, node)
         elif node.op == "call_function" and node.target is F.layer_norm:
             trace_aten.layer_norm(self, node)

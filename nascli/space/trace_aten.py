@@ -90,8 +90,8 @@ def visit(walker: ChannelWalker, node: fx.Node, name: str) -> None:
         _batched_matmul(walker, node)
     elif name in ("layer_norm", "rms_norm"):
         layer_norm(walker, node)
-    elif name == "batch_norm":
-        channel_norm(walker, node)
+    elif name == "batch_norm" or (name == "group_norm" and node.args[1] == 1):
+        channel_norm(walker, node)  # one group normalizes over every channel kept, as a batch norm does
     elif name == "embedding" and node.args[0] in walker.floating:
         element = pin(walker, node.args[0], 1)
         shape = walker.shape(node)

@@ -1,5 +1,6 @@
 """Parameters the model's own code reads (an RMS norm's weight) are sliced with their channel group."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -35,20 +36,35 @@ class _NormAct(torch.nn.BatchNorm2d):
         return F.relu(x)
 
 
-def _conv_norm_act():
+class _OneGroupNorm(torch.nn.GroupNorm):
+    """timm's GroupNorm1: one group, called functionally."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__(1, channels)
+
+    def forward(self, x):
+        return F.group_norm(x, 1, self.weight, self.bias, self.eps)
+
+
+def _conv_norm(norm: type) -> torch.nn.Module:
     torch.manual_seed(0)
     net = torch.nn.Sequential(
-        torch.nn.Conv2d(3, 64, 3, padding=1), _NormAct(64), torch.nn.Conv2d(64, 64, 3, padding=1), _NormAct(64),
+        torch.nn.Conv2d(3, 64, 3, padding=1), norm(64), torch.nn.Conv2d(64, 64, 3, padding=1), norm(64),
         torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(64, 10),
     )  # fmt: skip
-    for norm in (net[1], net[3]):  # statistics and affine parameters that are not all alike
-        norm.running_mean.uniform_(-1, 1), norm.running_var.uniform_(0.5, 2), norm.weight.data.uniform_(0.5, 2)
+    for layer in (net[1], net[3]):  # statistics and affine parameters that are not all alike
+        layer.weight.data.uniform_(0.5, 2)
+        if isinstance(layer, _NormAct):
+            layer.running_mean.uniform_(-1, 1), layer.running_var.uniform_(0.5, 2)
     return net
 
 
-def test_the_statistics_of_a_norm_subclass_follow_its_channels(tmp_path):
-    model = assert_kind_conforms(_conv_norm_act, torch.randn(2, 3, 8, 8), ParametersKind, tmp_path, mode="fastnas")
+@pytest.mark.parametrize("norm", [_NormAct, _OneGroupNorm])
+def test_the_weights_and_statistics_of_a_norm_subclass_follow_its_channels(norm, tmp_path):
+    model = assert_kind_conforms(lambda: _conv_norm(norm), torch.randn(2, 3, 8, 8), ParametersKind, tmp_path, "fastnas")
     width = get_space(model).hparams["0.out_channels"]
     mtn.select(model, {"0.out_channels": width.min})
     exported = mtn.export(model)
-    assert type(exported[1]) is _NormAct and exported[1].running_var.shape == (width.min,)
+    assert type(exported[1]) is norm and exported[1].weight.shape == (width.min,)
+    if norm is _NormAct:
+        assert exported[1].running_var.shape == (width.min,)
