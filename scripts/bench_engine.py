@@ -6,9 +6,10 @@ installed, the same measurements are taken for ModelOpt in the same run, under t
 conditions: resnet50 converted in autonas mode by both engines (the table shows that both find the
 same number of searchable hparams), the converted model holding the original's weights, and every
 timed step one forward+backward in train mode (batch norm on batch statistics, as in training) of a
-fixed subnet. A converted model of either engine draws a random subnet on each train-mode forward;
-that is switched off for the timed steps (nascli: ``mtn.random_sampling(model, enabled=False)``,
-ModelOpt: ``mtn.no_modelopt_patches()``, which also skips its caching of inputs for later batch-norm
+fixed subnet. A converted model of either engine draws a random subnet on each train-mode forward
+(nascli's stops once ``mtn.sample`` picks one, ModelOpt's does not); that is switched off for the
+timed steps (nascli: ``mtn.random_sampling(model, enabled=False)``, ModelOpt:
+``mtn.no_modelopt_patches()``, which also skips its caching of inputs for later batch-norm
 calibration), so both steps run the subnet selected before timing.
 
     python scripts/bench_engine.py [--threads 1] [--size 224] [--batch 8] [--repeats 7]

@@ -6,7 +6,8 @@ evolutionary and random search with the same number of scored candidates over se
 (median best score); the largest uniform subnet (every hparam at the same share of its
 maximum) within the same flops bound; the time spent in the cost model against the whole search;
 and, where nvidia-modelopt is installed, ModelOpt's ``mtn.search`` on the same search space,
-weights, bound and scoring (scored candidates per minute). Prints one table.
+weights, bound and scoring, sampling enough candidates to score about as many as one nascli search
+so that each search's start-up cost weighs alike (scored candidates per minute). Prints one table.
 
 The data has three disjoint splits: the supernet trains on the training split (whose first batches
 also recalibrate batch norm before every score), the search scores candidates on the validation
@@ -119,7 +120,12 @@ def main() -> None:
     parser.add_argument("--population", type=int, default=40)
     parser.add_argument("--parents", type=int, default=10)
     parser.add_argument("--iterations", type=int, default=6)
-    parser.add_argument("--modelopt-iters", type=int, default=60, help="ModelOpt's sampled candidates")
+    parser.add_argument(
+        "--modelopt-iters",
+        type=int,
+        default=800,
+        help="ModelOpt's sampled candidates (default: about as many scored as one nascli search)",
+    )
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--no-modelopt", action="store_true")
     args = parser.parse_args()
