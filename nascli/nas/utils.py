@@ -35,20 +35,25 @@ def inference_flops(
     dummy_input: torch.Tensor | tuple | None = None,
     data_shape: Sequence[int] | None = None,
     unit: float = 1e6,
-) -> float:
-    """Flops of one forward pass per input sample, in ``unit`` (millions by default).
+    return_str: bool = False,
+) -> float | str:
+    """Flops of one forward pass of the whole dummy batch, in ``unit`` (millions by default), as ModelOpt counts.
 
-    Counted as nascli counts every flop, as multiply-accumulates with batch norm folded, so the
-    number can be used directly as a ``flops`` constraint; ModelOpt's ``inference_flops``
-    returns twice as much for the whole batch. A converted model is counted at its active
-    subnet. The input is ``dummy_input`` or random values of ``data_shape``.
+    ModelOpt's utility of this name counts two flops per multiply-accumulate over the whole
+    batch, and code moving from ModelOpt reads its numbers that way, so this one does too.
+    nascli's own costs (``profile``, ``search``, ``flops`` constraints) count multiply-accumulates
+    per sample: divide by 2 and by the batch size to compare (docs/migrating-from-modelopt.md).
+    A converted model is counted at its active subnet. The input is ``dummy_input`` or random
+    values of ``data_shape``; ``return_str`` gives the number as text, as ModelOpt does.
     """
     if dummy_input is None:
         if data_shape is None:
             raise UserInputError("inference_flops: pass dummy_input or data_shape")
         dummy_input = torch.randn(*data_shape)
+    inputs = as_inputs(dummy_input)
     model = export_model(network) if is_converted(network) else network
-    return fvcore_flops(model, as_inputs(dummy_input)) / unit
+    flops = 2 * fvcore_flops(model, inputs) * inputs[0].shape[0] / unit
+    return f"{flops:.2f}" if return_str else flops
 
 
 def plain_model_stats(

@@ -34,7 +34,7 @@ def test_mode_forms():
 def test_profile_of_a_plain_model_and_without_centroid():
     ok, stats = mtn.profile(small(), X, constraints={"flops": "50%"}, verbose=False)
     assert not ok and set(stats) == {"full", "constraints"}
-    assert stats["full"]["flops"] == mtn.inference_flops(small(), X, unit=1)
+    assert 2 * stats["full"]["flops"] * X.shape[0] == mtn.inference_flops(small(), X, unit=1)  # ModelOpt's unit
     _, stats = mtn.profile(mtn.convert(small(), dummy_input=X), X, verbose=False, use_centroid=False)
     assert "centroid" not in stats and "max" in stats
 
