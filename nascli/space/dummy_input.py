@@ -5,7 +5,8 @@ The first layer of a known kind tells the channels (a conv's ``in_channels``, a 
 auxiliary head needs more than 224, a speech model reads a second of audio. So the sizes tried
 are the ones the model declares (``image_size``, ``img_size``, ``input_size``, a timm pretrained
 config, a Hugging Face config's ``image_size``) and then common ones, and the first that runs the
-forward in both train and eval mode wins.
+forward in both train and eval mode wins. A Hugging Face text model (``main_input_name ==
+"input_ids"``) gets 16 token ids.
 """
 
 from __future__ import annotations
@@ -20,10 +21,18 @@ from nascli.space.kinds import kind_of
 from nascli.space.trace import buffers_kept
 
 _SIDES = {2: (224, 299, 512), 1: (224, 16000), 3: (32, 64)}  # by number of spatial dims
+_TOKENS = 16  # sequence length of a guessed text input
 
 
 def guess_dummy_input(model: nn.Module) -> tuple[torch.Tensor, ...]:
     """One input sample for ``model``; an error naming the shapes tried when none runs."""
+    if getattr(model, "main_input_name", None) == "input_ids":  # a Hugging Face text model: token ids
+        tokens = torch.zeros(1, _TOKENS, dtype=torch.long)
+        if _runs(model, tokens):
+            return (tokens,)
+        raise UserInputError(
+            f"cannot guess the input of {type(model).__name__} ({_TOKENS} token ids fail): pass dummy_input"
+        )
     first = next((g for m in model.modules() if (k := kind_of(m)) and (g := k.dummy_input(m)) is not None), None)
     if first is None:
         raise UserInputError(f"cannot guess the input shape of {type(model).__name__}: pass dummy_input")

@@ -371,14 +371,13 @@ def _cat(walker: ChannelWalker, node: fx.Node) -> None:
 
 
 def _split(walker: ChannelWalker, node: fx.Node, name: str) -> None:
-    """Split along another dim: every item keeps the channels. Along the channels it is opaque."""
+    """Split along another dim: every item keeps the channels. Along the channels: equal parts."""
     arg = node.args[0]
     in_shape = walker.shape(arg)
-    value = node.meta.get("val") if "val" in node.meta else None
+    value = node.meta.get("val")
     count = len([u for u in node.users if u.target is operator.getitem])
-    dim = node.args[1] if name == "unbind" and len(node.args) > 1 else (node.args[2] if len(node.args) > 2 else 0)
-    if name == "unbind" and len(node.args) < 2:
-        dim = node.kwargs.get("dim", 0)
+    at = 1 if name == "unbind" else 2  # unbind(x, dim); split(x, size, dim), chunk(x, n, dim), ...
+    dim = node.args[at] if len(node.args) > at else node.kwargs.get("dim", 0)
     if arg not in walker.chan or in_shape is None or not isinstance(dim, int):
         walker.opaque(node, f"aten.{name} of a tensor the tracer cannot follow")
         return
@@ -406,7 +405,8 @@ def _split_channels(walker: ChannelWalker, node: fx.Node, name: str, size: int, 
     value = node.meta.get("val")
     parts = len(value) if isinstance(value, (list, tuple)) else 0
     part_size = size // parts if parts else 0
-    sizes = [tuple(v.shape)[node.args[2] if len(node.args) > 2 else 0] for v in value] if parts else []
+    dim = walker.chan[node.args[0]][1]
+    sizes = [tuple(v.shape)[dim] for v in value] if parts else []
     if not parts or len(segments) != 1 or any(s != part_size for s in sizes) or walker.is_part(segments[0]):
         walker.opaque(node, f"aten.{name} of the channels")
         return
@@ -416,8 +416,7 @@ def _split_channels(walker: ChannelWalker, node: fx.Node, name: str, size: int, 
     stack = list(node.meta.get("nn_module_stack", {}).values())
     if name != "chunk" and stack:
         walker.result.split_sizes.append((stack[-1][0], part_size, part))
-    c = walker.chan[node.args[0]][1]
-    walker.set_tuple_output(node, {i: ((part,), c) for i in range(parts)}, parts)
+    walker.set_tuple_output(node, {i: ((part,), dim) for i in range(parts)}, parts)
 
 
 def _reduce(walker: ChannelWalker, node: fx.Node) -> None:

@@ -1,6 +1,7 @@
 """Guessing the input: the model's declared size, else the first common size its forward accepts."""
 
 import pytest
+import torch
 import torchvision
 from torch import nn
 
@@ -49,3 +50,12 @@ def test_no_size_that_runs_is_one_clear_error():
 
     with pytest.raises(UserInputError, match=r"tried \(1, 3, 224, 224\), \(1, 3, 299, 299\).*pass dummy_input"):
         guess_dummy_input(Fixed())
+
+
+def test_a_hugging_face_text_model_gets_token_ids():
+    transformers = pytest.importorskip("transformers")
+    config = transformers.LlamaConfig(
+        vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2
+    )
+    (x,) = guess_dummy_input(transformers.LlamaForCausalLM(config))
+    assert x.shape == (1, 16) and x.dtype == torch.long
