@@ -65,6 +65,7 @@ def convert_model(
     input_shapes = [tuple(t.shape) for t in dummy_input]
     space = SearchSpace(entries, [(mode_name, rules)], input_shapes, trace.shapes, terms, unmodeled)
     space.fixed_reasons = reasons
+    space.entry_scales = _entry_scales(model)
     space.input_dtypes = [str(t.dtype).removeprefix("torch.") for t in dummy_input]
     space.untraceable = dict(trace.untraceable)
     setattr(model, SPACE_ATTR, space)
@@ -98,6 +99,17 @@ def _attach_parameters(
         prefix = f"{owner}." if owner else ""
         entries.extend((f"{prefix}{attr}", hp) for attr, hp in module.nas_hparams())
     return entries
+
+
+def _entry_scales(model: nn.Module) -> dict[str, int]:
+    """Attributes listed by an hparam they are a multiple of (a projection by its heads), with the factor."""
+    found = {}
+    for name, module in model.named_modules():
+        for attr, field in getattr(module, "_hparam_fields", ()) if isinstance(module, DynamicModule) else ():
+            dim = getattr(module, field, None)
+            if isinstance(dim, Scaled) and isinstance(dim.base, Hparam):
+                found[f"{name}.{attr}"] = dim.scale
+    return found
 
 
 def _follow_split_sizes(model: nn.Module, split_dims: dict[tuple[str, int], Dim]) -> None:

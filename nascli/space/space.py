@@ -55,6 +55,8 @@ class SearchSpace:
         self.sample_in_train = True
         self.fixed_reasons: dict[str, str] = {}  # fixed hparam name -> why it is fixed
         self.untraceable: dict[str, str] = {}  # module kept whole -> why fx could not trace it
+        # entry -> entries per choice, for an attribute sized by whole heads or flattened maps
+        self.entry_scales: dict[str, int] = {}
         self._by_name = dict(entries)
         self.hparams: dict[str, Hparam] = {name: hp for name, hp in entries if name == hp.name and hp.is_configurable}
 
@@ -116,7 +118,8 @@ class SearchSpace:
         lines = ["Search Space Summary:"]
         for name, hp in self.entries:
             mark = "*" if name in self.hparams else " "
-            lines.append(f"{mark} {name:<80} {list(hp.choices)}")
+            scale = f" x {self.entry_scales[name]}" if name in self.entry_scales else ""  # heads x head size
+            lines.append(f"{mark} {name:<80} {list(hp.choices)}{scale}")
         lines.append(f"Number of configurable hparams: {len(self.hparams)}")
         lines.append(f"Total size of the search space: {self.size():.2e}")
         if verbose:
