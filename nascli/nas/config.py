@@ -94,8 +94,9 @@ def _mode_name(entry: Any) -> Any:
 def resolve_mode(mode: Any) -> tuple[str, dict[str, Any]]:
     """Turn ``"autonas"`` or ``("autonas", config)`` into (name, validated rules).
 
-    A config may be written as ModelOpt writes it (see ``modelopt_rules``); ``None`` or ``{}``
-    as the config means the mode's defaults.
+    A config may be written as ModelOpt writes it (see ``modelopt_rules``) and, as in ModelOpt,
+    what it leaves out keeps the mode's defaults (``over_defaults``); ``None`` or ``{}`` as the
+    config means the mode's defaults.
     """
     if isinstance(mode, (list, tuple)) and len(mode) == 1:
         mode = mode[0]
@@ -107,8 +108,24 @@ def resolve_mode(mode: Any) -> tuple[str, dict[str, Any]]:
         raise UserInputError(f"mode: expected a mode name or (name, config), got {mode!r}")
     if name not in MODES:
         raise UserInputError(f"mode: unknown mode {name!r} (known: {', '.join(MODES)}, export_nas)")
-    rules = MODES[name]() if not config else modelopt_rules(config, f"mode {name} config")
+    rules = MODES[name]() if not config else over_defaults(MODES[name](), modelopt_rules(config, f"mode {name} config"))
     return name, validate_rules(dict(rules), where=f"mode {name} config")
+
+
+def over_defaults(defaults: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """A mode config as ModelOpt reads one: layer types it leaves out keep the mode's defaults.
+
+    A type it names takes its own patterns, each filled with the default settings it leaves
+    out, so ``{"nn.Conv2d": {"*": {"out_channels_ratio": [0.5, 1.0]}}}`` keeps the default
+    divisor and still converts linear layers and norms.
+    """
+    rules = dict(defaults)
+    for key, patterns in given.items():
+        base = (defaults.get(key) or {}).get("*") or {}
+        if isinstance(patterns, dict) and base:
+            patterns = {p: {**base, **s} if isinstance(s, dict) else s for p, s in patterns.items()}
+        rules[key] = patterns
+    return rules
 
 
 def modelopt_rules(config: dict[str, Any], where: str) -> dict[str, Any]:

@@ -48,3 +48,12 @@ def test_search_takes_modelopt_keys_and_refuses_deployment(tmp_path):
         mtn.search(model, {"flops": "90%"}, X, config=dict(config, deployment={"runtime": "TRT"}))
     with pytest.raises(UserInputError, match="same setting"):
         mtn.search(model, {"flops": "90%"}, X, config=dict(config, iterations=2))
+
+
+def test_a_partial_config_keeps_the_defaults_of_what_it_leaves_out():
+    x = torch.randn(1, 1, 8, 8)
+    config = {"nn.Conv2d": {"*": {"out_channels_ratio": [0.5, 1.0]}}}  # nothing said of norms or depth
+    model = mtn.convert(resnet20(in_channels=1, width=64), mode=[("autonas", config)], dummy_input=x)
+    found = mtn.get_subnet_config(model, configurable=True)
+    assert found["layer1.0.conv1.out_channels"] == 64 and "layer1.depth" in found  # norms and depth as defaults
+    assert dict(mtn.named_hparams(model, configurable=True))["layer1.0.conv1.out_channels"].choices == (32, 64)
