@@ -175,12 +175,11 @@ class TermBuilder:
         A cache holds the key/value heads before any repeat for grouped queries, so a group
         repeated for the queries counts once.
         """
-        seen = set()
+        groups, seen = self.trace.groups, set()
         for element, attention, _, entries in self.trace.head_groups:
             if attention in seen:
                 continue
             seen.add(attention)
-            groups = self.trace.groups
             scaled = groups.scaled_of(element)
             heads = self.root_hp.get(scaled[0], groups.size(scaled[0])) if scaled else self._dim_of(element)
             self.add("kv_cache", 2 * entries, [(heads, 1)], ancestors(attention))
@@ -225,6 +224,9 @@ def _group_dims(trace: TraceResult, slot_hps: dict[str, dict[str, Any]]) -> dict
         for attr, dim in hps.items():
             if attr.startswith("param:"):
                 continue  # a parameter's group always has a layer slot too
+            if isinstance(dim, Segments) and any(isinstance(part, Scaled) for part in dim.parts):
+                found[groups.find(("slot", name, attr, 0))] = dim  # q, k and v of one projection, in heads
+                continue
             if isinstance(dim, Scaled) and (name, attr) not in trace.slot_scales:
                 root = groups.find(("slot", name, attr, 0))
                 found[root] = dim  # a projection into or out of heads

@@ -40,7 +40,7 @@ def convert_model(
     modules = [(n, m) for n, m in model.named_modules() if n and converts(n, m)]
     reasons: dict[str, str] = {}
     order = {name: i for i, (name, _) in enumerate(model.named_modules())}
-    channel_hps, param_dims, head_hps = _channel_hparams(modules, trace, rules, reasons, order)
+    channel_hps, param_dims, split_dims, head_hps = _channel_hparams(modules, trace, rules, reasons, order)
     layer_hps = {
         n: convertible_kind(m).layer_hparam(n, m, settings_for(rules, n, m), trace) for n, m in modules
     }  # a kernel size, a head count, a depth, an activation function
@@ -55,7 +55,7 @@ def convert_model(
         kind.attach(module, dims, layer_hps[name])
         entries.extend((f"{name}.{attr}", hp) for attr, hp in module.nas_hparams())
     entries.extend(_attach_parameters(model, param_dims, channel_hps, reasons))
-    _follow_split_sizes(model, trace.split_dims)
+    _follow_split_sizes(model, split_dims)
     entries.extend((hp.name, hp) for hp in head_hps)
     if trace.exported:
         _keep_what_runs(model, entries, dummy_input, reasons)
@@ -192,13 +192,13 @@ def _channel_hparams(
     rules: dict[str, Any],
     reasons: dict[str, str],
     order: dict[str, int],
-) -> tuple[dict[str, dict[str, Dim]], dict[str, tuple[int, Dim]], list[Hparam]]:
+) -> tuple[dict[str, dict[str, Dim]], dict[str, tuple[int, Dim]], dict[tuple[str, int], Dim], list[Hparam]]:
     """One hparam per channel group, shared by every slot of the group; why fixed ones are fixed goes in reasons.
 
     A layer reading a concatenation has one slot per segment and gets a ``Segments`` of their hparams.
     A group split into heads is a ``Scaled`` of its head group, whose hparam counts heads. Returns
     the dims of layer slots, the dims of parameters read directly (by path, with their channel
-    dim), and the head hparams.
+    dim), the dims of splits into equal parts (by module path and part size), and the head hparams.
     """
     groups = trace.groups
     members: dict[tuple, list[tuple[str, nn.Module, str, int]]] = defaultdict(list)
@@ -259,7 +259,7 @@ def _channel_hparams(
         for member_name, _, member_attr, member_index in slots:
             parts[(member_name, member_attr)][member_index] = dim
     param_dims = {path: (axis, dim_of(groups.find(element))) for path, (axis, element) in trace.param_slots.items()}
-    trace.split_dims = {(path, size): dim_of(groups.find(part)) for path, size, part in trace.split_sizes}
+    split_dims = {(path, size): dim_of(groups.find(part)) for path, size, part in trace.split_sizes}
 
     found: dict[str, dict[str, Dim]] = defaultdict(dict)
     for (name, attr), by_index in parts.items():
@@ -270,7 +270,7 @@ def _channel_hparams(
         found[name][attr] = ordered[0] if len(ordered) == 1 else Segments(ordered)
         if (name, attr) in trace.slot_scales:  # a linear layer reading flattened maps
             found[name][attr] = Scaled(found[name][attr], trace.slot_scales[(name, attr)])
-    return found, param_dims, [hparams[root] for root in heads if root in hparams]
+    return found, param_dims, split_dims, [hparams[root] for root in heads if root in hparams]
 
 
 def _head_hparam(

@@ -480,10 +480,6 @@ class ChannelWalker:
         self.param_slots = result.param_slots  # parameter path -> (its channel dim, group element)
         self.param_frozen: dict[str, str] = {}  # parameter path -> why its channels cannot change
 
-    def params_shape(self, node: fx.Node) -> tuple[int, ...] | None:
-        """The shape of a floating parameter's node."""
-        return _shape(node)
-
     # -- helpers -------------------------------------------------------------------------------
     def new_tensor(self, node: fx.Node, dim: int, reason: str | None = None) -> None:
         """A tensor with channels of its own along ``dim``, frozen for ``reason`` if given."""

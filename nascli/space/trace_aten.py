@@ -22,7 +22,6 @@ Anything else freezes what it touches, as under fx. See docs/architecture.md.
 from __future__ import annotations
 
 import math
-import operator
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -129,9 +128,10 @@ def _floating_through(walker: ChannelWalker, node: fx.Node, name: str) -> None:
     """A cast, expand, unsqueeze, transpose or size-1 reshape of a floating parameter stays floating."""
     arg = node.args[0]
     path, axes = walker.floating[arg]
-    in_shape, shape = walker.params_shape(arg), walker.shape(node)
+    in_shape, shape = walker.shape(arg), walker.shape(node)
     if shape is None or in_shape is None:
         return
+    order = _order(node, name, len(in_shape)) if name in ("transpose", "permute", "t") else None
     if name in ("to", "_to_copy", "clone", "contiguous", "alias", "detach"):
         walker.floating[node] = (path, axes)
     elif name == "expand":
@@ -139,18 +139,15 @@ def _floating_through(walker: ChannelWalker, node: fx.Node, name: str) -> None:
     elif name == "unsqueeze":
         at = node.args[1] % len(shape)
         walker.floating[node] = (path, tuple(axes[:at]) + (None,) + tuple(axes[at:]))
-    elif name in ("transpose", "permute", "t"):
-        order = _order(node, name, len(in_shape))
-        if order is None:
-            return _freeze_floating(walker, node, f"aten.{name} of parameter {path}")
+    elif order is not None:
         walker.floating[node] = (path, tuple(axes[i] for i in order))
-    else:  # a reshape that only adds or drops dims of size 1
-        kept = [a for a, s in zip(axes, in_shape, strict=True) if s != 1]
-        if [s for s in in_shape if s != 1] != [s for s in shape if s != 1]:
-            return _freeze_floating(walker, node, f"aten.{name} reshapes parameter {path}")
-        it = iter(kept)
-        walker.floating[node] = (path, tuple(None if s == 1 else next(it) for s in shape))
-    return None
+    elif name in ("transpose", "permute", "t"):
+        _freeze_floating(walker, node, f"aten.{name} of parameter {path}")
+    elif [s for s in in_shape if s != 1] == [s for s in shape if s != 1]:  # a reshape adding or dropping 1s
+        kept = iter(a for a, s in zip(axes, in_shape, strict=True) if s != 1)
+        walker.floating[node] = (path, tuple(None if s == 1 else next(kept) for s in shape))
+    else:
+        _freeze_floating(walker, node, f"aten.{name} reshapes parameter {path}")
 
 
 def _freeze_floating(walker: ChannelWalker, node: fx.Node, reason: str) -> None:
@@ -167,7 +164,7 @@ def elementwise(walker: ChannelWalker, node: fx.Node) -> None:
     tracked = [a for a in node.all_input_nodes if a in walker.chan]
     floating = [a for a in node.all_input_nodes if a in walker.floating]
     if not tracked:
-        if len(floating) == 1 and walker.params_shape(floating[0]) == shape:
+        if len(floating) == 1 and walker.shape(floating[0]) == shape:
             walker.floating[node] = walker.floating[floating[0]]
         elif floating or _reads_tracked(walker, node):
             walker.opaque(node, f"aten.{aten_name(node)} of parameters only")
@@ -197,7 +194,7 @@ def elementwise(walker: ChannelWalker, node: fx.Node) -> None:
         for a, b in zip(ref_segments, segments, strict=True):
             walker.groups.union(a, b)
     for arg in floating:
-        in_shape = walker.params_shape(arg)
+        in_shape = walker.shape(arg)
         at = ref_dim - (rank - len(in_shape))
         if at < 0 or in_shape[at] == 1 and shape[ref_dim] != 1:
             continue
@@ -375,10 +372,9 @@ def _split(walker: ChannelWalker, node: fx.Node, name: str) -> None:
     arg = node.args[0]
     in_shape = walker.shape(arg)
     value = node.meta.get("val")
-    count = len([u for u in node.users if u.target is operator.getitem])
     at = 1 if name == "unbind" else 2  # unbind(x, dim); split(x, size, dim), chunk(x, n, dim), ...
     dim = node.args[at] if len(node.args) > at else node.kwargs.get("dim", 0)
-    if arg not in walker.chan or in_shape is None or not isinstance(dim, int):
+    if arg not in walker.chan or in_shape is None or not isinstance(dim, int) or not isinstance(value, (list, tuple)):
         walker.opaque(node, f"aten.{name} of a tensor the tracer cannot follow")
         return
     segments, c = walker.chan[arg]
@@ -390,8 +386,7 @@ def _split(walker: ChannelWalker, node: fx.Node, name: str) -> None:
         walker.opaque(node, "aten.unbind of the channels")
         return
     out_c = c - (name == "unbind" and dim < c)
-    length = len(value) if isinstance(value, (list, tuple)) else max(count, 1)
-    walker.set_tuple_output(node, {i: (segments, out_c) for i in range(length)}, length)
+    walker.set_tuple_output(node, {i: (segments, out_c) for i in range(len(value))}, len(value))
 
 
 def _split_channels(walker: ChannelWalker, node: fx.Node, name: str, size: int, segments: tuple) -> None:
@@ -402,11 +397,11 @@ def _split_channels(walker: ChannelWalker, node: fx.Node, name: str, size: int, 
     (``result.split_sizes``, kinds/parameters.py). Otherwise the forward check at conversion tells
     whether the model's code follows smaller parts.
     """
-    value = node.meta.get("val")
-    parts = len(value) if isinstance(value, (list, tuple)) else 0
+    value = node.meta["val"]  # the items, checked by the caller
+    parts = len(value)
     part_size = size // parts if parts else 0
     dim = walker.chan[node.args[0]][1]
-    sizes = [tuple(v.shape)[dim] for v in value] if parts else []
+    sizes = [tuple(v.shape)[dim] for v in value]
     if not parts or len(segments) != 1 or any(s != part_size for s in sizes) or walker.is_part(segments[0]):
         walker.opaque(node, f"aten.{name} of the channels")
         return
