@@ -193,3 +193,44 @@ class WidthWrittenOut(ExportOnly):
     def __init__(self) -> None:
         super().__init__()
         self.body = _WidthFromShape()
+
+
+class HeldShapeLayerNorm(nn.LayerNorm):
+    """A layer norm subclass with a forward of its own that reads ``normalized_shape`` (timm's)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+
+
+class _HeldSizesAttention(nn.Module):
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        self.num_heads, self.head_dim = heads, width // heads
+        self.attn_dim = width
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        return self.proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, self.attn_dim))
+
+
+class HeldSizesViT(nn.Module):
+    """timm's ViT in small: fx traces it, but its attention reshapes q, k and v together into
+    (3, heads, head size) by sizes the module holds, and merges them back to ``attn_dim``."""
+
+    def __init__(self, width: int = 64, heads: int = 4) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(3, width, 4, stride=4)
+        self.cls_token = nn.Parameter(0.1 * torch.randn(1, 1, width))
+        self.pos_embed = nn.Parameter(0.1 * torch.randn(1, 17, width))
+        self.norm = HeldShapeLayerNorm(width)
+        self.attn = _HeldSizesAttention(width, heads)
+        self.head = nn.Linear(width, 10)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.patch(images).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
+        x = x + self.attn(self.norm(x))
+        return self.head(x[:, 0])

@@ -116,7 +116,7 @@ def _follow_split_sizes(model: nn.Module, split_dims: dict[tuple[str, int], Dim]
     """A module splitting its channels into parts of a size it holds (``self.split_size``) gets that
     attribute set to the part's active size, so its own code splits a smaller projection right.
 
-    Every int attribute of the module equal to the size follows; the forward check of an exported
+    Every int attribute of the module equal to the size (or one-int tuple) follows; the forward check of an exported
     model then tells whether that was enough (kinds/parameters.py).
     """
     modules = dict(model.named_modules())
@@ -126,9 +126,14 @@ def _follow_split_sizes(model: nn.Module, split_dims: dict[tuple[str, int], Dim]
             continue
         if isinstance(module, DynamicModule) and kind_of(module) is not PARAMETERS:
             continue  # a layer of its own kind: its attributes are its own to keep
-        names = [name for name, value in vars(module).items() if type(value) is int and value == size]
+        names = [name for name, value in vars(module).items() if value in (size, (size,)) and _is_size(value)]
         if names:
             PARAMETERS.attach_parameters(module, {}, {name: dim for name in names})
+
+
+def _is_size(value: Any) -> bool:
+    """An int, or a one-int tuple (a layer norm's ``normalized_shape``): the attributes that may follow a dim."""
+    return type(value) is int or (type(value) is tuple and len(value) == 1 and type(value[0]) is int)
 
 
 def _freeze(hp: Hparam, why: str, reasons: dict[str, str]) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
+from torchvision.ops import stochastic_depth
 
 from nascli.errors import UserInputError
 from nascli.space import trace_aten
@@ -46,6 +47,7 @@ _PASSTHROUGH_FUNCTIONS = {
     F.max_pool1d, F.max_pool2d, F.max_pool3d, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d,
     F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d,
     F.adaptive_max_pool1d, F.adaptive_max_pool2d, F.adaptive_max_pool3d, F.interpolate,
+    stochastic_depth,  # scales whole samples or rows (torchvision's EfficientNet and ConvNeXt blocks)
 }  # fmt: skip
 _PASSTHROUGH_METHODS = {
     "relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "clamp", "clamp_", "contiguous", "clone",
@@ -149,6 +151,9 @@ class ChannelGroups:
     def scaled_groups(self) -> list[Element]:
         return [r for r in self._scaled if self.find(r) == r]
 
+    def elements(self) -> list[Element]:
+        return list(self._parent)
+
     def freeze(self, element: Element, reason: str) -> None:
         self._frozen.setdefault(self.find(element), reason)
 
@@ -201,6 +206,8 @@ class TraceResult:
     # (module path, size of each part, part element) of a split of the channels into equal parts
     split_sizes: list[tuple[str, int, Element]] = field(default_factory=list)
     exported: bool = False  # traced with torch.export: sizes computed from shapes are constants in the graph
+    # reshapes of tracked channels fx could not follow (a split into heads): the ATen graph may follow them
+    unfollowed_reshapes: int = 0
 
     def node_shape(self, node: fx.Node | None) -> tuple[int, ...] | None:
         return _shape(node) if node is not None else None
@@ -373,7 +380,38 @@ def trace_model(
     result.tensor_scales = walker.scales
     result.inference_modules = inference_modules
     result.shapes = {name: [(_shape(i), _shape(o)) for i, o in calls] for name, calls in result.calls.items()}
-    return result
+    return _better_of(result, model, dummy_input, converts, reads_flattened) if not untraceable else result
+
+
+def _better_of(
+    fx_result: TraceResult, model: nn.Module, dummy_input: tuple, converts: Callable, reads_flattened: Callable
+) -> TraceResult:
+    """fx's trace, or torch.export's where that leaves fewer layer channels fixed.
+
+    fx sees Python-level calls whose sizes come from module attributes (``reshape(B, N, 3,
+    self.num_heads, self.head_dim)`` in timm's attention); the ATen graph names every size, so it
+    can follow heads that fx must freeze. Export runs only when fx met such a reshape and fixed
+    layer channels, and its trace is kept only when it found attention heads: a reshape to sizes
+    written out (not heads) stays fixed either way, and convolutional nets keep fx's reading
+    (flattened maps follow the ``couple_flatten`` rule; see docs/architecture.md).
+    """
+    fixed = _fixed_slots(fx_result.groups)
+    if not fixed or not fx_result.unfollowed_reshapes:
+        return fx_result
+    try:
+        exported = _trace_exported(model, dummy_input, converts, reads_flattened)
+    except UserInputError:
+        return fx_result
+    better = exported.head_groups and len(_fixed_slots(exported.groups)) < len(fixed)
+    return exported if better else fx_result
+
+
+def _fixed_slots(groups: ChannelGroups) -> list[Element]:
+    """Layer channel slots fixed for a reason other than being the model's input or output."""
+    return [
+        e for e in groups.elements()
+        if e[0] == "slot" and groups.frozen_reason(e) not in (None, "model input", "model output")
+    ]  # fmt: skip
 
 
 def _trace_exported(model: nn.Module, dummy_input: tuple, converts: Callable, reads_flattened: Callable) -> TraceResult:
@@ -826,6 +864,7 @@ class ChannelWalker:
             sizes = node.args[1:] if node.target != torch.reshape else node.args[1:2]
             sizes = tuple(sizes[0]) if len(sizes) == 1 and isinstance(sizes[0], (list, tuple)) else tuple(sizes)
             if len(sizes) != 2 or sizes[1] != -1:  # a size written out would not follow smaller channels
+                self.result.unfollowed_reshapes += arg in self.chan
                 self.opaque(node, f"{_op_name(node)} to a fixed size")
                 return
         flattens = (
@@ -838,6 +877,7 @@ class ChannelWalker:
             and shape == (in_shape[0], math.prod(in_shape[1:]))
         )
         if not flattens:
+            self.result.unfollowed_reshapes += arg in self.chan
             self.opaque(node, f"{_op_name(node)} reshapes the channels")
             return
         self.chan[node] = (self.chan[arg][0], 1)

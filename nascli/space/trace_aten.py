@@ -258,16 +258,56 @@ def _reshape(walker: ChannelWalker, node: fx.Node) -> None:
     outs = [d for d in run[1] if shape[d] != 1] or run[1][:1]
     if ins == [c] and len(outs) == 1:
         walker.chan[node] = (segments, outs[0])
+    elif ins == [c] and len(segments) == 1 and len(outs) > 2 and _unbound_later(node, outs[0], shape[outs[0]]):
+        # (q, k and v) x heads x head size in one reshape: equal parts of the channels, each split into heads
+        part = walker.groups.add(("node", f"{node.name}.part"), in_shape[c] // shape[outs[0]])
+        walker.groups.set_repeat(segments[0], part, shape[outs[0]])
+        walker.parts.append(part)
+        heads = walker.groups.add(("node", node.name), shape[outs[1]])
+        walker.groups.set_scaled(part, heads, math.prod(shape[d] for d in outs[2:]))
+        _size_follows(walker, node, shape[outs[1]], heads)
+        walker.chan[node] = ((heads,), outs[1])
     elif ins == [c] and len(segments) == 1:  # split: (heads * head size) -> (heads, head size)
         heads = walker.groups.add(("node", node.name), shape[outs[0]])
         walker.groups.set_scaled(segments[0], heads, math.prod(shape[d] for d in outs[1:]))
+        _size_follows(walker, node, shape[outs[0]], heads)
         walker.chan[node] = ((heads,), outs[0])
     elif len(outs) == 1 and ins and ins[0] == c and len(segments) == 1:  # merge: channels outermost
         merged = walker.groups.add(("node", node.name), shape[outs[0]])
         walker.groups.set_scaled(merged, segments[0], math.prod(in_shape[d] for d in ins[1:]))
+        _size_follows(walker, node, shape[outs[0]], merged)
         walker.chan[node] = ((merged,), outs[0])
     else:
         walker.opaque(node, f"aten.{aten_name(node)} reshapes the channels")
+
+
+def _size_follows(walker: ChannelWalker, node: fx.Node, size: int, element: Element) -> None:
+    """The module running ``node`` may size it by a number it holds (timm's ``num_heads`` and
+    ``attn_dim``, a layer norm's ``normalized_shape``): that attribute follows ``element``'s active
+    size, as a split's part size does (``_split_channels``, kinds/parameters.py)."""
+    stack = list(node.meta.get("nn_module_stack", {}).values())
+    if stack:
+        walker.result.split_sizes.append((stack[-1][0], size, element))
+
+
+def _unbound_later(node: fx.Node, dim: int, size: int) -> bool:
+    """Whether ``dim`` of ``node`` is taken apart downstream (unbind, or a split into ``size`` items),
+    through any reordering of the dims: then it counts equal parts (timm's fused q, k, v), not heads."""
+    rank = len(node.meta["val"].shape) if "val" in node.meta else 0
+    for user in node.users:
+        name = aten_name(user)
+        at = user.args[1] if name == "unbind" and len(user.args) > 1 else 0 if name == "unbind" else None
+        if name in ("transpose", "permute", "t"):
+            order = _order(user, name, rank)
+            if order is not None and _unbound_later(user, order.index(dim), size):
+                return True
+        elif name in ("clone", "contiguous", "_to_copy", "alias") and _unbound_later(user, dim, size):
+            return True
+        elif at is not None and rank and at % rank == dim:
+            return True
+        elif name in ("split", "split_with_sizes", "chunk") and len(user.args) > 2 and user.args[2] % rank == dim:
+            return len(user.meta.get("val", ())) == size
+    return False
 
 
 def _order(node: fx.Node, name: str, rank: int) -> list[int] | None:
@@ -444,6 +484,8 @@ def layer_norm(walker: ChannelWalker, node: fx.Node) -> None:
         walker.opaque(node, f"{_name(node)} over another dim than the channels")
         return
     _follow_channels(walker, node, arg)
+    if node in walker.chan:
+        _size_follows(walker, node, shape[-1], walker.chan[arg][0][0])
 
 
 def channel_norm(walker: ChannelWalker, node: fx.Node) -> None:

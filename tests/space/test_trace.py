@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torchvision
 
 import nascli.nas as mtn
 from nascli.cost.fvcore_count import fvcore_flops
@@ -393,3 +394,24 @@ class _AuxHeadEvalBranches(torch.nn.Module):
 def test_an_untraceable_eval_forward_is_a_warning_naming_why_not_silence():
     with pytest.warns(TraceWarning, match="cannot trace the eval-mode forward .*training-only branches included"):
         mtn.convert(_AuxHeadEvalBranches(), dummy_input=torch.randn(1, 3, 8, 8))
+
+
+class _StochasticDepthBlock(torch.nn.Module):
+    """torchvision's EfficientNet and ConvNeXt residuals: stochastic depth scales whole samples."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(3, 64, 3, padding=1)
+        self.conv2 = torch.nn.Conv2d(64, 64, 3, padding=1)
+        self.drop = torchvision.ops.StochasticDepth(0.2, "row")
+        self.fc = torch.nn.Linear(64, 10)
+
+    def forward(self, x):
+        x = self.conv1(x)
+        x = x + self.drop(self.conv2(x))
+        return self.fc(x.mean((2, 3)))
+
+
+def test_stochastic_depth_keeps_the_channels():
+    model = _convert(_StochasticDepthBlock, IMAGES)
+    assert len(hparam_of(model, "conv1.out_channels").choices) > 1

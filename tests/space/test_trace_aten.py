@@ -14,7 +14,7 @@ from nascli.errors import UserInputError
 from nascli.space.kinds.linear import LinearKind
 from nascli.space.space import get_space
 from tests.space.kinds.conformance import assert_kind_conforms
-from tests.transformer_topologies import ExportOnly, FusedQKV, TinyDecoder, TinyViT, WidthWrittenOut
+from tests.transformer_topologies import ExportOnly, FusedQKV, HeldSizesViT, TinyDecoder, TinyViT, WidthWrittenOut
 
 TOKENS = torch.randint(0, 50, (2, 6), generator=torch.Generator().manual_seed(0))
 
@@ -116,3 +116,15 @@ def test_heads_of_a_fused_projection_split_by_a_held_size(tmp_path):
     mtn.select(model, {"body.attn.num_heads": 2})
     exported = mtn.export(model)
     assert exported.body.attn.split_size == 32 and exported.body.attn.qkv.out_features == 96
+
+
+def test_heads_reshaped_with_q_k_and_v_by_held_sizes(tmp_path):
+    """fx traces this model but cannot follow its reshape into (3, heads, head size): the ATen graph can."""
+    model = assert_kind_conforms(HeldSizesViT, torch.randn(2, 3, 16, 16), LinearKind, tmp_path)
+    found = _hparams(model)
+    assert found["attn.num_heads"] == (2, 3, 4)
+    assert len(found["cls_token.shape[2]"]) > 1
+    mtn.select(model, {"attn.num_heads": 2, "cls_token.shape[2]": 32})
+    exported = mtn.export(model)
+    assert (exported.attn.num_heads, exported.attn.attn_dim, exported.attn.qkv.out_features) == (2, 32, 96)
+    assert exported.norm.normalized_shape == (32,) and exported.norm.weight.shape == (32,)

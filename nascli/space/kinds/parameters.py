@@ -31,7 +31,7 @@ class SlicedParameters(DynamicModule):
     """
 
     _sliced: dict[str, tuple[int, Dim]]  # parameter name -> (its channel dim, the dim sizing it)
-    _following: dict[str, Dim]  # int attribute the module's code sizes a split with -> the dim it follows
+    _following: dict[str, Dim]  # int (or one-int tuple) the module's code sizes a split with -> the dim it follows
 
     def attach_sliced(self, sliced: dict[str, tuple[int, Dim]], following: dict[str, Dim]) -> None:
         self._sliced = {**getattr(self, "_sliced", {}), **sliced}
@@ -59,7 +59,7 @@ class SlicedParameters(DynamicModule):
                 full[name] = self._store(name)[name]
                 self._store(name)[name] = self._active(name)  # a view: updates reach the full tensor
         sizes = {name: self.__dict__[name] for name, dim in self._following.items() if dim.active != dim.max}
-        self.__dict__.update({name: self._following[name].active for name in sizes})
+        self.__dict__.update({name: _sized(value, self._following[name].active) for name, value in sizes.items()})
         try:
             return super().forward(*args, **kwargs)
         finally:
@@ -69,7 +69,7 @@ class SlicedParameters(DynamicModule):
 
     def export_native(self) -> None:
         self._shrink_to_active()
-        self.__dict__.update({name: dim.active for name, dim in self._following.items()})
+        self.__dict__.update({name: _sized(self.__dict__[name], dim.active) for name, dim in self._following.items()})
         self.__dict__.pop("_sliced", None)
         self.__dict__.pop("_following", None)
         self.__class__ = self._native
@@ -125,3 +125,8 @@ class ParametersKind(LayerKind):
 
 
 PARAMETERS = ParametersKind()
+
+
+def _sized(value: int | tuple[int], size: int) -> int | tuple[int]:
+    """``size`` in the form of ``value``: an int, or a one-int tuple (a layer norm's ``normalized_shape``)."""
+    return (size,) if isinstance(value, tuple) else size
