@@ -16,6 +16,8 @@ from nascli.space.hparam import Dim, Hparam, Scaled, Segments, channel_choices, 
 from nascli.space.kinds import DynamicModule, convertible_kind, kind_of, module_slots
 from nascli.space.kinds.heads import HEADS
 from nascli.space.kinds.heads import RULE_KEY as HEADS_RULE
+from nascli.space.kinds.hidden import HIDDEN
+from nascli.space.kinds.hidden import RULE_KEY as HIDDEN_RULE
 from nascli.space.kinds.parameters import PARAMETERS
 from nascli.space.rules import settings_for, settings_matching
 from nascli.space.space import SPACE_ATTR, SearchSpace, get_space, is_converted, sample_in_training
@@ -308,8 +310,9 @@ def _group_hparam(
     The part group of a chunked tensor takes its choices from the whole (divided by the chunk
     count) and is named after the whole's producer, ``conv.out_channels[0]``. A parameter read
     directly (an embedding table, a class token) produces channels too; the first producer in
-    the model's module order names the group (``model.embed_tokens.weight.shape[1]``), and the
-    rules of the first layer reading it give its choices.
+    the model's module order names the group (``model.embed_tokens.weight.shape[1]``). Named
+    after a parameter, it is the hidden width, whose choices come from the ``hidden_size`` rules
+    (kinds/hidden.py); rules saved before that key existed give it those of its first layer.
     """
     groups = trace.groups
     copies = 1
@@ -335,9 +338,14 @@ def _group_hparam(
         hp_name = first[1] + suffix if first[2] is not None else first[1]
     elif why is None:
         why = "no searchable layer produces these channels"
+    settings = settings_for(rules, name, module)
+    if producers and first[2] is None and HIDDEN_RULE in rules:  # the hidden width: a parameter produces it
+        settings, kind = settings_matching(rules[HIDDEN_RULE], hp_name), HIDDEN
+        if settings is None:
+            why = why or f"{hp_name} is excluded by the {HIDDEN_RULE} rules"
     if why is not None:
         return _fixed(Hparam(hp_name, (size // copies,)), why, reasons)
-    ratios, divisor = kind.channel_settings(settings_for(rules, name, module))
+    ratios, divisor = kind.channel_settings(settings)
     width = math.lcm(_group_width(slots), _group_width(members.get(root, [])) if copies > 1 else 1)
     choices = tuple(c // copies for c in channel_choices(size, ratios, divisor, width * copies))
     whole = f", in whole groups of {width}" if width > 1 else ""

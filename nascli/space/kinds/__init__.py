@@ -4,7 +4,7 @@ The registration order is the order of a mode's default rules. See base.py for t
 docs/architecture.md for how to add a kind.
 """
 
-from nascli.space.kinds import conv, conv_transpose, linear, gpt_conv1d, attention, heads, norm  # noqa: F401, I001
+from nascli.space.kinds import conv, conv_transpose, linear, gpt_conv1d, attention, heads, hidden, norm  # noqa: F401, I001
 from nascli.space.kinds import sequential, module_list, activation  # noqa: F401, I001
 from nascli.space.kinds.base import (
     DynamicModule,
