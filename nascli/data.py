@@ -3,8 +3,9 @@
 ``digits`` is scikit-learn's bundled 8x8 digits (1,797 images); ``fashion_mnist`` reads the
 gzipped IDX files that Debian's ``dataset-fashion-mnist`` package installs (or any folder holding
 them); ``cifar10`` and ``imagefolder`` read a local ``root`` and never download; ``fake`` is
-random data for smoke tests. The validation split is carved from the training data with a fixed
-seed, so the search never sees the test split.
+random data for smoke tests; ``text`` is a tokenized corpus (``nascli/text_data.py``). The
+validation split is carved from the training data with a fixed seed, so the search never sees
+the test split.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from torch.utils.data import Dataset, Subset, TensorDataset
 
 from nascli.errors import UserInputError
 from nascli.recipe.schema import Recipe
+from nascli.text_data import TokenWindows, load_corpus
+from nascli.userdirs import cache_dir
 
 FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)  # where Debian puts them
 _SPLIT_SEED = 20260
@@ -29,8 +32,9 @@ class Splits:
     train: Dataset
     val: Dataset
     test: Dataset
-    num_classes: int
+    num_classes: int  # classes, or a text corpus's vocabulary size
     input_shape: tuple[int, ...]
+    task: str = "classification"  # or "language_modeling": see nascli.train.task
 
 
 def _split_train_val(train: Dataset, val_fraction: float) -> tuple[Dataset, Dataset]:
@@ -138,11 +142,28 @@ def recipe_splits(recipe: Recipe) -> Splits:
     A model with global pooling runs on samples of another size without an error, and the
     costs it reports were computed for ``input_shape``: every stage that reads data checks.
     """
+    if recipe.data.name == "text":
+        return _text(recipe)
     splits = load_splits(recipe.data.name, recipe.data.root, recipe.data.val_fraction)
     if tuple(recipe.input_shape) != splits.input_shape:
         expected, name = list(splits.input_shape), recipe.data.name
         raise UserInputError(f"input_shape: {recipe.input_shape} does not match the {name} samples {expected}")
     return splits
+
+
+def _text(recipe: Recipe) -> Splits:
+    """Windows of ``input_shape[0]`` tokens of the recipe's corpus; the model reads token ids (int64)."""
+    if len(recipe.input_shape) != 1 or recipe.input_dtype != "int64":
+        raise UserInputError("input_shape: a text dataset needs input_shape [sequence length] and input_dtype int64")
+    data, seq_len = recipe.data, recipe.input_shape[0]
+    corpus = load_corpus(data.corpus, data.files, data.vocab_size, data.val_fraction, cache_dir())
+    splits = [TokenWindows(torch.from_numpy(tokens.astype(np.int64)), seq_len)
+              for tokens in (corpus.train, corpus.val, corpus.test)]  # fmt: skip
+    for name, split in zip(("train", "validation", "test"), splits, strict=True):
+        if len(split) == 0:
+            what = f"the {name} split of {corpus.description}"
+            raise UserInputError(f"input_shape: {what} is shorter than {seq_len} tokens")
+    return Splits(*splits, corpus.vocab_size, (seq_len,), "language_modeling")
 
 
 def load_splits(name: str, root: str | None = None, val_fraction: float = 0.15) -> Splits:

@@ -21,13 +21,10 @@ import torch
 from torch import nn
 
 from nascli.errors import NasCliError, UserInputError
+from nascli.opt.checkpoint import EXPORTED_FROM
 from nascli.space.export import export_model
-from nascli.space.space import get_space
-
-
-def first_tensor(output: Any) -> torch.Tensor:
-    """The main tensor of a model output: the tensor itself, or the first field (logits) of a ModelOutput."""
-    return output if isinstance(output, torch.Tensor) else output[0]
+from nascli.space.space import get_space, is_converted
+from nascli.train.task import logits_of
 
 
 def _uniform(values: list[int], what: str) -> int | None:
@@ -41,11 +38,9 @@ def _uniform(values: list[int], what: str) -> int | None:
     return values[0]
 
 
-def _sizes(model: nn.Module) -> tuple[dict[str, Any], list[int]]:
-    """Config fields the active subnet sets, and the candidate MLP widths (several when the space cannot tell)."""
-    space = get_space(model)
-    config = model.config
-    active = {name: hp.active for name, hp in space.entries if name == hp.name}
+def _sizes(config: Any, active: dict[str, int]) -> tuple[dict[str, Any], list[int]]:
+    """Config fields a subnet sets (``active``: its searchable hparams' values), and the candidate MLP
+    widths (several when the space cannot tell)."""
     found: dict[str, Any] = {}
     depths = [v for n, v in active.items() if n.endswith(".depth")]
     if (layers := _uniform(depths, "depth")) is not None:
@@ -61,24 +56,35 @@ def _sizes(model: nn.Module) -> tuple[dict[str, Any], list[int]]:
             found["num_key_value_heads"] = heads
     hidden_names = [n for n in active if ".weight.shape[" in n]
     hidden = [active[n] for n in hidden_names]
-    per_layer = [n for n in space.hparams if not n.endswith((".depth", "heads")) and n not in hidden_names]
+    per_layer = [n for n in active if not n.endswith((".depth", "heads")) and n not in hidden_names]
     widths = sorted({active[n] for n in per_layer})  # MLP widths, and others a config cannot hold
     if hidden:
         found["hidden_size"] = _uniform(hidden, "hidden width")
     return found, widths
 
 
-def subnet_model(model: nn.Module) -> nn.Module:
-    """The active subnet of a converted Hugging Face model as an instance of its own class."""
+def _subnet(model: nn.Module) -> tuple[nn.Module, dict[str, int]]:
+    """The subnet as a plain model, and its searchable hparams' values: of a converted model's active
+    subnet, or of a subnet exported (and fine-tuned) that records the conversion it came from."""
     config = getattr(model, "config", None)
     if config is None or not hasattr(config, "to_dict"):
         raise UserInputError(f"--format hf: {type(model).__name__} is not a Hugging Face model (it has no config)")
-    plain = export_model(model).eval()
-    fields, widths = _sizes(model)
+    if is_converted(model):
+        return export_model(model).eval(), {name: hp.active for name, hp in get_space(model).hparams.items()}
+    record = getattr(model, EXPORTED_FROM, None)
+    if record is None:
+        raise UserInputError("--format hf exports a searched subnet: give it search.pt or finetune.pt")
+    return model.eval(), {name: spec["active"] for name, spec in record["space"].items()}
+
+
+def subnet_model(model: nn.Module) -> nn.Module:
+    """The subnet of a Hugging Face model (converted, or exported from one) as an instance of its own class."""
+    plain, active = _subnet(model)
+    fields, widths = _sizes(plain.config, active)
     state = plain.state_dict()
     last_error = "no candidate config"
     for width in widths or [None]:
-        candidate = copy.deepcopy(config)
+        candidate = copy.deepcopy(plain.config)
         for key, value in {**fields, **({"intermediate_size": width} if width is not None else {})}.items():
             setattr(candidate, key, value)
         rebuilt = type(plain)(candidate)  # on the CPU: buffers outside the state dict (rotary tables) are made here
@@ -100,20 +106,20 @@ def save_pretrained_subnet(model: nn.Module, example: tuple[torch.Tensor, ...], 
     """Write the active subnet to ``directory`` (replaced whole) and check what it loads computes the same."""
     rebuilt = subnet_model(model)
     with torch.no_grad():
-        expected = first_tensor(export_model(model).eval()(*example))
-        _check(first_tensor(rebuilt(*example)), expected, "the rebuilt model")
+        expected = logits_of(_subnet(model)[0](*example))
+        _check(logits_of(rebuilt(*example)), expected, "the rebuilt model")
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = directory.with_name(f".{directory.name}.tmp")
     old = directory.with_name(f".{directory.name}.old")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        rebuilt.save_pretrained(tmp)
         import transformers
 
         transformers.utils.logging.disable_progress_bar()
+        rebuilt.save_pretrained(tmp)
         loaded = type(rebuilt).from_pretrained(tmp, local_files_only=True).eval()
         with torch.no_grad():
-            _check(first_tensor(loaded(*example)), expected, "the saved directory")
+            _check(logits_of(loaded(*example)), expected, "the saved directory")
         if directory.exists():
             directory.rename(old)
         tmp.rename(directory)

@@ -47,7 +47,8 @@ def train(
     )
     if ranks.main:
         metrics = read_checkpoint(out)["metrics"]
-        result(out, {k: metrics.get(k) for k in ("epoch", "acc_max", "acc_min", "loss")}, json_out)
+        shown = ("epoch", "acc_max", "acc_min", "ppl_max", "ppl_min", "loss")
+        result(out, {k: metrics[k] for k in shown if k in metrics}, json_out)
 
 
 def _relaunch_with_torchrun(nproc: int, source: Path | None, overrides: list[str] | None) -> None:

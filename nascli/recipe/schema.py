@@ -26,10 +26,14 @@ class Deployment(_Strict):
 
 
 class DataSpec(_Strict):
-    """A built-in dataset (see nascli.data); cifar10 and imagefolder read a local root."""
+    """A built-in dataset (see nascli.data); cifar10 and imagefolder read a local root; text is
+    token windows of a corpus for language models (see nascli.text_data)."""
 
-    name: Literal["digits", "fashion_mnist", "cifar10", "imagefolder", "fake"] = "digits"
+    name: Literal["digits", "fashion_mnist", "cifar10", "imagefolder", "fake", "text"] = "digits"
     root: str | None = None
+    corpus: Literal["python_stdlib"] | None = Field(default=None, description="text: a corpus on every machine")
+    files: list[str] = Field(default_factory=list, description="text: globs of UTF-8 files, instead of a corpus")
+    vocab_size: int = Field(default=4096, description="text: tokens of the BPE tokenizer trained on the train files")
     val_fraction: float = Field(default=0.15, gt=0, lt=1)
     batch_size: PositiveInt = Field(default=64, description="global batch size, split across processes")
     eval_batch_size: PositiveInt = 256
@@ -47,6 +51,7 @@ class TrainSpec(_Strict):
     warmup_epochs: float = Field(default=1.0, ge=0)
     label_smoothing: float = Field(default=0.0, ge=0, lt=1)
     grad_clip: float | None = Field(default=None, gt=0)
+    plain: bool = Field(default=False, description="train the model as built only, no supernet (a teacher to prune)")
     sandwich: bool = Field(default=True, description="false: one random subnet per step (ModelOpt's AutoNAS)")
     num_random: int = Field(default=2, ge=0, description="random subnets per sandwich step")
     distill: bool = True
@@ -84,6 +89,9 @@ class FinetuneSpec(_Strict):
     lr: float | None = Field(default=None, gt=0)
     distill: bool = Field(default=False, description="learn from the supernet's max subnet")
     temperature: float = Field(default=1.0, gt=0)
+    distill_weight: float = Field(
+        default=1.0, ge=0, le=1, description="with distill: loss = w * KL(teacher, student) + (1 - w) * labels' loss"
+    )
 
 
 class Recipe(_Strict):

@@ -10,9 +10,10 @@ import torch
 from torch import nn
 
 from nascli.errors import NasCliError, UserInputError
-from nascli.hf_export import first_tensor, save_pretrained_subnet
+from nascli.hf_export import save_pretrained_subnet
 from nascli.space.export import export_model
 from nascli.space.space import example_inputs, is_converted
+from nascli.train.task import logits_of
 
 FORMATS = {"pt2": ".pt2", "onnx": ".onnx", "torchscript": ".ts", "hf": ""}  # hf: a from_pretrained directory
 
@@ -23,10 +24,10 @@ def _write(plain: nn.Module, x: torch.Tensor, fmt: str, path: Path) -> torch.Ten
         warnings.simplefilter("ignore")
         if fmt == "pt2":
             torch.export.save(torch.export.export(plain, (x,)), path)
-            return first_tensor(torch.export.load(path).module()(x))
+            return logits_of(torch.export.load(path).module()(x))
         if fmt == "torchscript":
             torch.jit.trace(plain, x).save(str(path))
-            return first_tensor(torch.jit.load(str(path))(x))
+            return logits_of(torch.jit.load(str(path))(x))
         try:
             import onnxruntime
         except ImportError as exc:
@@ -59,15 +60,13 @@ def export_stage(
     """Export the active subnet (or the plain model) and check the file's output equals the model's."""
     (x,) = example_inputs([[1, *input_shape]], [input_dtype])
     if fmt == "hf":
-        if not is_converted(model):
-            raise UserInputError("--format hf exports a searched subnet: give it search.pt or finetune.pt")
         return save_pretrained_subnet(model, (x,), output)
     plain = (export_model(model) if is_converted(model) else model).eval()
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.{secrets.token_hex(4)}.tmp")  # a killed export's is removed as stale
     try:
         with torch.no_grad():
-            expected = first_tensor(plain(x))
+            expected = logits_of(plain(x))
             got = _write(plain, x, fmt, tmp)
         if not torch.allclose(got, expected, atol=1e-4, rtol=1e-4):
             raise NasCliError(f"{fmt} export differs from the model by {(got - expected).abs().max().item():.2e}")

@@ -17,7 +17,7 @@ from nascli.recipe.schema import Recipe
 from nascli.space.export import export_model
 from nascli.space.space import get_space
 from nascli.stages.rundir import append_metrics, run_dir_lock
-from nascli.train.trainer import SubnetTrainer, accuracy
+from nascli.train.trainer import SubnetTrainer
 
 
 def finetune_stage(model: nn.Module, recipe: Recipe, console: Console | None) -> Path:
@@ -39,22 +39,28 @@ def _finetune(model: nn.Module, recipe: Recipe, console: Console | None) -> Path
     seed = recipe.train.seed if recipe.train.seed is not None else recipe.seed
     try:
         trainer = SubnetTrainer(
-            student, splits, recipe.data, train_spec, seed, teacher=teacher, temperature=spec.temperature
-        )
+            student, splits, recipe.data, train_spec, seed, teacher=teacher, temperature=spec.temperature,
+            distill_weight=spec.distill_weight,
+        )  # fmt: skip
     except ValueError as exc:
         raise UserInputError(str(exc)) from exc
     run_dir = Path(recipe.run_dir)
 
+    metric = trainer.task.metric
+
     def log(record: dict[str, Any]) -> None:
         append_metrics(run_dir, {"stage": "finetune", **record})
         if console is not None:
-            console.print(f"finetune epoch {record['epoch']}: loss {record['loss']:.4f}  val acc {record['acc']:.4f}")
+            console.print(
+                f"finetune epoch {record['epoch']}: loss {record['loss']:.4f}  val {metric} {record[metric]:.4f}  "
+                f"{record[f'{trainer.task.unit}_per_s']:.0f} {trainer.task.unit}/s"
+            )
 
     trainer.fit(lambda state: None, log)
     eval_batch = recipe.data.eval_batch_size
     metrics = {
-        "val_acc": accuracy(student, trainer.val),
-        "test_acc": accuracy(student, DataLoader(splits.test, eval_batch)),
+        f"val_{metric}": trainer.task.evaluate(student, trainer.val)[metric],
+        f"test_{metric}": trainer.task.evaluate(student, DataLoader(splits.test, eval_batch))[metric],
     }
     append_metrics(run_dir, {"stage": "finetune", **metrics})
     checkpoint = exported_checkpoint(

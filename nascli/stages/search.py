@@ -25,7 +25,7 @@ from nascli.search.plot import pareto_plot
 from nascli.search.run import search_report, search_subnet
 from nascli.stages.rundir import append_metrics, run_dir_lock
 from nascli.train.distributed import Ranks
-from nascli.train.trainer import accuracy
+from nascli.train.task import task_of
 from nascli.userdirs import cache_dir
 
 
@@ -78,11 +78,12 @@ def _search(
     splits = recipe_splits(recipe)
     calib = DataLoader(splits.train, batch_size=recipe.data.batch_size, shuffle=False, drop_last=True)
     val = DataLoader(splits.val, batch_size=recipe.data.eval_batch_size)
+    task = task_of(splits)
     if spec.score_func:
         user_score = import_factory(spec.score_func, "search.score_func")
         score = lambda m: user_score(m, val)  # noqa: E731
-    else:
-        score = lambda m: accuracy(m, val)  # noqa: E731
+    else:  # accuracy, or a language model's negative perplexity: higher is better
+        score = lambda m: task.score(task.evaluate(m, val))  # noqa: E731
     costs = cost_model(model)
     costs.memory_batch = recipe.deployment.batch_size
     original: dict[str, Any] = costs.cost(costs.named("max"), ("flops", "params", "memory"))

@@ -64,9 +64,11 @@ def _train(
         if ranks.main:
             append_metrics(run_dir, {"stage": "train", **record})
             if console is not None:
+                metric = trainer.task.metric
+                measured = "  ".join(f"{k} {record[k]:.4f}" for k in (f"{metric}_max", f"{metric}_min") if k in record)
                 console.print(
-                    f"epoch {record['epoch']}: loss {record['loss']:.4f}  lr {record['lr']:.4f}  "
-                    f"acc_max {record['acc_max']:.4f}  acc_min {record['acc_min']:.4f}  {record['seconds']:.1f}s",
+                    f"epoch {record['epoch']}: loss {record['loss']:.4f}  lr {record['lr']:.4f}  {measured}  "
+                    f"{record[f'{trainer.task.unit}_per_s']:.0f} {trainer.task.unit}/s  {record['seconds']:.1f}s",
                     markup=False,
                 )
 

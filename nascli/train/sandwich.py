@@ -12,16 +12,19 @@ from torch import nn
 
 from nascli.space.space import get_space, random_sampling
 from nascli.train.device import autocast as autocast_to
+from nascli.train.task import logits_of
 
 
 def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """KL divergence from the teacher's softened distribution, scaled by T^2 (Hinton et al.)."""
+    """KL divergence from the teacher's softened distribution, scaled by T^2 (Hinton et al.).
+
+    Logits of shape (..., classes): the mean is over every leading position, so a language
+    model's loss is per token, as its cross entropy is.
+    """
     t = temperature
-    return (
-        F.kl_div(F.log_softmax(student / t, -1), F.log_softmax(teacher / t, -1), reduction="batchmean", log_target=True)
-        * t
-        * t
-    )
+    student, teacher = student.reshape(-1, student.shape[-1]).float(), teacher.reshape(-1, teacher.shape[-1]).float()
+    log_student, log_teacher = F.log_softmax(student / t, -1), F.log_softmax(teacher / t, -1)
+    return F.kl_div(log_student, log_teacher, reduction="batchmean", log_target=True) * t * t
 
 
 def sandwich_step(
@@ -54,7 +57,7 @@ def sandwich_step(
         optimizer.zero_grad(set_to_none=True)
         space.sample("max")
         with autocast_to(inputs.device, autocast):
-            logits = model(inputs)
+            logits = logits_of(model(inputs))
             loss = loss_fn(logits, targets)
         loss.backward()
         losses["loss_max"] = loss.item()
@@ -62,7 +65,7 @@ def sandwich_step(
         for index, how in enumerate(["min"] + [rng.choice] * num_random):
             space.sample(how)
             with autocast_to(inputs.device, autocast):
-                out = model(inputs)
+                out = logits_of(model(inputs))
                 loss = distillation_loss(out, teacher, temperature) if distill else loss_fn(out, targets)
             loss.backward()
             losses["loss_min" if index == 0 else f"loss_random{index}"] = loss.item()
@@ -94,15 +97,19 @@ def single_subnet_step(
     rng: random.Random | None = None,
     reduce_gradients: Callable[[nn.Module], None] | None = None,
     autocast: torch.dtype | None = None,
+    subnet: str | None = None,
 ) -> dict[str, Any]:
-    """ModelOpt's AutoNAS step: one random subnet per step, trained on the labels (the baseline)."""
+    """ModelOpt's AutoNAS step: one random subnet per step, trained on the labels (the baseline).
+
+    ``subnet="max"`` trains only the largest subnet: the model as built, trained plainly.
+    """
     inputs, targets = batch
     space = get_space(model)
     with random_sampling(model, enabled=False):
         optimizer.zero_grad(set_to_none=True)
-        space.sample((rng or random.Random()).choice)
+        space.sample(subnet or (rng or random.Random()).choice)
         with autocast_to(inputs.device, autocast):
-            loss = loss_fn(model(inputs), targets)
+            loss = loss_fn(logits_of(model(inputs)), targets)
         loss.backward()
         _apply_gradients(model, optimizer, grad_clip, reduce_gradients)
     return {"loss_max": loss.item()}

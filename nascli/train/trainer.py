@@ -24,9 +24,12 @@ from nascli.recipe.schema import DataSpec, TrainSpec
 from nascli.space.space import get_space, random_sampling
 from nascli.train.bn import recalibrate_bn
 from nascli.train.device import autocast as autocast_to
-from nascli.train.device import model_device, training_device
+from nascli.train.device import training_device
 from nascli.train.distributed import Ranks, average_gradients, broadcast_model
 from nascli.train.sandwich import distillation_loss, sandwich_step, single_subnet_step
+from nascli.train.task import Classification, accuracy, logits_of, task_of
+
+__all__ = ["SubnetTrainer", "SupernetTrainer", "Trainer", "accuracy", "build_optimizer", "subnet_metrics"]
 
 
 def build_optimizer(model: nn.Module, spec: TrainSpec) -> torch.optim.Optimizer:
@@ -53,26 +56,14 @@ def warmup_cosine(total_steps: int, warmup_steps: int) -> Callable[[int], float]
     return factor
 
 
-@torch.no_grad()
-def accuracy(model: nn.Module, loader: DataLoader) -> float:
-    """Top-1 accuracy of the active subnet in eval mode."""
-    was_training = model.training
-    model.eval()
-    correct = total = 0
-    device = model_device(model)
-    for inputs, targets in loader:
-        correct += (model(inputs.to(device)).argmax(-1).cpu() == targets).sum().item()
-        total += len(targets)
-    model.train(was_training)
-    return correct / max(1, total)
-
-
-def subnet_accuracy(model: nn.Module, how: Any, calib: DataLoader, val: DataLoader, batches: int) -> float:
-    """Validation top-1 of a subnet after BN recalibration on training batches."""
+def subnet_metrics(
+    model: nn.Module, how: Any, calib: DataLoader, val: DataLoader, batches: int, task: Classification | None = None
+) -> dict[str, float]:
+    """Validation metrics of a subnet (accuracy by default) after BN recalibration on training batches."""
     with random_sampling(model, enabled=False):
         get_space(model).sample(how)
         recalibrate_bn(model, calib, batches)
-        return accuracy(model, val)
+        return (task or Classification()).evaluate(model, val)
 
 
 class Trainer:
@@ -109,7 +100,7 @@ class Trainer:
         self.optimizer = build_optimizer(model, spec)
         warmup = min(total, int(round(spec.warmup_epochs * self.steps_per_epoch)))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_cosine(total, warmup))
-        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=spec.label_smoothing)
+        self.task = task_of(splits, spec.label_smoothing)
         self.sampler = random.Random(seed)
         self.epoch = self.step_in_epoch = self.global_step = 0
         # the current epoch's summed step losses, kept in the state so a resumed epoch logs the same mean
@@ -185,7 +176,7 @@ class Trainer:
                     self.scheduler.step()
                     self.step_in_epoch += 1
                     self.global_step += 1
-                    seen += len(batch[1]) * self.ranks.world
+                    seen += self.task.count(batch[1]) * self.ranks.world
                     lr = self.optimizer.param_groups[0]["lr"]
                     ips = seen / (time.perf_counter() - start)
                     progress.update(task, advance=1, loss=loss, lr=lr, ips=ips)
@@ -205,7 +196,7 @@ class Trainer:
             "loss": self.epoch_loss_sum / max(1, self.epoch_loss_steps),
             "lr": self.optimizer.param_groups[0]["lr"],
             **metrics,
-            "images_per_s": seen / max(seconds, 1e-9),
+            f"{self.task.unit}_per_s": seen / max(seconds, 1e-9),
             "seconds": round(seconds, 3),
         }
         self.epoch += 1
@@ -216,7 +207,8 @@ class Trainer:
     def _progress(self) -> Progress:
         return Progress(
             TextColumn("{task.description}"), BarColumn(), TextColumn("loss {task.fields[loss]:.3f}"),
-            TextColumn("lr {task.fields[lr]:.4f}"), TextColumn("{task.fields[ips]:.0f} img/s"), TimeRemainingColumn(),
+            TextColumn("lr {task.fields[lr]:.4f}"), TextColumn(f"{{task.fields[ips]:.0f}} {self.task.unit}/s"),
+            TimeRemainingColumn(),
             console=self.console, transient=True, disable=not (self.show_progress and self.ranks.main),
         )  # fmt: skip
 
@@ -230,43 +222,58 @@ class SupernetTrainer(Trainer):
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> float:
         spec = self.spec
+        if spec.plain:
+            return single_subnet_step(
+                self.model, batch, self.task.loss, self.optimizer, spec.grad_clip, None, self._reduce(), self.autocast,
+                subnet="max",
+            )["loss_max"]  # fmt: skip
         if spec.sandwich:
             return sandwich_step(
-                self.model, batch, self.loss_fn, self.optimizer, spec.num_random, spec.distill, spec.temperature,
+                self.model, batch, self.task.loss, self.optimizer, spec.num_random, spec.distill, spec.temperature,
                 spec.grad_clip, self.sampler, self._reduce(), self.autocast,
             )["loss_max"]  # fmt: skip
         return single_subnet_step(
-            self.model, batch, self.loss_fn, self.optimizer, spec.grad_clip, self.sampler, self._reduce(), self.autocast
-        )["loss_max"]
+            self.model, batch, self.task.loss, self.optimizer, spec.grad_clip, self.sampler, self._reduce(),
+            self.autocast,
+        )["loss_max"]  # fmt: skip
 
     def evaluate(self) -> dict[str, float]:
-        """Validation accuracy of the largest and smallest subnets, each after BN recalibration."""
-        batches = self.spec.bn_calib_batches
-        acc_max = subnet_accuracy(self.model, "max", self.calib, self.val, batches)
-        acc_min = subnet_accuracy(self.model, "min", self.calib, self.val, batches)
+        """Validation metrics of the largest and (unless training plainly) smallest subnets, after BN recalibration."""
+        batches, metric = self.spec.bn_calib_batches, self.task.metric
+        found = {f"{metric}_max": subnet_metrics(self.model, "max", self.calib, self.val, batches, self.task)[metric]}
+        if not self.spec.plain:
+            found[f"{metric}_min"] = subnet_metrics(self.model, "min", self.calib, self.val, batches, self.task)[metric]
         get_space(self.model).sample("max")
-        return {"acc_max": acc_max, "acc_min": acc_min}
+        return found
 
 
 class SubnetTrainer(Trainer):
     """Trains one plain model (fine-tuning a chosen subnet), from the labels or from a teacher."""
 
-    def __init__(self, *args: Any, teacher: nn.Module | None = None, temperature: float = 1.0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        teacher: nn.Module | None = None,
+        temperature: float = 1.0,
+        distill_weight: float = 1.0,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.teacher = teacher.to(self.device).eval() if teacher is not None else None
-        self.temperature = temperature
+        self.temperature, self.distill_weight = temperature, distill_weight
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> float:
+        """Labels' loss, or with a teacher ``w * KL(teacher || student) + (1 - w) * labels' loss``."""
         inputs, targets = batch
         self.optimizer.zero_grad(set_to_none=True)
         with autocast_to(inputs.device, self.autocast):
-            logits = self.model(inputs)
-            if self.teacher is None:
-                loss = self.loss_fn(logits, targets)
-            else:
+            logits = logits_of(self.model(inputs))
+            weight = self.distill_weight if self.teacher is not None else 0.0
+            loss = self.task.loss(logits, targets) * (1 - weight) if weight < 1 else 0.0
+            if weight > 0:
                 with torch.no_grad():
-                    soft = self.teacher(inputs)
-                loss = distillation_loss(logits, soft, self.temperature)
+                    soft = logits_of(self.teacher(inputs))
+                loss = loss + weight * distillation_loss(logits, soft, self.temperature)
         loss.backward()
         if reduce := self._reduce():
             reduce(self.model)
@@ -276,7 +283,7 @@ class SubnetTrainer(Trainer):
         return loss.item()
 
     def evaluate(self) -> dict[str, float]:
-        return {"acc": accuracy(self.model, self.val)}
+        return self.task.evaluate(self.model, self.val)
 
 
 def _as_tuples(state: Any) -> Any:
