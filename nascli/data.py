@@ -20,7 +20,7 @@ from torch.utils.data import Dataset, Subset, TensorDataset
 
 from nascli.errors import UserInputError
 from nascli.recipe.schema import Recipe
-from nascli.text_data import TokenWindows, load_corpus
+from nascli.text_data import TokenWindows, load_corpus, pin_tokenizer
 from nascli.userdirs import cache_dir
 
 FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)  # where Debian puts them
@@ -157,7 +157,9 @@ def _text(recipe: Recipe) -> Splits:
         raise UserInputError("input_shape: a text dataset needs input_shape [sequence length] and input_dtype int64")
     data, seq_len = recipe.data, recipe.input_shape[0]
     corpus = load_corpus(data.corpus, data.files, data.vocab_size, data.val_fraction, cache_dir())
-    splits = [TokenWindows(torch.from_numpy(tokens.astype(np.int64)), seq_len)
+    if recipe.run_dir is not None:
+        pin_tokenizer(Path(recipe.run_dir), corpus.tokenizer_json)
+    splits = [TokenWindows(torch.from_numpy(tokens.astype(np.int32)), seq_len)
               for tokens in (corpus.train, corpus.val, corpus.test)]  # fmt: skip
     for name, split in zip(("train", "validation", "test"), splits, strict=True):
         if len(split) == 0:

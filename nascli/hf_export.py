@@ -24,6 +24,7 @@ from nascli.errors import NasCliError, UserInputError
 from nascli.opt.checkpoint import EXPORTED_FROM
 from nascli.space.export import export_model
 from nascli.space.space import get_space, is_converted
+from nascli.text_data import END_OF_TEXT
 from nascli.train.task import logits_of
 
 
@@ -79,7 +80,11 @@ def _subnet(model: nn.Module) -> tuple[nn.Module, dict[str, int]]:
 
 def subnet_model(model: nn.Module) -> nn.Module:
     """The subnet of a Hugging Face model (converted, or exported from one) as an instance of its own class."""
-    plain, active = _subnet(model)
+    return _rebuilt(*_subnet(model))
+
+
+def _rebuilt(plain: nn.Module, active: dict[str, int]) -> nn.Module:
+    """``plain`` as its own class built from a config with the subnet's sizes, holding its weights."""
     fields, widths = _sizes(plain.config, active)
     state = plain.state_dict()
     last_error = "no candidate config"
@@ -102,11 +107,18 @@ def subnet_model(model: nn.Module) -> nn.Module:
     )
 
 
-def save_pretrained_subnet(model: nn.Module, example: tuple[torch.Tensor, ...], directory: Path) -> Path:
-    """Write the active subnet to ``directory`` (replaced whole) and check what it loads computes the same."""
-    rebuilt = subnet_model(model)
+def save_pretrained_subnet(
+    model: nn.Module, example: tuple[torch.Tensor, ...], directory: Path, tokenizer_json: str | None = None
+) -> Path:
+    """Write the active subnet to ``directory`` (replaced whole) and check what it loads computes the same.
+
+    ``tokenizer_json`` (a ``tokenizers`` tokenizer, the run's) is written beside it as a fast
+    tokenizer ``AutoTokenizer.from_pretrained`` loads.
+    """
+    plain, active = _subnet(model)
+    rebuilt = _rebuilt(plain, active)
     with torch.no_grad():
-        expected = logits_of(_subnet(model)[0](*example))
+        expected = logits_of(plain(*example))
         _check(logits_of(rebuilt(*example)), expected, "the rebuilt model")
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = directory.with_name(f".{directory.name}.tmp")
@@ -117,6 +129,12 @@ def save_pretrained_subnet(model: nn.Module, example: tuple[torch.Tensor, ...], 
 
         transformers.utils.logging.disable_progress_bar()
         rebuilt.save_pretrained(tmp)
+        if tokenizer_json is not None:
+            from tokenizers import Tokenizer
+
+            fast = transformers.PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(tokenizer_json))
+            fast.eos_token = END_OF_TEXT
+            fast.save_pretrained(tmp)
         loaded = type(rebuilt).from_pretrained(tmp, local_files_only=True).eval()
         with torch.no_grad():
             _check(logits_of(loaded(*example)), expected, "the saved directory")

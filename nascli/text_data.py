@@ -8,6 +8,8 @@ A byte-level BPE tokenizer (``tokenizers``) is trained on the train files only; 
 encodes. The tokenizer and the token arrays are cached under the user cache directory, keyed by
 the files' contents and the vocabulary size, and written atomically. A sample is a window of
 ``seq_len`` tokens and the next token after each (``input_shape: [seq_len]``).
+Files named by ``data.files`` are named relative to their common folder, so the same corpus
+copied elsewhere splits the same way.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import glob
 import hashlib
 import io
 import json
+import os
 import sysconfig
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,13 +28,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from nascli.atomic import atomic_write, atomic_write_text
+from nascli.atomic import atomic_write
 from nascli.errors import UserInputError
 
 CORPORA = ("python_stdlib",)
 _LEFT_OUT = {"test", "tests", "idlelib", "lib2to3", "site-packages", "dist-packages"}
-END_OF_TEXT = "<|endoftext|>"  # token 0, between files
-_FORMAT = 1  # bump when the cached files change meaning
+END_OF_TEXT = "<|endoftext|>"  # between files
+_FORMAT = 2  # bump when the cached file changes meaning
 
 
 class TokenWindows(Dataset):
@@ -46,7 +50,7 @@ class TokenWindows(Dataset):
         if not 0 <= index < len(self):
             raise IndexError(index)
         start = index * self.seq_len
-        window = self.tokens[start : start + self.seq_len + 1].long()
+        window = self.tokens[start : start + self.seq_len + 1].long()  # stored narrower
         return window[:-1], window[1:]
 
 
@@ -74,7 +78,6 @@ def corpus_files(corpus: str | None, patterns: list[str]) -> tuple[Path, list[Pa
     elif not patterns:
         raise UserInputError("data: a text dataset needs data.corpus (python_stdlib) or data.files")
     else:
-        root = Path("/")
         files = []
         for pattern in patterns:
             found = [Path(p).resolve() for p in glob.glob(str(Path(pattern).expanduser()), recursive=True)]
@@ -82,20 +85,22 @@ def corpus_files(corpus: str | None, patterns: list[str]) -> tuple[Path, list[Pa
             if not found:
                 raise UserInputError(f"data.files: no file matches {pattern!r}")
             files.extend(found)
+        # names relative to the files' common folder: the same corpus elsewhere splits the same way
+        root = Path(os.path.commonpath(files)) if len(set(files)) > 1 else files[0].parent
     if not files:
         raise UserInputError(f"data.corpus: {corpus} has no files under {root}")
     return root, sorted(set(files))
 
 
-def _read(path: Path) -> str:
+def _read(path: Path, where: str) -> str:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise UserInputError(f"data.files: cannot read {path} ({exc.strerror})") from exc
+        raise UserInputError(f"{where}: cannot read {path} ({exc.strerror})") from exc
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise UserInputError(f"data.files: {path} is not valid UTF-8 (byte {exc.start})") from exc
+        raise UserInputError(f"{where}: {path} is not valid UTF-8 (byte {exc.start})") from exc
 
 
 def _split_files(root: Path, texts: dict[Path, str], held_out: float) -> tuple[list[Path], list[Path], list[Path]]:
@@ -103,12 +108,13 @@ def _split_files(root: Path, texts: dict[Path, str], held_out: float) -> tuple[l
     order = sorted(texts, key=lambda p: hashlib.sha256(str(p.relative_to(root)).encode()).hexdigest())
     total = sum(len(t) for t in texts.values())
     splits: list[list[Path]] = [[], []]
+    taken = 0
     for split in splits:
         size = 0
-        while order and size < held_out * total:
-            split.append(order.pop(0))
-            size += len(texts[split[-1]])
-    return order, splits[1], splits[0]
+        while taken < len(order) and size < held_out * total:
+            split.append(order[taken])
+            size, taken = size + len(texts[order[taken]]), taken + 1
+    return order[taken:], splits[1], splits[0]
 
 
 def _train_tokenizer(texts: list[str], vocab_size: int) -> str:
@@ -131,41 +137,77 @@ def _encode(tokenizer_json: str, texts: list[str]) -> np.ndarray:
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_str(tokenizer_json)
+    end = np.full(1, tokenizer.token_to_id(END_OF_TEXT), dtype=np.uint16)
     pieces = []
     for encoding in tokenizer.encode_batch(texts):
-        pieces.append(np.asarray(encoding.ids, dtype=np.uint16))
-        pieces.append(np.zeros(1, dtype=np.uint16))  # END_OF_TEXT after every file
+        pieces.extend((np.asarray(encoding.ids, dtype=np.uint16), end))  # END_OF_TEXT after every file
     return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.uint16)
 
 
 def load_corpus(corpus: str | None, patterns: list[str], vocab_size: int, held_out: float, cache: Path) -> TextCorpus:
-    """The corpus tokenized, from the cache when the same files and vocabulary were tokenized before."""
+    """The corpus tokenized, from the cache when the same files and vocabulary were tokenized before.
+
+    The cache is one file (tokenizer and token arrays), written atomically; one that cannot be
+    read is rebuilt.
+    """
     if not 256 < vocab_size <= 65_535:
         raise UserInputError(f"data.vocab_size: {vocab_size} must be between 257 and 65535 (byte-level BPE)")
+    where = "data.corpus" if corpus is not None else "data.files"
     root, files = corpus_files(corpus, patterns)
-    texts = {path: _read(path) for path in files}
+    texts = {path: _read(path, where) for path in files}
     digest = hashlib.sha256(f"{_FORMAT}:{vocab_size}:{held_out}".encode())
     for path, text in texts.items():
         digest.update(str(path.relative_to(root)).encode() + b"\0" + text.encode() + b"\0")
-    folder = cache / "text" / digest.hexdigest()[:24]
+    cached = cache / "text" / f"{digest.hexdigest()[:24]}.npz"
     description = corpus or f"{len(files)} files"
-    if (folder / "tokens.npz").is_file() and (folder / "tokenizer.json").is_file():
-        arrays = np.load(folder / "tokens.npz")
-        tokenizer_json = (folder / "tokenizer.json").read_text()
-        return TextCorpus(arrays["train"], arrays["val"], arrays["test"], tokenizer_json, vocab_size, description)
+    found = _read_cache(cached, vocab_size, description)
+    if found is not None:
+        return found
     train, val, test = _split_files(root, texts, held_out)
     if not train or not val or not test or not any(texts[p] for p in train):
-        raise UserInputError(f"data: {description} is too small to split into train, validation and test files")
+        raise UserInputError(
+            f"{where}: {description} is too small to split whole files into train, validation and test"
+            f" (it needs at least 3 non-empty files, and data.val_fraction={held_out} must leave train files)"
+        )
     tokenizer_json = _train_tokenizer([texts[p] for p in train], vocab_size)
     arrays = {name: _encode(tokenizer_json, [texts[p] for p in split])
               for name, split in (("train", train), ("val", val), ("test", test))}  # fmt: skip
-
-    def write_arrays(f: io.BufferedWriter) -> None:
-        np.savez(f, **arrays)
-
-    atomic_write(folder / "tokens.npz", write_arrays)
-    atomic_write_text(folder / "tokenizer.json", tokenizer_json)
     split_files = {name: [str(p.relative_to(root)) for p in split] for name, split in
                    (("train", train), ("val", val), ("test", test))}  # fmt: skip
-    atomic_write_text(folder / "files.json", json.dumps({"root": str(root), **split_files}, indent=1))
+
+    def write(f: io.BufferedWriter) -> None:
+        np.savez(f, **arrays, tokenizer=np.frombuffer(tokenizer_json.encode(), dtype=np.uint8),
+                 files=np.frombuffer(json.dumps(split_files).encode(), dtype=np.uint8))  # fmt: skip
+
+    atomic_write(cached, write)
     return TextCorpus(arrays["train"], arrays["val"], arrays["test"], tokenizer_json, vocab_size, description)
+
+
+def _read_cache(path: Path, vocab_size: int, description: str) -> TextCorpus | None:
+    try:
+        with np.load(path) as stored:
+            arrays = {name: stored[name] for name in ("train", "val", "test")}
+            tokenizer_json = stored["tokenizer"].tobytes().decode()
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile, UnicodeDecodeError):
+        return None  # absent or unreadable: built again and replaced
+    return TextCorpus(arrays["train"], arrays["val"], arrays["test"], tokenizer_json, vocab_size, description)
+
+
+TOKENIZER_FILE = "tokenizer.json"
+
+
+def pin_tokenizer(run_dir: Path, tokenizer_json: str) -> None:
+    """Keep the run's tokenizer in its run directory, and refuse a corpus that now tokenizes otherwise.
+
+    The first stage reading the text writes ``tokenizer.json``; a later stage whose corpus gives
+    another tokenizer (files changed, another vocabulary) would feed the model other token ids,
+    so it stops with one line. ``nascli export --format hf`` puts this file in the directory.
+    """
+    path = run_dir / TOKENIZER_FILE
+    if not path.is_file():
+        atomic_write(path, lambda f: f.write(tokenizer_json.encode()))
+    elif path.read_text() != tokenizer_json:
+        raise UserInputError(
+            f"data: the corpus no longer gives the tokenizer this run was trained with ({path}); restore the"
+            " files, or start a new run_dir"
+        )

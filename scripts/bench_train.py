@@ -39,6 +39,7 @@ from nascli.recipe.schema import DataSpec, TrainSpec
 from nascli.train.bn import recalibrate_bn
 from nascli.train.device import training_device
 from nascli.train.sandwich import sandwich_step
+from nascli.train.task import Classification
 from nascli.train.trainer import SupernetTrainer, accuracy, build_optimizer, subnet_metrics, warmup_cosine
 
 SUBNETS = ("max", "centroid", "min")
@@ -64,7 +65,8 @@ def train_supernet(
     trainer.fit(lambda state: None, records.append)
     seconds = time.perf_counter() - start
     calib, val = eval_loaders(splits, data)
-    accs = {how: subnet_metrics(model, how, calib, val, spec.bn_calib_batches)["acc"] for how in SUBNETS}
+    task = Classification()
+    accs = {how: subnet_metrics(model, how, calib, val, spec.bn_calib_batches, task)["acc"] for how in SUBNETS}
     return accs, seconds, records
 
 

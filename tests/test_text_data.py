@@ -109,3 +109,15 @@ def test_text_needs_token_ids_and_a_corpus(tmp_path):
         recipe_splits(_recipe(tmp_path))
     with pytest.raises(UserInputError, match="data.vocab_size: 100000"):
         recipe_splits(_recipe(tmp_path, corpus="python_stdlib", vocab_size=100_000))
+
+
+def test_a_run_keeps_its_tokenizer_and_refuses_a_corpus_that_changed(tmp_path):
+    patterns = _write_corpus(tmp_path / "corpus")
+    recipe = _recipe(tmp_path, files=patterns)
+    recipe_splits(recipe)
+    pinned = (tmp_path / "run" / "tokenizer.json").read_text()
+    recipe_splits(recipe)  # the same corpus: accepted
+    (tmp_path / "corpus" / "doc05.txt").write_text("entirely new words appear here\n" * 80, encoding="utf-8")
+    with pytest.raises(UserInputError, match="the corpus no longer gives the tokenizer this run was trained with"):
+        recipe_splits(recipe)
+    assert (tmp_path / "run" / "tokenizer.json").read_text() == pinned

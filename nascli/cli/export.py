@@ -22,6 +22,7 @@ def export(
     from nascli.stages.export import check_output, export_stage, suffix
     from nascli.stages.load import load_stage_input
     from nascli.stages.rundir import run_dir_lock
+    from nascli.text_data import TOKENIZER_FILE
 
     extension = suffix(fmt)
     if output is not None:
@@ -34,5 +35,6 @@ def export(
     # the input's directory is its run directory, held like every stage's: a second writer is
     # refused and the temp files a killed export left there are removed
     with run_dir_lock(path.parent):
-        path = export_stage(model, recipe.input_shape, fmt, target, recipe.input_dtype)
+        tokenizer = path.parent / TOKENIZER_FILE  # a text run's tokenizer travels with an hf export
+        path = export_stage(model, recipe.input_shape, fmt, target, recipe.input_dtype, tokenizer)
     result(path, {"format": fmt}, json_out)

@@ -43,13 +43,14 @@ def search(
     if algorithm is not None:
         overrides.append(f"search.algorithm={algorithm}")
     if resume:
-        model, _, _, recipe, state = load_resumable(input_path(source), overrides, "search")
+        model, _, checkpoint, recipe, state = load_resumable(input_path(source), overrides, "search")
         if state is None:
             raise UserInputError(f"--resume: no unfinished search.pt in {recipe.run_dir}")
     else:
-        (model, _, _, recipe), state = load_stage_input(input_path(source), overrides, "search"), None
+        (model, _, checkpoint, recipe), state = load_stage_input(input_path(source), overrides, "search"), None
     quiet = flags.quiet or not ranks.main
-    path = search_stage(model, recipe, constraints, None if quiet else console, state, ranks)
+    out = None if quiet else console
+    path = search_stage(model, recipe, constraints, out, state, ranks, checkpoint["stage"])
     if ranks.main:
         from nascli.opt.checkpoint import read_checkpoint
 

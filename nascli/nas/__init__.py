@@ -174,8 +174,9 @@ def search(
     seed). ModelOpt's ``num_iters``, ``population_size`` and ``candidate_size`` name iterations,
     population and parents; ``checkpoint`` is a path the searched model is saved to;
     ``verbose`` prints the chosen subnet. A fastnas model's channels are first sorted by
-    importance, so each width keeps its most important channels. Returns the model with the
-    best subnet active and the search history (candidates, Pareto front, best).
+    weight importance, so each width keeps its most important channels, unless they were sorted
+    already (``sort_channels_by_importance(model, batches)`` sorts by activations). Returns the
+    model with the best subnet active and the search history (candidates, Pareto front, best).
     """
     from nascli.search.evolve import SearchSettings
     from nascli.search.run import search_report, search_subnet
@@ -199,7 +200,7 @@ def search(
     costs = cost_model(model)
     original = costs.cost(costs.named("max"), ("flops", "params", "memory"))
     bounds = resolve_constraints(constraints, original)
-    if get_space(model).modes[-1][0] == "fastnas":
+    if get_space(model).modes[-1][0] == "fastnas" and get_space(model).sorted_by is None:
         sort_channels_by_importance(model)
     best, state = search_subnet(model, bounds, score_func, loader, batches, SearchSettings(**settings), algorithm)
     report = search_report(state, best, bounds, original, model)

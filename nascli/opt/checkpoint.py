@@ -78,6 +78,7 @@ def build_checkpoint(
         if space
         else {},
         "subnet": None if space is None or space.sample_in_train else space.config(),
+        "sorted_by": space.sorted_by if space else None,  # the weights hold the channels in that order
         "state_dict": model.state_dict(),
         "trainer": trainer,
         "metrics": metrics or {},
@@ -273,6 +274,7 @@ def replay_conversion(model: nn.Module, checkpoint: dict[str, Any], path: str | 
         space = get_space(model)
         space.select({name: spec["active"] for name, spec in checkpoint["space"].items()})
         space.sample_in_train = checkpoint["subnet"] is None
+        space.sorted_by = checkpoint.get("sorted_by")
         if checkpoint.get("exported"):
             model = remember_conversion(export_model(model), model)
     return model

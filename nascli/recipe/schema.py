@@ -79,6 +79,10 @@ class SearchSpec(_Strict):
     lower_bound_ratio: float = Field(default=0.85, ge=0, le=1)
     bn_calib_batches: PositiveInt = 10
     score_func: str | None = Field(default=None, description="'module:fn' taking (model, val_loader) -> float")
+    importance: Literal["weights", "activations"] = Field(
+        default="weights", description="fastnas: sort channels by weight norms, or by activations (Minitron)"
+    )
+    importance_samples: PositiveInt = Field(default=64, description="training samples the activations are read on")
     seed: int | None = None
 
 

@@ -128,13 +128,16 @@ def _follow_split_sizes(model: nn.Module, split_dims: dict[tuple[str, int], Dim]
             continue
         if isinstance(module, DynamicModule) and kind_of(module) is not PARAMETERS:
             continue  # a layer of its own kind: its attributes are its own to keep
-        names = [name for name, value in vars(module).items() if value in (size, (size,)) and _is_size(value)]
+        names = [name for name, value in vars(module).items() if _is_size(name, value) and value in (size, (size,))]
         if names:
             PARAMETERS.attach_parameters(module, {}, {name: dim for name in names})
 
 
-def _is_size(value: Any) -> bool:
-    """An int, or a one-int tuple (a layer norm's ``normalized_shape``): the attributes that may follow a dim."""
+def _is_size(name: str, value: Any) -> bool:
+    """An int, or a one-int tuple (a layer norm's ``normalized_shape``), that is not an index or an id
+    (Hugging Face's ``layer_idx``): the attributes that may follow a dim."""
+    if name.lower().endswith(("idx", "index", "_id", "ids")):
+        return False
     return type(value) is int or (type(value) is tuple and len(value) == 1 and type(value[0]) is int)
 
 

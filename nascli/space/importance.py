@@ -1,15 +1,20 @@
 """Channel importance for pruning: reorder each channel group so its prefix is the most important.
 
 Subnets keep a prefix of each channel group, so sorting the stored channels by importance once
-(FastNAS) makes every subnet keep the channels that matter most. A group's importance is the |γ|
-of its batch norms, or else the L1 norm of its producers' output-channel weights. The permutation
-is applied to every tensor of the group, so the full model computes exactly what it did before.
+(FastNAS) makes every subnet keep the channels that matter most. By weights, a group's
+importance is the |γ| of its batch norms, or else the L1 norm of its producers' output-channel
+weights. By activations (Minitron), it is what the layers reading the group receive on
+calibration batches: the mean |activation| of each channel (an MLP neuron, a hidden channel:
+the inputs of the projections after each norm), or for heads the mean L2 norm of each head's
+output (a key/value group's: of its query heads' outputs). The permutation is applied to every
+tensor of the group, so the full model computes exactly what it did before.
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -56,17 +61,90 @@ def _importance(hp: Hparam, members: list[Member]) -> torch.Tensor:
     return torch.stack([score[o * s : (o + n) * s].view(n, s).sum(1) for score, o, s in producers]).sum(0)
 
 
+class _InputStatistics:
+    """Per layer reading a group: the sum over positions of |x| per input channel, and of the L2
+    norm of each block of ``scale`` channels (a head) for each block size its groups use."""
+
+    def __init__(self, members: dict[int, tuple[Hparam, list[Member]]]) -> None:
+        self.scales: dict[nn.Module, set[int]] = defaultdict(set)
+        for _, group in members.values():
+            for module, role, _, scale in group:
+                if role == "in":
+                    self.scales[module].add(scale)
+        self.sums: dict[tuple[nn.Module, int], torch.Tensor] = {}
+
+    def hook(self, module: nn.Module, args: tuple) -> None:
+        x = args[0] if args else None
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            return
+        x = x.detach().float().movedim(kind_of(module).input_channel_dim, -1)
+        channels = x.shape[-1]
+        for scale in self.scales[module]:
+            if channels % scale:
+                continue
+            blocks = x.reshape(-1, channels // scale, scale)
+            total = blocks.abs().sum((0, 2)) if scale == 1 else blocks.norm(dim=2).sum(0)
+            key = (module, scale)
+            self.sums[key] = self.sums[key] + total if key in self.sums else total
+
+    def importance(self, hp: Hparam, group: list[Member]) -> torch.Tensor | None:
+        """The group's score per channel, summed over its readers; None where none was measured."""
+        n, scores = hp.max, []
+        for module, role, offset, scale in group:
+            total = self.sums.get((module, scale)) if role == "in" else None
+            if total is not None and len(total) >= offset + n:
+                scores.append(total[offset : offset + n] / total.sum().clamp_min(1e-12))
+        return torch.stack(scores).sum(0) if scores else None
+
+
+@torch.no_grad()
+def _activation_importance(
+    model: nn.Module, groups: dict[int, tuple[Hparam, list[Member]]], batches: Iterable[tuple]
+) -> dict[int, torch.Tensor]:
+    """Scores from what each group's readers receive over ``batches`` (each a tuple of inputs), at the max subnet.
+
+    Each reader's scores are normalized to sum 1 before they are added, so a layer with larger
+    activations does not outvote the others.
+    """
+    stats = _InputStatistics(groups)
+    handles = [module.register_forward_pre_hook(stats.hook) for module in stats.scales]
+    space = get_space(model)
+    was_training, active = model.training, space.config()
+    model.eval()
+    try:
+        space.sample("max")
+        for inputs in batches:
+            model(*inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+        space.select(active)
+        model.train(was_training)
+    found = {}
+    for key, (hp, group) in groups.items():
+        score = stats.importance(hp, group)
+        if score is not None:
+            found[key] = score
+    return found
+
+
 def _block_width(members: list[Member]) -> int:
     """Whole blocks move together: grouped convs' per-group widths and group norms' channels per group."""
     return math.lcm(1, *(kind_of(m).permutation_block(m) for m, _, _, _ in members))
 
 
 @torch.no_grad()
-def sort_channels_by_importance(model: nn.Module) -> dict[str, list[int]]:
-    """Reorder every configurable channel group by descending importance; returns the orders."""
+def sort_channels_by_importance(model: nn.Module, batches: Iterable[tuple] | None = None) -> dict[str, list[int]]:
+    """Reorder every configurable channel group by descending importance; returns the orders.
+
+    By weights, or with ``batches`` (calibration inputs, each a tuple of the model's arguments)
+    by activations; a group that no layer reads as its input keeps the weights' score.
+    """
     orders = {}
-    for hp, members in _group_members(model).values():
-        score = _importance(hp, members)
+    groups = _group_members(model)
+    measured = _activation_importance(model, groups, batches) if batches is not None else {}
+    for key, (hp, members) in groups.items():
+        score = measured[key] if key in measured else _importance(hp, members)
         width = _block_width(members)
         if len(score) % width or any(offset % width for _, _, offset, _ in members):
             continue  # whole blocks do not line up with this group (part of a concatenation): keep its order
@@ -77,4 +155,5 @@ def sort_channels_by_importance(model: nn.Module) -> dict[str, list[int]]:
             for module, role, offset, _ in members:
                 kind_of(module).permute(module, role, perm, offset)
         orders[hp.name] = perm.tolist()
+    get_space(model).sorted_by = "activations" if batches is not None else "weights"
     return orders

@@ -53,6 +53,8 @@ class SearchSpace:
         self.input_dtypes: list[str] = ["float32"] * len(input_shapes)  # "int64" for token ids
         self.shapes = shapes
         self.sample_in_train = True
+        # how the channels were last sorted ("weights", "activations"), None if never: a search sorts once
+        self.sorted_by: str | None = None
         self.fixed_reasons: dict[str, str] = {}  # fixed hparam name -> why it is fixed
         self.untraceable: dict[str, str] = {}  # module kept whole -> why fx could not trace it
         # entry -> entries per choice, for an attribute sized by whole heads or flattened maps

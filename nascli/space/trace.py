@@ -395,12 +395,14 @@ def _better_of(
     written out (not heads) stays fixed either way, and convolutional nets keep fx's reading
     (flattened maps follow the ``couple_flatten`` rule; see docs/architecture.md).
     """
+    if not fx_result.unfollowed_reshapes:
+        return fx_result
     fixed = _fixed_slots(fx_result.groups)
-    if not fixed or not fx_result.unfollowed_reshapes:
+    if not fixed:
         return fx_result
     try:
         exported = _trace_exported(model, dummy_input, converts, reads_flattened)
-    except UserInputError:
+    except Exception:  # torch.export fails in many ways on models fx follows: fx's trace stands
         return fx_result
     better = exported.head_groups and len(_fixed_slots(exported.groups)) < len(fixed)
     return exported if better else fx_result

@@ -258,7 +258,13 @@ def _reshape(walker: ChannelWalker, node: fx.Node) -> None:
     outs = [d for d in run[1] if shape[d] != 1] or run[1][:1]
     if ins == [c] and len(outs) == 1:
         walker.chan[node] = (segments, outs[0])
-    elif ins == [c] and len(segments) == 1 and len(outs) > 2 and _unbound_later(node, outs[0], shape[outs[0]]):
+    elif (
+        ins == [c]
+        and len(segments) == 1
+        and len(outs) > 2
+        and not walker.is_part(segments[0])
+        and _unbound_later(node, len(shape), outs[0], shape[outs[0]])
+    ):
         # (q, k and v) x heads x head size in one reshape: equal parts of the channels, each split into heads
         part = walker.groups.add(("node", f"{node.name}.part"), in_shape[c] // shape[outs[0]])
         walker.groups.set_repeat(segments[0], part, shape[outs[0]])
@@ -290,23 +296,25 @@ def _size_follows(walker: ChannelWalker, node: fx.Node, size: int, element: Elem
         walker.result.split_sizes.append((stack[-1][0], size, element))
 
 
-def _unbound_later(node: fx.Node, dim: int, size: int) -> bool:
-    """Whether ``dim`` of ``node`` is taken apart downstream (unbind, or a split into ``size`` items),
-    through any reordering of the dims: then it counts equal parts (timm's fused q, k, v), not heads."""
-    rank = len(node.meta["val"].shape) if "val" in node.meta else 0
+def _unbound_later(node: fx.Node, rank: int, dim: int, size: int) -> bool:
+    """Whether ``dim`` of ``node`` (of ``rank`` dims) is taken apart downstream (unbind, or a split into
+    ``size`` items), through any reordering of the dims: then it counts equal parts (timm's fused q, k,
+    v), not heads."""
     for user in node.users:
         name = aten_name(user)
-        at = user.args[1] if name == "unbind" and len(user.args) > 1 else 0 if name == "unbind" else None
         if name in ("transpose", "permute", "t"):
             order = _order(user, name, rank)
-            if order is not None and _unbound_later(user, order.index(dim), size):
+            if order is not None and _unbound_later(user, rank, order.index(dim), size):
                 return True
-        elif name in ("clone", "contiguous", "_to_copy", "alias") and _unbound_later(user, dim, size):
+        elif name in ("clone", "contiguous", "_to_copy", "alias") and _unbound_later(user, rank, dim, size):
             return True
-        elif at is not None and rank and at % rank == dim:
-            return True
-        elif name in ("split", "split_with_sizes", "chunk") and len(user.args) > 2 and user.args[2] % rank == dim:
-            return len(user.meta.get("val", ())) == size
+        elif name in ("unbind", "split", "split_with_sizes", "chunk"):
+            at = 1 if name == "unbind" else 2
+            along = user.args[at] if len(user.args) > at else user.kwargs.get("dim", 0)
+            items = user.meta.get("val")
+            parts = len(items) if isinstance(items, (list, tuple)) else 0
+            if isinstance(along, int) and along % rank == dim and parts == size:
+                return True
     return False
 
 
@@ -484,7 +492,7 @@ def layer_norm(walker: ChannelWalker, node: fx.Node) -> None:
         walker.opaque(node, f"{_name(node)} over another dim than the channels")
         return
     _follow_channels(walker, node, arg)
-    if node in walker.chan:
+    if node in walker.chan and len(walker.chan[arg][0]) == 1:
         _size_follows(walker, node, shape[-1], walker.chan[arg][0][0])
 
 

@@ -55,12 +55,21 @@ def check_output(output: Path, fmt: str) -> None:
 
 
 def export_stage(
-    model: nn.Module, input_shape: list[int], fmt: str, output: Path, input_dtype: str = "float32"
+    model: nn.Module,
+    input_shape: list[int],
+    fmt: str,
+    output: Path,
+    input_dtype: str = "float32",
+    tokenizer: Path | None = None,
 ) -> Path:
-    """Export the active subnet (or the plain model) and check the file's output equals the model's."""
+    """Export the active subnet (or the plain model) and check the file's output equals the model's.
+
+    ``tokenizer``: a run's ``tokenizer.json``, written into an ``hf`` directory with the model.
+    """
     (x,) = example_inputs([[1, *input_shape]], [input_dtype])
     if fmt == "hf":
-        return save_pretrained_subnet(model, (x,), output)
+        tokenizer_json = tokenizer.read_text() if tokenizer is not None and tokenizer.is_file() else None
+        return save_pretrained_subnet(model, (x,), output, tokenizer_json)
     plain = (export_model(model) if is_converted(model) else model).eval()
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.{secrets.token_hex(4)}.tmp")  # a killed export's is removed as stale

@@ -33,7 +33,7 @@ def _finetune(model: nn.Module, recipe: Recipe, console: Console | None) -> Path
     splits = recipe_splits(recipe)
     student = export_model(model).train()
     teacher = None
-    if spec.distill:
+    if spec.distill and spec.distill_weight > 0:
         teacher = copy.deepcopy(model)
         get_space(teacher).sample("max")
     seed = recipe.train.seed if recipe.train.seed is not None else recipe.seed

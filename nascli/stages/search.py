@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import json
+import time
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+import torch
 from rich.console import Console
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from nascli.atomic import atomic_write_text
 from nascli.cost.constraints import parse_bound, resolve_constraints
 from nascli.cost.latency import LatencyModel
 from nascli.cost.model import cost_model
-from nascli.data import recipe_splits
+from nascli.data import Splits, recipe_splits
 from nascli.errors import UserInputError
 from nascli.opt.checkpoint import build_checkpoint, write_checkpoint
 from nascli.recipe.factory import import_factory
@@ -23,6 +25,8 @@ from nascli.recipe.schema import Recipe
 from nascli.search.evolve import SearchSettings, SearchState
 from nascli.search.plot import pareto_plot
 from nascli.search.run import search_report, search_subnet
+from nascli.space.importance import sort_channels_by_importance
+from nascli.space.space import get_space
 from nascli.stages.rundir import append_metrics, run_dir_lock
 from nascli.train.distributed import Ranks
 from nascli.train.task import task_of
@@ -36,15 +40,23 @@ def search_stage(
     console: Console | None,
     resume_from: dict[str, Any] | None = None,
     ranks: Ranks = Ranks(),
+    input_stage: str = "convert",
 ) -> Path:
     """Search the best subnet under ``constraints`` (recipe's search.constraints overridden by them).
+
+    ``input_stage`` is the stage whose checkpoint holds ``model``: a model trained plainly
+    (``train.plain``) is sorted again by importance before a fastnas search, one trained as a
+    supernet never is (its subnets learned the channels in their order).
 
     ``search.pt`` is rewritten after every iteration with the search state, so an interrupted
     search continues from it (``resume_from``, the stored state) to the same result. Under
     torchrun every rank scores its share of each generation; rank 0 writes.
     """
     with run_dir_lock(recipe.run_dir) if ranks.main else nullcontext():
-        return _search(model, recipe, constraints, console, resume_from, ranks)
+        splits = recipe_splits(recipe)
+        if resume_from is None:
+            _sort_for_pruning(model, recipe, input_stage, splits, console)
+        return _search(model, recipe, splits, constraints, console, resume_from, ranks)
 
 
 def resumed_constraints(state: dict[str, Any], wanted: dict[str, Any]) -> dict[str, Any]:
@@ -66,19 +78,47 @@ def resumed_constraints(state: dict[str, Any], wanted: dict[str, Any]) -> dict[s
     return dict(stored)
 
 
+def _sort_for_pruning(model: nn.Module, recipe: Recipe, input_stage: str, splits: Any, console: Console | None) -> None:
+    """Sort a fastnas model's channels by ``search.importance`` where its weights were not sorted
+    already: by activations (Minitron) always, by weights again after plain training."""
+    importance, fastnas = recipe.search.importance, get_space(model).modes[-1][0] == "fastnas"
+    supernet = input_stage == "train" and not recipe.train.plain
+    if importance == "activations" and not fastnas:
+        raise UserInputError("search.importance: activations sorts channels for pruning; set mode: fastnas")
+    if importance == "activations" and supernet:
+        raise UserInputError(
+            "search.importance: activations would reorder the channels a supernet was trained on;"
+            " use it on a model trained with train.plain: true, or keep importance: weights"
+        )
+    if not fastnas or supernet or (importance == "weights" and input_stage != "train"):
+        return
+    start = time.perf_counter()
+    if importance == "weights":
+        sort_channels_by_importance(model)
+        return
+    samples = min(recipe.search.importance_samples, len(splits.train))
+    chosen = torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(recipe.seed))[:samples]
+    loader = DataLoader(Subset(splits.train, chosen.tolist()), batch_size=recipe.data.eval_batch_size)
+    device = next(model.parameters()).device
+    sort_channels_by_importance(model, ((inputs.to(device),) for inputs, _ in loader))
+    if console is not None:
+        console.print(f"importance: activations on {samples} training samples, {time.perf_counter() - start:.1f}s")
+
+
 def _search(
     model: nn.Module,
     recipe: Recipe,
+    splits: Splits,
     constraints: dict[str, Any],
     console: Console | None,
     resume_from: dict[str, Any] | None,
     ranks: Ranks,
 ) -> Path:
     spec = recipe.search
-    splits = recipe_splits(recipe)
     calib = DataLoader(splits.train, batch_size=recipe.data.batch_size, shuffle=False, drop_last=True)
     val = DataLoader(splits.val, batch_size=recipe.data.eval_batch_size)
     task = task_of(splits)
+    task.check_model(model)
     if spec.score_func:
         user_score = import_factory(spec.score_func, "search.score_func")
         score = lambda m: user_score(m, val)  # noqa: E731

@@ -21,6 +21,8 @@ def recalibrate_bn(model: nn.Module, loader: Iterable, num_batches: int = 10) ->
     sampling is off meanwhile, and the model's train/eval mode is restored afterwards.
     """
     norms = [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+    if not norms:
+        return model  # nothing to re-estimate (a transformer): no forward passes
     saved = [m.momentum for m in norms]
     for m in norms:
         m.reset_running_stats()

@@ -44,7 +44,6 @@ def accuracy(model: nn.Module, loader: DataLoader) -> float:
 class Classification:
     """Cross entropy on one label per sample; top-1 accuracy, higher is better."""
 
-    name = "classification"
     metric = "acc"
     unit = "images"
 
@@ -65,11 +64,13 @@ class Classification:
         """The number a search maximizes."""
         return metrics["acc"]
 
+    def check_model(self, model: nn.Module) -> None:
+        """Refuse (one line) a model that cannot learn this task, before any batch reaches it."""
+
 
 class LanguageModeling(Classification):
     """Next-token cross entropy over every position; perplexity, lower is better (the score is its negative)."""
 
-    name = "language_modeling"
     metric = "ppl"
     unit = "tokens"
 
@@ -103,6 +104,22 @@ class LanguageModeling(Classification):
 
     def score(self, metrics: dict[str, float]) -> float:
         return -metrics["ppl"]
+
+    @torch.no_grad()
+    def check_model(self, model: nn.Module) -> None:
+        """The model must read and predict every token id: a forward on the largest id, in eval mode."""
+        was_training = model.training
+        model.eval()
+        try:
+            ids = torch.full((1, 2), self.vocab_size - 1, dtype=torch.long, device=model_device(model))
+            self._check_vocabulary(logits_of(model(ids)))
+        except (IndexError, RuntimeError) as exc:
+            raise UserInputError(
+                f"model: it cannot read token id {self.vocab_size - 1} of the tokenizer's {self.vocab_size}"
+                f" (data.vocab_size): {str(exc).splitlines()[0]}"
+            ) from exc
+        finally:
+            model.train(was_training)
 
     def _check_vocabulary(self, logits: torch.Tensor) -> None:
         if logits.shape[-1] < self.vocab_size:

@@ -57,13 +57,13 @@ def warmup_cosine(total_steps: int, warmup_steps: int) -> Callable[[int], float]
 
 
 def subnet_metrics(
-    model: nn.Module, how: Any, calib: DataLoader, val: DataLoader, batches: int, task: Classification | None = None
+    model: nn.Module, how: Any, calib: DataLoader, val: DataLoader, batches: int, task: Classification
 ) -> dict[str, float]:
-    """Validation metrics of a subnet (accuracy by default) after BN recalibration on training batches."""
+    """Validation metrics of a subnet after BN recalibration on training batches."""
     with random_sampling(model, enabled=False):
         get_space(model).sample(how)
         recalibrate_bn(model, calib, batches)
-        return (task or Classification()).evaluate(model, val)
+        return task.evaluate(model, val)
 
 
 class Trainer:
@@ -101,6 +101,7 @@ class Trainer:
         warmup = min(total, int(round(spec.warmup_epochs * self.steps_per_epoch)))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_cosine(total, warmup))
         self.task = task_of(splits, spec.label_smoothing)
+        self.task.check_model(model)
         self.sampler = random.Random(seed)
         self.epoch = self.step_in_epoch = self.global_step = 0
         # the current epoch's summed step losses, kept in the state so a resumed epoch logs the same mean

@@ -69,6 +69,9 @@ def test_the_finetuned_model_exports_to_a_directory_from_pretrained_loads(run_di
     with torch.no_grad():
         torch.testing.assert_close(loaded(ids).logits, finetuned(ids).logits, atol=1e-4, rtol=1e-4)
     assert sum(p.numel() for p in loaded.parameters()) == sum(p.numel() for p in finetuned.parameters())
+    tokenizer = transformers.AutoTokenizer.from_pretrained(run_dir / "hf", local_files_only=True)
+    ids = tokenizer("def loads(s):\n    return json")["input_ids"]
+    assert 0 < len(ids) < 20 and max(ids) < 512 and tokenizer.decode(ids) == "def loads(s):\n    return json"
 
 
 def test_a_corpus_that_is_not_utf8_is_one_line_and_exit_2(tmp_path):

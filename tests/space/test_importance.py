@@ -1,3 +1,5 @@
+import copy
+
 import torch
 
 import nascli.nas as mtn
@@ -72,3 +74,32 @@ def test_every_layer_kind_permutes_consistently():
         assert any(order != sorted(order) for order in orders.values()), net.__name__
         torch.testing.assert_close(model(x), before, atol=1e-5, rtol=1e-5)
         assert_export_matches(model, x, "min")
+
+
+@torch.no_grad()
+def test_activations_rank_what_the_readers_receive_not_the_weights():
+    """A neuron and a key/value group with large weights but silent outputs go last by activations."""
+    from tests.transformer_topologies import TinyDecoder
+
+    torch.manual_seed(0)
+    ids = torch.randint(0, 50, (4, 6))
+    model = mtn.convert(TinyDecoder(4, 2), "fastnas", dummy_input=ids[:1]).eval()
+    block = model.body.blocks[0]
+    block.mlp.gate.weight[3] *= 50  # the largest producer weights, but up's row is zero: silent
+    block.mlp.up.weight[3] = 0
+    block.attn.q.weight[16:] *= 50  # key/value group 1 (query heads 2 and 3): large weights, zero values
+    block.attn.v.weight[8:] = 0
+    before = model(ids)
+    by_weights = sort_channels_by_importance(copy.deepcopy(model))
+    orders = sort_channels_by_importance(model, [(ids[:2],), (ids[2:],)])
+    assert by_weights["body.blocks.0.mlp.gate.out_features"][0] == 3
+    assert by_weights["body.blocks.0.attn.num_kv_heads"] == [1, 0]
+    assert orders["body.blocks.0.mlp.gate.out_features"][-1] == 3
+    assert orders["body.blocks.0.attn.num_kv_heads"] == [0, 1]
+    torch.testing.assert_close(model(ids), before, atol=1e-5, rtol=1e-5)
+    assert_export_matches(model, ids, "min")
+    silent = block.mlp.gate.weight.shape[0] - 1
+    assert block.mlp.gate.weight.abs().sum(1).argmax() == silent
+    search = {"score_func": lambda m: 0.0, "algorithm": "random", "iterations": 1, "population": 2, "parents": 1}
+    mtn.search(model, {"params": "100%"}, ids[:1], search)  # sorts no more: the activations' order stays
+    assert block.mlp.gate.weight.abs().sum(1).argmax() == silent

@@ -228,6 +228,9 @@ class LayerKind:
         """Per-channel importance a normalizing layer gives (|gamma| of a batch norm), if any."""
         return None
 
+    #: the dim of a layer's first input that holds the channels its "in" slot reads
+    input_channel_dim = -1
+
     def output_importance(self, module: nn.Module) -> torch.Tensor:
         """The L1 norm of the weights producing each output channel."""
         return module.weight.detach().abs().flatten(1).sum(1)

@@ -109,6 +109,7 @@ class ChannelsFirstKind(LayerKind):
 
     ratio_setting, divisor_setting = "out_channels_ratio", "channel_divisor"
     timed = True
+    input_channel_dim = 1
 
     def slots(self, module: nn.Module) -> dict[str, int]:
         return {"out": module.out_channels, "in": module.in_channels}
