@@ -71,11 +71,25 @@ def _subnet(model: nn.Module) -> tuple[nn.Module, dict[str, int]]:
     if config is None or not hasattr(config, "to_dict"):
         raise UserInputError(f"--format hf: {type(model).__name__} is not a Hugging Face model (it has no config)")
     if is_converted(model):
-        return export_model(model).eval(), {name: hp.active for name, hp in get_space(model).hparams.items()}
+        space = get_space(model)
+        specs = {name: {"choices": hp.choices, "active": hp.active} for name, hp in space.hparams.items()}
+        return export_model(model).eval(), _kept_hparams(specs, space.block_ranks)
     record = getattr(model, EXPORTED_FROM, None)
     if record is None:
         raise UserInputError("--format hf exports a searched subnet: give it search.pt or finetune.pt")
-    return model.eval(), {name: spec["active"] for name, spec in record["space"].items()}
+    return model.eval(), _kept_hparams(record["space"], record.get("block_ranks") or {})
+
+
+def _kept_hparams(specs: dict[str, dict[str, Any]], block_ranks: dict[str, list[int]]) -> dict[str, int]:
+    """Active values of the searchable hparams, less those inside blocks a depth skips (not exported)."""
+    skipped = []
+    for name, spec in specs.items():
+        if name.endswith(".depth"):
+            blocks, depth = max(spec["choices"]), spec["active"]
+            ranks = block_ranks.get(name) or list(range(blocks))
+            stack = name[: -len(".depth")]
+            skipped += [f"{stack}.{index}." for index, rank in enumerate(ranks) if rank >= depth]
+    return {name: spec["active"] for name, spec in specs.items() if not name.startswith(tuple(skipped))}
 
 
 def subnet_model(model: nn.Module) -> nn.Module:

@@ -13,8 +13,9 @@ In one run, with torch's default threads (run it alone):
 2. perplexity right after pruning to the same subnet, for channels ranked by activations, by
    weight norms, and kept in their trained order (which says nothing of importance, so it is a
    random ranking);
-3. width-only (searched under the params bound), depth-only (trailing blocks dropped) and
-   combined subnets at the same bound, each distilled for the same tokens;
+3. width-only (searched under the params bound), depth-only (the last blocks dropped, or the
+   blocks whose absence costs least, ranked by the score without each) and width and depth
+   searched together, at the same bound, each distilled for the same tokens;
 4. the claim: at the same parameter count and training tokens, the pruned model distilled from
    the teacher against the pruned architecture initialized afresh and trained on the labels, per
    seed. Both use nascli's fine-tuning trainer; from scratch takes the recipe's pretraining
@@ -41,7 +42,7 @@ from nascli.cost.model import cost_model
 from nascli.data import Splits, recipe_splits
 from nascli.opt.checkpoint import read_checkpoint
 from nascli.recipe.schema import Recipe
-from nascli.space.importance import sort_channels_by_importance
+from nascli.space.importance import rank_blocks, sort_channels_by_importance
 from nascli.space.space import get_space
 from nascli.train.task import LanguageModeling
 from nascli.train.trainer import SubnetTrainer
@@ -177,24 +178,29 @@ def main() -> None:
     costs, bound = cost_model(deep), cost_model(deep).cost()["params"] * float(args.params.rstrip("%")) / 100
     choices = get_space(deep).hparams[depth_name].choices
     layers = max(d for d in choices if costs.cost({**costs.named("max"), depth_name: d})["params"] <= bound)
-    depth_only = copy.deepcopy(deep)
-    mtn.select(depth_only, {depth_name: layers})
+    trailing = copy.deepcopy(deep)
+    mtn.select(trailing, {depth_name: layers})
+    rank_blocks(deep, score)  # Minitron's depth importance: the score without each block
+    ranked = copy.deepcopy(deep)
+    mtn.select(ranked, {depth_name: layers})
     combined, _ = mtn.search(
         copy.deepcopy(deep), {"params": args.params}, dummy,
         {"data_loader": calib, "score_func": score, "algorithm": "sensitivity", "max_iter_data_loader": 1},
     )  # fmt: skip
+    combined_depth = mtn.get_subnet_config(combined)[depth_name]
     rows_w = []
-    for name, model in (
+    variants = [
         ("width only", searched),
-        (f"depth only ({layers} layers)", depth_only),
-        ("combined", combined),
-    ):
+        (f"depth only, last blocks dropped ({layers} layers)", trailing),
+        (f"depth only, ranked blocks dropped ({layers} layers)", ranked),
+        (f"width and depth searched ({combined_depth} layers)", combined),
+    ]
+    for name, model in variants:
         pruned = mtn.export(model).eval()
         before = _ppl(pruned, task, test)
-        seconds, tokens = _train(pruned, splits, recipe, args.steps, args.seeds[0], plain_teacher, recipe.finetune.lr)
-        rows_w.append(
-            (name, f"{_params(pruned):,}", f"{before:.2f}", f"{_ppl(pruned, task, test):.2f}", f"{seconds:.0f} s")
-        )
+        seconds, _ = _train(pruned, splits, recipe, args.steps, args.seeds[0], plain_teacher, recipe.finetune.lr)
+        after = _ppl(pruned, task, test)
+        rows_w.append((name, f"{_params(pruned):,}", f"{before:.2f}", f"{after:.2f}", f"{seconds:.0f} s"))
 
     # 4. the claim
     rows_c = []

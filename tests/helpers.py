@@ -1,5 +1,9 @@
 """Checks shared by the engine tests."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -32,3 +36,15 @@ def assert_export_matches(model: nn.Module, x: torch.Tensor, how, atol: float = 
 
 def n_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def run_pipeline(recipe: Path, run_dir: Path, overrides: list[str], search: str) -> None:
+    """``nascli convert RECIPE | train | search SEARCH | finetune`` in a shell, as a user runs it."""
+    nascli = f"{sys.executable} -m nascli -q"
+    quoted = " ".join(f"'{o}'" for o in overrides)
+    script = (
+        f"{nascli} convert {recipe} run_dir={run_dir} {quoted}"
+        f" | {nascli} train | {nascli} search {search} | {nascli} finetune"
+    )
+    done = subprocess.run(["bash", "-o", "pipefail", "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]

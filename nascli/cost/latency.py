@@ -161,7 +161,8 @@ class LatencyModel:
     def table_sum(self, config: dict[str, Any]) -> float:
         total = 0.0
         for layer, conditions in self.layers:
-            if all(config.get(hp.name, hp.active) > index for hp, index in conditions):
+            rank = self.space.block_rank
+            if all(config.get(hp.name, hp.active) > rank(hp.name, index) for hp, index in conditions):
                 total += self._entry(layer, layer.sizes(config))
         return total
 

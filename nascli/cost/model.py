@@ -47,7 +47,7 @@ class CostModel:
                 for j, (name, power) in enumerate(term.factors):
                     columns[row, j], powers[row, j] = index[name], power
                 for j, (name, block) in enumerate(term.conditions):
-                    cond_columns[row, j], cond_index[row, j] = index[name], block
+                    cond_columns[row, j], cond_index[row, j] = index[name], space.block_rank(name, block)
             coefs = np.array([t.coef for t in terms], dtype=np.int64)
             self._tables[kind] = (coefs, columns, powers, cond_columns, cond_index)
 

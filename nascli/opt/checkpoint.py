@@ -25,6 +25,7 @@ from nascli.errors import CheckpointError
 from nascli.opt.trust import code_references, describe, is_signed_here, sign
 from nascli.space.convert import convert_model
 from nascli.space.export import export_model
+from nascli.space.importance import set_block_ranks
 from nascli.space.space import example_inputs, get_space, is_converted
 
 FORMAT = "nascli/1"
@@ -79,6 +80,7 @@ def build_checkpoint(
         else {},
         "subnet": None if space is None or space.sample_in_train else space.config(),
         "sorted_by": space.sorted_by if space else None,  # the weights hold the channels in that order
+        "block_ranks": dict(space.block_ranks) if space else {},
         "state_dict": model.state_dict(),
         "trainer": trainer,
         "metrics": metrics or {},
@@ -275,6 +277,8 @@ def replay_conversion(model: nn.Module, checkpoint: dict[str, Any], path: str | 
         space.select({name: spec["active"] for name, spec in checkpoint["space"].items()})
         space.sample_in_train = checkpoint["subnet"] is None
         space.sorted_by = checkpoint.get("sorted_by")
+        for depth, ranks in (checkpoint.get("block_ranks") or {}).items():
+            set_block_ranks(model, depth, ranks)
         if checkpoint.get("exported"):
             model = remember_conversion(export_model(model), model)
     return model

@@ -20,7 +20,7 @@ from nascli.opt.checkpoint import build_checkpoint, load_failure, replay_convers
 from nascli.space.space import is_converted
 
 REQUIRED_KEY = "modelopt_state_dict"
-_KEPT = ("input_shapes", "input_dtypes", "space", "subnet", "sorted_by", "exported")
+_KEPT = ("input_shapes", "input_dtypes", "space", "subnet", "sorted_by", "block_ranks", "exported")
 
 
 def modelopt_state(model: nn.Module) -> dict[str, Any]:

@@ -79,6 +79,9 @@ class SearchSpec(_Strict):
     lower_bound_ratio: float = Field(default=0.85, ge=0, le=1)
     bn_calib_batches: PositiveInt = 10
     score_func: str | None = Field(default=None, description="'module:fn' taking (model, val_loader) -> float")
+    score_samples: PositiveInt | None = Field(
+        default=None, description="random validation samples each candidate is scored on; default: all"
+    )
     importance: Literal["weights", "activations"] = Field(
         default="weights", description="fastnas: sort channels by weight norms, or by activations (Minitron)"
     )

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
@@ -22,6 +22,7 @@ from torch import nn
 from nascli.space.hparam import Hparam, Scaled, Segments, dim_parts, dim_scale
 from nascli.space.kinds import DynamicModule, kind_of
 from nascli.space.kinds.base import moving_each_tensor_once
+from nascli.space.kinds.sequential import DepthStack
 from nascli.space.space import get_space
 
 # (layer, "out" | "in" | "features" | "param:<name>", offset of the group in that dim, entries per channel)
@@ -157,3 +158,51 @@ def sort_channels_by_importance(model: nn.Module, batches: Iterable[tuple] | Non
         orders[hp.name] = perm.tolist()
     get_space(model).sorted_by = "activations" if batches is not None else "weights"
     return orders
+
+
+def set_block_ranks(model: nn.Module, depth: str, ranks: list[int]) -> None:
+    """Give the blocks of the stack the depth hparam ``depth`` sizes their ranks: a depth ``d`` keeps
+    the blocks ranked below ``d``. Costs built after this read them (the cached cost model is dropped)."""
+    space = get_space(model)
+    space.block_ranks[depth] = list(ranks)
+    for module in model.modules():
+        if isinstance(module, DepthStack) and module._hp_depth.name == depth:
+            module._ranks = space.block_ranks[depth]
+    space._cost_model = None
+
+
+@torch.no_grad()
+def rank_blocks(model: nn.Module, score: Callable[[nn.Module], float]) -> dict[str, list[float]]:
+    """Rank the skippable blocks of every searchable depth by the score of the model without each one.
+
+    Minitron's depth importance: each block that a depth may skip is skipped alone, every other
+    hparam at its max, and ``score(model)`` (higher is better, e.g. the negative validation
+    perplexity) measured. The block whose absence costs the least is skipped first as the depth
+    shrinks; blocks a depth never skips keep their place. Returns each depth's scores per
+    skippable block, in block order.
+    """
+    space = get_space(model)
+    active = space.config()
+    measured: dict[str, list[float]] = {}
+    try:
+        space.sample("max")
+        for module in model.modules():
+            if not isinstance(module, DepthStack) or module._hp_depth.name not in space.hparams:
+                continue
+            depth, blocks = module._hp_depth, len(module)
+            without: dict[int, float] = {}
+            for block in range(depth.min, blocks):  # skipped alone: ranked last
+                alone = [i - (i > block) if i != block else blocks - 1 for i in range(blocks)]
+                set_block_ranks(model, depth.name, alone)
+                space.select({depth.name: blocks - 1})
+                without[block] = score(model)
+            space.select({depth.name: blocks})
+            order = sorted(without, key=lambda b: without[b])  # the lowest score without it: the most important
+            ranks = list(range(blocks))
+            for rank, block in enumerate(order, start=depth.min):
+                ranks[block] = rank
+            set_block_ranks(model, depth.name, ranks)
+            measured[depth.name] = [without[b] for b in sorted(without)]
+    finally:
+        space.select(active)
+    return measured

@@ -55,12 +55,19 @@ class SearchSpace:
         self.sample_in_train = True
         # how the channels were last sorted ("weights", "activations"), None if never: a search sorts once
         self.sorted_by: str | None = None
+        # depth hparam -> each block's rank: a depth d keeps the blocks ranked below d (default: the first d)
+        self.block_ranks: dict[str, list[int]] = {}
         self.fixed_reasons: dict[str, str] = {}  # fixed hparam name -> why it is fixed
         self.untraceable: dict[str, str] = {}  # module kept whole -> why fx could not trace it
         # entry -> entries per choice, for an attribute sized by whole heads or flattened maps
         self.entry_scales: dict[str, int] = {}
         self._by_name = dict(entries)
         self.hparams: dict[str, Hparam] = {name: hp for name, hp in entries if name == hp.name and hp.is_configurable}
+
+    def block_rank(self, depth: str, index: int) -> int:
+        """The rank of block ``index`` of the stack ``depth`` sizes: it runs while the depth exceeds it."""
+        ranks = self.block_ranks.get(depth)
+        return ranks[index] if ranks is not None else index
 
     # -- configs -------------------------------------------------------------------------------
     def config(self, configurable: bool | None = True) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from nascli.recipe.schema import Recipe
 from nascli.search.evolve import SearchSettings, SearchState
 from nascli.search.plot import pareto_plot
 from nascli.search.run import search_report, search_subnet
-from nascli.space.importance import sort_channels_by_importance
+from nascli.space.importance import rank_blocks, sort_channels_by_importance
 from nascli.space.space import get_space
 from nascli.stages.rundir import append_metrics, run_dir_lock
 from nascli.train.distributed import Ranks
@@ -54,9 +55,10 @@ def search_stage(
     """
     with run_dir_lock(recipe.run_dir) if ranks.main else nullcontext():
         splits = recipe_splits(recipe)
+        score = _scorer(recipe, splits, model)
         if resume_from is None:
-            _sort_for_pruning(model, recipe, input_stage, splits, console)
-        return _search(model, recipe, splits, constraints, console, resume_from, ranks)
+            _sort_for_pruning(model, recipe, input_stage, splits, score, console)
+        return _search(model, recipe, splits, score, constraints, console, resume_from, ranks)
 
 
 def resumed_constraints(state: dict[str, Any], wanted: dict[str, Any]) -> dict[str, Any]:
@@ -78,9 +80,33 @@ def resumed_constraints(state: dict[str, Any], wanted: dict[str, Any]) -> dict[s
     return dict(stored)
 
 
-def _sort_for_pruning(model: nn.Module, recipe: Recipe, input_stage: str, splits: Any, console: Console | None) -> None:
+def _scorer(recipe: Recipe, splits: Splits, model: nn.Module) -> Callable[[nn.Module], float]:
+    """What a search maximizes: ``search.score_func``, or accuracy (a language model's negative
+    perplexity) on ``search.score_samples`` random validation samples (all of them by default)."""
+    spec, val = recipe.search, splits.val
+    if spec.score_samples is not None and spec.score_samples < len(val):
+        chosen = torch.randperm(len(val), generator=torch.Generator().manual_seed(recipe.seed))[: spec.score_samples]
+        val = Subset(val, sorted(chosen.tolist()))
+    loader = DataLoader(val, batch_size=recipe.data.eval_batch_size)
+    if spec.score_func:
+        user_score = import_factory(spec.score_func, "search.score_func")
+        return lambda m: user_score(m, loader)
+    task = task_of(splits)
+    task.check_model(model)
+    return lambda m: task.score(task.evaluate(m, loader))
+
+
+def _sort_for_pruning(
+    model: nn.Module,
+    recipe: Recipe,
+    input_stage: str,
+    splits: Splits,
+    score: Callable[[nn.Module], float],
+    console: Console | None,
+) -> None:
     """Sort a fastnas model's channels by ``search.importance`` where its weights were not sorted
-    already: by activations (Minitron) always, by weights again after plain training."""
+    already (by activations, Minitron's, always; by weights again after plain training), and rank
+    the blocks of each searchable depth by the score without each one (space/importance.py)."""
     importance, fastnas = recipe.search.importance, get_space(model).modes[-1][0] == "fastnas"
     supernet = input_stage == "train" and not recipe.train.plain
     if importance == "activations" and not fastnas:
@@ -90,25 +116,33 @@ def _sort_for_pruning(model: nn.Module, recipe: Recipe, input_stage: str, splits
             "search.importance: activations would reorder the channels a supernet was trained on;"
             " use it on a model trained with train.plain: true, or keep importance: weights"
         )
-    if not fastnas or supernet or (importance == "weights" and input_stage != "train"):
+    if not fastnas or supernet:
         return
     start = time.perf_counter()
-    if importance == "weights":
+    if importance == "activations":
+        samples = min(recipe.search.importance_samples, len(splits.train))
+        chosen = torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(recipe.seed))[:samples]
+        loader = DataLoader(Subset(splits.train, chosen.tolist()), batch_size=recipe.data.eval_batch_size)
+        device = next(model.parameters()).device
+        sort_channels_by_importance(model, ((inputs.to(device),) for inputs, _ in loader))
+        if console is not None:
+            console.print(f"importance: activations on {samples} training samples, {time.perf_counter() - start:.1f}s")
+    elif input_stage == "train":
         sort_channels_by_importance(model)
-        return
-    samples = min(recipe.search.importance_samples, len(splits.train))
-    chosen = torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(recipe.seed))[:samples]
-    loader = DataLoader(Subset(splits.train, chosen.tolist()), batch_size=recipe.data.eval_batch_size)
-    device = next(model.parameters()).device
-    sort_channels_by_importance(model, ((inputs.to(device),) for inputs, _ in loader))
-    if console is not None:
-        console.print(f"importance: activations on {samples} training samples, {time.perf_counter() - start:.1f}s")
+    start = time.perf_counter()
+    ranked = rank_blocks(model, score)
+    if ranked and console is not None:
+        blocks = sum(len(scores) for scores in ranked.values())
+        console.print(
+            f"importance: {blocks} blocks ranked by the score without each, {time.perf_counter() - start:.1f}s"
+        )
 
 
 def _search(
     model: nn.Module,
     recipe: Recipe,
     splits: Splits,
+    score: Callable[[nn.Module], float],
     constraints: dict[str, Any],
     console: Console | None,
     resume_from: dict[str, Any] | None,
@@ -116,14 +150,6 @@ def _search(
 ) -> Path:
     spec = recipe.search
     calib = DataLoader(splits.train, batch_size=recipe.data.batch_size, shuffle=False, drop_last=True)
-    val = DataLoader(splits.val, batch_size=recipe.data.eval_batch_size)
-    task = task_of(splits)
-    task.check_model(model)
-    if spec.score_func:
-        user_score = import_factory(spec.score_func, "search.score_func")
-        score = lambda m: user_score(m, val)  # noqa: E731
-    else:  # accuracy, or a language model's negative perplexity: higher is better
-        score = lambda m: task.score(task.evaluate(m, val))  # noqa: E731
     costs = cost_model(model)
     costs.memory_batch = recipe.deployment.batch_size
     original: dict[str, Any] = costs.cost(costs.named("max"), ("flops", "params", "memory"))

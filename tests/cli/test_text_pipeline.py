@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import nascli.opt as mto
+from tests.helpers import run_pipeline
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
@@ -24,6 +25,7 @@ TINY = [
     " num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 64, use_cache: false}",
     "input_shape=[32]", "data.corpus=null", f"data.files=[{JSON_FILES}]", "data.vocab_size=512",
     "data.val_fraction=0.2", "data.batch_size=8", "train.checkpoint_every=0", "finetune.distill_weight=0.5",
+    'rules={nn.ModuleList: {"*": {min_depth: 1}}}', "search.score_samples=8",
 ]  # fmt: skip
 
 
@@ -34,14 +36,7 @@ def _nascli(*args, stdin=None):
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("text")
-    nascli = f"{sys.executable} -m nascli -q"
-    overrides = " ".join(f"'{o}'" for o in TINY)
-    script = (
-        f"{nascli} convert {ROOT / 'recipes/tiny_llama.yaml'} run_dir={run_dir} {overrides}"
-        f" | {nascli} train | {nascli} search --params 60% | {nascli} finetune"
-    )
-    done = subprocess.run(["bash", "-o", "pipefail", "-c", script], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_pipeline(ROOT / "recipes/tiny_llama.yaml", run_dir, TINY, "--params 60%")
     return run_dir
 
 
@@ -52,6 +47,8 @@ def test_every_stage_reports_perplexity_and_the_pruned_model_meets_the_budget(ru
     assert train["ppl_max"] > 1 and train["tokens_per_s"] > 0 and "acc_max" not in train
     search = next(m for m in metrics if m["stage"] == "search")
     assert search["score"] < -1  # the negative validation perplexity
+    stored = torch.load(run_dir / "search.pt", weights_only=True)
+    assert stored["sorted_by"] == "activations" and sorted(stored["block_ranks"]["model.layers.depth"]) == [0, 1]
     final = next(m for m in metrics if m["stage"] == "finetune" and "test_ppl" in m)
     assert final["val_ppl"] > 1 and final["test_ppl"] > 1
     original = sum(p.numel() for p in mto.restore(None, run_dir / "convert.pt").parameters())

@@ -11,6 +11,7 @@ import torch
 
 import nascli.nas as mtn
 import nascli.opt as mto
+from tests.helpers import run_pipeline
 
 pytest.importorskip("timm")
 
@@ -26,14 +27,7 @@ TINY = [
 
 @pytest.mark.slow
 def test_a_vit_recipe_runs_every_stage_with_heads_and_mlp_searched(tmp_path):
-    nascli = f"{sys.executable} -m nascli -q"
-    overrides = " ".join(f"'{o}'" for o in TINY)
-    script = (
-        f"{nascli} convert {ROOT / 'recipes/vit_fashion_mnist.yaml'} run_dir={tmp_path} {overrides}"
-        f" | {nascli} train | {nascli} search --flops 60% | {nascli} finetune"
-    )
-    done = subprocess.run(["bash", "-o", "pipefail", "-c", script], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_pipeline(ROOT / "recipes/vit_fashion_mnist.yaml", tmp_path, TINY, "--flops 60%")
     searched = mto.restore(None, tmp_path / "search.pt")
     hparams = mtn.get_subnet_config(searched, configurable=True)
     assert any(name.endswith("attn.num_heads") for name in hparams), list(hparams)

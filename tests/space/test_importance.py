@@ -3,8 +3,10 @@ import copy
 import torch
 
 import nascli.nas as mtn
+import nascli.opt as mto
+from nascli.cost.model import cost_model
 from nascli.models import resnet20
-from nascli.space.importance import sort_channels_by_importance
+from nascli.space.importance import rank_blocks, sort_channels_by_importance
 from tests.helpers import assert_export_matches
 from tests.topologies import (
     AttentionBlock,
@@ -103,3 +105,46 @@ def test_activations_rank_what_the_readers_receive_not_the_weights():
     search = {"score_func": lambda m: 0.0, "algorithm": "random", "iterations": 1, "population": 2, "parents": 1}
     mtn.search(model, {"params": "100%"}, ids[:1], search)  # sorts no more: the activations' order stays
     assert block.mlp.gate.weight.abs().sum(1).argmax() == silent
+
+
+class _ResidualStack(torch.nn.Module):
+    """Four residual blocks in a ModuleList, looped over in the model's own forward."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp, self.out = torch.nn.Linear(8, 32), torch.nn.Linear(32, 3)
+        self.blocks = torch.nn.ModuleList(
+            torch.nn.Sequential(torch.nn.Linear(32, 32), torch.nn.Tanh()) for _ in range(4)
+        )
+
+    def forward(self, x):
+        h = self.inp(x)
+        for block in self.blocks:
+            h = h + block(h)
+        return self.out(h)
+
+
+@torch.no_grad()
+def test_blocks_ranked_by_the_score_without_each_skip_the_least_needed_first(tmp_path):
+    torch.manual_seed(0)
+    x = torch.randn(16, 8)
+    model = _ResidualStack().eval()
+    model.blocks[2][0].weight.zero_()  # block 2 adds nothing: the model does not need it
+    model.blocks[2][0].bias.zero_()
+    reference = model(x)
+    rules = {**mtn.config.FastNASConfig(), "nn.ModuleList": {"*": {"min_depth": 1}}}
+    model = mtn.convert(model, [("fastnas", rules)], dummy_input=x[:1]).eval()
+    scores = rank_blocks(model, lambda m: -float(((m(x) - reference) ** 2).mean()))
+    assert list(scores) == ["blocks.depth"] and len(scores["blocks.depth"]) == 3  # blocks 1, 2 and 3 may go
+    assert max(scores["blocks.depth"]) == scores["blocks.depth"][1] == 0.0
+    mtn.select(model, {"blocks.depth": 3})
+    torch.testing.assert_close(model(x), reference)  # blocks 0, 1 and 3 run: the same output
+    exported = mtn.export(model).eval()
+    torch.testing.assert_close(exported(x), reference)
+    assert len(exported.blocks) == 3
+    assert cost_model(model).cost()["params"] == sum(p.numel() for p in exported.parameters())
+    mtn.select(model, {"blocks.depth": 2})
+    assert cost_model(model).cost()["params"] == sum(p.numel() for p in mtn.export(model).parameters())
+    mto.save(model, tmp_path / "ranked.pt")
+    restored = mto.restore(_ResidualStack, tmp_path / "ranked.pt").eval()
+    torch.testing.assert_close(restored(x), model(x))

@@ -3,9 +3,9 @@
 Transformers keep their blocks in a ModuleList and loop over it in their own forward
 (``for layer in self.layers[: n]``), so the list cannot run the blocks itself as
 ``nn.Sequential`` does. Its dynamic version hands the loop only the active blocks: iterating it,
-or slicing it, gives the first ``depth`` blocks. Indexing one block (``layers[3]``) still finds
-any block. Depth choices follow the same rule as for ``nn.Sequential`` (kinds/base.py
-``depth_hparam``).
+or slicing it, gives the ``depth`` blocks kept (the first ones, or the best ranked). Indexing
+one block (``layers[3]``) still finds any block. Depth choices follow the same rule as for
+``nn.Sequential`` (kinds/base.py ``depth_hparam``).
 """
 
 from __future__ import annotations
@@ -23,15 +23,12 @@ from nascli.space.kinds.sequential import DepthStack, SequentialKind
 class DynamicModuleList(DepthStack, nn.ModuleList):
     _native = nn.ModuleList
 
-    def _active(self) -> list[nn.Module]:
-        return list(self._modules.values())[: self._hp_depth.active]
-
     def __iter__(self) -> Iterator[nn.Module]:
-        return iter(self._active())
+        return iter(self._kept())
 
     def __getitem__(self, index: Any) -> Any:
         if isinstance(index, slice):
-            return nn.ModuleList(self._active()[index])
+            return nn.ModuleList(self._kept()[index])
         return super().__getitem__(index)
 
 

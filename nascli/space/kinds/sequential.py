@@ -12,33 +12,47 @@ from nascli.space.kinds.base import DynamicModule, LayerKind, ModeDefaults, dept
 
 
 class DepthStack(DynamicModule):
-    """Mixin of a stack of blocks that keeps only its first ``depth`` blocks.
+    """Mixin of a stack of blocks that keeps ``depth`` of its blocks: the first ones, or the best ranked.
 
     Conversion gives a depth hparam only to stacks whose trailing blocks keep both the tensor
-    shape and the channel group of their input (residual blocks), so skipping them is always valid.
+    shape and the channel group of their input (residual blocks), so skipping them is always
+    valid. Ranking the blocks by importance (``space/importance.py`` ``rank_blocks``) may let
+    a smaller depth skip any of those blocks instead of the last ones; the blocks that run keep
+    their order. The ranks live in the search space (``SearchSpace.block_ranks``), where costs
+    and checkpoints read them.
     """
 
     _hparam_fields = (("depth", "_hp_depth"),)
     _hp_depth: Hparam
+    _ranks: list[int] | None = None
 
     def attach_hparams(self, depth: Hparam) -> None:
         self._hp_depth = depth
 
+    def _kept(self) -> list[nn.Module]:
+        """The blocks that run at the active depth, in order."""
+        blocks, depth = list(self._modules.values()), self._hp_depth.active
+        if self._ranks is None:
+            return blocks[:depth]
+        return [block for block, rank in zip(blocks, self._ranks, strict=True) if rank < depth]
+
     def _shrink_to_active(self) -> None:
-        for index in range(len(self) - 1, self._hp_depth.active - 1, -1):
-            del self[index]
+        kept = {id(block) for block in self._kept()}
+        for index in range(len(self) - 1, -1, -1):
+            if id(self[index]) not in kept:
+                del self[index]
+        self.__dict__.pop("_ranks", None)
 
 
 class DynamicSequential(DepthStack, nn.Sequential):
-    """Runs only the first ``depth`` blocks."""
+    """Runs only ``depth`` blocks."""
 
     _native = nn.Sequential
 
     def forward(self, x: Any) -> Any:
-        depth = self._hp_depth.active
-        if depth == len(self):
+        if self._hp_depth.active == len(self):
             return super().forward(x)
-        for block in list(self._modules.values())[:depth]:
+        for block in self._kept():
             x = block(x)
         return x
 
