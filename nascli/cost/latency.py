@@ -103,12 +103,14 @@ class LatencyModel:
         self.cache_path = None
         self.entries: dict[str, float] = {}
         self.scale, self.overhead = 1.0, 0.0
+        self.calibrated = False  # scale and overhead fitted (an overhead of 0 is a valid fit)
         if cache_dir is not None:
             tag = f"{self.device.type}-torch{torch.__version__}-b{batch_size}-t{torch.get_num_threads()}"
             self.cache_path = Path(cache_dir) / f"latency-{tag}-{self._fingerprint()}.json"
             if self.cache_path.is_file():
                 cached = json.loads(self.cache_path.read_text())
                 self.entries, self.scale, self.overhead = cached["entries"], cached["scale"], cached["overhead"]
+                self.calibrated = cached.get("calibrated", bool(self.overhead))
 
     def _fingerprint(self) -> str:
         """What the table's entries depend on besides the file name's settings, hashed.
@@ -203,7 +205,7 @@ class LatencyModel:
         start-up), and the untimed element-wise work grows with the layers' sizes, so a least-
         squares line ``measured = scale * table + overhead`` fits better than an offset alone.
         """
-        if self.cache_path is not None and self.cache_path.is_file() and self.overhead:
+        if self.cache_path is not None and self.cache_path.is_file() and self.calibrated:
             return {}
         names = ("min", "centroid", "max")
         configs = [{n: getattr(hp, which) for n, hp in self.space.hparams.items()} for which in names]
@@ -217,6 +219,7 @@ class LatencyModel:
         if spread <= 1e-12 or self.scale <= 0 or self.overhead < 0:
             self.scale = 1.0
             self.overhead = max(0.0, statistics.mean(t - s for t, s in zip(times, table, strict=True)))
+        self.calibrated = True
         self.save()
         return dict(zip(names, times, strict=True))
 
@@ -224,7 +227,9 @@ class LatencyModel:
         """Write the table to its cache file whole; a cache that cannot be written costs only time."""
         if self.cache_path is None:
             return
-        table = json.dumps({"entries": self.entries, "scale": self.scale, "overhead": self.overhead})
+        table = json.dumps(
+            {"entries": self.entries, "scale": self.scale, "overhead": self.overhead, "calibrated": self.calibrated}
+        )
         try:
             atomic_write_text(self.cache_path, table)
         except (OSError, NasCliError) as exc:

@@ -278,10 +278,20 @@ def replay_conversion(model: nn.Module, checkpoint: dict[str, Any], path: str | 
         space.sample_in_train = checkpoint["subnet"] is None
         space.sorted_by = checkpoint.get("sorted_by")
         for depth, ranks in (checkpoint.get("block_ranks") or {}).items():
+            _check_ranks(space, depth, ranks, path)
             set_block_ranks(model, depth, ranks)
         if checkpoint.get("exported"):
             model = remember_conversion(export_model(model), model)
     return model
+
+
+def _check_ranks(space: Any, depth: str, ranks: Any, path: str | os.PathLike) -> None:
+    """Block ranks must be a permutation of a searchable stack's blocks that keeps the unskippable ones first."""
+    hp = space.hparams.get(depth)
+    blocks = max(hp.choices) if hp is not None else 0
+    fixed = all(ranks[i] == i for i in range(hp.min)) if hp is not None and isinstance(ranks, list) else False
+    if not isinstance(ranks, list) or sorted(ranks) != list(range(blocks)) or not fixed:
+        raise CheckpointError(f"{path}: block ranks of {depth} do not fit the model's stack")
 
 
 def exported_checkpoint(converted: nn.Module, exported: nn.Module, **fields: Any) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from nascli.space.hparam import Hparam, Scaled, Segments, dim_parts, dim_scale
 from nascli.space.kinds import DynamicModule, kind_of
 from nascli.space.kinds.base import moving_each_tensor_once
 from nascli.space.kinds.sequential import DepthStack
-from nascli.space.space import get_space
+from nascli.space.space import get_space, random_sampling
 
 # (layer, "out" | "in" | "features" | "param:<name>", offset of the group in that dim, entries per channel)
 Member = tuple[nn.Module, str, int, int]
@@ -113,13 +113,14 @@ def _activation_importance(
     was_training, active = model.training, space.config()
     model.eval()
     try:
-        space.sample("max")
-        for inputs in batches:
-            model(*inputs)
+        with random_sampling(model, enabled=False):
+            space.sample("max")
+            for inputs in batches:
+                model(*inputs)
+            space.select(active)
     finally:
         for handle in handles:
             handle.remove()
-        space.select(active)
         model.train(was_training)
     found = {}
     for key, (hp, group) in groups.items():
@@ -178,31 +179,59 @@ def rank_blocks(model: nn.Module, score: Callable[[nn.Module], float]) -> dict[s
     Minitron's depth importance: each block that a depth may skip is skipped alone, every other
     hparam at its max, and ``score(model)`` (higher is better, e.g. the negative validation
     perplexity) measured. The block whose absence costs the least is skipped first as the depth
-    shrinks; blocks a depth never skips keep their place. Returns each depth's scores per
-    skippable block, in block order.
+    shrinks; blocks a depth never skips keep their place. A model whose config gives its layers
+    different types by position (``layer_types``: sliding-window and full attention) keeps
+    skipping the last blocks, since its own code picks each block's type by loop position.
+    Returns each ranked depth's scores per skippable block, in block order.
     """
     space = get_space(model)
-    active = space.config()
+    active, before = space.config(), dict(space.block_ranks)
     measured: dict[str, list[float]] = {}
     try:
-        space.sample("max")
-        for module in model.modules():
-            if not isinstance(module, DepthStack) or module._hp_depth.name not in space.hparams:
-                continue
-            depth, blocks = module._hp_depth, len(module)
-            without: dict[int, float] = {}
-            for block in range(depth.min, blocks):  # skipped alone: ranked last
-                alone = [i - (i > block) if i != block else blocks - 1 for i in range(blocks)]
-                set_block_ranks(model, depth.name, alone)
-                space.select({depth.name: blocks - 1})
-                without[block] = score(model)
-            space.select({depth.name: blocks})
-            order = sorted(without, key=lambda b: without[b])  # the lowest score without it: the most important
-            ranks = list(range(blocks))
-            for rank, block in enumerate(order, start=depth.min):
-                ranks[block] = rank
-            set_block_ranks(model, depth.name, ranks)
-            measured[depth.name] = [without[b] for b in sorted(without)]
-    finally:
+        with random_sampling(model, enabled=False):
+            space.sample("max")
+            for module in model.modules():
+                if isinstance(module, DepthStack) and module._hp_depth.name in space.hparams:
+                    if not _typed_by_position(model, module._hp_depth.min):
+                        measured[module._hp_depth.name] = _rank_stack(model, module, score)
+            space.select(active)
+    except BaseException:  # a failed score leaves the ranks and the subnet as they were
+        _restore_ranks(model, before)
         space.select(active)
+        raise
     return measured
+
+
+def _rank_stack(model: nn.Module, stack: DepthStack, score: Callable[[nn.Module], float]) -> list[float]:
+    space, depth, blocks = get_space(model), stack._hp_depth, len(stack)
+    without: dict[int, float] = {}
+    for block in range(depth.min, blocks):  # skipped alone: ranked last
+        alone = [i - (i > block) if i != block else blocks - 1 for i in range(blocks)]
+        set_block_ranks(model, depth.name, alone)
+        space.select({depth.name: blocks - 1})
+        without[block] = score(model)
+    space.select({depth.name: blocks})
+    order = sorted(without, key=lambda b: without[b])  # the lowest score without it: the most important
+    ranks = list(range(blocks))
+    for rank, block in enumerate(order, start=depth.min):
+        ranks[block] = rank
+    set_block_ranks(model, depth.name, ranks)
+    return [without[b] for b in sorted(without)]
+
+
+def _typed_by_position(model: nn.Module, first: int) -> bool:
+    """Whether the model's config types its layers by position from ``first`` on (mixed attention kinds)."""
+    config = getattr(model, "config", None)
+    types = getattr(config, "layer_types", None) or getattr(config, "layers_block_type", None)
+    return isinstance(types, (list, tuple)) and len(set(types[first:])) > 1
+
+
+def _restore_ranks(model: nn.Module, ranks: dict[str, list[int]]) -> None:
+    space = get_space(model)
+    for module in model.modules():
+        if isinstance(module, DepthStack) and module._hp_depth.name not in ranks:
+            module._ranks = None
+    space.block_ranks = {}
+    for depth, found in ranks.items():
+        set_block_ranks(model, depth, found)
+    space._cost_model = None

@@ -25,10 +25,11 @@ from nascli.recipe.factory import import_factory
 from nascli.recipe.schema import Recipe
 from nascli.search.evolve import SearchSettings, SearchState
 from nascli.search.plot import pareto_plot
-from nascli.search.run import search_report, search_subnet
+from nascli.search.run import checked_score, search_report, search_subnet
 from nascli.space.importance import rank_blocks, sort_channels_by_importance
 from nascli.space.space import get_space
 from nascli.stages.rundir import append_metrics, run_dir_lock
+from nascli.train.bn import recalibrate_bn
 from nascli.train.distributed import Ranks
 from nascli.train.task import task_of
 from nascli.userdirs import cache_dir
@@ -109,6 +110,8 @@ def _sort_for_pruning(
     the blocks of each searchable depth by the score without each one (space/importance.py)."""
     importance, fastnas = recipe.search.importance, get_space(model).modes[-1][0] == "fastnas"
     supernet = input_stage == "train" and not recipe.train.plain
+    if input_stage == "search":
+        return  # sorted and ranked by the search that wrote it
     if importance == "activations" and not fastnas:
         raise UserInputError("search.importance: activations sorts channels for pruning; set mode: fastnas")
     if importance == "activations" and supernet:
@@ -130,7 +133,19 @@ def _sort_for_pruning(
     elif input_stage == "train":
         sort_channels_by_importance(model)
     start = time.perf_counter()
-    ranked = rank_blocks(model, score)
+    calib = DataLoader(splits.train, batch_size=recipe.data.batch_size, shuffle=False, drop_last=True)
+
+    def probe(candidate: nn.Module) -> float:
+        """Scored as the search scores its candidates: BN recalibrated, in eval mode, checked."""
+        recalibrate_bn(candidate, calib, recipe.search.bn_calib_batches)
+        was_training = candidate.training
+        candidate.eval()
+        try:
+            return checked_score(score(candidate))
+        finally:
+            candidate.train(was_training)
+
+    ranked = rank_blocks(model, probe)
     if ranked and console is not None:
         blocks = sum(len(scores) for scores in ranked.values())
         console.print(

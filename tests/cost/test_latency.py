@@ -20,6 +20,7 @@ def test_table_entries_are_cached_and_reused(model, tmp_path, monkeypatch):
     timing = LatencyModel(model, repeats=2, cache_dir=tmp_path)
     measured = timing.calibrate()
     assert measured["min"] > 0 and measured["max"] > 0
+    timing.overhead = 0.0  # a fit may give no overhead: the table still counts as calibrated
     predicted = timing.predict(mtn.sample(model, "centroid"))
     timing.save()
     assert predicted > 0

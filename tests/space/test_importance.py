@@ -1,5 +1,6 @@
 import copy
 
+import pytest
 import torch
 
 import nascli.nas as mtn
@@ -7,6 +8,7 @@ import nascli.opt as mto
 from nascli.cost.model import cost_model
 from nascli.models import resnet20
 from nascli.space.importance import rank_blocks, sort_channels_by_importance
+from nascli.space.space import get_space
 from tests.helpers import assert_export_matches
 from tests.topologies import (
     AttentionBlock,
@@ -148,3 +150,36 @@ def test_blocks_ranked_by_the_score_without_each_skip_the_least_needed_first(tmp
     mto.save(model, tmp_path / "ranked.pt")
     restored = mto.restore(_ResidualStack, tmp_path / "ranked.pt").eval()
     torch.testing.assert_close(restored(x), model(x))
+
+
+@torch.no_grad()
+def test_ranking_restores_sampling_and_a_failed_score_leaves_the_ranks():
+    x = torch.randn(4, 8)
+    rules = {**mtn.config.FastNASConfig(), "nn.ModuleList": {"*": {"min_depth": 1}}}
+    model = mtn.convert(_ResidualStack(), [("fastnas", rules)], dummy_input=x[:1]).eval()
+    space = get_space(model)
+    assert space.sample_in_train
+    rank_blocks(model, lambda m: 0.0)
+    assert space.sample_in_train and sorted(space.block_ranks["blocks.depth"]) == [0, 1, 2, 3]
+    before = list(space.block_ranks["blocks.depth"])
+
+    def failing(m):
+        raise RuntimeError("score failed")
+
+    with pytest.raises(RuntimeError, match="score failed"):
+        rank_blocks(model, failing)
+    assert space.block_ranks["blocks.depth"] == before and model.blocks._ranks == before
+
+
+def test_layers_typed_by_position_keep_dropping_the_last_blocks():
+    transformers = pytest.importorskip("transformers")
+    config = transformers.Qwen2Config(
+        vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=2,
+        num_key_value_heads=1, use_sliding_window=True, sliding_window=4, max_window_layers=2, use_cache=False,
+    )  # fmt: skip
+    assert len(set(config.layer_types)) > 1  # full attention first, then sliding windows
+    ids = torch.randint(0, 50, (1, 6))
+    rules = {**mtn.config.FastNASConfig(), "nn.ModuleList": {"*": {"min_depth": 1}}}
+    model = mtn.convert(transformers.Qwen2ForCausalLM(config).eval(), [("fastnas", rules)], dummy_input=ids)
+    assert "model.layers.depth" in get_space(model).hparams
+    assert rank_blocks(model, lambda m: 0.0) == {} and get_space(model).block_ranks == {}
