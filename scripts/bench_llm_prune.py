@@ -44,6 +44,7 @@ from nascli.opt.checkpoint import read_checkpoint
 from nascli.recipe.schema import Recipe
 from nascli.space.importance import rank_blocks, sort_channels_by_importance
 from nascli.space.space import get_space
+from nascli.train.sandwich import distillation_loss
 from nascli.train.task import LanguageModeling
 from nascli.train.trainer import SubnetTrainer
 
@@ -87,8 +88,6 @@ def _reinitialized(model: torch.nn.Module, seed: int) -> torch.nn.Module:
 
 
 def _step_time(student, teacher, batch, task, distill: bool, repeats: int = 10) -> float:
-    from nascli.train.sandwich import distillation_loss
-
     opt = torch.optim.AdamW(student.parameters(), lr=1e-4)
     inputs, targets = batch
     times = []

@@ -161,9 +161,8 @@ class LatencyModel:
                 self.entries[key] = min(seconds, self.entries.get(key, float("inf")))
 
     def table_sum(self, config: dict[str, Any]) -> float:
-        total = 0.0
+        total, rank = 0.0, self.space.block_rank
         for layer, conditions in self.layers:
-            rank = self.space.block_rank
             if all(config.get(hp.name, hp.active) > rank(hp.name, index) for hp, index in conditions):
                 total += self._entry(layer, layer.sizes(config))
         return total

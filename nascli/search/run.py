@@ -43,14 +43,7 @@ def search_subnet(
     def score(config: dict[str, Any]) -> float:
         with random_sampling(model, enabled=False):
             space.select(config)
-            if calib_loader is not None:
-                recalibrate_bn(model, calib_loader, calib_batches)
-            was_training = model.training
-            model.eval()  # scores are taken in eval mode whatever mode the caller left the model in
-            try:
-                return checked_score(score_model(model))
-            finally:
-                model.train(was_training)
+            return score_active(model, score_model, calib_loader, calib_batches)
 
     costs = cost_model(model)
     if algorithm == "sensitivity":
@@ -62,6 +55,21 @@ def search_subnet(
     score(best.config)
     space.sample_in_train = False  # the chosen subnet stays active in a training loop of the caller's
     return best, state
+
+
+def score_active(
+    model: nn.Module, score_model: Callable[[nn.Module], float], calib_loader: Iterable | None, calib_batches: int
+) -> float:
+    """The active subnet's score as every search takes it: BN recalibrated, in eval mode whatever
+    mode the caller left the model in, checked to be a finite number."""
+    if calib_loader is not None:
+        recalibrate_bn(model, calib_loader, calib_batches)
+    was_training = model.training
+    model.eval()
+    try:
+        return checked_score(score_model(model))
+    finally:
+        model.train(was_training)
 
 
 def checked_score(value: Any) -> float:

@@ -25,11 +25,10 @@ from nascli.recipe.factory import import_factory
 from nascli.recipe.schema import Recipe
 from nascli.search.evolve import SearchSettings, SearchState
 from nascli.search.plot import pareto_plot
-from nascli.search.run import checked_score, search_report, search_subnet
+from nascli.search.run import score_active, search_report, search_subnet
 from nascli.space.importance import rank_blocks, sort_channels_by_importance
 from nascli.space.space import get_space
 from nascli.stages.rundir import append_metrics, run_dir_lock
-from nascli.train.bn import recalibrate_bn
 from nascli.train.distributed import Ranks
 from nascli.train.task import task_of
 from nascli.userdirs import cache_dir
@@ -86,8 +85,7 @@ def _scorer(recipe: Recipe, splits: Splits, model: nn.Module) -> Callable[[nn.Mo
     perplexity) on ``search.score_samples`` random validation samples (all of them by default)."""
     spec, val = recipe.search, splits.val
     if spec.score_samples is not None and spec.score_samples < len(val):
-        chosen = torch.randperm(len(val), generator=torch.Generator().manual_seed(recipe.seed))[: spec.score_samples]
-        val = Subset(val, sorted(chosen.tolist()))
+        val = _random_subset(val, spec.score_samples, recipe.seed)
     loader = DataLoader(val, batch_size=recipe.data.eval_batch_size)
     if spec.score_func:
         user_score = import_factory(spec.score_func, "search.score_func")
@@ -95,6 +93,12 @@ def _scorer(recipe: Recipe, splits: Splits, model: nn.Module) -> Callable[[nn.Mo
     task = task_of(splits)
     task.check_model(model)
     return lambda m: task.score(task.evaluate(m, loader))
+
+
+def _random_subset(dataset: Any, size: int, seed: int) -> Subset:
+    """``size`` samples of ``dataset`` drawn with ``seed``, in dataset order."""
+    chosen = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:size]
+    return Subset(dataset, sorted(chosen.tolist()))
 
 
 def _sort_for_pruning(
@@ -124,8 +128,7 @@ def _sort_for_pruning(
     start = time.perf_counter()
     if importance == "activations":
         samples = min(recipe.search.importance_samples, len(splits.train))
-        chosen = torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(recipe.seed))[:samples]
-        loader = DataLoader(Subset(splits.train, chosen.tolist()), batch_size=recipe.data.eval_batch_size)
+        loader = DataLoader(_random_subset(splits.train, samples, recipe.seed), batch_size=recipe.data.eval_batch_size)
         device = next(model.parameters()).device
         sort_channels_by_importance(model, ((inputs.to(device),) for inputs, _ in loader))
         if console is not None:
@@ -134,18 +137,8 @@ def _sort_for_pruning(
         sort_channels_by_importance(model)
     start = time.perf_counter()
     calib = DataLoader(splits.train, batch_size=recipe.data.batch_size, shuffle=False, drop_last=True)
-
-    def probe(candidate: nn.Module) -> float:
-        """Scored as the search scores its candidates: BN recalibrated, in eval mode, checked."""
-        recalibrate_bn(candidate, calib, recipe.search.bn_calib_batches)
-        was_training = candidate.training
-        candidate.eval()
-        try:
-            return checked_score(score(candidate))
-        finally:
-            candidate.train(was_training)
-
-    ranked = rank_blocks(model, probe)
+    batches = recipe.search.bn_calib_batches
+    ranked = rank_blocks(model, lambda m: score_active(m, score, calib, batches))  # scored as candidates are
     if ranked and console is not None:
         blocks = sum(len(scores) for scores in ranked.values())
         console.print(
