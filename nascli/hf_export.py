@@ -34,7 +34,7 @@ def _uniform(values: list[int], what: str) -> int | None:
     if len(set(values)) > 1:
         raise UserInputError(
             f"--format hf: the subnet's layers differ in {what} ({sorted(set(values))}); a Hugging Face config "
-            "holds one value for every layer: export it with --format pt2 or onnx, or choose a uniform subnet"
+            "holds one value for every layer: search with search.uniform: true, or export with --format pt2 or onnx"
         )
     return values[0]
 

@@ -9,17 +9,18 @@ In one run, with torch's default threads (run it alone):
 
 1. timings: the activation-importance pass over the recipe's calibration samples, scoring one
    candidate (perplexity on 32 validation sequences), and a distillation step against a plain
-   training step of the student;
+   training step of the student with the teacher in float32 and in bfloat16 autocast;
 2. perplexity right after pruning to the same subnet, for channels ranked by activations, by
    weight norms, and kept in their trained order (which says nothing of importance, so it is a
    random ranking);
-3. width-only (searched under the params bound), depth-only (the last blocks dropped, or the
+3. width-only (searched under the params bound, per layer or uniform: one width per role in
+   every layer, what a Hugging Face config holds), depth-only (the last blocks dropped, or the
    blocks whose absence costs least, ranked by the score without each) and width and depth
    searched together, at the same bound, each distilled for the same tokens;
 4. the claim: at the same parameter count and training tokens, the pruned model distilled from
    the teacher against the pruned architecture initialized afresh and trained on the labels, per
    seed. Both use nascli's fine-tuning trainer; from scratch takes the recipe's pretraining
-   learning rate, distillation its fine-tuning one.
+   learning rate, distillation its fine-tuning one and the recipe's teacher precision.
 
 Test perplexity is measured on the first ``--test-sequences`` windows of the test split.
 """
@@ -41,6 +42,7 @@ import nascli.opt as mto
 from nascli.cost.model import cost_model
 from nascli.data import Splits, recipe_splits
 from nascli.opt.checkpoint import read_checkpoint
+from nascli.recipe.load import load_recipe
 from nascli.recipe.schema import Recipe
 from nascli.space.importance import rank_blocks, sort_channels_by_importance
 from nascli.space.space import get_space
@@ -66,7 +68,8 @@ def _train(student, splits, recipe, steps, seed, teacher=None, lr=None):
     limited = Splits(train, splits.val, splits.test, splits.num_classes, splits.input_shape, splits.task)
     spec = recipe.train.model_copy(update={"epochs": 1, "lr": lr or recipe.train.lr, "warmup_epochs": 0.05})
     data = recipe.data.model_copy(update={"eval_batch_size": 64})
-    mix = {"temperature": recipe.finetune.temperature, "distill_weight": recipe.finetune.distill_weight}
+    mix = {"temperature": recipe.finetune.temperature, "distill_weight": recipe.finetune.distill_weight,
+           "teacher_autocast": torch.bfloat16 if recipe.finetune.teacher_bf16 else None}  # fmt: skip
     trainer = SubnetTrainer(student, limited, data, spec, seed, teacher=teacher, **mix)
     trainer.val = DataLoader(Subset(splits.val, range(64)), batch_size=64)  # a short per-epoch check
     start = time.perf_counter()
@@ -87,7 +90,7 @@ def _reinitialized(model: torch.nn.Module, seed: int) -> torch.nn.Module:
     return fresh
 
 
-def _step_time(student, teacher, batch, task, distill: bool, repeats: int = 10) -> float:
+def _step_time(student, teacher, batch, task, distill: bool, teacher_dtype=None, repeats: int = 10) -> float:
     opt = torch.optim.AdamW(student.parameters(), lr=1e-4)
     inputs, targets = batch
     times = []
@@ -96,7 +99,7 @@ def _step_time(student, teacher, batch, task, distill: bool, repeats: int = 10) 
         opt.zero_grad()
         logits = student(inputs).logits
         if distill:
-            with torch.no_grad():
+            with torch.no_grad(), torch.autocast("cpu", dtype=teacher_dtype, enabled=teacher_dtype is not None):
                 soft = teacher(inputs).logits
             loss = distillation_loss(logits, soft)
         else:
@@ -111,6 +114,7 @@ def _step_time(student, teacher, batch, task, distill: bool, repeats: int = 10) 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("teacher", help="train.pt of recipes/tiny_llama.yaml")
+    parser.add_argument("--recipe", default="recipes/tiny_llama.yaml", help="whose finetune settings distill")
     parser.add_argument("--params", default="50%")
     parser.add_argument("--steps", type=int, default=300, help="training batches per student")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
@@ -118,7 +122,8 @@ def main() -> None:
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
     console = Console()
-    recipe = Recipe(**read_checkpoint(args.teacher)["recipe"])
+    recipe = Recipe(**read_checkpoint(args.teacher)["recipe"])  # the data and model the teacher learned
+    recipe = recipe.model_copy(update={"finetune": load_recipe(args.recipe).finetune})
     splits = recipe_splits(recipe)
     task = LanguageModeling(splits.num_classes)
     val32 = DataLoader(Subset(splits.val, range(32)), batch_size=32)
@@ -136,6 +141,7 @@ def main() -> None:
     ranked = copy.deepcopy(teacher)
     start = time.perf_counter()
     sort_channels_by_importance(ranked, ((x,) for x, _ in calib))
+    sorted_teacher = copy.deepcopy(ranked)
     rows_t.append(
         ("importance pass", f"{time.perf_counter() - start:.1f} s", f"{len(calib.dataset)} sequences, ≤ 30 s")
     )
@@ -165,9 +171,11 @@ def main() -> None:
     student = mtn.export(searched).eval()
     batch = next(iter(DataLoader(splits.train, batch_size=recipe.data.batch_size)))
     plain_step = _step_time(copy.deepcopy(student), plain_teacher, batch, task, distill=False)
-    distill_step = _step_time(copy.deepcopy(student), plain_teacher, batch, task, distill=True)
-    rows_t.append(("distillation step / plain step", f"{distill_step / plain_step:.2f}x",
-                   f"{distill_step:.2f} s vs {plain_step:.2f} s, ≤ 1.6x"))  # fmt: skip
+    for dtype in (None, torch.bfloat16):
+        distill_step = _step_time(copy.deepcopy(student), plain_teacher, batch, task, True, dtype)
+        name = f"distillation step / plain step, teacher in {'bfloat16' if dtype else 'float32'}"
+        note = f"{distill_step:.2f} s vs {plain_step:.2f} s, ≤ 1.6x"
+        rows_t.append((name, f"{distill_step / plain_step:.2f}x", note))
 
     # 3. width, depth, combined at the same bound, each distilled for the same tokens
     rules = {**mtn.config.FastNASConfig(), "nn.ModuleList": {"*": {"min_depth": 1}}}
@@ -187,9 +195,15 @@ def main() -> None:
         {"data_loader": calib, "score_func": score, "algorithm": "sensitivity", "max_iter_data_loader": 1},
     )  # fmt: skip
     combined_depth = mtn.get_subnet_config(combined)[depth_name]
+    uniform, _ = mtn.search(
+        sorted_teacher, {"params": args.params}, dummy,
+        {"data_loader": calib, "score_func": score, "algorithm": "sensitivity", "max_iter_data_loader": 1,
+         "uniform": True},
+    )  # fmt: skip
     rows_w = []
     variants = [
-        ("width only", searched),
+        ("width only, per layer", searched),
+        ("width only, uniform (one width per role)", uniform),
         (f"depth only, last blocks dropped ({layers} layers)", trailing),
         (f"depth only, ranked blocks dropped ({layers} layers)", ranked),
         (f"width and depth searched ({combined_depth} layers)", combined),

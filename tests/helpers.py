@@ -1,7 +1,10 @@
 """Checks shared by the engine tests."""
 
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -48,3 +51,19 @@ def run_pipeline(recipe: Path, run_dir: Path, overrides: list[str], search: str)
     )
     done = subprocess.run(["bash", "-o", "pipefail", "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+def train_and_kill(args: list[str], checkpoint: Path, at_step: int, timeout: float = 120) -> dict:
+    """Run ``nascli train *args``, kill it (SIGKILL) once ``checkpoint`` holds step ``at_step`` or
+    later, and return the trainer state it left."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nascli", "-q", "train", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if checkpoint.is_file() and torch.load(checkpoint, weights_only=True)["trainer"]["global_step"] >= at_step:
+            break
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    return torch.load(checkpoint, weights_only=True)["trainer"]

@@ -51,6 +51,11 @@ class CostModel:
             coefs = np.array([t.coef for t in terms], dtype=np.int64)
             self._tables[kind] = (coefs, columns, powers, cond_columns, cond_index)
 
+    @property
+    def hparams(self) -> dict[str, Any]:
+        """The configurable hparams by name, in column order."""
+        return self.space.hparams
+
     def encode(self, configs: list[dict[str, Any]] | dict[str, Any]) -> np.ndarray:
         """Configs (dicts of hparam name -> value; missing names take the active value) as a matrix."""
         if isinstance(configs, dict):

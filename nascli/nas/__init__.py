@@ -154,6 +154,7 @@ _SEARCH_KEYS = {
     "time_budget",
     "lower_bound_ratio",
     "seed",
+    "uniform",
 }
 
 
@@ -169,14 +170,16 @@ def search(
     BN recalibration before each score; without it BN statistics are left as they are),
     ``max_iter_data_loader`` (recalibration batches, default 10), ``algorithm`` ("evolve",
     "random", or "sensitivity": FastNAS's per-hparam score drops and a bisected global
-    threshold; the default for fastnas models, "evolve" for others) and the searcher's settings
-    (population, parents, mutation_prob, crossover, iterations, time_budget, lower_bound_ratio,
-    seed). ModelOpt's ``num_iters``, ``population_size`` and ``candidate_size`` name iterations,
-    population and parents; ``checkpoint`` is a path the searched model is saved to;
-    ``verbose`` prints the chosen subnet. A fastnas model's channels are first sorted by
-    weight importance, so each width keeps its most important channels, unless they were sorted
-    already (``sort_channels_by_importance(model, batches)`` sorts by activations). Returns the
-    model with the best subnet active and the search history (candidates, Pareto front, best).
+    threshold; the default for fastnas models, "evolve" for others), ``uniform`` (True: the
+    hparams of one role take one value in every block, e.g. every layer's MLP width, as a
+    Hugging Face config needs) and the searcher's settings (population, parents, mutation_prob,
+    crossover, iterations, time_budget, lower_bound_ratio, seed). ModelOpt's ``num_iters``,
+    ``population_size`` and ``candidate_size`` name iterations, population and parents;
+    ``checkpoint`` is a path the searched model is saved to; ``verbose`` prints the chosen
+    subnet. A fastnas model's channels are first sorted by weight importance, so each width
+    keeps its most important channels, unless they were sorted already
+    (``sort_channels_by_importance(model, batches)`` sorts by activations). Returns the model
+    with the best subnet active and the search history (candidates, Pareto front, best).
     """
     from nascli.search.evolve import SearchSettings
     from nascli.search.run import search_report, search_subnet
@@ -202,8 +205,11 @@ def search(
     bounds = resolve_constraints(constraints, original)
     if get_space(model).modes[-1][0] == "fastnas" and get_space(model).sorted_by is None:
         sort_channels_by_importance(model)
-    best, state = search_subnet(model, bounds, score_func, loader, batches, SearchSettings(**settings), algorithm)
-    report = search_report(state, best, bounds, original, model)
+    uniform = bool(settings.pop("uniform", False))
+    best, state = search_subnet(
+        model, bounds, score_func, loader, batches, SearchSettings(**settings), algorithm, uniform=uniform
+    )
+    report = search_report(state, best, bounds, original, model, uniform)
     if extras["verbose"]:
         print(f"search: chosen subnet flops {best.flops:,}, params {best.params:,}, score {best.score:.4g}")
     if extras["checkpoint"] is not None:

@@ -86,6 +86,10 @@ class SearchSpec(_Strict):
         default="weights", description="fastnas: sort channels by weight norms, or by activations (Minitron)"
     )
     importance_samples: PositiveInt = Field(default=64, description="training samples the activations are read on")
+    uniform: bool = Field(
+        default=False,
+        description="one value per role in every block (every layer's MLP width alike), as --format hf needs",
+    )
     seed: int | None = None
 
 
@@ -98,6 +102,11 @@ class FinetuneSpec(_Strict):
     temperature: float = Field(default=1.0, gt=0)
     distill_weight: float = Field(
         default=1.0, ge=0, le=1, description="with distill: loss = w * KL(teacher, student) + (1 - w) * labels' loss"
+    )
+    teacher_bf16: bool = Field(
+        default=False,
+        description="with distill: the frozen teacher's forward in bfloat16 autocast (fast on GPUs and on CPUs with"
+        " AVX512-BF16 or AMX); the student keeps train.bf16's precision",
     )
 
 

@@ -83,11 +83,12 @@ class SearchState:
 
 def check_satisfiable(costs: CostModel, bounds: dict[str, float], latency: LatencyModel | None = None) -> None:
     """Refuse bounds that even the smallest subnet breaks, naming each bound and the smallest cost."""
-    minimum: dict[str, float] = dict(costs.cost(costs.named("min"), ("flops", "params", "memory")))
+    smallest = costs.config_of(costs.encode(costs.named("min"))[0])
+    minimum: dict[str, float] = dict(costs.cost(smallest, ("flops", "params", "memory")))
     if "latency" in bounds:
         if latency is None:
             raise ValueError("a latency bound needs a latency model")
-        minimum["latency"] = latency.predict(costs.named("min"))
+        minimum["latency"] = latency.predict(smallest)
     failing = [k for k, bound in bounds.items() if minimum[k] > bound]
     if failing:
         details = ", ".join(f"{k} <= {bounds[k]:,.0f} (smallest subnet: {minimum[k]:,})" for k in failing)
@@ -144,7 +145,7 @@ class ConstrainedSearch:
         return matrix[(predicted <= self.latency_bound) & (predicted >= low)] if len(matrix) else matrix
 
     def _predict(self, row: list[int]) -> float:
-        return self.latency.predict(dict(zip(self.costs.names, row, strict=True)))
+        return self.latency.predict(self.costs.config_of(row))
 
     def _random(self, n: int) -> np.ndarray:
         return np.stack([c[self.rng.integers(0, len(c), n)] for c in self.choices], axis=1).astype(np.int64)

@@ -9,11 +9,12 @@ from typing import Any
 from torch import nn
 
 from nascli.cost.latency import LatencyModel
-from nascli.cost.model import cost_model
+from nascli.cost.model import CostModel, cost_model
 from nascli.errors import UserInputError
 from nascli.search.evolve import Candidate, ConstrainedSearch, SearchSettings, SearchState, best_candidate
 from nascli.search.pareto import pareto_front
 from nascli.search.sensitivity import SensitivitySearch, threshold_report
+from nascli.search.uniform import UniformCosts
 from nascli.space.space import get_space, random_sampling
 from nascli.train.bn import recalibrate_bn
 from nascli.train.distributed import Ranks
@@ -31,11 +32,14 @@ def search_subnet(
     state: SearchState | None = None,
     latency: LatencyModel | None = None,
     ranks: Ranks = Ranks(),
+    uniform: bool = False,
 ) -> tuple[Candidate, SearchState]:
     """Run (or continue from ``state``) the search; the best subnet is left selected, BN recalibrated.
 
     ``algorithm``: "evolve", "random" or "sensitivity" (FastNAS's map and threshold); by default
-    "sensitivity" for a model converted in fastnas mode and "evolve" otherwise.
+    "sensitivity" for a model converted in fastnas mode and "evolve" otherwise. ``uniform``: the
+    hparams of one role in every block take one value (search/uniform.py); a resumed ``state``
+    must come from a search with the same setting.
     """
     space = get_space(model)
     algorithm = algorithm or default_algorithm(model)
@@ -45,7 +49,7 @@ def search_subnet(
             space.select(config)
             return score_active(model, score_model, calib_loader, calib_batches)
 
-    costs = cost_model(model)
+    costs = search_costs(model, uniform)
     if algorithm == "sensitivity":
         search = SensitivitySearch(costs, bounds, score, latency, ranks)
     else:
@@ -55,6 +59,12 @@ def search_subnet(
     score(best.config)
     space.sample_in_train = False  # the chosen subnet stays active in a training loop of the caller's
     return best, state
+
+
+def search_costs(model: nn.Module, uniform: bool) -> CostModel | UniformCosts:
+    """The cost model the search walks: over the model's hparams, or over roles when ``uniform``."""
+    costs = cost_model(model)
+    return UniformCosts(costs) if uniform else costs
 
 
 def score_active(
@@ -90,11 +100,17 @@ def default_algorithm(model: nn.Module) -> str:
 
 
 def search_report(
-    state: SearchState, best: Candidate, bounds: dict[str, float], original: dict[str, int], model: nn.Module
+    state: SearchState,
+    best: Candidate,
+    bounds: dict[str, float],
+    original: dict[str, int],
+    model: nn.Module,
+    uniform: bool = False,
 ) -> dict:
     """The search as plain data: every candidate, the Pareto front (score against flops), the best.
 
-    A sensitivity search adds its map (score drop per hparam and choice) and the unpruned score.
+    A sensitivity search adds its map (score drop per hparam, or role when ``uniform``, and
+    choice) and the unpruned score.
     """
     candidates = list(state.evaluated.values())
     front = pareto_front([c.flops for c in candidates], [c.score for c in candidates])
@@ -109,5 +125,6 @@ def search_report(
         "candidates": [as_dict(c) for c in candidates],
         "pareto": [as_dict(candidates[i]) for i in front],
         "iterations": state.iteration,
-        **(threshold_report(cost_model(model), state) if state.probes else {}),
+        "uniform": uniform,
+        **(threshold_report(search_costs(model, uniform), state) if state.probes else {}),
     }

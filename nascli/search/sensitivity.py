@@ -56,7 +56,7 @@ def sensitivity_map(costs: CostModel, probes: dict[tuple, float]) -> dict[str, d
     """
     maximum = _max_row(costs)
     found: dict[str, dict[int, float]] = {}
-    for i, (name, hp) in enumerate(costs.space.hparams.items()):
+    for i, (name, hp) in enumerate(costs.hparams.items()):
         if hp.is_categorical:
             continue
         choices = sorted(int(c) for c in hp.choices)
@@ -94,7 +94,7 @@ class SensitivitySearch:
 
     def _measure(self, i: int, state: SearchState) -> None:
         """Score hparam ``i`` at its choices, smallest first, one choice per process at a time."""
-        hp = self.costs.space.hparams[self.names[i]]
+        hp = self.costs.hparams[self.names[i]]
         if hp.is_categorical:
             return
         choices = sorted(int(c) for c in hp.choices)[:-1]
@@ -119,7 +119,7 @@ class SensitivitySearch:
 
     def at_threshold(self, drops: dict[str, dict[int, float]], threshold: float) -> dict[str, Any]:
         """Each measured hparam's smallest choice whose drop is within ``threshold``; others at max."""
-        hps = self.costs.space.hparams
+        hps = self.costs.hparams
         return {
             name: min(c for c, drop in drops[name].items() if drop <= threshold) if name in drops else hps[name].max
             for name in self.names

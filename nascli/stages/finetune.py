@@ -6,6 +6,7 @@ import copy
 from pathlib import Path
 from typing import Any
 
+import torch
 from rich.console import Console
 from torch import nn
 from torch.utils.data import DataLoader
@@ -33,14 +34,16 @@ def _finetune(model: nn.Module, recipe: Recipe, console: Console | None) -> Path
     splits = recipe_splits(recipe)
     student = export_model(model).train()
     teacher = None
-    if spec.distill and spec.distill_weight > 0:
-        teacher = copy.deepcopy(model)
-        get_space(teacher).sample("max")
+    if spec.distill and spec.distill_weight > 0:  # the max subnet as plain layers: no per-forward slicing
+        full = copy.deepcopy(model)
+        get_space(full).sample("max")
+        teacher = export_model(full).eval()
+        del full
     seed = recipe.train.seed if recipe.train.seed is not None else recipe.seed
     try:
         trainer = SubnetTrainer(
             student, splits, recipe.data, train_spec, seed, teacher=teacher, temperature=spec.temperature,
-            distill_weight=spec.distill_weight,
+            distill_weight=spec.distill_weight, teacher_autocast=torch.bfloat16 if spec.teacher_bf16 else None,
         )  # fmt: skip
     except ValueError as exc:
         raise UserInputError(str(exc)) from exc

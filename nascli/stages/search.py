@@ -80,6 +80,17 @@ def resumed_constraints(state: dict[str, Any], wanted: dict[str, Any]) -> dict[s
     return dict(stored)
 
 
+def _check_resumed_uniform(state: dict[str, Any], uniform: bool) -> None:
+    """A search resumes with the ``search.uniform`` it ran with: its stored rows are of roles or of
+    hparams, and the two cannot be mixed."""
+    stored = bool(state.get("uniform", False))
+    if stored != uniform:
+        raise UserInputError(
+            f"search.uniform={str(uniform).lower()}: the unfinished search ran with search.uniform="
+            f"{str(stored).lower()}; resume with that, or remove search.pt to start again"
+        )
+
+
 def _scorer(recipe: Recipe, splits: Splits, model: nn.Module) -> Callable[[nn.Module], float]:
     """What a search maximizes: ``search.score_func``, or accuracy (a language model's negative
     perplexity) on ``search.score_samples`` random validation samples (all of them by default)."""
@@ -164,6 +175,7 @@ def _search(
     wanted = {**spec.constraints, **constraints}
     if resume_from is not None:
         wanted = resumed_constraints(resume_from, wanted)
+        _check_resumed_uniform(resume_from, spec.uniform)
     latency = None
     if "latency" in wanted and ranks.world > 1:
         raise UserInputError("--latency: search under a latency bound in one process (its table is per machine)")
@@ -184,7 +196,7 @@ def _search(
     def progress(state: Any) -> None:
         if not ranks.main:
             return
-        unfinished = {**state.to_plain(), "constraints": wanted}
+        unfinished = {**state.to_plain(), "constraints": wanted, "uniform": spec.uniform}
         checkpoint = build_checkpoint(model, "search", recipe.model_dump(mode="json"), factory, {}, unfinished)
         checkpoint["subnet"] = None
         write_checkpoint(checkpoint, run_dir / "search.pt")
@@ -198,14 +210,15 @@ def _search(
 
     state = SearchState.from_plain(resume_from) if resume_from is not None else None
     best, state = search_subnet(
-        model, bounds, score, calib, spec.bn_calib_batches, settings, spec.algorithm, progress, state, latency, ranks
-    )
+        model, bounds, score, calib, spec.bn_calib_batches, settings, spec.algorithm, progress, state, latency, ranks,
+        spec.uniform,
+    )  # fmt: skip
     path = run_dir / "search.pt"
     if not ranks.main:
         return path
     if latency is not None:
         latency.save()
-    report = search_report(state, best, bounds, original, model)
+    report = search_report(state, best, bounds, original, model, spec.uniform)
     metrics = {"score": best.score, "flops": best.flops, "params": best.params, "candidates": len(state.evaluated)}
     checkpoint = build_checkpoint(model, "search", recipe.model_dump(mode="json"), factory, metrics)
     write_checkpoint(checkpoint, path)

@@ -257,14 +257,20 @@ class SubnetTrainer(Trainer):
         teacher: nn.Module | None = None,
         temperature: float = 1.0,
         distill_weight: float = 1.0,
+        teacher_autocast: torch.dtype | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.teacher = teacher.to(self.device).eval() if teacher is not None else None
         self.temperature, self.distill_weight = temperature, distill_weight
+        self.teacher_autocast = teacher_autocast or self.autocast
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> float:
-        """Labels' loss, or with a teacher ``w * KL(teacher || student) + (1 - w) * labels' loss``."""
+        """Labels' loss, or with a teacher ``w * KL(teacher || student) + (1 - w) * labels' loss``.
+
+        The teacher is frozen, so its forward may run in a lower precision than the student's
+        (``teacher_autocast``): it is the larger part of a distillation step's extra cost.
+        """
         inputs, targets = batch
         self.optimizer.zero_grad(set_to_none=True)
         with autocast_to(inputs.device, self.autocast):
@@ -272,7 +278,7 @@ class SubnetTrainer(Trainer):
             weight = self.distill_weight if self.teacher is not None else 0.0
             loss = self.task.loss(logits, targets) * (1 - weight) if weight < 1 else 0.0
             if weight > 0:
-                with torch.no_grad():
+                with torch.no_grad(), autocast_to(inputs.device, self.teacher_autocast):
                     soft = logits_of(self.teacher(inputs))
                 loss = loss + weight * distillation_loss(logits, soft, self.temperature)
         loss.backward()

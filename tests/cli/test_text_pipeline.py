@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import nascli.opt as mto
-from tests.helpers import run_pipeline
+from tests.helpers import run_pipeline, train_and_kill
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
@@ -49,6 +49,10 @@ def test_every_stage_reports_perplexity_and_the_pruned_model_meets_the_budget(ru
     assert search["score"] < -1  # the negative validation perplexity
     stored = torch.load(run_dir / "search.pt", weights_only=True)
     assert stored["sorted_by"] == "activations" and sorted(stored["block_ranks"]["model.layers.depth"]) == [0, 1]
+    report = json.loads((run_dir / "search.json").read_text())
+    assert report["uniform"] and "model.layers.*.mlp.gate_proj.out_features" in report["sensitivity"]
+    widths = {v for k, v in report["best"]["config"].items() if k.endswith("mlp.gate_proj.out_features")}
+    assert len(widths) == 1  # one MLP width in every layer, as the recipe's search.uniform asks
     final = next(m for m in metrics if m["stage"] == "finetune" and "test_ppl" in m)
     assert final["val_ppl"] > 1 and final["test_ppl"] > 1
     original = sum(p.numel() for p in mto.restore(None, run_dir / "convert.pt").parameters())
@@ -82,3 +86,26 @@ def test_a_corpus_that_is_not_utf8_is_one_line_and_exit_2(tmp_path):
         f"error: data.files: {tmp_path / 'bad.txt'} is not valid UTF-8 (byte 10)"
     ]
     assert not (tmp_path / "run" / "train.pt").exists() and (tmp_path / "run" / "convert.pt").exists()
+
+
+@pytest.mark.slow
+def test_a_killed_pretraining_resumes_to_the_same_weights_with_the_pinned_tokenizer(tmp_path):
+    settings = [*TINY, "train.epochs=6", "train.checkpoint_every=2"]
+    whole = _nascli("-q", "train", str(ROOT / "recipes/tiny_llama.yaml"), f"run_dir={tmp_path / 'whole'}", *settings)
+    assert whole.returncode == 0, whole.stderr
+
+    run_dir = tmp_path / "killed"
+    state = train_and_kill(
+        [str(ROOT / "recipes/tiny_llama.yaml"), f"run_dir={run_dir}", *settings], run_dir / "train.pt", 4
+    )
+    assert state is not None, "the run finished before it was killed"  # a finished run keeps no trainer state
+    assert (run_dir / "tokenizer.json").read_text() == (tmp_path / "whole" / "tokenizer.json").read_text()
+
+    resumed = _nascli("-q", "train", str(run_dir / "train.pt"), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    a = torch.load(tmp_path / "whole" / "train.pt", weights_only=True)["state_dict"]
+    b = torch.load(run_dir / "train.pt", weights_only=True)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    ppl = [r["ppl_max"] for r in records if "ppl_max" in r]
+    assert len(ppl) == 6 and ppl[-1] < ppl[0]  # one validation perplexity per epoch, killed or not

@@ -1,9 +1,7 @@
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +11,7 @@ from typer.testing import CliRunner
 import nascli.nas as mtn
 import nascli.opt as mto
 from nascli.cli.app import app
+from tests.helpers import train_and_kill
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE = str(ROOT / "recipes/digits.yaml")
@@ -83,20 +82,7 @@ def test_a_killed_run_resumes_to_the_same_weights(tmp_path):
     assert whole.returncode == 0, whole.stderr
 
     run_dir = tmp_path / "killed"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "nascli", "-q", "train", RECIPE, f"run_dir={run_dir}", *settings],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        path = run_dir / "train.pt"
-        if path.is_file() and torch.load(path, weights_only=True)["trainer"]["global_step"] >= 8:
-            break
-        time.sleep(0.2)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    state = torch.load(run_dir / "train.pt", weights_only=True)["trainer"]
+    state = train_and_kill([RECIPE, f"run_dir={run_dir}", *settings], run_dir / "train.pt", 8)
     assert state is not None and state["global_step"] < 3 * 16, "the run finished before it was killed"
 
     resumed = _nascli("-q", "train", str(run_dir / "train.pt"), "--resume")
