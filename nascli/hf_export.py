@@ -92,6 +92,24 @@ def _kept_hparams(specs: dict[str, dict[str, Any]], block_ranks: dict[str, list[
     return {name: spec["active"] for name, spec in specs.items() if not name.startswith(tuple(skipped))}
 
 
+def _check_config(config: Any, fields: dict[str, Any]) -> None:
+    """Refuse sizes the config class itself rejects (LlamaConfig wants a hidden size its head count
+    divides, even with an explicit head_dim); such a directory could be neither saved nor loaded."""
+    validate = getattr(config, "validate", None)
+    if validate is None:
+        return
+    try:
+        validate()
+    except Exception as exc:  # noqa: BLE001 - the library's validators raise their own error types
+        reason = str(getattr(exc, "__cause__", None) or exc).strip().splitlines()[-1].strip()
+        sizes = ", ".join(f"{k}={v}" for k, v in fields.items())
+        raise UserInputError(
+            f"--format hf: {type(config).__name__} rejects the subnet's sizes ({sizes}): {reason} Search with"
+            " sizes it accepts (for the hidden width: rules hidden_size: {'*': {hidden_divisor: N}} with N a"
+            " multiple of every head count), or export with --format pt2 or onnx"
+        ) from None
+
+
 def subnet_model(model: nn.Module) -> nn.Module:
     """The subnet of a Hugging Face model (converted, or exported from one) as an instance of its own class."""
     return _rebuilt(*_subnet(model))
@@ -106,6 +124,7 @@ def _rebuilt(plain: nn.Module, active: dict[str, int]) -> nn.Module:
         candidate = copy.deepcopy(plain.config)
         for key, value in {**fields, **({"intermediate_size": width} if width is not None else {})}.items():
             setattr(candidate, key, value)
+        _check_config(candidate, fields)
         rebuilt = type(plain)(candidate)  # on the CPU: buffers outside the state dict (rotary tables) are made here
         try:
             rebuilt.load_state_dict(state, strict=True)

@@ -25,8 +25,8 @@ def _recipe(tmp_path, model: dict, **extra) -> str:
     return str(path)
 
 
-def _convert(tmp_path):
-    model = {"factory": "nascli.hf:from_config", "kwargs": {"architecture": "LlamaForCausalLM", "config": LLAMA}}
+def _convert(tmp_path, config=LLAMA):
+    model = {"factory": "nascli.hf:from_config", "kwargs": {"architecture": "LlamaForCausalLM", "config": config}}
     result = runner.invoke(app, ["-q", "convert", _recipe(tmp_path, model)])
     assert result.exit_code == 0, result.stderr
     return result.stdout.strip()
@@ -107,3 +107,15 @@ def test_a_missing_model_directory_is_one_line(tmp_path):
     model = {"factory": "nascli.hf:from_pretrained", "kwargs": {"path": str(tmp_path / "nothing")}}
     result = runner.invoke(app, ["-q", "convert", _recipe(tmp_path, model)])
     assert result.exit_code == 2 and "is not a Hugging Face model directory" in result.stderr
+
+
+def test_sizes_the_config_class_rejects_are_one_line_naming_them(tmp_path):
+    six_heads = {**LLAMA, "hidden_size": 96, "num_attention_heads": 6, "num_key_value_heads": 3}
+    convert_pt = _convert(tmp_path, six_heads)
+    search_pt, _ = _searched(tmp_path, convert_pt, {"model.embed_tokens.weight.shape[1]": 64})  # 64 % 6 != 0
+    result = runner.invoke(app, ["-q", "export", str(search_pt), "--format", "hf"])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "LlamaConfig rejects the subnet's sizes" in lines[0] and "hidden_size=64" in lines[0]
+    assert "hidden_divisor" in lines[0]
+    assert not [p for p in (tmp_path / "run").iterdir() if p.is_dir()]  # no directory written, not even a temp one
