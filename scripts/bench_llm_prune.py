@@ -33,48 +33,16 @@ import time
 import warnings
 
 import torch
-from rich.console import Console
-from rich.table import Table
-from torch.utils.data import DataLoader, Subset
+from llm_bench import load_teacher, params, ppl, print_tables, train_subnet
+from torch.utils.data import DataLoader
 
 import nascli.nas as mtn
-import nascli.opt as mto
 from nascli.cost.model import cost_model
-from nascli.data import Splits, recipe_splits
-from nascli.opt.checkpoint import read_checkpoint
-from nascli.recipe.load import load_recipe
-from nascli.recipe.schema import Recipe
 from nascli.space.importance import rank_blocks, sort_channels_by_importance
 from nascli.space.space import get_space
 from nascli.train.sandwich import distillation_loss
-from nascli.train.task import LanguageModeling
-from nascli.train.trainer import SubnetTrainer
 
 warnings.filterwarnings("ignore")
-
-
-def _ppl(model: torch.nn.Module, task: LanguageModeling, loader: DataLoader) -> float:
-    return task.evaluate(model, loader)["ppl"]
-
-
-def _params(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def _train(student, splits, recipe, steps, seed, teacher=None, lr=None):
-    """Train ``student`` for ``steps`` batches with nascli's fine-tuning trainer; returns (seconds, tokens)."""
-    batch = recipe.data.batch_size
-    train = Subset(splits.train, range(steps * batch))
-    limited = Splits(train, splits.val, splits.test, splits.num_classes, splits.input_shape, splits.task)
-    spec = recipe.train.model_copy(update={"epochs": 1, "lr": lr or recipe.train.lr, "warmup_epochs": 0.05})
-    data = recipe.data.model_copy(update={"eval_batch_size": 64})
-    mix = {"temperature": recipe.finetune.temperature, "distill_weight": recipe.finetune.distill_weight,
-           "teacher_autocast": torch.bfloat16 if recipe.finetune.teacher_bf16 else None}  # fmt: skip
-    trainer = SubnetTrainer(student, limited, data, spec, seed, teacher=teacher, **mix)
-    trainer.val = DataLoader(Subset(splits.val, range(64)), batch_size=64)  # a short per-epoch check
-    start = time.perf_counter()
-    trainer.fit(lambda state: None, lambda record: None)
-    return time.perf_counter() - start, steps * batch * splits.input_shape[0]
 
 
 def _reinitialized(model: torch.nn.Module, seed: int) -> torch.nn.Module:
@@ -121,20 +89,12 @@ def main() -> None:
     parser.add_argument("--test-sequences", type=int, default=512)
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
-    console = Console()
-    recipe = Recipe(**read_checkpoint(args.teacher)["recipe"])  # the data and model the teacher learned
-    recipe = recipe.model_copy(update={"finetune": load_recipe(args.recipe).finetune})
-    splits = recipe_splits(recipe)
-    task = LanguageModeling(splits.num_classes)
-    val32 = DataLoader(Subset(splits.val, range(32)), batch_size=32)
-    test = DataLoader(Subset(splits.test, range(args.test_sequences)), batch_size=64)
-    calib = DataLoader(Subset(splits.train, range(recipe.search.importance_samples)), batch_size=32)
-    dummy = (torch.zeros(1, recipe.input_shape[0], dtype=torch.long),)
-
-    teacher = mto.restore(None, args.teacher)
-    mtn.sample(teacher, "max")
-    teacher.eval()
-    plain_teacher = mtn.export(teacher).eval()
+    loaded = load_teacher(args.teacher, args.recipe, args.test_sequences)
+    recipe, splits, task, plain_teacher = loaded.recipe, loaded.splits, loaded.task, loaded.model
+    val32, test, calib, dummy = loaded.val32, loaded.test, loaded.calib, loaded.dummy
+    # width alone: the recipe's rules without its depth rule, channels in their trained order
+    width_rules = {**mtn.config.FastNASConfig(), **{k: v for k, v in recipe.rules.items() if k != "nn.ModuleList"}}
+    teacher = mtn.convert(copy.deepcopy(plain_teacher), [("fastnas", width_rules)], dummy_input=dummy).eval()
     rows_t: list[tuple[str, str, str]] = []
 
     # 1. importance and scoring times, the search
@@ -149,7 +109,7 @@ def main() -> None:
     sort_channels_by_importance(by_weights)
 
     def score(model: torch.nn.Module) -> float:
-        return -_ppl(model, task, val32)
+        return -ppl(model, task, val32)
 
     start = time.perf_counter()
     for how in ("min", "centroid", "max"):
@@ -167,7 +127,7 @@ def main() -> None:
     for name, model in (("activations", searched), ("weight norms", by_weights), ("trained order", teacher)):
         pruned = copy.deepcopy(model)
         mtn.select(pruned, config)
-        rows_p.append((name, f"{_params(mtn.export(pruned)):,}", f"{_ppl(pruned, task, test):.2f}"))
+        rows_p.append((name, f"{params(mtn.export(pruned)):,}", f"{ppl(pruned, task, test):.2f}"))
     student = mtn.export(searched).eval()
     batch = next(iter(DataLoader(splits.train, batch_size=recipe.data.batch_size)))
     plain_step = _step_time(copy.deepcopy(student), plain_teacher, batch, task, distill=False)
@@ -178,7 +138,7 @@ def main() -> None:
         rows_t.append((name, f"{distill_step / plain_step:.2f}x", note))
 
     # 3. width, depth, combined at the same bound, each distilled for the same tokens
-    rules = {**mtn.config.FastNASConfig(), "nn.ModuleList": {"*": {"min_depth": 1}}}
+    rules = {**width_rules, "nn.ModuleList": {"*": {"min_depth": 1}}}
     deep = mtn.convert(copy.deepcopy(plain_teacher), [("fastnas", rules)], dummy_input=dummy)
     sort_channels_by_importance(deep, ((x,) for x, _ in calib))
     depth_name = next(n for n in mtn.get_subnet_config(deep, configurable=True) if n.endswith(".depth"))
@@ -210,23 +170,23 @@ def main() -> None:
     ]
     for name, model in variants:
         pruned = mtn.export(model).eval()
-        before = _ppl(pruned, task, test)
-        seconds, _ = _train(pruned, splits, recipe, args.steps, args.seeds[0], plain_teacher, recipe.finetune.lr)
-        after = _ppl(pruned, task, test)
-        rows_w.append((name, f"{_params(pruned):,}", f"{before:.2f}", f"{after:.2f}", f"{seconds:.0f} s"))
+        before = ppl(pruned, task, test)
+        seconds, _ = train_subnet(pruned, loaded, args.steps, args.seeds[0], True, recipe.finetune.lr)
+        after = ppl(pruned, task, test)
+        rows_w.append((name, f"{params(pruned):,}", f"{before:.2f}", f"{after:.2f}", f"{seconds:.0f} s"))
 
     # 4. the claim
     rows_c = []
     for seed in args.seeds:
         distilled = mtn.export(searched).eval()
-        d_seconds, tokens = _train(distilled, splits, recipe, args.steps, seed, plain_teacher, recipe.finetune.lr)
+        d_seconds, tokens = train_subnet(distilled, loaded, args.steps, seed, True, recipe.finetune.lr)
         scratch = _reinitialized(mtn.export(searched), seed)
-        s_seconds, _ = _train(scratch, splits, recipe, args.steps, seed, None, recipe.train.lr)
-        rows_c.append((str(seed), f"{_params(distilled):,}", f"{tokens:,}", f"{_ppl(distilled, task, test):.2f}",
-                       f"{d_seconds:.0f} s", f"{_ppl(scratch, task, test):.2f}", f"{s_seconds:.0f} s"))  # fmt: skip
+        s_seconds, _ = train_subnet(scratch, loaded, args.steps, seed, False, recipe.train.lr)
+        rows_c.append((str(seed), f"{params(distilled):,}", f"{tokens:,}", f"{ppl(distilled, task, test):.2f}",
+                       f"{d_seconds:.0f} s", f"{ppl(scratch, task, test):.2f}", f"{s_seconds:.0f} s"))  # fmt: skip
 
-    teacher_ppl = _ppl(plain_teacher, task, test)
-    header = f"teacher: {_params(plain_teacher):,} params, test perplexity {teacher_ppl:.2f}; torch {torch.__version__}"
+    teacher_ppl = ppl(plain_teacher, task, test)
+    header = f"teacher: {params(plain_teacher):,} params, test perplexity {teacher_ppl:.2f}; torch {torch.__version__}"
     tables = [
         ("Targets", ["measure", "value", "note"], rows_t),
         ("Right after pruning (same subnet)", ["ranking", "params", "test ppl"], rows_p),
@@ -234,17 +194,7 @@ def main() -> None:
         ("Prune + distill vs from scratch",
          ["seed", "params", "tokens", "distilled ppl", "time", "scratch ppl", "time"], rows_c),
     ]  # fmt: skip
-    console.print(header)
-    for title, columns, rows in tables:
-        if args.markdown:
-            print(f"\n{title}\n\n| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))
-            for row in rows:
-                print("| " + " | ".join(row) + " |")
-        else:
-            table = Table(*columns, title=title)
-            for row in rows:
-                table.add_row(*row)
-            console.print(table)
+    print_tables(header, tables, args.markdown)
 
 
 if __name__ == "__main__":

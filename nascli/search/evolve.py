@@ -24,7 +24,7 @@ from nascli.train.distributed import Ranks
 @dataclass
 class SearchSettings:
     population: int = 100
-    parents: int = 25
+    parents: int = 25  # the best this many, at most half the population, breed the next generation
     mutation_prob: float = 0.1
     crossover: bool = True
     iterations: int = 10
@@ -153,6 +153,8 @@ class ConstrainedSearch:
     def _fresh(self, proposals: Callable[[int], np.ndarray], wanted: int, seen: set[tuple]) -> list[tuple]:
         """Up to ``wanted`` new in-bounds configs; the lower bound is dropped if it starves the search."""
         found: list[tuple] = []
+        if wanted <= 0:
+            return found
         for attempt in range(50):
             batch = self._valid(proposals(max(256, 4 * wanted)), lower=attempt < 25)
             for row in map(tuple, batch.tolist()):
@@ -206,10 +208,9 @@ class ConstrainedSearch:
                 rows = self._fresh(self._random, settings.population, seen)
             else:
                 ranked = sorted(state.population, key=lambda r: -state.evaluated[r].score)
-                parents = np.array(ranked[: settings.parents], dtype=np.int64)
-                rows = ranked[: settings.parents] + self._fresh(
-                    self._mutate(parents), settings.population - len(parents), seen
-                )
+                kept = ranked[: min(settings.parents, max(1, settings.population // 2))]  # room for children
+                parents = np.array(kept, dtype=np.int64)
+                rows = kept + self._fresh(self._mutate(parents), settings.population - len(parents), seen)
             self._evaluate(rows, state)
             state.population = sorted(set(rows) | set(state.population), key=lambda r: -state.evaluated[r].score)[
                 : settings.population

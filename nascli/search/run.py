@@ -99,6 +99,11 @@ def default_algorithm(model: nn.Module) -> str:
     return "sensitivity" if get_space(model).modes[-1][0] == "fastnas" else "evolve"
 
 
+def _history_keys(bounds: dict[str, float]) -> list[str]:
+    """The metrics a candidate records: flops and params always, latency when it was bounded."""
+    return ["flops", "params", *(["latency"] if "latency" in bounds else [])]
+
+
 def search_report(
     state: SearchState,
     best: Candidate,
@@ -109,6 +114,8 @@ def search_report(
 ) -> dict:
     """The search as plain data: every candidate, the Pareto front (score against flops), the best.
 
+    ``history`` holds ModelOpt's per-candidate lists: each scored candidate's score (``metric``)
+    and its value of each constrained metric and of flops and params (``constraints``).
     A sensitivity search adds its map (score drop per hparam, or role when ``uniform``, and
     choice) and the unpruned score.
     """
@@ -126,5 +133,9 @@ def search_report(
         "pareto": [as_dict(candidates[i]) for i in front],
         "iterations": state.iteration,
         "uniform": uniform,
+        "history": {
+            "metric": [c.score for c in candidates],
+            "constraints": {key: [getattr(c, key) for c in candidates] for key in _history_keys(bounds)},
+        },
         **(threshold_report(search_costs(model, uniform), state) if state.probes else {}),
     }

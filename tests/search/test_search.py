@@ -79,6 +79,16 @@ def test_an_interrupted_search_resumes_to_the_same_result(tmp_path):
     assert list(resumed.evaluated) == list(whole.evaluated) and resumed.population == whole.population
 
 
+def test_a_population_smaller_than_the_parents_still_breeds_children():
+    from nascli.search.evolve import ConstrainedSearch, SearchSettings
+
+    costs = cost_model(converted_resnet20("autonas"))
+    bounds = {"flops": costs.cost(costs.named("max"))["flops"] * 0.6}
+    settings = SearchSettings(population=6, parents=25, iterations=3)
+    state = ConstrainedSearch(costs, bounds, lambda c: 0.0, settings).run()
+    assert len(state.evaluated) == 6 + 3 + 3  # 6, then the best 3 (half) and 3 children per generation
+
+
 def test_a_latency_bound_filters_candidates_by_predicted_latency():
     from nascli.cost.latency import LatencyModel
     from nascli.search.evolve import ConstrainedSearch, SearchSettings
