@@ -92,22 +92,18 @@ def _kept_hparams(specs: dict[str, dict[str, Any]], block_ranks: dict[str, list[
     return {name: spec["active"] for name, spec in specs.items() if not name.startswith(tuple(skipped))}
 
 
-def _check_config(config: Any, fields: dict[str, Any]) -> None:
-    """Refuse sizes the config class itself rejects (LlamaConfig wants a hidden size its head count
-    divides, even with an explicit head_dim); such a directory could be neither saved nor loaded."""
+def _rejection(config: Any) -> str | None:
+    """Why the config class itself rejects these sizes (LlamaConfig wants a hidden size its head
+    count divides, even with an explicit head_dim), or None; such a directory could be neither
+    saved nor loaded."""
     validate = getattr(config, "validate", None)
     if validate is None:
-        return
+        return None
     try:
         validate()
     except Exception as exc:  # noqa: BLE001 - the library's validators raise their own error types
-        reason = str(getattr(exc, "__cause__", None) or exc).strip().splitlines()[-1].strip()
-        sizes = ", ".join(f"{k}={v}" for k, v in fields.items())
-        raise UserInputError(
-            f"--format hf: {type(config).__name__} rejects the subnet's sizes ({sizes}): {reason} Search with"
-            " sizes it accepts (for the hidden width: rules hidden_size: {'*': {hidden_divisor: N}} with N a"
-            " multiple of every head count), or export with --format pt2 or onnx"
-        ) from None
+        return str(getattr(exc, "__cause__", None) or exc).strip().splitlines()[-1].strip()
+    return None
 
 
 def subnet_model(model: nn.Module) -> nn.Module:
@@ -119,12 +115,15 @@ def _rebuilt(plain: nn.Module, active: dict[str, int]) -> nn.Module:
     """``plain`` as its own class built from a config with the subnet's sizes, holding its weights."""
     fields, widths = _sizes(plain.config, active)
     state = plain.state_dict()
-    last_error = "no candidate config"
+    last_error, rejected = "no candidate config", None
     for width in widths or [None]:
         candidate = copy.deepcopy(plain.config)
-        for key, value in {**fields, **({"intermediate_size": width} if width is not None else {})}.items():
+        sizes = {**fields, **({"intermediate_size": width} if width is not None else {})}
+        for key, value in sizes.items():
             setattr(candidate, key, value)
-        _check_config(candidate, fields)
+        if (reason := _rejection(candidate)) is not None:
+            rejected = (reason, sizes)
+            continue
         rebuilt = type(plain)(candidate)  # on the CPU: buffers outside the state dict (rotary tables) are made here
         try:
             rebuilt.load_state_dict(state, strict=True)
@@ -134,6 +133,16 @@ def _rebuilt(plain: nn.Module, active: dict[str, int]) -> nn.Module:
         if getattr(candidate, "tie_word_embeddings", False):
             rebuilt.tie_weights()
         return rebuilt.eval()
+    if rejected is not None:
+        reason, sizes = rejected
+        hint = (
+            " (for the hidden width: rules hidden_size: {'*': {hidden_divisor: N}}, N a multiple of every head count)"
+        )
+        raise UserInputError(
+            f"--format hf: {type(plain.config).__name__} rejects the subnet's sizes"
+            f" ({', '.join(f'{k}={v}' for k, v in sizes.items())}): {reason} Search with sizes it accepts"
+            f"{hint if 'hidden' in reason.lower() else ''}, or export with --format pt2 or onnx"
+        )
     raise UserInputError(
         f"--format hf: the subnet is not a {type(plain).__name__} of any config ({last_error}); "
         "export it with --format pt2 or onnx"

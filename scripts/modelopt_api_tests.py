@@ -56,7 +56,7 @@ LEFT_OUT = {
     "tests/unit/torch/nas/modules/test_mod_utils.py": "a private tensor-slicing helper",
     "tests/unit/torch/nas/modules/test_norm.py": "ModelOpt's dynamic-module registry (DMRegistry)",
     "tests/unit/torch/nas/plugins/test_torch_hooks.py": "ModelOpt's dynamic-module registry (DMRegistry)",
-    "tests/unit/torch/nas/test_evaluate_constraints.py": "ModelOpt's internal ConstraintsFunc class",
+    "tests/unit/torch/nas/test_evaluate_constraints.py": "ConstraintsFunc on plain models, ModelOpt's flops unit",
     "tests/unit/torch/nas/test_latency_interpolator.py": "patches the internal ConstraintsFunc latency method",
     "tests/unit/torch/nas/test_registry.py": "ModelOpt's dynamic-module registry (DMRegistry)",
     "tests/unit/torch/nas/test_search_space.py": "ModelOpt's SearchSpace class and DMRegistry",

@@ -61,7 +61,8 @@ def train_and_kill(args: list[str], checkpoint: Path, at_step: int, timeout: flo
     )
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if checkpoint.is_file() and torch.load(checkpoint, weights_only=True)["trainer"]["global_step"] >= at_step:
+        state = torch.load(checkpoint, weights_only=True)["trainer"] if checkpoint.is_file() else {"global_step": -1}
+        if state is None or state["global_step"] >= at_step:  # None: the run finished first
             break
         time.sleep(0.05)
     os.kill(process.pid, signal.SIGKILL)

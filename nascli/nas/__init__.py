@@ -205,7 +205,9 @@ def search(
     bounds = resolve_constraints(constraints, original)
     if get_space(model).modes[-1][0] == "fastnas" and get_space(model).sorted_by is None:
         sort_channels_by_importance(model)
-    uniform = bool(settings.pop("uniform", False))
+    uniform = settings.pop("uniform", False)
+    if not isinstance(uniform, bool):
+        raise UserInputError(f"search: config key 'uniform' must be True or False, got {uniform!r}")
     best, state = search_subnet(
         model, bounds, score_func, loader, batches, SearchSettings(**settings), algorithm, uniform=uniform
     )

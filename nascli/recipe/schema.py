@@ -71,7 +71,7 @@ class SearchSpec(_Strict):
     )
     constraints: dict[str, str | float] = Field(default_factory=dict, description="flops / params / latency")
     population: PositiveInt = 100
-    parents: PositiveInt = 25
+    parents: PositiveInt = Field(default=25, description="the best this many (at most half the population) breed")
     mutation_prob: float = Field(default=0.1, ge=0, le=1)
     crossover: bool = True
     iterations: PositiveInt = 10

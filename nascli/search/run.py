@@ -115,7 +115,7 @@ def search_report(
     """The search as plain data: every candidate, the Pareto front (score against flops), the best.
 
     ``history`` holds ModelOpt's per-candidate lists: each scored candidate's score (``metric``)
-    and its value of each constrained metric and of flops and params (``constraints``).
+    and its flops, params and (under a latency bound) latency (``constraints``).
     A sensitivity search adds its map (score drop per hparam, or role when ``uniform``, and
     choice) and the unpruned score.
     """

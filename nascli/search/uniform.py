@@ -4,8 +4,9 @@ A per-layer search lets each transformer block keep its own MLP width and head c
 Face config holds one value for all layers, so such a subnet cannot be written as a directory
 ``from_pretrained`` loads; Minitron prunes every layer alike for the same reason. ``search.uniform``
 searches roles instead of hparams: ``model.layers.*.mlp.gate_proj.out_features`` stands for that
-width in every block. The searches see a cost model over roles (this one) and need no other change;
-the configs they score, store and select still name every hparam.
+width in every block. The searches walk a cost model over roles (this one): their rows, and so the
+rows an unfinished search stores, are of roles, while the configs they score and select, and
+the candidates they report, name every hparam.
 """
 
 from __future__ import annotations
@@ -22,17 +23,22 @@ _BLOCK_INDEX = re.compile(r"(?:^|(?<=\.))\d+(?=\.)")
 
 
 def role_of(name: str) -> str:
-    """An hparam's name with its block indices replaced by ``*``: the same role in every block."""
+    """An hparam's name with its block indices replaced by ``*``: the same role in every block.
+
+    Every index into a container counts as a block index (a ``ModuleList`` of decoder layers, a
+    ``Sequential`` of ViT blocks or of a CNN's layers); hparams of one role are tied only when
+    their choices are the same.
+    """
     return _BLOCK_INDEX.sub("*", name)
 
 
 class UniformCosts:
     """A cost model whose columns are roles: one per role shared by hparams with the same choices.
 
-    Hparams whose role has members with other choices (stages of a CNN with their own widths)
-    keep a column each, under their own names. Rows and configs in role names expand to every
-    member; ``config_of`` gives the expanded config, so candidates and the selected subnet name
-    the model's own hparams.
+    Hparams whose role has members with other choices (the blocks of a CNN whose widths grow)
+    keep a column each, under their own names; ``untied`` lists those roles. Rows and configs in
+    role names expand to every member; ``config_of`` gives the expanded config, so candidates and
+    the selected subnet name the model's own hparams.
     """
 
     def __init__(self, costs: CostModel) -> None:
@@ -42,11 +48,13 @@ class UniformCosts:
         for name in costs.names:
             members.setdefault(role_of(name), []).append(name)
         self.members: dict[str, list[str]] = {}
+        self.untied: list[str] = []
         for role, names in members.items():
             if len(names) > 1 and len({tuple(hparams[n].choices) for n in names}) == 1:
                 self.members[role] = names
             else:
                 self.members.update({name: [name] for name in names})
+                self.untied += [role] if len(names) > 1 else []
         self.names = list(self.members)
         self.hparams: dict[str, Hparam] = {role: hparams[names[0]] for role, names in self.members.items()}
         column = {role: i for i, role in enumerate(self.names)}
@@ -62,13 +70,17 @@ class UniformCosts:
         return self.base.memory_batch
 
     def _value(self, role: str, config: dict[str, Any], active: dict[str, Any]) -> Any:
-        """The role's value in ``config``, given by the role's name or by its members' (all alike)."""
+        """The role's value in ``config``, given by the role's name or by its members' (all alike),
+        else the members' active value (all alike)."""
+        members = self.members[role]
+        given = {config[n] for n in members if n in config}
         if role in config:
-            return config[role]
-        given = {config[n] for n in self.members[role] if n in config}
+            given.add(config[role])
+        if not given:
+            given = {active[n] for n in members}
         if len(given) > 1:
-            raise ValueError(f"{role}: a uniform config gives its members different values {sorted(given)}")
-        return given.pop() if given else active[self.members[role][0]]
+            raise ValueError(f"{role}: a uniform config needs one value for its members, got {sorted(given)}")
+        return given.pop()
 
     def encode(self, configs: list[dict[str, Any]] | dict[str, Any]) -> np.ndarray:
         """Configs in role or hparam names (missing ones take the active value) as a matrix of roles."""
@@ -82,8 +94,8 @@ class UniformCosts:
         return self.base.column_values(self.members[role][0])
 
     def expand(self, matrix: np.ndarray) -> np.ndarray:
-        """Role rows as rows of the model's hparams."""
-        return np.asarray(matrix, dtype=np.int64).reshape(-1, len(self.names))[:, self._expand]
+        """A (rows, roles) matrix as rows of the model's hparams."""
+        return np.asarray(matrix, dtype=np.int64)[:, self._expand]
 
     def config_of(self, row: Any) -> dict[str, Any]:
         """The config of one role row, naming every hparam of the model."""

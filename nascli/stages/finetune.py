@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +34,12 @@ def _finetune(model: nn.Module, recipe: Recipe, console: Console | None) -> Path
     student = export_model(model).train()
     teacher = None
     if spec.distill and spec.distill_weight > 0:  # the max subnet as plain layers: no per-forward slicing
-        full = copy.deepcopy(model)
-        get_space(full).sample("max")
-        teacher = export_model(full).eval()
-        del full
+        space = get_space(model)
+        active, sampling = space.config(), space.sample_in_train
+        space.sample("max")
+        teacher = export_model(model).eval()
+        space.select(active)
+        space.sample_in_train = sampling
     seed = recipe.train.seed if recipe.train.seed is not None else recipe.seed
     try:
         trainer = SubnetTrainer(

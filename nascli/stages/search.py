@@ -25,7 +25,7 @@ from nascli.recipe.factory import import_factory
 from nascli.recipe.schema import Recipe
 from nascli.search.evolve import SearchSettings, SearchState
 from nascli.search.plot import pareto_plot
-from nascli.search.run import score_active, search_report, search_subnet
+from nascli.search.run import score_active, search_costs, search_report, search_subnet
 from nascli.space.importance import rank_blocks, sort_channels_by_importance
 from nascli.space.space import get_space
 from nascli.stages.rundir import append_metrics, run_dir_lock
@@ -192,6 +192,10 @@ def _search(
 
     run_dir = Path(recipe.run_dir)
     factory = recipe.model.model_dump(mode="json")
+    walked, unit = search_costs(model, spec.uniform), "roles" if spec.uniform else "hparams"
+    if spec.uniform and walked.untied and console is not None:
+        shown = ", ".join(walked.untied[:3]) + (", ..." if len(walked.untied) > 3 else "")
+        console.print(f"uniform: {len(walked.untied)} roles stay per layer (their layers' choices differ): {shown}")
 
     def progress(state: Any) -> None:
         if not ranks.main:
@@ -201,7 +205,7 @@ def _search(
         checkpoint["subnet"] = None
         write_checkpoint(checkpoint, run_dir / "search.pt")
         if console is not None and state.probes:
-            console.print(f"sensitivity: {state.iteration}/{len(costs.names)} hparams, {len(state.probes)} scored")
+            console.print(f"sensitivity: {state.iteration}/{len(walked.names)} {unit}, {len(state.probes)} scored")
         elif console is not None:
             top = max(c.score for c in state.evaluated.values())
             console.print(

@@ -78,8 +78,11 @@ def test_roles_move_every_member_and_cost_what_the_model_costs():
     exported = mtn.export(model)
     assert uniform.cost(config)["params"] == sum(p.numel() for p in exported.parameters())
     assert uniform.encode(config).tolist() == [row.tolist()]  # member names encode to the same row
-    with pytest.raises(ValueError, match="different values"):
+    with pytest.raises(ValueError, match="needs one value for its members"):
         uniform.encode({**config, "model.layers.0.mlp.gate_proj.out_features": 64})
+    mtn.select(model, {"model.layers.1.mlp.gate_proj.out_features": 64})  # the active subnet is not uniform
+    with pytest.raises(ValueError, match="needs one value for its members"):
+        uniform.cost()
 
 
 def test_members_with_other_choices_keep_a_column_each():
@@ -89,7 +92,8 @@ def test_members_with_other_choices_keep_a_column_each():
     config["nn.Conv2d"]["*"]["channel_divisor"] = 4
     model = mtn.convert(net, [("fastnas", config)], dummy_input=torch.zeros(1, 3, 12, 12))
     uniform = UniformCosts(cost_model(model))
-    assert uniform.names == cost_model(model).names  # 8 and 16 channels: no common choices to tie
+    assert uniform.names == cost_model(model).names  # 8 and 16 channels: other choices, nothing to tie
+    assert uniform.untied == ["*.out_channels"]
 
 
 @pytest.mark.parametrize("algorithm", ["sensitivity", "evolve"])
@@ -122,6 +126,23 @@ def test_mtn_search_uniform_picks_a_subnet_from_pretrained_loads(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(loaded(IDS).logits, searched(IDS).logits, atol=1e-4, rtol=1e-4)
     assert sum(p.numel() for p in loaded.parameters()) == history["best"]["params"]
+
+
+def test_a_latency_bounded_uniform_search_of_a_cnn_ties_the_blocks_of_each_stage():
+    from nascli.cost.latency import LatencyModel
+    from tests.search.common import converted_resnet20
+
+    model = converted_resnet20("autonas")
+    costs = cost_model(model)
+    uniform = UniformCosts(costs)
+    assert "layer1.*.conv1.out_channels" in uniform.names and len(uniform.names) < len(costs.names)
+    timing = LatencyModel(model, repeats=1)
+    timing.calibrate()
+    bound = timing.predict(costs.named("centroid"))
+    state = ConstrainedSearch(uniform, {"latency": bound}, lambda c: 0.0, SearchSettings(10, 3), latency=timing).run()
+    assert state.evaluated and all(c.latency <= bound and _uniform(c.config) for c in state.evaluated.values())
+    with pytest.raises(UserInputError, match="'uniform' must be True or False"):
+        mtn.search(model, {"flops": "90%"}, config={"score_func": lambda m: 0.0, "uniform": "false"})
 
 
 def test_a_search_resumes_only_with_the_uniform_setting_it_ran_with():
