@@ -11,7 +11,7 @@ from torch import nn
 
 from nascli.cost.terms import compile_cost_terms
 from nascli.errors import UserInputError
-from nascli.space.export import export_model
+from nascli.space.export import export_max
 from nascli.space.hparam import Dim, Hparam, Scaled, Segments, channel_choices, dim_parts
 from nascli.space.kinds import DynamicModule, convertible_kind, kind_of, module_slots
 from nascli.space.kinds.heads import HEADS
@@ -381,15 +381,8 @@ def costs_at_input(model: nn.Module, dummy_input: tuple[torch.Tensor, ...]) -> N
     space = get_space(model)
     if [tuple(t.shape[1:]) for t in dummy_input] == [tuple(s[1:]) for s in space.input_shapes]:
         return
-    active, sampling = space.config(), space.sample_in_train
-    space.sample("max")
-    try:
-        plain = export_model(model)
-    finally:
-        space.select(active)
-        space.sample_in_train = sampling
     mode_name, rules = space.modes[-1]
-    again = get_space(convert_model(plain, mode_name, rules, dummy_input))
+    again = get_space(convert_model(export_max(model), mode_name, rules, dummy_input))
     mine = {name: hp.choices for name, hp in space.hparams.items()}
     theirs = {name: hp.choices for name, hp in again.hparams.items()}
     if mine != theirs:

@@ -25,3 +25,16 @@ def export_model(model: nn.Module) -> nn.Module:
         if hook is sample_in_training:
             del exported._forward_pre_hooks[key]
     return exported
+
+
+def export_max(model: nn.Module) -> nn.Module:
+    """The max subnet (the model as built) as plain layers; the active subnet and random sampling
+    of ``model`` stay as they were."""
+    space = get_space(model)
+    active, sampling = space.config(), space.sample_in_train
+    space.sample("max")
+    try:
+        return export_model(model)
+    finally:
+        space.select(active)
+        space.sample_in_train = sampling

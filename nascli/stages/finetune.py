@@ -14,8 +14,7 @@ from nascli.data import recipe_splits
 from nascli.errors import UserInputError
 from nascli.opt.checkpoint import exported_checkpoint, write_checkpoint
 from nascli.recipe.schema import Recipe
-from nascli.space.export import export_model
-from nascli.space.space import get_space
+from nascli.space.export import export_max, export_model
 from nascli.stages.rundir import append_metrics, run_dir_lock
 from nascli.train.trainer import SubnetTrainer
 
@@ -34,12 +33,7 @@ def _finetune(model: nn.Module, recipe: Recipe, console: Console | None) -> Path
     student = export_model(model).train()
     teacher = None
     if spec.distill and spec.distill_weight > 0:  # the max subnet as plain layers: no per-forward slicing
-        space = get_space(model)
-        active, sampling = space.config(), space.sample_in_train
-        space.sample("max")
-        teacher = export_model(model).eval()
-        space.select(active)
-        space.sample_in_train = sampling
+        teacher = export_max(model).eval()
     seed = recipe.train.seed if recipe.train.seed is not None else recipe.seed
     try:
         trainer = SubnetTrainer(

@@ -106,6 +106,11 @@ def _scorer(recipe: Recipe, splits: Splits, model: nn.Module) -> Callable[[nn.Mo
     return lambda m: task.score(task.evaluate(m, loader))
 
 
+def _calibration_loader(recipe: Recipe, splits: Splits) -> DataLoader:
+    """The training batches BN statistics are recalibrated on before each score, in a fixed order."""
+    return DataLoader(splits.train, batch_size=recipe.data.batch_size, shuffle=False, drop_last=True)
+
+
 def _random_subset(dataset: Any, size: int, seed: int) -> Subset:
     """``size`` samples of ``dataset`` drawn with ``seed``, in dataset order."""
     chosen = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:size]
@@ -147,7 +152,7 @@ def _sort_for_pruning(
     elif input_stage == "train":
         sort_channels_by_importance(model)
     start = time.perf_counter()
-    calib = DataLoader(splits.train, batch_size=recipe.data.batch_size, shuffle=False, drop_last=True)
+    calib = _calibration_loader(recipe, splits)
     batches = recipe.search.bn_calib_batches
     ranked = rank_blocks(model, lambda m: score_active(m, score, calib, batches))  # scored as candidates are
     if ranked and console is not None:
@@ -168,7 +173,7 @@ def _search(
     ranks: Ranks,
 ) -> Path:
     spec = recipe.search
-    calib = DataLoader(splits.train, batch_size=recipe.data.batch_size, shuffle=False, drop_last=True)
+    calib = _calibration_loader(recipe, splits)
     costs = cost_model(model)
     costs.memory_batch = recipe.deployment.batch_size
     original: dict[str, Any] = costs.cost(costs.named("max"), ("flops", "params", "memory"))
