@@ -3,9 +3,9 @@
 ``digits`` is scikit-learn's bundled 8x8 digits (1,797 images); ``fashion_mnist`` reads the
 gzipped IDX files that Debian's ``dataset-fashion-mnist`` package installs (or any folder holding
 them); ``cifar10`` and ``imagefolder`` read a local ``root`` and never download; ``fake`` is
-random data for smoke tests; ``text`` is a tokenized corpus (``nascli/text_data.py``). The
-validation split is carved from the training data with a fixed seed, so the search never sees
-the test split.
+random data for smoke tests; ``text`` is a corpus or the user's own files, tokenized by the
+model's own tokenizer or a BPE trained on them (``nascli/text_data.py``). The validation split
+is carved from the training data with a fixed seed, so the search never sees the test split.
 """
 
 from __future__ import annotations
@@ -16,15 +16,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 from torch.utils.data import Dataset, Subset, TensorDataset
 
 from nascli.errors import UserInputError
 from nascli.recipe.schema import Recipe
-from nascli.text_data import TokenWindows, load_corpus, pin_tokenizer
+from nascli.text_data import PretrainedTokenizer, TokenWindows, load_corpus, load_pretrained_tokenizer, pin_tokenizer
 from nascli.userdirs import cache_dir
 
 FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)  # where Debian puts them
 _SPLIT_SEED = 20260
+HF_PRETRAINED = "nascli.hf:from_pretrained"  # the factory of a model directory, which holds its tokenizer
 
 
 @dataclass
@@ -156,16 +158,68 @@ def _text(recipe: Recipe) -> Splits:
     if len(recipe.input_shape) != 1 or recipe.input_dtype != "int64":
         raise UserInputError("input_shape: a text dataset needs input_shape [sequence length] and input_dtype int64")
     data, seq_len = recipe.data, recipe.input_shape[0]
-    corpus = load_corpus(data.corpus, data.files, data.vocab_size, data.val_fraction, cache_dir())
-    if recipe.run_dir is not None:
-        pin_tokenizer(Path(recipe.run_dir), corpus.tokenizer_json)
+    corpus = load_corpus(
+        data.corpus, data.files, data.vocab_size, data.val_fraction, cache_dir(), recipe_tokenizer(recipe),
+        data.text_field,
+    )  # fmt: skip
     splits = [TokenWindows(torch.from_numpy(tokens.astype(np.int32)), seq_len)
               for tokens in (corpus.train, corpus.val, corpus.test)]  # fmt: skip
     for name, split in zip(("train", "validation", "test"), splits, strict=True):
         if len(split) == 0:
             what = f"the {name} split of {corpus.description}"
             raise UserInputError(f"input_shape: {what} is shorter than {seq_len} tokens")
+    if recipe.run_dir is not None:  # only once the data is usable: bad input writes nothing
+        pin_tokenizer(Path(recipe.run_dir), corpus.tokenizer)
     return Splits(*splits, corpus.vocab_size, (seq_len,), "language_modeling")
+
+
+def tokenizer_source(recipe: Recipe) -> tuple[Path, str] | None:
+    """Where the recipe's pretrained tokenizer is and the key naming it; None: a BPE is trained on the corpus.
+
+    ``data.tokenizer`` first, else the directory of a ``nascli.hf:from_pretrained`` model: a
+    pretrained model reads the ids its embeddings were trained on, which no other tokenizer gives.
+    """
+    if recipe.data.tokenizer is not None:
+        return Path(recipe.data.tokenizer).expanduser(), "data.tokenizer"
+    path = recipe.model.kwargs.get("path")
+    if recipe.model.factory == HF_PRETRAINED and isinstance(path, str):
+        return Path(path), "model.kwargs.path"
+    return None
+
+
+def recipe_tokenizer(recipe: Recipe) -> PretrainedTokenizer | None:
+    """The recipe's pretrained tokenizer, loaded from local files; None when a BPE is trained on the corpus."""
+    source = tokenizer_source(recipe)
+    return load_pretrained_tokenizer(*source) if source is not None else None
+
+
+def _embedding_rows(model: nn.Module) -> int | None:
+    get = getattr(model, "get_input_embeddings", None)
+    try:
+        embeddings = get() if callable(get) else None
+    except NotImplementedError:  # a Hugging Face model class that does not say where its embeddings are
+        return None
+    rows = getattr(embeddings, "num_embeddings", None)
+    return rows if isinstance(rows, int) else None
+
+
+def check_tokenizer_fits(recipe: Recipe, model: nn.Module) -> None:
+    """Refuse (one line, exit 2) a text recipe's pretrained tokenizer with more ids than the model's embedding rows.
+
+    ``convert`` calls it before writing anything: such ids would index past the embedding table
+    at the first training step. Only the tokenizer is loaded, not the corpus. A model without
+    ``get_input_embeddings``, and a trained BPE, are checked by the task when training starts.
+    """
+    if recipe.data.name != "text" or (source := tokenizer_source(recipe)) is None:
+        return
+    tokens = len(load_pretrained_tokenizer(*source))
+    rows = _embedding_rows(model)
+    if rows is not None and tokens > rows:
+        path, key = source
+        raise UserInputError(
+            f"{key}: the tokenizer {path} has {tokens} tokens, more than the model's {rows} embedding rows;"
+            " give the tokenizer the model was trained with"
+        )
 
 
 def load_splits(name: str, root: str | None = None, val_fraction: float = 0.15) -> Splits:

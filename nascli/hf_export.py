@@ -21,10 +21,12 @@ import torch
 from torch import nn
 
 from nascli.errors import NasCliError, UserInputError
+from nascli.numerics import max_difference, outputs_match, tolerance
 from nascli.opt.checkpoint import EXPORTED_FROM
-from nascli.space.export import export_model
+from nascli.space.export import export_in_place
 from nascli.space.space import get_space, is_converted
-from nascli.text_data import END_OF_TEXT
+from nascli.text_data import save_pinned_tokenizer
+from nascli.train.device import weights_dtype
 from nascli.train.task import logits_of
 
 
@@ -66,14 +68,16 @@ def _sizes(config: Any, active: dict[str, int]) -> tuple[dict[str, Any], list[in
 
 def _subnet(model: nn.Module) -> tuple[nn.Module, dict[str, int]]:
     """The subnet as a plain model, and its searchable hparams' values: of a converted model's active
-    subnet, or of a subnet exported (and fine-tuned) that records the conversion it came from."""
+    subnet (exported in place, so a model as large as memory allows is never held twice), or of a
+    subnet exported (and fine-tuned) that records the conversion it came from."""
     config = getattr(model, "config", None)
     if config is None or not hasattr(config, "to_dict"):
         raise UserInputError(f"--format hf: {type(model).__name__} is not a Hugging Face model (it has no config)")
     if is_converted(model):
         space = get_space(model)
         specs = {name: {"choices": hp.choices, "active": hp.active} for name, hp in space.hparams.items()}
-        return export_model(model).eval(), _kept_hparams(specs, space.block_ranks)
+        kept = _kept_hparams(specs, space.block_ranks)
+        return export_in_place(model).eval(), kept
     record = getattr(model, EXPORTED_FROM, None)
     if record is None:
         raise UserInputError("--format hf exports a searched subnet: give it search.pt or finetune.pt")
@@ -107,26 +111,36 @@ def _rejection(config: Any) -> str | None:
 
 
 def subnet_model(model: nn.Module) -> nn.Module:
-    """The subnet of a Hugging Face model (converted, or exported from one) as an instance of its own class."""
+    """The subnet of a Hugging Face model (converted, or exported from one) as an instance of its own class,
+    sharing its tensors; a converted ``model`` is exported in place."""
     return _rebuilt(*_subnet(model))
 
 
 def _rebuilt(plain: nn.Module, active: dict[str, int]) -> nn.Module:
-    """``plain`` as its own class built from a config with the subnet's sizes, holding its weights."""
+    """``plain`` as its own class built from a config with the subnet's sizes, holding its weights.
+
+    The class is built on the meta device and takes ``plain``'s tensors themselves (``assign``):
+    no memory is spent, and the weights keep their dtype. Buffers outside the state dict (rotary
+    tables) are ``plain``'s, which the same class computed for the same head size.
+    """
     fields, widths = _sizes(plain.config, active)
     state = plain.state_dict()
+    buffers = dict(plain.named_buffers())
     last_error, rejected = "no candidate config", None
     for width in widths or [None]:
         candidate = copy.deepcopy(plain.config)
         sizes = {**fields, **({"intermediate_size": width} if width is not None else {})}
         for key, value in sizes.items():
             setattr(candidate, key, value)
+        candidate.dtype = weights_dtype(plain)  # config.json says the dtype the weights are stored in
         if (reason := _rejection(candidate)) is not None:
             rejected = (reason, sizes)
             continue
-        rebuilt = type(plain)(candidate)  # on the CPU: buffers outside the state dict (rotary tables) are made here
+        with torch.device("meta"):
+            rebuilt = type(plain)(candidate)
         try:
-            rebuilt.load_state_dict(state, strict=True)
+            rebuilt.load_state_dict(state, strict=True, assign=True)
+            _take_buffers(rebuilt, buffers)
         except RuntimeError as exc:
             last_error = str(exc).strip().splitlines()[-1].strip()
             continue
@@ -149,13 +163,30 @@ def _rebuilt(plain: nn.Module, active: dict[str, int]) -> nn.Module:
     )
 
 
+def _take_buffers(rebuilt: nn.Module, buffers: dict[str, torch.Tensor]) -> None:
+    """Give ``rebuilt`` the buffers the state dict left on the meta device, from the plain subnet's
+    of the same name and shape; a buffer it lacks means the config does not describe the subnet."""
+    for name, buffer in list(rebuilt.named_buffers()):
+        if not buffer.is_meta:
+            continue
+        found = buffers.get(name)
+        if found is None or found.shape != buffer.shape:
+            raise RuntimeError(f"buffer {name} {list(buffer.shape)} has no counterpart in the subnet")
+        owner, _, leaf = name.rpartition(".")
+        rebuilt.get_submodule(owner).register_buffer(leaf, found, persistent=False)
+
+
 def save_pretrained_subnet(
-    model: nn.Module, example: tuple[torch.Tensor, ...], directory: Path, tokenizer_json: str | None = None
+    model: nn.Module, example: tuple[torch.Tensor, ...], directory: Path, tokenizer: Path | None = None
 ) -> Path:
     """Write the active subnet to ``directory`` (replaced whole) and check what it loads computes the same.
 
-    ``tokenizer_json`` (a ``tokenizers`` tokenizer, the run's) is written beside it as a fast
-    tokenizer ``AutoTokenizer.from_pretrained`` loads.
+    A converted ``model`` is exported in place (it is the plain subnet afterwards), and the
+    directory holds the weights in their own dtype. The check reads the directory back while the
+    subnet is still in memory: at most the subnet twice, never the full model beside it.
+
+    ``tokenizer`` (the run's pinned tokenizer, ``nascli.text_data.pinned_tokenizer``) is written
+    beside it, so ``AutoTokenizer.from_pretrained`` loads the tokenizer the model was trained with.
     """
     plain, active = _subnet(model)
     rebuilt = _rebuilt(plain, active)
@@ -171,12 +202,8 @@ def save_pretrained_subnet(
 
         transformers.utils.logging.disable_progress_bar()
         rebuilt.save_pretrained(tmp)
-        if tokenizer_json is not None:
-            from tokenizers import Tokenizer
-
-            fast = transformers.PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(tokenizer_json))
-            fast.eos_token = END_OF_TEXT
-            fast.save_pretrained(tmp)
+        if tokenizer is not None:
+            save_pinned_tokenizer(tokenizer, tmp)
         loaded = type(rebuilt).from_pretrained(tmp, local_files_only=True).eval()
         with torch.no_grad():
             _check(logits_of(loaded(*example)), expected, "the saved directory")
@@ -190,6 +217,9 @@ def save_pretrained_subnet(
 
 
 def _check(got: torch.Tensor, expected: torch.Tensor, what: str) -> None:
-    if got.shape != expected.shape or not torch.allclose(got, expected, atol=1e-4, rtol=1e-4):
-        difference = (got - expected).abs().max().item() if got.shape == expected.shape else float("nan")
-        raise NasCliError(f"--format hf: {what} differs from the subnet by {difference:.2e}")
+    """``got`` must equal ``expected`` within the tolerance of their dtype (nascli/numerics.py)."""
+    if not outputs_match(got, expected):
+        raise NasCliError(
+            f"--format hf: {what} differs from the subnet by {max_difference(got, expected):.2e}"
+            f" (tolerance {tolerance(expected.dtype):.0e} in {str(expected.dtype).removeprefix('torch.')})"
+        )

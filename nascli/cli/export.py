@@ -22,7 +22,7 @@ def export(
     from nascli.stages.export import check_output, export_stage, suffix
     from nascli.stages.load import load_stage_input
     from nascli.stages.rundir import run_dir_lock
-    from nascli.text_data import TOKENIZER_FILE
+    from nascli.text_data import pinned_tokenizer
 
     extension = suffix(fmt)
     if output is not None:
@@ -35,6 +35,6 @@ def export(
     # the input's directory is its run directory, held like every stage's: a second writer is
     # refused and the temp files a killed export left there are removed
     with run_dir_lock(path.parent):
-        tokenizer = path.parent / TOKENIZER_FILE  # a text run's tokenizer travels with an hf export
+        tokenizer = pinned_tokenizer(path.parent)  # a text run's tokenizer travels with an hf export
         path = export_stage(model, recipe.input_shape, fmt, target, recipe.input_dtype, tokenizer)
     result(path, {"format": fmt}, json_out)

@@ -4,6 +4,12 @@ A checkpoint holds no pickled objects, only tensors and plain containers, so it 
 ``torch.load(weights_only=True)``. The search space is not stored as objects: restoring re-runs
 the recorded conversion on a freshly built model, checks that the result matches what was
 saved, selects the stored subnet and loads the weights.
+
+A stage that leaves the weights as the model was built with them, up to sorted channels
+(convert, and a pruning search), stores no weights at all: the checkpoint records a
+fingerprint of the built weights and the channel orders, and restoring builds the model again,
+checks the fingerprint and replays the orders. A 2 GB model's convert.pt is then a few
+hundred kilobytes (docs/architecture.md, Checkpoints and trust).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import io
 import os
 import re
 import warnings
+import zipfile
 from pathlib import Path
 from typing import IO, Any
 
@@ -24,13 +31,15 @@ from nascli.atomic import atomic_write
 from nascli.errors import CheckpointError
 from nascli.opt.trust import code_references, describe, is_signed_here, sign
 from nascli.space.convert import convert_model
-from nascli.space.export import export_model
-from nascli.space.importance import set_block_ranks
+from nascli.space.export import export_in_place
+from nascli.space.importance import apply_channel_orders, set_block_ranks
 from nascli.space.space import example_inputs, get_space, is_converted
 
 FORMAT = "nascli/1"
 #: attribute of an exported model holding the conversion that rebuilds it (plain data, no weights)
 EXPORTED_FROM = "_nascli_exported_from"
+#: attribute of a model holding the fingerprint of the weights it was built with, while it still holds them
+SOURCE_WEIGHTS = "_nascli_source_weights"
 STAGES = ("convert", "train", "search", "finetune")
 _REQUIRED = ("format", "stage", "nascli_version", "model", "modes", "space", "subnet", "state_dict", "checksum")
 
@@ -42,9 +51,14 @@ def build_checkpoint(
     factory: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
     trainer: dict[str, Any] | None = None,
+    reference_weights: bool = False,
 ) -> dict[str, Any]:
     """The checkpoint dict of a converted (or plain) model: plain data and tensors only, the
     conversion recorded to be replayed on restore (docs/architecture.md, Checkpoints and trust).
+
+    With ``reference_weights``, a model whose weights are still those it was built with (see
+    ``mark_source_weights``), channels sorted aside, stores their fingerprint and the channel
+    orders instead of the weights.
 
     A model that ``nascli.nas.export`` made records the conversion it came from, so its
     checkpoint restores from the original model as an exported one does in ModelOpt.
@@ -66,6 +80,11 @@ def build_checkpoint(
         }
     converted = is_converted(model)
     space = get_space(model) if converted else None
+    fingerprint = getattr(model, SOURCE_WEIGHTS, None) if reference_weights and converted else None
+    weights = None
+    if fingerprint is not None:
+        orders = [{n: torch.tensor(p, dtype=torch.int32) for n, p in sort.items()} for sort in space.channel_orders]
+        weights = {"fingerprint": fingerprint, "orders": orders}
     return {
         "format": FORMAT,
         "stage": stage,
@@ -81,34 +100,90 @@ def build_checkpoint(
         "subnet": None if space is None or space.sample_in_train else space.config(),
         "sorted_by": space.sorted_by if space else None,  # the weights hold the channels in that order
         "block_ranks": dict(space.block_ranks) if space else {},
-        "state_dict": model.state_dict(),
+        "state_dict": model.state_dict() if weights is None else {},
+        "weights": weights,
         "trainer": trainer,
         "metrics": metrics or {},
         "signature": sign(code_references(recipe, factory)),
     }
 
 
+def weights_fingerprint(model: nn.Module) -> str:
+    """SHA-256 of a model's state dict (names, dtypes, shapes and bytes)."""
+    digest = hashlib.sha256()
+    _feed(digest, model.state_dict())
+    return digest.hexdigest()
+
+
+def mark_source_weights(model: nn.Module) -> str:
+    """Record on ``model`` (not yet converted) the fingerprint of the weights it was built with.
+
+    Checkpoints of stages that leave these weights as they are (``reference_weights``) then
+    store the fingerprint instead of the weights; anything that trains the model must not
+    write such a checkpoint of it.
+    """
+    fingerprint = weights_fingerprint(model)
+    setattr(model, SOURCE_WEIGHTS, fingerprint)
+    return fingerprint
+
+
+def _conversion_record(converted: nn.Module) -> dict[str, Any]:
+    """The checkpoint fields that rebuild ``converted``'s conversion and subnet, without weights."""
+    record = build_checkpoint(converted)
+    for field in ("state_dict", "weights"):
+        record.pop(field)
+    return record
+
+
 def remember_conversion(exported: nn.Module, converted: nn.Module) -> nn.Module:
     """Give an exported model the record of the conversion and subnet it was exported from."""
-    record = build_checkpoint(converted)
-    del record["state_dict"]
-    setattr(exported, EXPORTED_FROM, record)
+    setattr(exported, EXPORTED_FROM, _conversion_record(converted))
     return exported
 
 
 def write_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike | IO[bytes]) -> Path | IO[bytes]:
     """Write atomically (see nascli.atomic), with a checksum of everything else in the file.
 
-    The checkpoint is serialized in memory first, so a full disk surfaces as the OSError of a
-    plain write (one clear line) rather than as an error from inside torch's zip writer. A
-    file object (``io.BytesIO``) is written as it is, at its current position.
+    The checkpoint is streamed into the file (never serialized whole in memory: its weights may
+    be most of the machine's memory). A write that fails inside torch's zip writer is reported as
+    the OSError the file gave (a full disk is one clear line). A file object (``io.BytesIO``) is
+    written as it is, at its current position.
     """
-    data = io.BytesIO()
-    torch.save({**checkpoint, "checksum": checksum(checkpoint)}, data)
+    contents = {**checkpoint, "checksum": checksum(checkpoint)}
     if hasattr(path, "write"):
-        path.write(data.getbuffer())
+        torch.save(contents, path)
         return path
-    return atomic_write(path, lambda f: f.write(data.getbuffer()))
+    return atomic_write(path, lambda f: _save_reporting_os_errors(contents, f))
+
+
+class _ErrorKeepingFile(io.RawIOBase):
+    """A writable file that remembers the OSError its target raised, which torch's writer rewraps."""
+
+    def __init__(self, target: IO[bytes]) -> None:
+        self.target, self.error = target, None
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.target.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        self.target.flush()
+
+
+def _save_reporting_os_errors(contents: dict[str, Any], f: IO[bytes]) -> None:
+    target = _ErrorKeepingFile(f)
+    try:
+        torch.save(contents, target)
+    except Exception:
+        if target.error is not None:
+            raise target.error from None
+        raise
 
 
 def checksum(checkpoint: dict[str, Any]) -> str:
@@ -126,9 +201,10 @@ def _feed(digest: Any, value: Any) -> None:
     """Hash ``value`` unambiguously: every item is tagged with its kind and length."""
     if isinstance(value, torch.Tensor):
         tensor = value.detach().cpu().contiguous().reshape(-1)
-        raw = tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b""
+        raw = tensor.view(torch.uint8).numpy() if tensor.numel() else b""  # hashed where it lies, not copied
         header = f"T{str(value.dtype)}{tuple(value.shape)}{len(raw)}:"
-        digest.update(header.encode() + raw)
+        digest.update(header.encode())
+        digest.update(raw)
     elif isinstance(value, dict):
         digest.update(f"D{len(value)}:".encode())
         for key in sorted(value, key=repr):
@@ -156,7 +232,7 @@ def read_checkpoint(path: str | os.PathLike | IO[bytes]) -> dict[str, Any]:
         if not path.is_file():
             raise CheckpointError(f"{path}: no such checkpoint file")
     try:
-        checkpoint = load_plain_data(source)
+        checkpoint = load_plain_data(source, mmap=not hasattr(source, "read"))
     except Exception as exc:
         raise CheckpointError(f"{path}: not a readable checkpoint ({load_failure(exc)})") from exc
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
@@ -203,16 +279,18 @@ _REFUSED = (
 )
 
 
-def load_plain_data(path: str | os.PathLike | IO[bytes]) -> Any:
+def load_plain_data(path: str | os.PathLike | IO[bytes], mmap: bool = False) -> Any:
     """``torch.load(weights_only=True)`` without torch's warnings on stderr.
 
     On a file that is not a checkpoint (a plain pickle) torch warns about its protocol before
     failing; the failure is reported as one line by the caller, so the warnings would only add
-    lines to it.
+    lines to it. With ``mmap`` (a checkpoint file, always torch's zip format) tensors are read
+    from the file as they are used rather than copied into memory first.
     """
+    mmap = mmap and zipfile.is_zipfile(path)  # anything else fails as it would unmapped, with its own cause
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
 
 
 def load_failure(exc: Exception) -> str:
@@ -247,22 +325,44 @@ def _input_dtypes(checkpoint: dict[str, Any], path: str | os.PathLike) -> list[s
     return dtypes
 
 
-def apply_checkpoint(model: nn.Module, checkpoint: dict[str, Any], path: str | os.PathLike) -> nn.Module:
+def apply_checkpoint(
+    model: nn.Module, checkpoint: dict[str, Any], path: str | os.PathLike, weights: bool = True
+) -> nn.Module:
     """Replay the recorded conversion on ``model``, check it matches, select the subnet, load weights.
 
     A checkpoint of an exported subnet (``exported: True``) is rebuilt the same way and then
-    exported, so the plain, smaller model comes back.
+    exported, so the plain, smaller model comes back. Without ``weights`` (for what reads only
+    the search space: a profile) the weights are left as the model was built with them.
     """
-    model = replay_conversion(model, checkpoint, path)
+    reference = checkpoint.get("weights")
+    if reference is not None and weights:
+        _check_source_weights(model, reference["fingerprint"], path)
+    model = replay_conversion(model, checkpoint, path, orders=weights)
+    if reference is not None or not weights:
+        return model
     _check_parameters(model, checkpoint["state_dict"], path)
     model.load_state_dict(checkpoint["state_dict"])
     return model
 
 
-def replay_conversion(model: nn.Module, checkpoint: dict[str, Any], path: str | os.PathLike) -> nn.Module:
+def _check_source_weights(model: nn.Module, fingerprint: str, path: str | os.PathLike) -> None:
+    """The freshly built ``model`` must hold the weights a checkpoint without weights was made from."""
+    if is_converted(model):
+        raise CheckpointError(f"{path}: restore needs the original model, not an already converted one")
+    if mark_source_weights(model) != fingerprint:
+        raise CheckpointError(
+            f"{path}: stores no weights, and the model built from its recipe no longer has the weights it was"
+            " converted from (model.kwargs or model.checkpoint changed since); convert the model again"
+        )
+
+
+def replay_conversion(
+    model: nn.Module, checkpoint: dict[str, Any], path: str | os.PathLike, orders: bool = True
+) -> nn.Module:
     """Convert ``model`` as recorded, check the space matches, select the subnet; export if recorded.
 
-    Weights are left as they are (``restore_from_modelopt_state`` loads none).
+    Weights are left as they are (``restore_from_modelopt_state`` loads none), but for the
+    recorded channel orders of a checkpoint storing no weights, replayed with ``orders``.
     """
     if checkpoint["modes"]:
         if is_converted(model):
@@ -271,9 +371,12 @@ def replay_conversion(model: nn.Module, checkpoint: dict[str, Any], path: str | 
         if rest:
             raise CheckpointError(f"{path}: records {len(checkpoint['modes'])} modes; this version replays one")
         inputs = example_inputs(checkpoint["input_shapes"], _input_dtypes(checkpoint, path))
-        convert_model(model, mode_name, rules, inputs)
+        recorded = {name: list(spec["choices"]) for name, spec in checkpoint["space"].items()}
+        convert_model(model, mode_name, rules, inputs, recorded)
         _check_space(model, checkpoint, path)
         space = get_space(model)
+        if orders and (checkpoint.get("weights") or {}).get("orders"):
+            _replay_orders(model, checkpoint["weights"]["orders"], path)
         space.select({name: spec["active"] for name, spec in checkpoint["space"].items()})
         space.sample_in_train = checkpoint["subnet"] is None
         space.sorted_by = checkpoint.get("sorted_by")
@@ -281,8 +384,17 @@ def replay_conversion(model: nn.Module, checkpoint: dict[str, Any], path: str | 
             _check_ranks(space, depth, ranks, path)
             set_block_ranks(model, depth, ranks)
         if checkpoint.get("exported"):
-            model = remember_conversion(export_model(model), model)
+            record = _conversion_record(model)
+            model = export_in_place(model)  # the converted model is not kept: never hold it and the export
+            setattr(model, EXPORTED_FROM, record)
     return model
+
+
+def _replay_orders(model: nn.Module, orders: list[dict[str, Any]], path: str | os.PathLike) -> None:
+    try:
+        apply_channel_orders(model, [{name: perm.tolist() for name, perm in sort.items()} for sort in orders])
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: {exc}") from exc
 
 
 def _check_ranks(space: Any, depth: str, ranks: Any, path: str | os.PathLike) -> None:

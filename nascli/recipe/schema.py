@@ -15,6 +15,11 @@ class ModelSpec(_Strict):
     factory: str = Field(description="'module:attr' of a callable that returns the model")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the factory")
     checkpoint: str | None = Field(default=None, description="trained weights (a state_dict file) to start from")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        default="auto",
+        description="the weights' dtype through every stage and in the export; auto: as the factory built them"
+        " (a Hugging Face checkpoint's own dtype)",
+    )
 
 
 class Deployment(_Strict):
@@ -27,13 +32,27 @@ class Deployment(_Strict):
 
 class DataSpec(_Strict):
     """A built-in dataset (see nascli.data); cifar10 and imagefolder read a local root; text is
-    token windows of a corpus for language models (see nascli.text_data)."""
+    token windows of a corpus or of the user's files for language models (see nascli.text_data)."""
 
     name: Literal["digits", "fashion_mnist", "cifar10", "imagefolder", "fake", "text"] = "digits"
     root: str | None = None
     corpus: Literal["python_stdlib"] | None = Field(default=None, description="text: a corpus on every machine")
-    files: list[str] = Field(default_factory=list, description="text: globs of UTF-8 files, instead of a corpus")
-    vocab_size: int = Field(default=4096, description="text: tokens of the BPE tokenizer trained on the train files")
+    files: list[str] = Field(
+        default_factory=list,
+        description="text: globs of files instead of a corpus: a .jsonl file holds a document per record, a .parquet"
+        " file one per row, any other file is one document of UTF-8 text",
+    )
+    text_field: str = Field(
+        default="text", min_length=1, description="text: the field of a .jsonl record, or .parquet column, to read"
+    )
+    tokenizer: str | None = Field(
+        default=None,
+        description="text: the model's tokenizer, a local directory (AutoTokenizer) or tokenizer.json file; default:"
+        " a nascli.hf:from_pretrained model's own directory, else a BPE trained on the train documents",
+    )
+    vocab_size: int = Field(
+        default=4096, description="text: tokens of the BPE trained on the train documents when there is no tokenizer"
+    )
     val_fraction: float = Field(default=0.15, gt=0, lt=1)
     batch_size: PositiveInt = Field(default=64, description="global batch size, split across processes")
     eval_batch_size: PositiveInt = 256

@@ -25,9 +25,19 @@ from nascli.space.trace import TraceResult, buffers_kept, trace_model
 
 
 def convert_model(
-    model: nn.Module, mode_name: str, rules: dict[str, Any], dummy_input: tuple[torch.Tensor, ...]
+    model: nn.Module,
+    mode_name: str,
+    rules: dict[str, Any],
+    dummy_input: tuple[torch.Tensor, ...],
+    recorded_choices: dict[str, list[int]] | None = None,
 ) -> nn.Module:
-    """Convert ``model`` in place into a search space following ``rules`` and return it."""
+    """Convert ``model`` in place into a search space following ``rules`` and return it.
+
+    ``recorded_choices`` (a checkpoint's space, by hparam name) replays a conversion of the same
+    model: the hparams it kept at full size because the model's forward failed smaller are kept
+    so again without running the model once per hparam, which for a billion-parameter model costs
+    more than loading it. Whoever replays must compare the resulting space with the record.
+    """
     if is_converted(model):
         raise UserInputError(f"{type(model).__name__} is already converted; convert the original model")
 
@@ -59,7 +69,9 @@ def convert_model(
     entries.extend(_attach_parameters(model, param_dims, channel_hps, reasons))
     _follow_split_sizes(model, split_dims)
     entries.extend((hp.name, hp) for hp in head_hps)
-    if trace.exported:
+    if trace.exported and recorded_choices is not None:
+        _keep_as_recorded(entries, recorded_choices, reasons)
+    elif trace.exported:
         _keep_what_runs(model, entries, dummy_input, reasons)
 
     batch = dummy_input[0].shape[0] if dummy_input and isinstance(dummy_input[0], torch.Tensor) else 1
@@ -146,6 +158,15 @@ def _freeze(hp: Hparam, why: str, reasons: dict[str, str]) -> None:
     if hp.is_configurable:
         hp.choices, hp.active = (hp.max,), hp.max
         reasons[hp.name] = why
+
+
+def _keep_as_recorded(
+    entries: list[tuple[str, Hparam]], recorded: dict[str, list[int]], reasons: dict[str, str]
+) -> None:
+    """Keep at full size the configurable hparams a recorded conversion kept there (``_keep_what_runs``)."""
+    for _, hp in entries:
+        if hp.is_configurable and list(recorded.get(hp.name, hp.choices)) == [hp.max]:
+            _freeze(hp, f"the model's forward fails with {hp.min} (as recorded when it was converted)", reasons)
 
 
 @torch.no_grad()

@@ -153,12 +153,35 @@ def sort_channels_by_importance(model: nn.Module, batches: Iterable[tuple] | Non
         blocks = score.view(-1, width).sum(1)
         order = torch.argsort(blocks, descending=True, stable=True)
         perm = (order[:, None] * width + torch.arange(width, device=order.device)).flatten()
-        with moving_each_tensor_once():  # a tied embedding and output head share one tensor
-            for module, role, offset, _ in members:
-                kind_of(module).permute(module, role, perm, offset)
+        _permute(members, perm)
         orders[hp.name] = perm.tolist()
-    get_space(model).sorted_by = "activations" if batches is not None else "weights"
+    space = get_space(model)
+    space.sorted_by = "activations" if batches is not None else "weights"
+    space.channel_orders.append(orders)
     return orders
+
+
+def _permute(members: list[Member], perm: torch.Tensor) -> None:
+    with moving_each_tensor_once():  # a tied embedding and output head share one tensor
+        for module, role, offset, _ in members:
+            kind_of(module).permute(module, role, perm, offset)
+
+
+@torch.no_grad()
+def apply_channel_orders(model: nn.Module, orders: list[dict[str, list[int]]]) -> None:
+    """Reorder the channels as the recorded sorts did, in their order (``SearchSpace.channel_orders``).
+
+    Sorting is a permutation of each group, so the weights of a model sorted once can be rebuilt
+    from the weights it was built with and these orders, exactly, without storing them again.
+    """
+    groups = {hp.name: (hp, members) for hp, members in _group_members(model).values()}
+    space = get_space(model)
+    for sort in orders:
+        for name, perm in sort.items():
+            if name not in groups or sorted(perm) != list(range(groups[name][0].max)):
+                raise ValueError(f"a recorded channel order of {name} does not fit the model")
+            _permute(groups[name][1], torch.as_tensor(perm, dtype=torch.long))
+        space.channel_orders.append(sort)
 
 
 def set_block_ranks(model: nn.Module, depth: str, ranks: list[int]) -> None:

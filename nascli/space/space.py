@@ -55,6 +55,9 @@ class SearchSpace:
         self.sample_in_train = True
         # how the channels were last sorted ("weights", "activations"), None if never: a search sorts once
         self.sorted_by: str | None = None
+        # every sort since conversion, each {hparam name: new order}: the weights as built, permuted
+        # by these in turn, are the weights now if nothing trained them (space/importance.py)
+        self.channel_orders: list[dict[str, list[int]]] = []
         # depth hparam -> each block's rank: a depth d keeps the blocks ranked below d (default: the first d)
         self.block_ranks: dict[str, list[int]] = {}
         self.fixed_reasons: dict[str, str] = {}  # fixed hparam name -> why it is fixed

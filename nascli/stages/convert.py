@@ -10,9 +10,16 @@ import torch
 from torch import nn
 
 import nascli.nas as mtn
+from nascli.data import check_tokenizer_fits
 from nascli.errors import UserInputError
 from nascli.nas.config import MODES
-from nascli.opt.checkpoint import build_checkpoint, load_failure, load_plain_data, write_checkpoint
+from nascli.opt.checkpoint import (
+    build_checkpoint,
+    load_failure,
+    load_plain_data,
+    mark_source_weights,
+    write_checkpoint,
+)
 from nascli.recipe.factory import build_model
 from nascli.recipe.schema import Recipe
 from nascli.space.importance import sort_channels_by_importance
@@ -21,12 +28,23 @@ from nascli.space.space import example_inputs, get_space
 from nascli.stages.rundir import append_metrics, run_dir_lock, write_recipe
 
 
-def converted_model(recipe: Recipe) -> nn.Module:
-    """The recipe's model, built and converted in memory (``profile`` of a recipe writes nothing)."""
+def recipe_model(recipe: Recipe, user_weights: bool = True) -> nn.Module:
+    """The recipe's model as built, in ``model.dtype``, with ``model.checkpoint``'s weights when
+    ``user_weights``; the fingerprint of these weights is kept on it (checkpoints that leave them
+    unchanged store it instead of the weights: nascli/opt/checkpoint.py)."""
     torch.manual_seed(recipe.seed)
     model = build_model(recipe.model.factory, recipe.model.kwargs)
-    if recipe.model.checkpoint:
+    if recipe.model.dtype != "auto":
+        model.to(getattr(torch, recipe.model.dtype))
+    if user_weights and recipe.model.checkpoint:
         load_user_weights(model, Path(recipe.model.checkpoint))
+    return model
+
+
+def converted_model(recipe: Recipe) -> nn.Module:
+    """The recipe's model, built and converted in memory (``profile`` of a recipe writes nothing)."""
+    model = recipe_model(recipe)
+    mark_source_weights(model)
     rules = merge_rules(MODES[recipe.mode](), recipe.rules)
     dummy = example_inputs([[1, *recipe.input_shape]], [recipe.input_dtype])  # token ids are zeros: valid ids
     mtn.convert(model, [(recipe.mode, rules)], dummy_input=dummy)
@@ -44,6 +62,7 @@ def convert_checkpoint(model: nn.Module, recipe: Recipe) -> dict[str, Any]:
         recipe=recipe.model_dump(mode="json"),
         factory=recipe.model.model_dump(mode="json"),
         metrics={"hparams": len(space.hparams), "space_size": float(space.size())},
+        reference_weights=True,
     )
 
 
@@ -79,6 +98,7 @@ def convert_stage(recipe: Recipe) -> tuple[nn.Module, Path]:
 def _convert(recipe: Recipe) -> tuple[nn.Module, Path]:
     start = time.perf_counter()
     model = converted_model(recipe)
+    check_tokenizer_fits(recipe, model)
     run_dir = Path(recipe.run_dir)
     checkpoint = convert_checkpoint(model, recipe)
     metrics = checkpoint["metrics"]

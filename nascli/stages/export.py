@@ -64,12 +64,12 @@ def export_stage(
 ) -> Path:
     """Export the active subnet (or the plain model) and check the file's output equals the model's.
 
-    ``tokenizer``: a run's ``tokenizer.json``, written into an ``hf`` directory with the model.
+    ``tokenizer``: a run's pinned tokenizer (``nascli.text_data.pinned_tokenizer``: ``tokenizer.json``
+    or ``tokenizer/``), written into an ``hf`` directory with the model.
     """
     (x,) = example_inputs([[1, *input_shape]], [input_dtype])
     if fmt == "hf":
-        tokenizer_json = tokenizer.read_text() if tokenizer is not None and tokenizer.is_file() else None
-        return save_pretrained_subnet(model, (x,), output, tokenizer_json)
+        return save_pretrained_subnet(model, (x,), output, tokenizer)
     plain = (export_model(model) if is_converted(model) else model).eval()
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.{secrets.token_hex(4)}.tmp")  # a killed export's is removed as stale

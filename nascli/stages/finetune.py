@@ -16,11 +16,17 @@ from nascli.opt.checkpoint import exported_checkpoint, write_checkpoint
 from nascli.recipe.schema import Recipe
 from nascli.space.export import export_max, export_model
 from nascli.stages.rundir import append_metrics, run_dir_lock
+from nascli.train.device import HALF_DTYPES, weights_dtype
 from nascli.train.trainer import SubnetTrainer
 
 
 def finetune_stage(model: nn.Module, recipe: Recipe, console: Console | None) -> Path:
-    """Train the active subnet as a plain model: the training schedule at half its LR by default."""
+    """Train the active subnet as a plain model: the training schedule at half its LR by default.
+
+    A bfloat16 or float16 model trains with float32 master weights (and so float32 optimizer
+    states) and its forward in bfloat16 autocast, PyTorch's standard mixed precision; the
+    fine-tuned weights are stored back in the model's dtype.
+    """
     with run_dir_lock(recipe.run_dir):
         return _finetune(model, recipe, console)
 
@@ -31,8 +37,12 @@ def _finetune(model: nn.Module, recipe: Recipe, console: Console | None) -> Path
     train_spec = recipe.train.model_copy(update={"lr": spec.lr or recipe.train.lr * 0.5, "epochs": epochs})
     splits = recipe_splits(recipe)
     student = export_model(model).train()
+    dtype = weights_dtype(student)
+    if dtype in HALF_DTYPES:  # mixed precision: float32 master weights, bfloat16 compute (autocast)
+        student.float()
+        train_spec = train_spec.model_copy(update={"bf16": True})
     teacher = None
-    if spec.distill and spec.distill_weight > 0:  # the max subnet as plain layers: no per-forward slicing
+    if spec.distill and spec.distill_weight > 0:  # the max subnet as plain layers sharing its tensors: no copy
         teacher = export_max(model).eval()
     seed = recipe.train.seed if recipe.train.seed is not None else recipe.seed
     try:
@@ -55,6 +65,7 @@ def _finetune(model: nn.Module, recipe: Recipe, console: Console | None) -> Path
             )
 
     trainer.fit(lambda state: None, log)
+    student.to(dtype)  # stored, evaluated and exported in the checkpoint's own dtype
     eval_batch = recipe.data.eval_batch_size
     metrics = {
         f"val_{metric}": trainer.task.evaluate(student, trainer.val)[metric],

@@ -10,7 +10,6 @@ from torch import nn
 
 from nascli.errors import CheckpointError, UserInputError
 from nascli.opt.checkpoint import apply_checkpoint, read_checkpoint, untrusted_code
-from nascli.recipe.factory import build_model
 from nascli.recipe.load import apply_overrides, load_recipe, parse_overrides, validate_recipe
 from nascli.recipe.schema import Recipe
 from nascli.train.distributed import init_from_env
@@ -36,9 +35,7 @@ def is_recipe(path: Path) -> bool:
     return path.suffix.lower() in RECIPE_SUFFIXES
 
 
-def load_stage_input(
-    path: Path, overrides: list[str], command: str = "profile"
-) -> tuple[nn.Module, Path, dict[str, Any], Recipe]:
+def load_stage_input(path: Path, overrides: list[str], command: str) -> tuple[nn.Module, Path, dict[str, Any], Recipe]:
     """(model, checkpoint path, checkpoint, recipe) for a recipe (converted now) or a checkpoint.
 
     ``key=value`` overrides apply to the recipe file, or to the recipe a checkpoint recorded.
@@ -53,8 +50,11 @@ def load_stage_input(
     else:
         checkpoint = read_checkpoint(path)
     recipe = _checked_recipe(path, checkpoint, overrides, command)
-    model = build_model(recipe.model.factory, recipe.model.kwargs)
-    return apply_checkpoint(model, checkpoint, path), path, checkpoint, recipe
+    from nascli.stages.convert import recipe_model
+
+    weights = command != "profile"  # a profile reads the search space only
+    model = recipe_model(recipe, user_weights=weights and checkpoint.get("weights") is not None)
+    return apply_checkpoint(model, checkpoint, path, weights), path, checkpoint, recipe
 
 
 def check_stage_input(path: Path, overrides: list[str], command: str) -> Recipe:

@@ -24,7 +24,7 @@ from nascli.opt.checkpoint import build_checkpoint, write_checkpoint
 from nascli.recipe.factory import import_factory
 from nascli.recipe.schema import Recipe
 from nascli.search.evolve import SearchSettings, SearchState
-from nascli.search.plot import pareto_plot
+from nascli.search.plot import search_plot
 from nascli.search.run import score_active, search_costs, search_report, search_subnet
 from nascli.space.importance import rank_blocks, sort_channels_by_importance
 from nascli.space.space import get_space
@@ -206,7 +206,9 @@ def _search(
         if not ranks.main:
             return
         unfinished = {**state.to_plain(), "constraints": wanted, "uniform": spec.uniform}
-        checkpoint = build_checkpoint(model, "search", recipe.model_dump(mode="json"), factory, {}, unfinished)
+        checkpoint = build_checkpoint(
+            model, "search", recipe.model_dump(mode="json"), factory, {}, unfinished, reference_weights=True
+        )
         checkpoint["subnet"] = None
         write_checkpoint(checkpoint, run_dir / "search.pt")
         if console is not None and state.probes:
@@ -229,14 +231,12 @@ def _search(
         latency.save()
     report = search_report(state, best, bounds, original, model, spec.uniform)
     metrics = {"score": best.score, "flops": best.flops, "params": best.params, "candidates": len(state.evaluated)}
-    checkpoint = build_checkpoint(model, "search", recipe.model_dump(mode="json"), factory, metrics)
+    checkpoint = build_checkpoint(
+        model, "search", recipe.model_dump(mode="json"), factory, metrics, reference_weights=True
+    )
     write_checkpoint(checkpoint, path)
     atomic_write_text(run_dir / "search.json", json.dumps(report, indent=1))
-    flops = [c["flops"] for c in report["candidates"]]
-    scores = [c["score"] for c in report["candidates"]]
-    front = [report["candidates"].index(p) for p in report["pareto"]]
-    chosen = report["candidates"].index(report["best"])
-    pareto_plot(flops, scores, front, chosen, bounds.get("flops"), run_dir / "pareto.png")
+    search_plot(report, run_dir / "pareto.png", None if spec.score_func else task_of(splits).metric)
     append_metrics(run_dir, {"stage": "search", **metrics, "bounds": bounds})
     if console is not None:
         console.print(

@@ -29,3 +29,12 @@ def model_device(model: nn.Module) -> torch.device:
 def autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
     """Autocast to ``dtype`` on ``device``'s type; a no-op context for None (full precision)."""
     return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+
+#: dtypes a model is stored in but not trained in: their updates are too coarse (mixed precision instead)
+HALF_DTYPES = (torch.bfloat16, torch.float16)
+
+
+def weights_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype of the model's first floating-point parameter (float32 for a model without any)."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)

@@ -67,10 +67,39 @@ class DynamicModule:
         raise NotImplementedError
 
 
+_SHARE_WHOLE: contextvars.ContextVar[bool] = contextvars.ContextVar("share_whole_tensors", default=False)
+
+
+@contextlib.contextmanager
+def sharing_whole_tensors() -> Iterator[None]:
+    """Within this block, export keeps a tensor the active subnet uses whole instead of copying it.
+
+    An export that replaces the converted model (in place) or only reads the max subnet (a frozen
+    teacher) then costs no memory for the layers it does not shrink; an export that is trained
+    on its own copies everything, so its updates never reach the converted model.
+    """
+    token = _SHARE_WHOLE.set(True)
+    try:
+        yield
+    finally:
+        _SHARE_WHOLE.reset(token)
+
+
+def copied_tensor(tensor: torch.Tensor, whole: torch.Tensor) -> torch.Tensor:
+    """A compact copy of ``tensor`` (a slice of ``whole``), or ``whole`` itself when it is all of it
+    and ``sharing_whole_tensors`` is on."""
+    if _SHARE_WHOLE.get() and tensor.shape == whole.shape and tensor.data_ptr() == whole.data_ptr():
+        return whole
+    return tensor.detach().clone(memory_format=torch.contiguous_format)
+
+
 def copied_parameter(tensor: torch.Tensor, like: nn.Parameter) -> nn.Parameter:
-    """A new parameter owning a compact copy of a (possibly sliced) tensor."""
-    data = tensor.detach().clone(memory_format=torch.contiguous_format)
-    return nn.Parameter(data, requires_grad=like.requires_grad)
+    """A parameter owning a compact copy of a (possibly sliced) tensor, or ``like`` itself where
+    ``copied_tensor`` shares it."""
+    data = copied_tensor(tensor, like)
+    if data is like:
+        return like
+    return nn.Parameter(data.detach(), requires_grad=like.requires_grad)
 
 
 def dynamic_class(mixin: type, native: type[nn.Module]) -> type[nn.Module]:

@@ -18,6 +18,7 @@ from nascli.space.kinds.base import (
     LayerKind,
     ModeDefaults,
     copied_parameter,
+    copied_tensor,
     dynamic_class,
     move_channels,
     register,
@@ -63,7 +64,7 @@ class _DynamicNorm(DynamicModule):
         for name in ("running_mean", "running_var"):
             buffer = getattr(self, name, None)
             if buffer is not None:
-                setattr(self, name, take(buffer, 0, index).clone())
+                setattr(self, name, copied_tensor(take(buffer, 0, index), buffer))
         setattr(self, self._hparam_fields[0][0], self._active_size())
 
     def _active_size(self) -> Any:

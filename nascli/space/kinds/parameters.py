@@ -18,7 +18,14 @@ import torch
 from torch import nn
 
 from nascli.space.hparam import Dim, Scaled, dim_index, dim_scale, take
-from nascli.space.kinds.base import DynamicModule, LayerKind, copied_parameter, dynamic_class, move_channels
+from nascli.space.kinds.base import (
+    DynamicModule,
+    LayerKind,
+    copied_parameter,
+    copied_tensor,
+    dynamic_class,
+    move_channels,
+)
 
 _ROLE = "param:"  # channel-dim role of a sliced parameter: "param:weight"
 
@@ -80,7 +87,7 @@ class SlicedParameters(DynamicModule):
             if name in self._parameters:
                 store[name] = copied_parameter(active, store[name])
             else:
-                store[name] = active.clone(memory_format=torch.contiguous_format)
+                store[name] = copied_tensor(active, store[name])
 
 
 _DYNAMIC: dict[type, type] = {}
