@@ -24,6 +24,7 @@ def _transformers() -> Any:
     except ImportError as exc:
         raise UserInputError("model.factory: Hugging Face models need the hf extra: pip install 'nascli[hf]'") from exc
     transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()  # stderr keeps nascli's own lines (errors are one line)
     return transformers
 
 

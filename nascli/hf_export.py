@@ -63,6 +63,10 @@ def _sizes(config: Any, active: dict[str, int]) -> tuple[dict[str, Any], list[in
     widths = sorted({active[n] for n in per_layer})  # MLP widths, and others a config cannot hold
     if hidden:
         found["hidden_size"] = _uniform(hidden, "hidden width")
+        heads_before = getattr(config, "num_attention_heads", None)
+        if heads_before and getattr(config, "head_dim", None) is None and "hidden_size" in found:
+            # heads keep their size: a config without head_dim (Qwen2's) derives it from the hidden width
+            found["head_dim"] = config.hidden_size // heads_before
     return found, widths
 
 

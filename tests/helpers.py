@@ -41,6 +41,28 @@ def n_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def word_tokenizer(words: list[str]):
+    """A fast tokenizer of whitespace-separated words (transformers): ids 0, 1 and 2 are ``[UNK]``, ``<s>`` (BOS,
+    put before every text) and ``</s>`` (EOS), then ``words`` in order."""
+    import tokenizers
+    import transformers
+
+    vocabulary = ["[UNK]", "<s>", "</s>", *dict.fromkeys(words)]
+    backend = tokenizers.Tokenizer(
+        tokenizers.models.WordLevel({t: i for i, t in enumerate(vocabulary)}, unk_token="[UNK]")
+    )
+    backend.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    backend.post_processor = tokenizers.processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    return transformers.PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="[UNK]"
+    )
+
+
+def error_lines(result) -> list[str]:
+    """The error lines a CLI run printed on stderr (transformers draws a progress bar there while it loads weights)."""
+    return [line for line in result.stderr.splitlines() if line.startswith("error")]
+
+
 def run_pipeline(recipe: Path, run_dir: Path, overrides: list[str], search: str) -> None:
     """``nascli convert RECIPE | train | search SEARCH | finetune`` in a shell, as a user runs it."""
     nascli = f"{sys.executable} -m nascli -q"

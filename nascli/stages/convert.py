@@ -41,10 +41,25 @@ def recipe_model(recipe: Recipe, user_weights: bool = True) -> nn.Module:
     return model
 
 
+#: factories whose weights are read from files the recipe names (``model.kwargs.path``)
+FILE_FACTORIES = ("nascli.hf:from_pretrained",)
+
+
+def weights_from_files(recipe: Recipe) -> bool:
+    """Whether the recipe's weights come from files (a pretrained directory, ``model.checkpoint``).
+
+    Only those are referenced by fingerprint instead of stored by the stages that leave them
+    unchanged: a randomly initialized model is rebuilt the same only by the same seed and code,
+    and ``nascli.opt.restore`` into a model a user builds must find its weights in the file.
+    """
+    return recipe.model.checkpoint is not None or recipe.model.factory in FILE_FACTORIES
+
+
 def converted_model(recipe: Recipe) -> nn.Module:
     """The recipe's model, built and converted in memory (``profile`` of a recipe writes nothing)."""
     model = recipe_model(recipe)
-    mark_source_weights(model)
+    if weights_from_files(recipe):
+        mark_source_weights(model)
     rules = merge_rules(MODES[recipe.mode](), recipe.rules)
     dummy = example_inputs([[1, *recipe.input_shape]], [recipe.input_dtype])  # token ids are zeros: valid ids
     mtn.convert(model, [(recipe.mode, rules)], dummy_input=dummy)

@@ -116,7 +116,7 @@ class LanguageModeling(Classification):
         except (IndexError, RuntimeError) as exc:
             raise UserInputError(
                 f"model: it cannot read token id {self.vocab_size - 1} of the tokenizer's {self.vocab_size}"
-                f" (data.vocab_size): {str(exc).splitlines()[0]}"
+                f" (data.tokenizer, or data.vocab_size for a trained one): {str(exc).splitlines()[0]}"
             ) from exc
         finally:
             model.train(was_training)
@@ -125,7 +125,7 @@ class LanguageModeling(Classification):
         if logits.shape[-1] < self.vocab_size:
             raise UserInputError(
                 f"model: it predicts {logits.shape[-1]} tokens, fewer than the tokenizer's {self.vocab_size}"
-                " (data.vocab_size)"
+                " (data.tokenizer, or data.vocab_size for a trained one)"
             )
 
 

@@ -12,9 +12,10 @@ from nascli.cli.app import app
 from nascli.data import recipe_splits
 from nascli.opt.checkpoint import build_checkpoint, write_checkpoint
 from nascli.stages.load import load_stage_input
+from tests.helpers import error_lines, word_tokenizer
 
 transformers = pytest.importorskip("transformers")
-tokenizers = pytest.importorskip("tokenizers")
+pytest.importorskip("tokenizers")
 runner = CliRunner()
 WORDS = "the quick brown fox jumps over the lazy dog while a cat naps in the warm sun by the river bank".split()
 VOCABULARY = ["[UNK]", "<s>", "</s>", *dict.fromkeys(WORDS)]  # 21 tokens
@@ -28,15 +29,7 @@ def _model_dir(folder, vocab_size, tokenizer=True):
     )  # fmt: skip
     transformers.LlamaForCausalLM(config).save_pretrained(folder)
     if tokenizer:
-        backend = tokenizers.Tokenizer(
-            tokenizers.models.WordLevel({t: i for i, t in enumerate(VOCABULARY)}, unk_token="[UNK]")
-        )
-        backend.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
-        backend.post_processor = tokenizers.processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
-        fast = transformers.PreTrainedTokenizerFast(
-            tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="[UNK]"
-        )
-        fast.save_pretrained(folder)
+        word_tokenizer(WORDS).save_pretrained(folder)
     return folder
 
 
@@ -56,16 +49,11 @@ def _recipe(tmp_path, model_dir):
     return str(path)
 
 
-def _errors(result):
-    """The error lines on stderr (transformers draws a progress bar there while it loads the weights)."""
-    return [line for line in result.stderr.splitlines() if line.startswith("error")]
-
-
 def test_a_tokenizer_larger_than_the_embeddings_is_refused_before_convert_writes(tmp_path):
     model_dir = _model_dir(tmp_path / "model", vocab_size=16)
     result = runner.invoke(app, ["-q", "convert", _recipe(tmp_path, model_dir)])
     assert result.exit_code == 2
-    assert _errors(result) == [
+    assert error_lines(result) == [
         f"error: model.kwargs.path: the tokenizer {model_dir} has 21 tokens, more than the model's 16 embedding"
         " rows; give the tokenizer the model was trained with"
     ]
@@ -76,7 +64,7 @@ def test_a_model_directory_without_a_tokenizer_is_refused_at_convert(tmp_path):
     model_dir = _model_dir(tmp_path / "model", vocab_size=32, tokenizer=False)
     result = runner.invoke(app, ["-q", "convert", _recipe(tmp_path, model_dir)])
     assert result.exit_code == 2
-    assert _errors(result) == [
+    assert error_lines(result) == [
         f"error: model.kwargs.path: {model_dir} holds no tokenizer (tokenizer.json or tokenizer_config.json);"
         " set data.tokenizer to the model's tokenizer"
     ]

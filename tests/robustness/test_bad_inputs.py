@@ -137,7 +137,7 @@ def refused_before(target: str):
     return context
 
 
-nothing_built = refused_before("nascli.stages.load.build_model")
+nothing_built = refused_before("nascli.stages.convert.recipe_model")
 no_torchrun = refused_before("nascli.cli.train.subprocess.run")
 
 

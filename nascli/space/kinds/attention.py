@@ -208,7 +208,7 @@ class AttentionKind(LayerKind):
         return [("in", module._hp_embed), ("out", module._hp_embed)]
 
     def output_importance(self, module: nn.Module) -> torch.Tensor:
-        return module.out_proj.weight.detach().abs().sum(1)
+        return module.out_proj.weight.detach().abs().sum(1, dtype=torch.float32)
 
     def permute(self, module, slot, perm, offset) -> None:
         if slot == "in":

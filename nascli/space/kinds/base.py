@@ -261,8 +261,8 @@ class LayerKind:
     input_channel_dim = -1
 
     def output_importance(self, module: nn.Module) -> torch.Tensor:
-        """The L1 norm of the weights producing each output channel."""
-        return module.weight.detach().abs().flatten(1).sum(1)
+        """The L1 norm of the weights producing each output channel, summed in float32 whatever their dtype."""
+        return module.weight.detach().abs().flatten(1).sum(1, dtype=torch.float32)
 
     def permutation_block(self, module: nn.Module) -> int:
         """Channels that must move together when a group is reordered (one group of a grouped conv)."""

@@ -119,7 +119,8 @@ class ConvTransposeKind(ChannelsFirstKind):
 
     def output_importance(self, module: nn.Module) -> torch.Tensor:
         weight, groups = module.weight.detach().abs(), module.groups  # (in, out / groups, *kernel)
-        return weight.reshape(groups, weight.shape[0] // groups, weight.shape[1], -1).sum((1, 3)).flatten()
+        per_group = weight.reshape(groups, weight.shape[0] // groups, weight.shape[1], -1)
+        return per_group.sum((1, 3), dtype=torch.float32).flatten()
 
     def permute(self, module, slot, perm, offset) -> None:
         """The weight is laid out (in, out / groups, ...); a grouped one's in and out are one group."""

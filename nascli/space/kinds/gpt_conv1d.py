@@ -89,7 +89,7 @@ class GPTConv1DKind(LayerKind):
         return module._native(out, inp), torch.randn(*in_shape[:-1], inp)
 
     def output_importance(self, module: nn.Module) -> torch.Tensor:
-        return module.weight.detach().abs().sum(0)
+        return module.weight.detach().abs().sum(0, dtype=torch.float32)
 
     def permute(self, module, slot, perm, offset) -> None:
         if slot == "out":  # an output split into heads holds a head's entries per channel

@@ -259,7 +259,7 @@ class NormKind(LayerKind):
     def scale_importance(self, module: nn.Module) -> torch.Tensor | None:
         """A batch norm's |gamma|: how much each channel passes on after normalization."""
         if isinstance(module, _BatchNorm) and module.weight is not None:
-            return module.weight.detach().abs()
+            return module.weight.detach().abs().float()
         return None
 
     def permutation_block(self, module: nn.Module) -> int:

@@ -1,0 +1,184 @@
+"""A pretrained checkpoint at the size users bring, through every stage from the shell.
+
+Builds a Llama of TinyLlama-1.1B's shape (22 layers, hidden 2048, 32 query heads in 4 key/value
+groups, MLP 5632, vocabulary 32,000: 1.10 B parameters) with random weights, saved by
+``save_pretrained`` in bfloat16 as real checkpoints ship, beside its own tokenizer (a byte-level
+BPE trained on part of the Python standard library's source). Then runs, each as its own
+``nascli`` process, convert, profile, search (fastnas, uniform, activation importance), with
+``--finetune`` a distillation from the original, and ``export --format hf``, and prints per stage the wall time,
+the peak resident memory above the interpreter's own (Python with torch, transformers and nascli
+imported, measured the same way) as a multiple of the weights' bytes, and the bytes the stage
+wrote into the run directory.
+
+Run alone (another busy process makes torch on 2 cores many times slower):
+    .venv/bin/python scripts/bench_llm_scale.py [--workdir /tmp/nascli-scale] [--layers 22]
+``--layers`` builds a shallower model of the same width for a quick look.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+NASCLI = [sys.executable, "-m", "nascli"]
+SHAPE = {
+    "vocab_size": 32000, "hidden_size": 2048, "intermediate_size": 5632, "num_attention_heads": 32,
+    "num_key_value_heads": 4, "max_position_embeddings": 2048, "tie_word_embeddings": False,
+}  # fmt: skip
+BASELINE = "import torch, transformers, nascli.cli.app, nascli.hf; import transformers.models.llama.modeling_llama"
+
+
+def build_checkpoint(directory: Path, layers: int) -> int:
+    """A bfloat16 Llama of the 1.1 B shape with its own tokenizer in ``directory``; returns the weights' bytes."""
+    import transformers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    config = transformers.LlamaConfig(**SHAPE, num_hidden_layers=layers, dtype="bfloat16")
+    if not (directory / "model.safetensors").is_file():
+        torch.manual_seed(0)
+        torch.set_default_dtype(torch.bfloat16)
+        model = transformers.LlamaForCausalLM(config)
+        torch.set_default_dtype(torch.float32)
+        model.save_pretrained(directory)
+        del model
+    if not (directory / "tokenizer.json").is_file():
+        stdlib = sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py"))[:200]
+        tokenizer = Tokenizer(models.BPE())
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tokenizer.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=SHAPE["vocab_size"], special_tokens=["<s>", "</s>"], show_progress=False,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        )  # fmt: skip
+        tokenizer.train([str(p) for p in stdlib], trainer)
+        fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>")
+        fast.save_pretrained(directory)
+    return sum(f.stat().st_size for f in directory.glob("*.safetensors"))
+
+
+def write_recipe(workdir: Path, model_dir: Path) -> Path:
+    """fastnas pruning to half the parameters; text of a few standard-library modules (held out by file)."""
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    texts = workdir / "text"
+    texts.mkdir(exist_ok=True)
+    for name in ("glob.py", "fnmatch.py", "bisect.py", "colorsys.py", "keyword.py", "stat.py"):  # a few steps
+        shutil.copy(stdlib / name, texts / name)
+    recipe = {
+        "model": {"factory": "nascli.hf:from_pretrained", "kwargs": {"path": str(model_dir)}},
+        "input_shape": [128],
+        "input_dtype": "int64",
+        "mode": "fastnas",
+        "rules": {"hidden_size": {"*": {"hidden_divisor": 256}}},
+        "data": {"name": "text", "files": [str(texts / "*.py")], "batch_size": 8, "eval_batch_size": 8},
+        "train": {"epochs": 1, "optimizer": "adamw", "lr": 1e-5, "warmup_epochs": 0},
+        "search": {"uniform": True, "importance": "activations", "importance_samples": 8, "score_samples": 4},
+        "finetune": {"epochs": 1, "distill": True},
+        "run_dir": str(workdir / "run"),
+    }
+    path = workdir / "scale.yaml"
+    path.write_text(json.dumps(recipe))  # JSON is YAML
+    return path
+
+
+def peak_rss(command: list[str]) -> tuple[float, float, str]:
+    """(seconds, peak resident bytes, stdout) of ``command`` run in a child of a fresh helper process.
+
+    Each measurement runs in its own helper so ``RUSAGE_CHILDREN`` holds that command alone.
+    """
+    probe = (
+        "import resource, subprocess, sys, time, json;"
+        "t = time.perf_counter();"
+        "p = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True);"
+        "print(json.dumps({'rc': p.returncode, 's': time.perf_counter() - t, 'out': p.stdout, 'err': p.stderr[-2000:],"
+        " 'rss': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024}))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe, *command], stdout=subprocess.PIPE, text=True, check=True)
+    result = json.loads(done.stdout)
+    if result["rc"] != 0:
+        raise SystemExit(f"{' '.join(command)} failed ({result['rc']}):\n{result['err']}")
+    return result["s"], result["rss"], result["out"].strip()
+
+
+def run_dir_bytes(run: Path) -> dict[str, int]:
+    return {str(p.relative_to(run)): p.stat().st_size for p in run.rglob("*") if p.is_file()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/nascli-scale"))
+    parser.add_argument("--layers", type=int, default=22)
+    parser.add_argument("--finetune", action="store_true", help="also fine-tune (distill) and export finetune.pt")
+    args = parser.parse_args()
+    console = Console(stderr=True)
+    workdir = args.workdir
+    workdir.mkdir(parents=True, exist_ok=True)
+    model_dir = workdir / f"llama-{args.layers}l-bf16"
+    weights = build_checkpoint(model_dir, args.layers)
+    recipe = write_recipe(workdir, model_dir)
+    run = workdir / "run"
+    shutil.rmtree(run, ignore_errors=True)
+    shutil.rmtree(workdir / "hf", ignore_errors=True)
+    env_threads = os.environ.get("OMP_NUM_THREADS", f"{torch.get_num_threads()} (torch default)")
+    _, base, _ = peak_rss([sys.executable, "-c", BASELINE])
+    stages = [
+        ("convert", [*NASCLI, "convert", str(recipe)]),
+        ("profile", [*NASCLI, "profile", str(run / "convert.pt"), "--params", "50%"]),
+        ("search", [*NASCLI, "search", str(run / "convert.pt"), "--params", "50%"]),
+    ]
+    exported = "search.pt"
+    if args.finetune:  # minutes per step at this size on a CPU without bfloat16 units
+        stages.append(("finetune", [*NASCLI, "finetune", str(run / "search.pt")]))
+        exported = "finetune.pt"
+    out = str(workdir / "hf")
+    stages.append(("export --format hf", [*NASCLI, "export", str(run / exported), "--format", "hf", "-o", out]))
+    table = Table(title=f"{args.layers}-layer Llama of the 1.1B shape, bfloat16, weights {weights / 1e9:.2f} GB")
+    for column in ("stage", "wall s", "peak RSS GB", "above interpreter / weights", "written MB"):
+        table.add_column(column, justify="left" if column == "stage" else "right")
+    rows = []
+    for name, command in stages:
+        before = run_dir_bytes(run) if run.exists() else {}
+        seconds, rss, _ = peak_rss(command)
+        after = run_dir_bytes(run)
+        written = sum(size for path, size in after.items() if before.get(path) != size)
+        if name.startswith("export"):
+            written = sum(p.stat().st_size for p in (workdir / "hf").rglob("*") if p.is_file())
+        ratio = (rss - base) / weights
+        rows.append({"stage": name, "seconds": seconds, "rss": rss, "ratio": ratio, "written": written})
+        table.add_row(name, f"{seconds:.1f}", f"{rss / 1e9:.2f}", f"{ratio:.2f}x", f"{written / 1e6:.1f}")
+        console.print(
+            f"{name}: {seconds:.1f}s, {rss / 1e9:.2f} GB peak ({ratio:.2f}x the weights above the interpreter)"
+        )
+    load_s = _load_seconds(model_dir)
+    console.print(table)
+    console.print(
+        f"interpreter (torch, transformers, nascli imported): {base / 1e9:.2f} GB; weights {weights / 1e9:.2f} GB;"
+        f" loading them (from_pretrained, every tensor read): {load_s:.1f}s; torch threads: {env_threads}"
+    )
+    print(json.dumps({"weights": weights, "interpreter": base, "load_seconds": load_s, "stages": rows}))
+
+
+def _load_seconds(model_dir: Path) -> float:
+    """Wall time of loading the checkpoint with every weight read (summed), in a fresh process."""
+    code = (
+        "import time, torch, transformers; t = time.perf_counter();"
+        f"m = transformers.AutoModelForCausalLM.from_pretrained({str(model_dir)!r}, local_files_only=True);"
+        "s = sum(float(p.float().sum()) for p in m.parameters()); print(time.perf_counter() - t)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+if __name__ == "__main__":
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    main()

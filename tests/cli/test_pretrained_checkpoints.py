@@ -1,0 +1,265 @@
+"""A user's own pretrained Hugging Face checkpoint, saved in bfloat16 with its own tokenizer: pruned by
+``nascli convert R | nascli search | nascli finetune``, written by ``nascli export --format hf``, and the
+weights' dtype kept through conversion and every form of export."""
+
+import itertools
+import json
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+import nascli.nas as mtn
+from nascli.cli.app import app
+from nascli.errors import CheckpointError
+from nascli.hf_export import save_pretrained_subnet
+from nascli.numerics import max_difference, outputs_match
+from nascli.recipe.load import validate_recipe
+from nascli.space.export import export_in_place, export_max, export_model
+from nascli.space.space import get_space
+from nascli.stages.convert import converted_model
+from nascli.stages.load import load_stage_input
+from tests.helpers import error_lines, n_params, word_tokenizer
+
+transformers = pytest.importorskip("transformers")
+tokenizers = pytest.importorskip("tokenizers")
+runner = CliRunner()
+
+SIZES = {
+    "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+    "num_key_value_heads": 2, "max_position_embeddings": 64, "use_cache": False,
+}  # fmt: skip
+LETTERS = "abcdefghij"
+WORDS = ["".join(letters) for letters in itertools.product(LETTERS, repeat=3)]  # 1,000 words: "abc", "hij", ...
+SAMPLE = "bad ace fig hid jab"
+ONE_KV_GROUP = {f"model.layers.{i}.self_attn.num_kv_heads": 1 for i in range(SIZES["num_hidden_layers"])}
+
+
+def _save_model(folder: Path, architecture: str, rows: int, seed: int = 0) -> None:
+    """A randomly initialized ``architecture`` with ``rows`` embedding rows, saved in bfloat16."""
+    torch.manual_seed(seed)
+    model_class = getattr(transformers, architecture)
+    model_class(model_class.config_class(vocab_size=rows, **SIZES)).to(torch.bfloat16).save_pretrained(folder)
+
+
+def _llama_dir(folder: Path) -> Path:
+    """A Llama (grouped-query attention) with a word-level tokenizer of 1,003 tokens that puts BOS first."""
+    tokenizer = word_tokenizer(WORDS)
+    _save_model(folder, "LlamaForCausalLM", rows=len(tokenizer))
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def _byte_pair_tokenizer():
+    """A byte-level BPE (Qwen2's kind of tokenizer) of 65,794 tokens, built without training: ``<s>``, ``</s>``,
+    the 256 byte symbols and every pair of them, the pairs of LETTERS last, so the corpus's words take ids past
+    65,535. (transformers loads any tokenizer of a Qwen2 directory as its Qwen2Tokenizer, a byte-level BPE: a
+    word-level vocabulary would lose its words.)"""
+    alphabet = sorted(tokenizers.pre_tokenizers.ByteLevel.alphabet())
+    pairs = sorted(((a, b) for a in alphabet for b in alphabet), key=lambda pair: set(pair) <= set(LETTERS))
+    vocabulary = ["<s>", "</s>", *alphabet, *(a + b for a, b in pairs)]
+    backend = tokenizers.Tokenizer(tokenizers.models.BPE({t: i for i, t in enumerate(vocabulary)}, pairs))
+    backend.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = tokenizers.decoders.ByteLevel()
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>")
+
+
+def _qwen2_dir(folder: Path) -> Path:
+    """A Qwen2 (grouped-query attention, q/k/v biases) with a byte-level BPE of more than 65,536 tokens; its
+    embedding rows are padded to a multiple of 64 past the tokenizer, as Qwen2's own checkpoints are (with room
+    for the ``<|endoftext|>`` that transformers' Qwen2Tokenizer adds)."""
+    tokenizer = _byte_pair_tokenizer()
+    _save_model(folder, "Qwen2ForCausalLM", rows=64 * (len(tokenizer) // 64 + 1))
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def _auto_tokenizer(path: Path):
+    return transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+
+
+def _auto_model(path: Path):
+    return transformers.AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True).eval()
+
+
+def _dtypes(model: torch.nn.Module) -> set[torch.dtype]:
+    return {p.dtype for p in model.parameters()}
+
+
+def _pipe(*commands: list[str], env: dict[str, str] | None = None) -> str:
+    """``nascli A | nascli B | ...``: each command reads the path the previous one printed, as in a shell pipe."""
+    printed = ""
+    for command in commands:
+        result = runner.invoke(app, ["-q", *command], input=printed, env=env)
+        assert result.exit_code == 0, f"nascli {command[0]}: {result.stderr[-3000:]}"
+        printed = result.stdout
+    return printed.strip()
+
+
+def _corpus(folder: Path) -> Path:
+    """Eight UTF-8 text files of random WORDS: a few documents each for train, validation and test."""
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for index in range(8):
+        lines = [" ".join(rng.choice(WORDS, 10)) for _ in range(5)]
+        (folder / f"{index}.txt").write_text("\n".join(lines))
+    return folder
+
+
+def _text_recipe(folder: Path, model_dir: Path, corpus: Path) -> Path:
+    recipe = {
+        "model": {"factory": "nascli.hf:from_pretrained", "kwargs": {"path": str(model_dir)}},
+        "input_shape": [16],
+        "input_dtype": "int64",
+        "mode": "fastnas",
+        # hidden widths of multiples of 16, which every head count (4, or 2 with one key/value group) divides,
+        # as LlamaConfig and Qwen2Config require
+        "rules": {"hidden_size": {"*": {"hidden_divisor": 16}}},
+        "data": {"name": "text", "files": [str(corpus / "*.txt")], "batch_size": 8, "eval_batch_size": 32},
+        "search": {
+            "uniform": True,
+            "importance": "activations",
+            "importance_samples": 8,
+            "score_samples": 8,
+            "constraints": {"params": "60%"},
+        },
+        "finetune": {"epochs": 1, "distill": True},
+        "train": {"epochs": 1, "optimizer": "adamw", "lr": 1e-3},
+        "run_dir": str(folder / "run"),
+    }
+    path = folder / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+class Run(NamedTuple):
+    model_dir: Path
+    corpus: Path
+    run_dir: Path
+    cache: Path
+    finetune_pt: Path
+    token_dtype: type
+
+
+@pytest.fixture(
+    scope="module",
+    params=[pytest.param((_llama_dir, np.uint16), id="llama"), pytest.param((_qwen2_dir, np.uint32), id="qwen2")],
+)
+def run(request, tmp_path_factory) -> Run:
+    """``nascli convert R | nascli search | nascli finetune`` on a bfloat16 checkpoint directory with its own
+    tokenizer, the token arrays cached in a folder of their own."""
+    save_model_dir, token_dtype = request.param
+    folder = tmp_path_factory.mktemp("checkpoint")
+    model_dir, corpus, cache = save_model_dir(folder / "model"), _corpus(folder / "corpus"), folder / "cache"
+    recipe = _text_recipe(folder, model_dir, corpus)
+    finetune_pt = _pipe(["convert", str(recipe)], ["search"], ["finetune"], env={"NASCLI_CACHE_DIR": str(cache)})
+    return Run(model_dir, corpus, folder / "run", cache, Path(finetune_pt), token_dtype)
+
+
+@pytest.fixture(scope="module")
+def exported(run) -> Path:
+    """``nascli export RUN/finetune.pt --format hf -o OUT``."""
+    return Path(_pipe(["export", str(run.finetune_pt), "--format", "hf", "-o", str(run.run_dir.parent / "hf")]))
+
+
+def _with_eos(ids: list[int], eos: int) -> list[int]:
+    return ids if ids[-1:] == [eos] else [*ids, eos]
+
+
+@pytest.mark.slow
+def test_the_corpus_is_encoded_by_the_model_s_own_tokenizer_which_the_run_keeps(run):
+    tokenizer = _auto_tokenizer(run.model_dir)
+    assert _auto_tokenizer(run.run_dir / "tokenizer").get_vocab() == tokenizer.get_vocab()
+    [cached] = (run.cache / "text").glob("*.npz")
+    with np.load(cached) as stored:
+        documents = json.loads(stored["documents"].tobytes())
+        splits = {split: stored[split] for split in ("train", "val", "test")}
+    for split, tokens in splits.items():
+        texts = [(run.corpus / document).read_text() for document in documents[split]]
+        expected = [i for text in texts for i in _with_eos(tokenizer(text)["input_ids"], tokenizer.eos_token_id)]
+        assert tokens.dtype == run.token_dtype and tokens.tolist() == expected, split
+    largest = max(int(tokens.max()) for tokens in splits.values())
+    assert (largest > 65_535) == (run.token_dtype is np.uint32)  # uint32 only where the ids need it
+
+
+@pytest.mark.slow
+def test_convert_and_search_checkpoints_store_none_of_the_model_s_own_weights(run):
+    weights = (run.model_dir / "model.safetensors").stat().st_size
+    for name in ("convert.pt", "search.pt"):
+        checkpoint = torch.load(run.run_dir / name, weights_only=True)
+        assert checkpoint["state_dict"] == {} and checkpoint["weights"]["fingerprint"], name
+        assert (run.run_dir / name).stat().st_size < weights / 10, name
+
+
+@pytest.mark.slow
+def test_the_export_loads_as_a_bfloat16_model_within_the_parameter_budget(run, exported):
+    loaded = _auto_model(exported)
+    assert _dtypes(loaded) == {torch.bfloat16}
+    assert n_params(loaded) <= 0.6 * n_params(_auto_model(run.model_dir))
+
+
+@pytest.mark.slow
+def test_the_export_holds_the_model_s_own_tokenizer(run, exported):
+    original, written = _auto_tokenizer(run.model_dir), _auto_tokenizer(exported)
+    assert len(written) == len(original)
+    assert written(SAMPLE)["input_ids"] == original(SAMPLE)["input_ids"]
+    assert (written.bos_token, written.eos_token) == (original.bos_token, original.eos_token) == ("<s>", "</s>")
+
+
+@pytest.mark.slow
+def test_the_export_computes_the_logits_of_the_pruned_model(run, exported):
+    pruned, *_ = load_stage_input(run.finetune_pt, [], "export")  # the plain fine-tuned model
+    ids = torch.randint(0, len(_auto_tokenizer(run.model_dir)), (2, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected, got = pruned.eval()(ids).logits, _auto_model(exported)(ids).logits
+    assert got.dtype == torch.bfloat16
+    assert outputs_match(got, expected), f"differs by {max_difference(got, expected):.3g}"
+
+
+def _recipe(model_dir: Path, **model) -> dict:
+    spec = {"factory": "nascli.hf:from_pretrained", "kwargs": {"path": str(model_dir)}, **model}
+    return {"model": spec, "input_shape": [8], "input_dtype": "int64", "mode": "fastnas"}
+
+
+@pytest.mark.parametrize("dtype, expected", [("auto", torch.bfloat16), ("float32", torch.float32)])
+def test_model_dtype_is_the_dtype_of_the_converted_and_exported_weights(tmp_path, dtype, expected):
+    model = converted_model(validate_recipe(_recipe(_llama_dir(tmp_path / "model"), dtype=dtype), "recipe"))
+    assert _dtypes(model) == {expected}
+    mtn.select(model, ONE_KV_GROUP)
+    save_pretrained_subnet(model, (torch.zeros(1, 8, dtype=torch.long),), tmp_path / "hf")
+    assert _dtypes(_auto_model(tmp_path / "hf")) == {expected}
+
+
+@pytest.mark.parametrize("export", [export_model, export_in_place, export_max])
+def test_every_export_of_a_bfloat16_model_is_bfloat16(tmp_path, export):
+    model = converted_model(validate_recipe(_recipe(_llama_dir(tmp_path / "model")), "recipe"))
+    mtn.select(model, ONE_KV_GROUP)
+    assert _dtypes(export(model)) == {torch.bfloat16}
+
+
+def test_export_max_shares_the_converted_model_s_tensors_and_export_model_copies_them(tmp_path):
+    model = converted_model(validate_recipe(_recipe(_llama_dir(tmp_path / "model")), "recipe"))
+    mtn.select(model, ONE_KV_GROUP)  # most layers stay whole, which an export could share
+    active, converted = get_space(model).config(), {p.data_ptr() for p in model.parameters()}
+    assert {p.data_ptr() for p in export_max(model).parameters()} == converted
+    assert get_space(model).config() == active
+    assert not {p.data_ptr() for p in export_model(model).parameters()} & converted
+
+
+def test_a_convert_pt_whose_source_weights_changed_is_refused_in_one_line_naming_it(tmp_path):
+    model_dir = _llama_dir(tmp_path / "model")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({**_recipe(model_dir), "run_dir": str(tmp_path / "run")}))
+    convert_pt = _pipe(["convert", str(recipe)])
+    _save_model(model_dir, "LlamaForCausalLM", rows=len(word_tokenizer(WORDS)), seed=1)  # other random weights
+
+    with pytest.raises(CheckpointError, match="no longer has the weights it was converted from"):
+        load_stage_input(Path(convert_pt), [], "search")
+    result = runner.invoke(app, ["-q", "search", convert_pt])
+    assert result.exit_code == 2 and result.stdout == ""
+    [line] = error_lines(result)
+    assert line.startswith(f"error: {convert_pt}: stores no weights") and "convert the model again" in line
