@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import os
 import secrets
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -54,8 +55,12 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def remove_stale_temps(directory: Path) -> list[Path]:
-    """Delete the temp files that killed writers left in ``directory``; the caller must hold its lock."""
-    stale = sorted(p for p in directory.glob(TEMP_GLOB) if p.is_file())
+    """Delete the temp files and folders (a tokenizer is pinned as a folder renamed whole) that killed
+    writers left in ``directory``; the caller must hold its lock."""
+    stale = sorted(directory.glob(TEMP_GLOB))
     for path in stale:
-        path.unlink(missing_ok=True)
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
     return stale

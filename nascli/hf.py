@@ -51,6 +51,34 @@ def from_config(architecture: str, config: dict[str, Any] | None = None) -> nn.M
 
 def from_pretrained(path: str, architecture: str | None = None) -> nn.Module:
     """The model saved in the local directory ``path``, as the class its config names (or ``architecture``)."""
+    directory, model_class = _pretrained_class(path, architecture)
+    try:
+        return model_class.from_pretrained(directory, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise UserInputError(f"model.kwargs.path: cannot load {directory}: {str(exc).splitlines()[0]}") from exc
+
+
+def pretrained_on_meta(path: str, architecture: str | None = None) -> nn.Module:
+    """``from_pretrained``'s model on the meta device: its classes, shapes and dtype without a weight read.
+
+    For what reads only the search space (``nascli profile`` of a checkpoint): building it takes
+    the time of parsing ``config.json``, where loading a 1 B model's weights takes seconds.
+    """
+    import torch
+
+    directory, model_class = _pretrained_class(path, architecture)
+    try:
+        config = model_class.config_class.from_pretrained(directory, local_files_only=True)
+        dtype = getattr(config, "dtype", None)  # as from_pretrained's default dtype="auto" reads it
+        dtype = getattr(torch, dtype, None) if isinstance(dtype, str) else dtype
+        with torch.device("meta"):
+            return model_class._from_config(config, dtype=dtype if isinstance(dtype, torch.dtype) else torch.float32)
+    except (OSError, ValueError) as exc:
+        raise UserInputError(f"model.kwargs.path: cannot read {directory}: {str(exc).splitlines()[0]}") from exc
+
+
+def _pretrained_class(path: str, architecture: str | None) -> tuple[Path, Any]:
+    """(directory, model class) of a local model directory: the class its config names, or ``architecture``."""
     directory = Path(path)
     config_file = directory / "config.json"
     if not config_file.is_file():
@@ -60,8 +88,4 @@ def from_pretrained(path: str, architecture: str | None = None) -> nn.Module:
             architecture = (json.loads(config_file.read_text()).get("architectures") or [None])[0]
         except (OSError, ValueError) as exc:
             raise UserInputError(f"model.kwargs.path: cannot read {config_file}: {exc}") from exc
-    model_class = _model_class(architecture, "model.kwargs.architecture")
-    try:
-        return model_class.from_pretrained(directory, local_files_only=True)
-    except (OSError, ValueError) as exc:
-        raise UserInputError(f"model.kwargs.path: cannot load {directory}: {str(exc).splitlines()[0]}") from exc
+    return directory, _model_class(architecture, "model.kwargs.architecture")

@@ -12,6 +12,7 @@ from nascli.cli.common import flags
 from nascli.cli.convert import convert
 from nascli.cli.export import export
 from nascli.cli.finetune import finetune
+from nascli.cli.process_memory import return_freed_memory_to_os
 from nascli.cli.profile import profile
 from nascli.cli.search import search
 from nascli.cli.train import train
@@ -53,6 +54,7 @@ GLOBAL_FLAGS = ("--debug", "--quiet", "-q")
 def main() -> None:
     """Entry point; global flags may also follow the command (``nascli convert r.yaml -q``)."""
     warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
+    return_freed_memory_to_os()
     args = sys.argv[1:]
     moved = [a for a in args if a in GLOBAL_FLAGS]
     app(args=moved + [a for a in args if a not in GLOBAL_FLAGS], prog_name="nascli")

@@ -63,11 +63,12 @@ def profile(
     constraints = given_constraints(flops=flops, params=params, latency=latency, memory=memory)
     source, overrides = source_and_overrides(source, overrides)
     path = input_path(source)
-    model, recipe = _profiled(path, overrides)
+    timed = latency is not None or device is not None
+    model, recipe = _profiled(path, overrides, on_meta=not timed)
     costs = cost_model(model)
     costs.memory_batch = recipe.get("deployment", {}).get("batch_size", 1)
     timing = None
-    if latency is not None or device is not None:
+    if timed:
         timing = latency_model(model, recipe, device)
     is_satisfied, stats = profile_costs(costs, constraints, timing)
     if not flags.quiet:
@@ -79,10 +80,11 @@ def profile(
         raise ConstraintError(f"{failing} cannot be met by any subnet of the search space")
 
 
-def _profiled(path: Path, overrides: list[str]) -> tuple[Any, dict[str, Any]]:
+def _profiled(path: Path, overrides: list[str], on_meta: bool) -> tuple[Any, dict[str, Any]]:
     """(model, recipe data) of a checkpoint, or of a recipe converted in memory.
 
-    A recipe is not converted into its run directory: profiling writes nothing there.
+    A recipe is not converted into its run directory: profiling writes nothing there. A
+    checkpoint is restored ``on_meta`` where nothing is timed (nascli.stages.load).
     """
     from nascli.stages.load import is_recipe, load_stage_input
 
@@ -92,5 +94,5 @@ def _profiled(path: Path, overrides: list[str]) -> tuple[Any, dict[str, Any]]:
 
         recipe = load_recipe(path, overrides)
         return converted_model(recipe), recipe.model_dump(mode="json")
-    model, path, checkpoint, _ = load_stage_input(path, overrides, "profile")
+    model, path, checkpoint, _ = load_stage_input(path, overrides, "profile", on_meta)
     return model, checkpoint.get("recipe") or {}

@@ -370,7 +370,8 @@ def replay_conversion(
         (mode_name, rules), *rest = checkpoint["modes"]
         if rest:
             raise CheckpointError(f"{path}: records {len(checkpoint['modes'])} modes; this version replays one")
-        inputs = example_inputs(checkpoint["input_shapes"], _input_dtypes(checkpoint, path))
+        device = next((p.device for p in model.parameters()), None)  # the meta device for a profile's skeleton
+        inputs = example_inputs(checkpoint["input_shapes"], _input_dtypes(checkpoint, path), device=device)
         recorded = {name: list(spec["choices"]) for name, spec in checkpoint["space"].items()}
         convert_model(model, mode_name, rules, inputs, recorded)
         _check_space(model, checkpoint, path)

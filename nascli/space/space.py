@@ -16,15 +16,18 @@ from nascli.space.hparam import Hparam
 SPACE_ATTR = "_nascli_space"
 
 
-def example_inputs(shapes: list, dtypes: list[str] | None = None, batch: int | None = None) -> tuple:
-    """Inputs of the recorded shapes and dtypes: random floats, or zeros for integers (valid token ids)."""
+def example_inputs(
+    shapes: list, dtypes: list[str] | None = None, batch: int | None = None, device: Any = None
+) -> tuple:
+    """Inputs of the recorded shapes and dtypes on ``device``: random floats, or zeros for integers (token ids)."""
     import torch
 
     found = []
     for i, shape in enumerate(shapes):
         dtype = getattr(torch, (dtypes or [])[i] if dtypes and i < len(dtypes) else "float32")
         size = (batch, *shape[1:]) if batch is not None else tuple(shape)
-        found.append(torch.randn(*size) if dtype.is_floating_point else torch.zeros(*size, dtype=dtype))
+        floats = dtype.is_floating_point
+        found.append(torch.randn(*size, device=device) if floats else torch.zeros(*size, dtype=dtype, device=device))
     return tuple(found)
 
 

@@ -28,12 +28,21 @@ from nascli.space.space import example_inputs, get_space
 from nascli.stages.rundir import append_metrics, run_dir_lock, write_recipe
 
 
-def recipe_model(recipe: Recipe, user_weights: bool = True) -> nn.Module:
+def recipe_model(recipe: Recipe, user_weights: bool = True, on_meta: bool = False) -> nn.Module:
     """The recipe's model as built, in ``model.dtype``, with ``model.checkpoint``'s weights when
     ``user_weights``; the fingerprint of these weights is kept on it (checkpoints that leave them
-    unchanged store it instead of the weights: nascli/opt/checkpoint.py)."""
+    unchanged store it instead of the weights: nascli/opt/checkpoint.py).
+
+    ``on_meta`` (for what reads only shapes) builds a pretrained directory's model on the meta
+    device without reading its weights; other factories are called as they are.
+    """
     torch.manual_seed(recipe.seed)
-    model = build_model(recipe.model.factory, recipe.model.kwargs)
+    if on_meta and recipe.model.factory == "nascli.hf:from_pretrained":
+        from nascli.hf import pretrained_on_meta
+
+        model = build_model(pretrained_on_meta, recipe.model.kwargs)
+    else:
+        model = build_model(recipe.model.factory, recipe.model.kwargs)
     if recipe.model.dtype != "auto":
         model.to(getattr(torch, recipe.model.dtype))
     if user_weights and recipe.model.checkpoint:

@@ -35,8 +35,13 @@ def is_recipe(path: Path) -> bool:
     return path.suffix.lower() in RECIPE_SUFFIXES
 
 
-def load_stage_input(path: Path, overrides: list[str], command: str) -> tuple[nn.Module, Path, dict[str, Any], Recipe]:
+def load_stage_input(
+    path: Path, overrides: list[str], command: str, on_meta: bool = False
+) -> tuple[nn.Module, Path, dict[str, Any], Recipe]:
     """(model, checkpoint path, checkpoint, recipe) for a recipe (converted now) or a checkpoint.
+
+    ``on_meta`` (a profile that times nothing) restores a checkpoint of a pretrained directory's
+    model on the meta device: the search space and its costs without reading a weight.
 
     ``key=value`` overrides apply to the recipe file, or to the recipe a checkpoint recorded.
     The code a checkpoint's recipe names is called only when this user signed the checkpoint
@@ -53,7 +58,7 @@ def load_stage_input(path: Path, overrides: list[str], command: str) -> tuple[nn
     from nascli.stages.convert import recipe_model
 
     weights = command != "profile"  # a profile reads the search space only
-    model = recipe_model(recipe, user_weights=weights and checkpoint.get("weights") is not None)
+    model = recipe_model(recipe, weights and checkpoint.get("weights") is not None, on_meta and not weights)
     return apply_checkpoint(model, checkpoint, path, weights), path, checkpoint, recipe
 
 

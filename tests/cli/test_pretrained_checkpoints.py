@@ -263,3 +263,20 @@ def test_a_convert_pt_whose_source_weights_changed_is_refused_in_one_line_naming
     assert result.exit_code == 2 and result.stdout == ""
     [line] = error_lines(result)
     assert line.startswith(f"error: {convert_pt}: stores no weights") and "convert the model again" in line
+
+
+def test_a_profile_of_a_pretrained_convert_pt_reads_no_weight(tmp_path):
+    """Restored on the meta device: the same profile with the weights file gone, and nothing allocated."""
+    model_dir = _llama_dir(tmp_path / "model")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({**_recipe(model_dir), "run_dir": str(tmp_path / "run")}))
+    convert_pt = _pipe(["convert", str(recipe)])
+    with_weights = runner.invoke(app, ["-q", "profile", convert_pt, "--json"])
+    assert with_weights.exit_code == 0, with_weights.stderr
+    (model_dir / "model.safetensors").rename(tmp_path / "elsewhere.safetensors")
+
+    model, *_ = load_stage_input(Path(convert_pt), [], "profile", on_meta=True)
+    assert {p.device.type for p in model.parameters()} == {"meta"} and _dtypes(model) == {torch.bfloat16}
+    without = runner.invoke(app, ["-q", "profile", convert_pt, "--json"])
+    assert without.exit_code == 0, without.stderr
+    assert json.loads(without.stdout) == json.loads(with_weights.stdout)

@@ -76,9 +76,12 @@ def test_temp_files_of_a_killed_writer_are_removed_under_the_lock(tmp_path):
     kept = [tmp_path / "notes.tmp", tmp_path / "train.pt.bak"]
     for path in stale + kept:
         path.write_bytes(b"partial")
+    half_pinned = tmp_path / ".tokenizer.5e6f7a8b.tmp"  # a tokenizer folder whose writer was killed
+    half_pinned.mkdir()
+    (half_pinned / "tokenizer.json").write_text("{")
     result = runner.invoke(app, ["-q", "convert", RECIPE, f"run_dir={tmp_path}", *SMALL])
     assert result.exit_code == 0, result.stderr
-    assert not any(p.exists() for p in stale) and all(p.exists() for p in kept)
+    assert not any(p.exists() for p in [*stale, half_pinned]) and all(p.exists() for p in kept)
 
 
 def test_recipe_yaml_is_rewritten_only_when_the_stage_succeeds(tmp_path, monkeypatch):
