@@ -12,6 +12,16 @@ timed steps (nascli: ``mtn.random_sampling(model, enabled=False)``, ModelOpt:
 ``mtn.no_modelopt_patches()``, which also skips its caching of inputs for later batch-norm
 calibration), so both steps run the subnet selected before timing.
 
+A second table times training steps of a supernet, as the supernet issue measures them: a
+ResNet-20 (width 16, channel divisor 8) on a batch of 128 Fashion-MNIST-sized images (1x28x28),
+converted in autonas mode by both engines with the same rules. ModelOpt's step is its AutoNAS
+training step (the train-mode forward draws a random subnet, then one backward and one SGD
+step); nascli's are one random subnet per step (``single_subnet_step``) and the sandwich step
+(max, min and ``num_random`` random subnets, in-place distillation, one SGD step), also with the
+model and batch in channels-last layout (``train.channels_last``). All steps
+alternate, medians of ``--repeats``; the flops ratio is what the subnets' flops alone predict
+(the mean flops of random subnets from 2,000 draws, nascli's cost model).
+
     python scripts/bench_engine.py [--threads 1] [--size 224] [--batch 8] [--repeats 7]
 """
 
@@ -19,17 +29,23 @@ from __future__ import annotations
 
 import argparse
 import copy
+import random
 import statistics
 import time
 import warnings
 
 import torch
+import torch.nn.functional as F
 import torchvision
 from optional_modelopt import NOT_INSTALLED, load_modelopt
 from rich.console import Console
 from rich.table import Table
 
 import nascli.nas as mtn
+from nascli.cost.model import cost_model
+from nascli.models import resnet20
+from nascli.space.space import get_space
+from nascli.train.sandwich import sandwich_step, single_subnet_step
 
 
 def step_seconds(model: torch.nn.Module, x: torch.Tensor) -> float:
@@ -98,6 +114,78 @@ def step_rows(
     return rows
 
 
+SUPERNET_RULES = {"nn.Conv2d": {"*": {"channel_divisor": 8}}}
+
+
+def _alternating_medians(steps: dict, repeats: int) -> dict[str, float]:
+    """Median seconds of each step function, run in turn after two warm-up calls each."""
+    for step in steps.values():
+        step()
+        step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def _random_flops_share(model: torch.nn.Module, draws: int = 2000) -> tuple[float, float]:
+    """(min, mean random) flops as fractions of the max subnet's, by nascli's cost model."""
+    costs, rng = cost_model(model), random.Random(0)
+    hparams = costs.hparams
+    full = costs.cost(costs.named("max"), ("flops",))["flops"]
+    low = costs.cost(costs.named("min"), ("flops",))["flops"]
+    configs = [{n: rng.choice(hp.choices) for n, hp in hparams.items()} for _ in range(draws)]
+    mean = float(costs.evaluate(costs.encode(configs))["flops"].mean())
+    return low / full, mean / full
+
+
+def supernet_step_rows(motn, batch: int, num_random: int, repeats: int) -> list[tuple[str, str, str, str]]:
+    """Supernet training steps of both engines on one model and batch, against ModelOpt's random-subnet step."""
+    torch.manual_seed(0)
+    x, y = torch.randn(batch, 1, 28, 28), torch.randint(0, 10, (batch,))
+    config = mtn.config.AutoNASConfig()
+    config["nn.Conv2d"]["*"]["channel_divisor"] = 8
+    ours = mtn.convert(resnet20(10, 1, 16), [("autonas", config)], dummy_input=torch.zeros(1, 1, 28, 28)).train()
+    nhwc = copy.deepcopy(ours).to(memory_format=torch.channels_last)  # what train.channels_last trains
+    sgd = torch.optim.SGD(ours.parameters(), lr=0.1, momentum=0.9)
+    nhwc_sgd = torch.optim.SGD(nhwc.parameters(), lr=0.1, momentum=0.9)
+    x_nhwc = x.contiguous(memory_format=torch.channels_last)
+    rng, nhwc_rng = random.Random(0), random.Random(0)
+    sandwich = f"sandwich (max, min, {num_random} random)"
+    steps = {
+        "nascli: one random subnet": lambda: single_subnet_step(ours, (x, y), F.cross_entropy, sgd, rng=rng),
+        "nascli: max subnet": lambda: single_subnet_step(ours, (x, y), F.cross_entropy, sgd, subnet="max"),
+        f"nascli: {sandwich}": lambda: sandwich_step(ours, (x, y), F.cross_entropy, sgd, num_random, rng=rng),
+        f"nascli: {sandwich}, channels_last": lambda: sandwich_step(
+            nhwc, (x_nhwc, y), F.cross_entropy, nhwc_sgd, num_random, rng=nhwc_rng
+        ),
+    }
+    if motn is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            theirs = motn.convert(resnet20(10, 1, 16), mode=[("autonas", SUPERNET_RULES)]).train()
+        their_sgd = torch.optim.SGD(theirs.parameters(), lr=0.1, momentum=0.9)
+
+        def their_step() -> None:
+            their_sgd.zero_grad(set_to_none=True)
+            F.cross_entropy(theirs(x), y).backward()
+            their_sgd.step()
+
+        steps = {"ModelOpt: one random subnet (AutoNAS)": their_step, **steps}
+    medians = _alternating_medians(steps, repeats)
+    low, mean = _random_flops_share(ours)
+    get_space(ours).sample("max")
+    base_name = next(iter(medians))
+    rows = [("", f"{name}, step (s)", f"{t:.4f}", f"{t / medians[base_name]:.2f}") for name, t in medians.items()]
+    ideal = (1 + low + num_random * mean) / mean
+    rows.append(("", f"sandwich / random step from flops alone (min {low:.2f}, random {mean:.2f} of max)", "",
+                 f"{ideal:.2f}"))  # fmt: skip
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=None)
@@ -105,6 +193,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--no-modelopt", action="store_true")
+    parser.add_argument("--supernet-batch", type=int, default=128)
+    parser.add_argument("--num-random", type=int, default=2, help="random subnets of the sandwich step")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -153,6 +243,15 @@ def main() -> None:
     for row in rows:
         table.add_row(*row)
     Console(width=160).print(table)
+    supernet = Table(
+        title=f"Supernet training step, ResNet-20 (autonas, divisor 8), batch {args.supernet_batch}x1x28x28, SGD, "
+        f"{torch.get_num_threads()} threads; ratio to the first row"
+    )
+    for column in ("", "step", "seconds", "ratio"):
+        supernet.add_column(column)
+    for row in supernet_step_rows(motn, args.supernet_batch, args.num_random, args.repeats):
+        supernet.add_row(*row)
+    Console(width=160).print(supernet)
 
 
 if __name__ == "__main__":

@@ -48,3 +48,29 @@ def test_an_epoch_resumed_mid_way_logs_the_loss_of_the_whole_epoch():
     again.load_state_dict(saved["state"])
     again.fit(lambda state: None, resumed.append)
     assert resumed[0]["loss"] == whole[0]["loss"]
+
+
+def _epoch_in_layout(splits: Splits, x: torch.Tensor, channels_last: bool) -> tuple[dict, set[bool], bool]:
+    """(the epoch's record, whether each batch reached a step NHWC, whether the weights were NHWC)."""
+    torch.manual_seed(0)
+    model = mtn.convert(resnet20(in_channels=3, width=8), dummy_input=x[:1])
+    trainer = SupernetTrainer(model, splits, DATA, SPEC.model_copy(update={"channels_last": channels_last}), seed=0)
+    seen, records, step = set(), [], trainer._step
+
+    def watched(batch):
+        seen.add(batch[0].is_contiguous(memory_format=torch.channels_last))
+        return step(batch)
+
+    trainer._step = watched
+    trainer.fit(lambda state: None, records.append)
+    return records[0], seen, model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_channels_last_trains_nhwc_to_the_same_losses():
+    """``train.channels_last`` changes the memory layout only: the epoch's loss agrees with the NCHW run."""
+    x = torch.randn(96, 3, 8, 8)  # three channels: with one, NCHW and NHWC are the same layout
+    splits = Splits(TensorDataset(x[:64], Y[:64]), TensorDataset(x[64:], Y[64:]), TensorDataset(x, Y), 10, (3, 8, 8))
+    nchw, nchw_batches, nchw_weights = _epoch_in_layout(splits, x, channels_last=False)
+    nhwc, nhwc_batches, nhwc_weights = _epoch_in_layout(splits, x, channels_last=True)
+    assert (nchw_batches, nchw_weights, nhwc_batches, nhwc_weights) == ({False}, False, {True}, True)
+    assert abs(nhwc["loss"] - nchw["loss"]) < 1e-4 * abs(nchw["loss"])
