@@ -49,9 +49,20 @@ def from_config(architecture: str, config: dict[str, Any] | None = None) -> nn.M
         raise UserInputError(f"model.kwargs.config: {lines[-1]}") from exc
 
 
+#: the files that hold a directory's weights, one of them whole or sharded with an index
+WEIGHT_FILES = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json")
+
+
 def from_pretrained(path: str, architecture: str | None = None) -> nn.Module:
-    """The model saved in the local directory ``path``, as the class its config names (or ``architecture``)."""
+    """The model saved in the local directory ``path``, as the class its config names (or ``architecture``).
+
+    A directory holding only ``config.json`` gives the model on the meta device
+    (``pretrained_on_meta``): ``nascli convert`` and ``nascli profile`` of a model larger than the
+    machine work from its config alone; the stages that need weights refuse its checkpoint.
+    """
     directory, model_class = _pretrained_class(path, architecture)
+    if not any(any(directory.glob(pattern)) for pattern in WEIGHT_FILES):
+        return pretrained_on_meta(path, architecture)
     try:
         return model_class.from_pretrained(directory, local_files_only=True)
     except (OSError, ValueError) as exc:
@@ -88,4 +99,9 @@ def _pretrained_class(path: str, architecture: str | None) -> tuple[Path, Any]:
             architecture = (json.loads(config_file.read_text()).get("architectures") or [None])[0]
         except (OSError, ValueError) as exc:
             raise UserInputError(f"model.kwargs.path: cannot read {config_file}: {exc}") from exc
+        if architecture is None:
+            raise UserInputError(
+                f"model.kwargs.architecture: {config_file} names no architectures; give the model class"
+                " (LlamaForCausalLM, ...)"
+            )
     return directory, _model_class(architecture, "model.kwargs.architecture")

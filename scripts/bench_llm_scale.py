@@ -13,6 +13,12 @@ wrote into the run directory.
 Run alone (another busy process makes torch on 2 cores many times slower):
     .venv/bin/python scripts/bench_llm_scale.py [--workdir /tmp/nascli-scale] [--layers 22]
 ``--layers`` builds a shallower model of the same width for a quick look.
+
+``--configs 8b 70b`` adds models larger than this machine, given by their ``config.json`` alone
+(Llama 3's 8 B and 70 B shapes): ``nascli convert`` builds them on the meta device and ``nascli
+profile --params 50%`` prices them from the checkpoint's record. For each it prints the wall
+time, the peak resident memory, and the max subnet's parameters in the profile against
+``numel`` of the model built on the meta device.
 """
 
 from __future__ import annotations
@@ -35,6 +41,13 @@ NASCLI = [sys.executable, "-m", "nascli"]
 SHAPE = {
     "vocab_size": 32000, "hidden_size": 2048, "intermediate_size": 5632, "num_attention_heads": 32,
     "num_key_value_heads": 4, "max_position_embeddings": 2048, "tie_word_embeddings": False,
+}  # fmt: skip
+LLAMA3 = {"vocab_size": 128256, "max_position_embeddings": 8192, "rope_theta": 500000.0, "tie_word_embeddings": False}
+CONFIGS = {
+    "8b": {**LLAMA3, "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+           "num_attention_heads": 32, "num_key_value_heads": 8},
+    "70b": {**LLAMA3, "hidden_size": 8192, "intermediate_size": 28672, "num_hidden_layers": 80,
+            "num_attention_heads": 64, "num_key_value_heads": 8},
 }  # fmt: skip
 BASELINE = "import torch, transformers, nascli.cli.app, nascli.hf; import transformers.models.llama.modeling_llama"
 
@@ -119,10 +132,17 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/nascli-scale"))
     parser.add_argument("--layers", type=int, default=22)
     parser.add_argument("--finetune", action="store_true", help="also fine-tune (distill) and export finetune.pt")
+    parser.add_argument("--configs", nargs="*", choices=sorted(CONFIGS), default=[], help="also these, config alone")
+    parser.add_argument("--only-configs", action="store_true", help="skip the 1.1 B checkpoint's stages")
     args = parser.parse_args()
     console = Console(stderr=True)
     workdir = args.workdir
     workdir.mkdir(parents=True, exist_ok=True)
+    if args.only_configs:
+        _, base, _ = peak_rss([sys.executable, "-c", BASELINE])
+        console.print(config_rows(workdir, args.configs, base))
+        console.print(f"interpreter (torch, transformers, nascli imported): {base / 1e9:.2f} GB")
+        return
     model_dir = workdir / f"llama-{args.layers}l-bf16"
     weights = build_checkpoint(model_dir, args.layers)
     recipe = write_recipe(workdir, model_dir)
@@ -166,6 +186,44 @@ def main() -> None:
         f" loading them (from_pretrained, every tensor read): {load_s:.1f}s; torch threads: {env_threads}"
     )
     print(json.dumps({"weights": weights, "interpreter": base, "load_seconds": load_s, "stages": rows}))
+    if args.configs:
+        console.print(config_rows(workdir, args.configs, base))
+
+
+def config_rows(workdir: Path, names: list[str], base: int) -> Table:
+    """Convert and profile of each named config on the meta device, from a directory holding config.json only."""
+    import transformers
+
+    table = Table(title="Models given by their config.json alone, on the meta device")
+    for column in ("model", "stage", "wall s", "peak RSS GB", "above interpreter GB", "params: profile / numel"):
+        table.add_column(column, justify="left" if column in ("model", "stage") else "right")
+    for name in names:
+        folder = workdir / f"llama3-{name}-config"
+        folder.mkdir(parents=True, exist_ok=True)
+        config = transformers.LlamaConfig(**CONFIGS[name], dtype="bfloat16")
+        config.architectures = ["LlamaForCausalLM"]
+        config.save_pretrained(folder)
+        with torch.device("meta"):
+            numel = sum(p.numel() for p in transformers.LlamaForCausalLM(config).parameters())
+        run = workdir / f"run-{name}"
+        shutil.rmtree(run, ignore_errors=True)
+        recipe = workdir / f"{name}.yaml"
+        recipe.write_text(json.dumps({
+            "model": {"factory": "nascli.hf:from_pretrained", "kwargs": {"path": str(folder)}},
+            "input_shape": [2048], "input_dtype": "int64", "mode": "fastnas",
+            "rules": {"hidden_size": {"*": {"hidden_divisor": 256}}}, "run_dir": str(run),
+        }))  # fmt: skip
+        stages = [
+            ("convert", [*NASCLI, "convert", str(recipe)]),
+            ("profile --params 50%", [*NASCLI, "profile", str(run / "convert.pt"), "--params", "50%", "--json"]),
+        ]
+        for stage, command in stages:
+            seconds, rss, out = peak_rss(command)
+            counted = ""
+            if stage.startswith("profile"):
+                counted = f"{json.loads(out)['max']['params']:,} / {numel:,}"
+            table.add_row(name, stage, f"{seconds:.1f}", f"{rss / 1e9:.2f}", f"{(rss - base) / 1e9:.2f}", counted)
+    return table
 
 
 def _load_seconds(model_dir: Path) -> float:

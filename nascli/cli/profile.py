@@ -57,15 +57,15 @@ def profile(
 
     Prints its input on stdout, for the next stage, only when every constraint can be met.
     """
-    from nascli.cost.model import cost_model
+    from nascli.cost.model import CostModel, cost_model
     from nascli.cost.profile import profile_costs, render_profile
 
     constraints = given_constraints(flops=flops, params=params, latency=latency, memory=memory)
     source, overrides = source_and_overrides(source, overrides)
     path = input_path(source)
     timed = latency is not None or device is not None
-    model, recipe = _profiled(path, overrides, on_meta=not timed)
-    costs = cost_model(model)
+    model, space, recipe = _profiled(path, overrides, timed)
+    costs = cost_model(model) if model is not None else CostModel(space)
     costs.memory_batch = recipe.get("deployment", {}).get("batch_size", 1)
     timing = None
     if timed:
@@ -80,19 +80,23 @@ def profile(
         raise ConstraintError(f"{failing} cannot be met by any subnet of the search space")
 
 
-def _profiled(path: Path, overrides: list[str], on_meta: bool) -> tuple[Any, dict[str, Any]]:
-    """(model, recipe data) of a checkpoint, or of a recipe converted in memory.
+def _profiled(path: Path, overrides: list[str], timed: bool) -> tuple[Any, Any, dict[str, Any]]:
+    """(model, search space, recipe data) of a checkpoint, or of a recipe converted in memory.
 
-    A recipe is not converted into its run directory: profiling writes nothing there. A
-    checkpoint is restored ``on_meta`` where nothing is timed (nascli.stages.load).
+    A recipe is not converted into its run directory: profiling writes nothing there. Where
+    nothing is timed, a checkpoint's costs come from its record (model None, no code called,
+    no weight read), or from the model restored on the meta device for an older checkpoint.
     """
-    from nascli.stages.load import is_recipe, load_stage_input
+    from nascli.stages.load import is_recipe, load_stage_input, recorded_space
 
     if is_recipe(path):
         from nascli.recipe.load import load_recipe
         from nascli.stages.convert import converted_model
 
         recipe = load_recipe(path, overrides)
-        return converted_model(recipe), recipe.model_dump(mode="json")
-    model, path, checkpoint, _ = load_stage_input(path, overrides, "profile", on_meta)
-    return model, checkpoint.get("recipe") or {}
+        return converted_model(recipe), None, recipe.model_dump(mode="json")
+    if not timed and (recorded := recorded_space(path, overrides)) is not None:
+        space, recipe = recorded
+        return None, space, recipe.model_dump(mode="json")
+    model, path, checkpoint, _ = load_stage_input(path, overrides, "profile", on_meta=not timed)
+    return model, None, checkpoint.get("recipe") or {}

@@ -28,6 +28,7 @@ from torch import nn
 
 import nascli
 from nascli.atomic import atomic_write
+from nascli.cost.record import space_record
 from nascli.errors import CheckpointError
 from nascli.opt.trust import code_references, describe, is_signed_here, sign
 from nascli.space.convert import convert_model
@@ -82,7 +83,9 @@ def build_checkpoint(
     space = get_space(model) if converted else None
     fingerprint = getattr(model, SOURCE_WEIGHTS, None) if reference_weights and converted else None
     weights = None
-    if fingerprint is not None:
+    if on_meta_device(model):  # converted from a config alone: there are no weights to store
+        weights = {"fingerprint": None, "orders": [], "meta": True}
+    elif fingerprint is not None:
         orders = [{n: torch.tensor(p, dtype=torch.int32) for n, p in sort.items()} for sort in space.channel_orders]
         weights = {"fingerprint": fingerprint, "orders": orders}
     return {
@@ -100,12 +103,18 @@ def build_checkpoint(
         "subnet": None if space is None or space.sample_in_train else space.config(),
         "sorted_by": space.sorted_by if space else None,  # the weights hold the channels in that order
         "block_ranks": dict(space.block_ranks) if space else {},
+        "costs": space_record(space) if space else None,  # what a profile prices, without the model
         "state_dict": model.state_dict() if weights is None else {},
         "weights": weights,
         "trainer": trainer,
         "metrics": metrics or {},
         "signature": sign(code_references(recipe, factory)),
     }
+
+
+def on_meta_device(model: nn.Module) -> bool:
+    """Whether the model holds shapes only: parameters on the meta device, no data to store or read."""
+    return any(p.is_meta for p in model.parameters())
 
 
 def weights_fingerprint(model: nn.Module) -> str:
@@ -335,6 +344,11 @@ def apply_checkpoint(
     the search space: a profile) the weights are left as the model was built with them.
     """
     reference = checkpoint.get("weights")
+    if reference is not None and reference.get("meta") and weights:
+        raise CheckpointError(
+            f"{path}: converted from a model's config alone (no weights, on the meta device): nascli profile"
+            " reads it; for the other stages put the weights beside the config and convert again"
+        )
     if reference is not None and weights:
         _check_source_weights(model, reference["fingerprint"], path)
     model = replay_conversion(model, checkpoint, path, orders=weights)

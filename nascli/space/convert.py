@@ -197,12 +197,27 @@ def _run_each_at_min(
     for hp in {id(hp): hp for _, hp in entries if hp.is_configurable}.values():
         hp.active = hp.min
         try:
-            model(*inputs)
+            _run(model, inputs)
         except Exception as exc:  # any failure of the model's own code at this size
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             _freeze(hp, f"the model's forward fails with {hp.min}: {message}", reasons)
         finally:
             hp.active = hp.max
+
+
+def _run(model: nn.Module, inputs: tuple) -> Any:
+    """One forward; a model on the meta device (built from a config alone) runs on fake tensors.
+
+    Shapes propagate as on the meta device, and code that would read a value (transformers'
+    attention-mask checks call ``.all()``) sees a traced tensor and skips the check, as it does
+    under ``torch.export``.
+    """
+    if not any(p.is_meta for p in model.parameters()):
+        return model(*inputs)
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode(allow_non_fake_inputs=True) as mode:
+        return model(*(mode.from_tensor(t) for t in inputs))
 
 
 def _short_tokens(model: nn.Module, dummy_input: tuple) -> tuple:
@@ -211,7 +226,7 @@ def _short_tokens(model: nn.Module, dummy_input: tuple) -> tuple:
     if all(a.shape == b.shape for a, b in zip(short, dummy_input, strict=True)):
         return dummy_input
     try:
-        model(*short)
+        _run(model, short)
     except Exception:  # a model built for one sequence length: check on the input as given
         return dummy_input
     return short

@@ -18,6 +18,7 @@ from nascli.opt.checkpoint import (
     load_failure,
     load_plain_data,
     mark_source_weights,
+    on_meta_device,
     write_checkpoint,
 )
 from nascli.recipe.factory import build_model
@@ -67,12 +68,14 @@ def weights_from_files(recipe: Recipe) -> bool:
 def converted_model(recipe: Recipe) -> nn.Module:
     """The recipe's model, built and converted in memory (``profile`` of a recipe writes nothing)."""
     model = recipe_model(recipe)
-    if weights_from_files(recipe):
+    meta = on_meta_device(model)  # a directory without weights: shapes only, nothing to fingerprint or rank
+    if weights_from_files(recipe) and not meta:
         mark_source_weights(model)
     rules = merge_rules(MODES[recipe.mode](), recipe.rules)
-    dummy = example_inputs([[1, *recipe.input_shape]], [recipe.input_dtype])  # token ids are zeros: valid ids
+    device = next((p.device for p in model.parameters()), None)
+    dummy = example_inputs([[1, *recipe.input_shape]], [recipe.input_dtype], device=device)  # token ids 0: valid
     mtn.convert(model, [(recipe.mode, rules)], dummy_input=dummy)
-    if recipe.mode == "fastnas":
+    if recipe.mode == "fastnas" and not meta:
         sort_channels_by_importance(model)
     return model
 

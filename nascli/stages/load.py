@@ -8,10 +8,12 @@ from typing import Any
 
 from torch import nn
 
+from nascli.cost.record import space_from_record
 from nascli.errors import CheckpointError, UserInputError
 from nascli.opt.checkpoint import apply_checkpoint, read_checkpoint, untrusted_code
 from nascli.recipe.load import apply_overrides, load_recipe, parse_overrides, validate_recipe
 from nascli.recipe.schema import Recipe
+from nascli.space.space import SearchSpace
 from nascli.train.distributed import init_from_env
 
 RECIPE_SUFFIXES = (".yaml", ".yml")
@@ -60,6 +62,22 @@ def load_stage_input(
     weights = command != "profile"  # a profile reads the search space only
     model = recipe_model(recipe, weights and checkpoint.get("weights") is not None, on_meta and not weights)
     return apply_checkpoint(model, checkpoint, path, weights), path, checkpoint, recipe
+
+
+def recorded_space(path: Path, overrides: list[str]) -> tuple[SearchSpace, Recipe] | None:
+    """(search space, recipe) of a checkpoint from its cost record, without building the model.
+
+    For what only prices subnets (a profile that times nothing): the checkpoint is checked as
+    ``load_stage_input`` checks it, but no code is called and no weight read. None where the
+    model must be restored instead: a checkpoint without a record (an older version's), or
+    overrides of the keys that say which model it is.
+    """
+    checkpoint = read_checkpoint(path)
+    recipe = _checked_recipe(path, checkpoint, overrides, "profile")
+    if any(key[0] in IDENTITY_KEYS for key, _ in parse_overrides(overrides)) or not checkpoint.get("costs"):
+        return None
+    space = space_from_record(checkpoint["costs"])
+    return None if space is None else (space, recipe)
 
 
 def check_stage_input(path: Path, overrides: list[str], command: str) -> Recipe:

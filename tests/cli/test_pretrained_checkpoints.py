@@ -266,17 +266,66 @@ def test_a_convert_pt_whose_source_weights_changed_is_refused_in_one_line_naming
 
 
 def test_a_profile_of_a_pretrained_convert_pt_reads_no_weight(tmp_path):
-    """Restored on the meta device: the same profile with the weights file gone, and nothing allocated."""
+    """From the checkpoint's cost record: the profile of the recipe converted with its weights, the weights
+    file gone; a restore that reads only shapes (timing a latency table needs the model) builds it on meta."""
     model_dir = _llama_dir(tmp_path / "model")
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(yaml.safe_dump({**_recipe(model_dir), "run_dir": str(tmp_path / "run")}))
+    in_memory = runner.invoke(app, ["-q", "profile", str(recipe), "--json"])
+    assert in_memory.exit_code == 0, in_memory.stderr
     convert_pt = _pipe(["convert", str(recipe)])
-    with_weights = runner.invoke(app, ["-q", "profile", convert_pt, "--json"])
-    assert with_weights.exit_code == 0, with_weights.stderr
     (model_dir / "model.safetensors").rename(tmp_path / "elsewhere.safetensors")
 
+    recorded = runner.invoke(app, ["-q", "profile", convert_pt, "--json"])
+    assert recorded.exit_code == 0, recorded.stderr
+    assert {**json.loads(recorded.stdout), "checkpoint": None} == {**json.loads(in_memory.stdout), "checkpoint": None}
     model, *_ = load_stage_input(Path(convert_pt), [], "profile", on_meta=True)
     assert {p.device.type for p in model.parameters()} == {"meta"} and _dtypes(model) == {torch.bfloat16}
-    without = runner.invoke(app, ["-q", "profile", convert_pt, "--json"])
-    assert without.exit_code == 0, without.stderr
-    assert json.loads(without.stdout) == json.loads(with_weights.stdout)
+
+
+def _config_only(folder: Path) -> Path:
+    """A Llama directory holding its config.json and nothing else, as published configs of large models are."""
+    config = transformers.LlamaConfig(vocab_size=len(word_tokenizer(WORDS)), **SIZES, dtype="bfloat16")
+    config.architectures = ["LlamaForCausalLM"]
+    config.save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("mode", ["fastnas", "autonas"])
+def test_a_config_alone_converts_and_profiles_on_the_meta_device_as_the_model_with_weights(tmp_path, mode):
+    with_weights, config_only = _llama_dir(tmp_path / "weights"), _config_only(tmp_path / "config")
+    profiles = []
+    for model_dir in (with_weights, config_only):
+        recipe = tmp_path / f"{model_dir.name}.yaml"
+        recipe.write_text(
+            yaml.safe_dump({**_recipe(model_dir), "mode": mode, "run_dir": str(tmp_path / model_dir.name)})
+        )
+        convert_pt = _pipe(["convert", str(recipe)])
+        profiled = runner.invoke(app, ["-q", "profile", convert_pt, "--json"])
+        assert profiled.exit_code == 0, profiled.stderr
+        profiles.append({**json.loads(profiled.stdout), "checkpoint": None})
+    assert profiles[0] == profiles[1]
+    stored = torch.load(tmp_path / "config" / "convert.pt", weights_only=True)
+    assert stored["state_dict"] == {} and stored["weights"]["meta"]
+
+
+def test_a_checkpoint_of_a_config_alone_is_refused_by_the_stages_that_need_weights(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({**_recipe(_config_only(tmp_path / "model")), "run_dir": str(tmp_path / "run")}))
+    convert_pt = _pipe(["convert", str(recipe)])
+    result = runner.invoke(app, ["-q", "search", convert_pt])
+    assert result.exit_code == 2 and result.stdout == ""
+    [line] = error_lines(result)
+    assert line.startswith(f"error: {convert_pt}: converted from a model's config alone") and "profile" in line
+
+
+def test_a_directory_whose_config_does_not_load_is_one_line(tmp_path):
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text("{not json")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({**_recipe(model_dir), "run_dir": str(tmp_path / "run")}))
+    result = runner.invoke(app, ["-q", "convert", str(recipe)])
+    assert result.exit_code == 2 and not (tmp_path / "run" / "convert.pt").exists()
+    [line] = error_lines(result)
+    assert line.startswith("error: model.kwargs.path: cannot read") and "config.json" in line
