@@ -62,7 +62,7 @@ def from_pretrained(path: str, architecture: str | None = None) -> nn.Module:
     """
     directory, model_class = _pretrained_class(path, architecture)
     if not any(any(directory.glob(pattern)) for pattern in WEIGHT_FILES):
-        return pretrained_on_meta(path, architecture)
+        return _on_meta(directory, model_class)
     try:
         return model_class.from_pretrained(directory, local_files_only=True)
     except (OSError, ValueError) as exc:
@@ -75,9 +75,12 @@ def pretrained_on_meta(path: str, architecture: str | None = None) -> nn.Module:
     For what reads only the search space (``nascli profile`` of a checkpoint): building it takes
     the time of parsing ``config.json``, where loading a 1 B model's weights takes seconds.
     """
+    return _on_meta(*_pretrained_class(path, architecture))
+
+
+def _on_meta(directory: Path, model_class: Any) -> nn.Module:
     import torch
 
-    directory, model_class = _pretrained_class(path, architecture)
     try:
         config = model_class.config_class.from_pretrained(directory, local_files_only=True)
         dtype = getattr(config, "dtype", None)  # as from_pretrained's default dtype="auto" reads it

@@ -34,7 +34,7 @@ from nascli.opt.trust import code_references, describe, is_signed_here, sign
 from nascli.space.convert import convert_model
 from nascli.space.export import export_in_place
 from nascli.space.importance import apply_channel_orders, set_block_ranks
-from nascli.space.space import example_inputs, get_space, is_converted
+from nascli.space.space import example_inputs, get_space, is_converted, on_meta_device, parameter_device
 
 FORMAT = "nascli/1"
 #: attribute of an exported model holding the conversion that rebuilds it (plain data, no weights)
@@ -110,11 +110,6 @@ def build_checkpoint(
         "metrics": metrics or {},
         "signature": sign(code_references(recipe, factory)),
     }
-
-
-def on_meta_device(model: nn.Module) -> bool:
-    """Whether the model holds shapes only: parameters on the meta device, no data to store or read."""
-    return any(p.is_meta for p in model.parameters())
 
 
 def weights_fingerprint(model: nn.Module) -> str:
@@ -384,7 +379,7 @@ def replay_conversion(
         (mode_name, rules), *rest = checkpoint["modes"]
         if rest:
             raise CheckpointError(f"{path}: records {len(checkpoint['modes'])} modes; this version replays one")
-        device = next((p.device for p in model.parameters()), None)  # the meta device for a profile's skeleton
+        device = parameter_device(model)  # the meta device for a profile's skeleton
         inputs = example_inputs(checkpoint["input_shapes"], _input_dtypes(checkpoint, path), device=device)
         recorded = {name: list(spec["choices"]) for name, spec in checkpoint["space"].items()}
         convert_model(model, mode_name, rules, inputs, recorded)

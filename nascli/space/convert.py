@@ -20,7 +20,14 @@ from nascli.space.kinds.hidden import HIDDEN
 from nascli.space.kinds.hidden import RULE_KEY as HIDDEN_RULE
 from nascli.space.kinds.parameters import PARAMETERS
 from nascli.space.rules import settings_for, settings_matching
-from nascli.space.space import SPACE_ATTR, SearchSpace, get_space, is_converted, sample_in_training
+from nascli.space.space import (
+    SPACE_ATTR,
+    SearchSpace,
+    get_space,
+    is_converted,
+    on_meta_device,
+    sample_in_training,
+)
 from nascli.space.trace import TraceResult, buffers_kept, trace_model
 
 
@@ -212,7 +219,7 @@ def _run(model: nn.Module, inputs: tuple) -> Any:
     attention-mask checks call ``.all()``) sees a traced tensor and skips the check, as it does
     under ``torch.export``.
     """
-    if not any(p.is_meta for p in model.parameters()):
+    if not on_meta_device(model):
         return model(*inputs)
     from torch._subclasses.fake_tensor import FakeTensorMode
 

@@ -16,6 +16,16 @@ from nascli.space.hparam import Hparam
 SPACE_ATTR = "_nascli_space"
 
 
+def on_meta_device(model: nn.Module) -> bool:
+    """Whether the model holds shapes only: parameters on the meta device, no data to store or read."""
+    return any(p.is_meta for p in model.parameters())
+
+
+def parameter_device(model: nn.Module) -> Any:
+    """The device of the model's parameters (None for a model without any): where its example inputs go."""
+    return next((p.device for p in model.parameters()), None)
+
+
 def example_inputs(
     shapes: list, dtypes: list[str] | None = None, batch: int | None = None, device: Any = None
 ) -> tuple:

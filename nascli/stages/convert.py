@@ -18,14 +18,13 @@ from nascli.opt.checkpoint import (
     load_failure,
     load_plain_data,
     mark_source_weights,
-    on_meta_device,
     write_checkpoint,
 )
 from nascli.recipe.factory import build_model
 from nascli.recipe.schema import Recipe
 from nascli.space.importance import sort_channels_by_importance
 from nascli.space.rules import merge_rules
-from nascli.space.space import example_inputs, get_space
+from nascli.space.space import example_inputs, get_space, on_meta_device, parameter_device
 from nascli.stages.rundir import append_metrics, run_dir_lock, write_recipe
 
 
@@ -72,8 +71,7 @@ def converted_model(recipe: Recipe) -> nn.Module:
     if weights_from_files(recipe) and not meta:
         mark_source_weights(model)
     rules = merge_rules(MODES[recipe.mode](), recipe.rules)
-    device = next((p.device for p in model.parameters()), None)
-    dummy = example_inputs([[1, *recipe.input_shape]], [recipe.input_dtype], device=device)  # token ids 0: valid
+    dummy = example_inputs([[1, *recipe.input_shape]], [recipe.input_dtype], device=parameter_device(model))
     mtn.convert(model, [(recipe.mode, rules)], dummy_input=dummy)
     if recipe.mode == "fastnas" and not meta:
         sort_channels_by_importance(model)
