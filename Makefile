@@ -7,11 +7,16 @@ install:
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -e '.[dev]'
 
+# Two pytest workers of one torch thread each (a test file per worker at a time): most of the
+# suite is Python between small torch calls, and two processes of two threads each on two cores
+# would spin against each other.
+PYTEST := OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadfile
+
 test:
-	$(PY) -m pytest -q
+	$(PYTEST)
 
 test-fast:
-	$(PY) -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 bench:
 	$(PY) scripts/bench_engine.py

@@ -5,7 +5,10 @@ groups, MLP 5632, vocabulary 32,000: 1.10 B parameters) with random weights, sav
 ``save_pretrained`` in bfloat16 as real checkpoints ship, beside its own tokenizer (a byte-level
 BPE trained on part of the Python standard library's source). Then runs, each as its own
 ``nascli`` process, convert, profile, search (fastnas, uniform, activation importance), with
-``--finetune`` a distillation from the original, and ``export --format hf``, and prints per stage the wall time,
+``--finetune lora|full`` a distillation from the original (low-rank adapters on the frozen bfloat16
+subnet, or every weight in float32 master precision) for one step of ``--finetune-batch`` sequences
+(three documents of 1,100 characters: one to train on, one each to validate and test), and
+``export --format hf``, and prints per stage the wall time,
 the peak resident memory above the interpreter's own (Python with torch, transformers and nascli
 imported, measured the same way) as a multiple of the weights' bytes, and the bytes the stage
 wrote into the run directory.
@@ -13,6 +16,11 @@ wrote into the run directory.
 Run alone (another busy process makes torch on 2 cores many times slower):
     .venv/bin/python scripts/bench_llm_scale.py [--workdir /tmp/nascli-scale] [--layers 22]
 ``--layers`` builds a shallower model of the same width for a quick look.
+
+``--throughput bfloat16 float32`` then times the exported directory against the original, each
+loaded by transformers alone in a fresh process in that dtype: tokens per second of a forward of
+4 sequences of 128 tokens and of greedy ``generate`` of 64 new tokens (median of ``--repeats``
+after a warm-up).
 
 ``--configs 8b 70b`` adds models larger than this machine, given by their ``config.json`` alone
 (Llama 3's 8 B and 70 B shapes): ``nascli convert`` builds them on the meta device and ``nascli
@@ -104,6 +112,23 @@ def write_recipe(workdir: Path, model_dir: Path) -> Path:
     return path
 
 
+def finetune_texts(workdir: Path) -> list[str]:
+    """Three documents of 1,100 characters of glob.py (about 280 tokens: two sequences of 128 each).
+
+    With ``data.val_fraction=0.1`` one is the test split, one validation and one training: one
+    fine-tuning step of two sequences, the peak memory of any longer run at that batch.
+    """
+    source = (Path(sysconfig.get_paths()["stdlib"]) / "glob.py").read_text()
+    folder = workdir / "finetune-text"
+    folder.mkdir(exist_ok=True)
+    paths = []
+    for index in range(3):
+        path = folder / f"part{index}.py"
+        path.write_text(source[index * 1100 : (index + 1) * 1100])
+        paths.append(str(path))
+    return paths
+
+
 def peak_rss(command: list[str]) -> tuple[float, float, str]:
     """(seconds, peak resident bytes, stdout) of ``command`` run in a child of a fresh helper process.
 
@@ -131,7 +156,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/nascli-scale"))
     parser.add_argument("--layers", type=int, default=22)
-    parser.add_argument("--finetune", action="store_true", help="also fine-tune (distill) and export finetune.pt")
+    parser.add_argument("--finetune", choices=["lora", "full"], help="also fine-tune (distill) and export finetune.pt")
+    parser.add_argument("--finetune-batch", type=int, default=2, help="sequences of 128 tokens per fine-tuning step")
+    parser.add_argument(
+        "--from-search", action="store_true", help="reuse an earlier run's search.pt: only the stages after"
+    )
+    parser.add_argument(
+        "--throughput",
+        nargs="*",
+        choices=["bfloat16", "float32"],
+        default=[],
+        help="also time the exported model against the original in these dtypes",
+    )
+    parser.add_argument("--repeats", type=int, default=2, help="timed runs per throughput figure (median)")
     parser.add_argument("--configs", nargs="*", choices=sorted(CONFIGS), default=[], help="also these, config alone")
     parser.add_argument("--only-configs", action="store_true", help="skip the 1.1 B checkpoint's stages")
     args = parser.parse_args()
@@ -147,7 +184,10 @@ def main() -> None:
     weights = build_checkpoint(model_dir, args.layers)
     recipe = write_recipe(workdir, model_dir)
     run = workdir / "run"
-    shutil.rmtree(run, ignore_errors=True)
+    if args.from_search and not (run / "search.pt").is_file():
+        raise SystemExit(f"--from-search: no {run / 'search.pt'}")
+    if not args.from_search:
+        shutil.rmtree(run, ignore_errors=True)
     shutil.rmtree(workdir / "hf", ignore_errors=True)
     env_threads = os.environ.get("OMP_NUM_THREADS", f"{torch.get_num_threads()} (torch default)")
     _, base, _ = peak_rss([sys.executable, "-c", BASELINE])
@@ -156,9 +196,19 @@ def main() -> None:
         ("profile", [*NASCLI, "profile", str(run / "convert.pt"), "--params", "50%"]),
         ("search", [*NASCLI, "search", str(run / "convert.pt"), "--params", "50%"]),
     ]
+    if args.from_search:
+        stages = []
     exported = "search.pt"
-    if args.finetune:  # minutes per step at this size on a CPU without bfloat16 units
-        stages.append(("finetune", [*NASCLI, "finetune", str(run / "search.pt")]))
+    if args.finetune:  # many minutes per step at this size on a CPU without bfloat16 units: one step
+        texts = finetune_texts(workdir)
+        overrides = [
+            f"data.batch_size={args.finetune_batch}",
+            f"data.files={json.dumps(texts)}",
+            "data.val_fraction=0.1",
+        ]
+        if args.finetune == "lora":
+            overrides.append("finetune.lora.rank=16")
+        stages.append((f"finetune ({args.finetune})", [*NASCLI, "finetune", str(run / "search.pt"), *overrides]))
         exported = "finetune.pt"
     out = str(workdir / "hf")
     stages.append(("export --format hf", [*NASCLI, "export", str(run / exported), "--format", "hf", "-o", out]))
@@ -186,6 +236,8 @@ def main() -> None:
         f" loading them (from_pretrained, every tensor read): {load_s:.1f}s; torch threads: {env_threads}"
     )
     print(json.dumps({"weights": weights, "interpreter": base, "load_seconds": load_s, "stages": rows}))
+    if args.throughput:
+        console.print(throughput_rows(model_dir, workdir / "hf", args.throughput, args.repeats))
     if args.configs:
         console.print(config_rows(workdir, args.configs, base))
 
@@ -223,6 +275,46 @@ def config_rows(workdir: Path, names: list[str], base: int) -> Table:
             if stage.startswith("profile"):
                 counted = f"{json.loads(out)['max']['params']:,} / {numel:,}"
             table.add_row(name, stage, f"{seconds:.1f}", f"{rss / 1e9:.2f}", f"{(rss - base) / 1e9:.2f}", counted)
+    return table
+
+
+THROUGHPUT = """
+import json, statistics, sys, time, torch, transformers
+path, dtype, batch, seq, new, repeats = sys.argv[1], getattr(torch, sys.argv[2]), *map(int, sys.argv[3:7])
+model = transformers.AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype).eval()
+vocab = model.config.vocab_size
+ids = torch.randint(0, vocab, (batch, seq), generator=torch.Generator().manual_seed(0))
+prompt = ids[:1, :16]
+def timed(run):
+    run()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter(); run(); times.append(time.perf_counter() - start)
+    return statistics.median(times)
+with torch.inference_mode():
+    forward = timed(lambda: model(ids))
+    generate = timed(lambda: model.generate(prompt, max_new_tokens=new, min_new_tokens=new, do_sample=False))
+print(json.dumps({"forward_tokens_per_s": batch * seq / forward, "generate_tokens_per_s": new / generate}))
+"""
+
+
+def throughput_rows(original: Path, exported: Path, dtypes: list[str], repeats: int) -> Table:
+    """Tokens per second of the original and the exported directory, each loaded by transformers in a fresh
+    process: a forward of 4 sequences of 128 tokens, and greedy ``generate`` of 64 new tokens after 16."""
+    table = Table(title="Throughput of the exported model against the original (transformers, this CPU)")
+    for column in ("dtype", "model", "forward tokens/s", "generate tokens/s", "forward speed-up", "generate speed-up"):
+        table.add_column(column, justify="left" if column in ("dtype", "model") else "right")
+    for dtype in dtypes:
+        found = {}
+        for name, path in (("original", original), ("exported", exported)):
+            command = [sys.executable, "-c", THROUGHPUT, str(path), dtype, "4", "128", "64", str(repeats)]
+            found[name] = json.loads(subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True).stdout)
+        for name, rates in found.items():
+            forward, generate = rates["forward_tokens_per_s"], rates["generate_tokens_per_s"]
+            up_forward = forward / found["original"]["forward_tokens_per_s"]
+            up_generate = generate / found["original"]["generate_tokens_per_s"]
+            table.add_row(dtype, name, f"{forward:.1f}", f"{generate:.2f}", f"{up_forward:.2f}x", f"{up_generate:.2f}x")
+        print(json.dumps({"throughput": dtype, **found}))
     return table
 
 

@@ -67,5 +67,7 @@ def _relaunch_with_torchrun(nproc: int, source: Path | None, overrides: list[str
     del args[index : index + (1 if "=" in args[index] else 2)]
     if source is None:  # the input came from a pipe: pass it on, the processes cannot share stdin
         args.insert(args.index("train") + 1, str(path))
-    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", "-m", "nascli", *args]
+    # --standalone: a rendezvous on a free local port, so two jobs on one machine never collide
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
+    command = [*torchrun, "-m", "nascli", *args]
     raise typer.Exit(subprocess.run(command).returncode)

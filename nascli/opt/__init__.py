@@ -9,7 +9,7 @@ from typing import IO, Any
 
 from torch import nn
 
-from nascli.errors import CheckpointError
+from nascli.errors import CheckpointError, UserInputError
 from nascli.opt.checkpoint import (
     apply_checkpoint,
     build_checkpoint,
@@ -24,15 +24,34 @@ from nascli.recipe.factory import build_model
 __all__ = ["apply_mode", "load_modelopt_state", "modelopt_state", "restore", "restore_from_modelopt_state", "save"]
 
 
-def apply_mode(model: nn.Module | Callable[[], nn.Module] | str | tuple, mode: Any) -> nn.Module:
+def apply_mode(
+    model: nn.Module | Callable[[], nn.Module] | str | tuple,
+    mode: Any,
+    registry: Any = None,
+    init_state: bool | None = None,
+    mode_kwargs: dict[str, Any] | list[dict[str, Any]] | None = None,
+) -> nn.Module:
     """Apply a mode (``"autonas"``, ``("fastnas", config)``, ``"export_nas"`` or a list) to a model.
 
     ModelOpt's generic entry point; for nascli's modes it is ``nascli.nas.convert``, and
-    ``"export_nas"`` alone exports a converted model.
+    ``"export_nas"`` alone exports a converted model. ``init_state`` says whether the model
+    must start a conversion state (True: it must not be converted yet) or extend the one it
+    holds (False: it must be converted); None infers it. nascli has one registry of modes, so
+    ``registry`` must be None; ``mode_kwargs`` (per-mode keyword arguments that are not
+    recorded) must be empty, as no nascli mode takes any.
     """
     from nascli.nas import convert, export
     from nascli.nas.config import EXPORT_MODES
+    from nascli.space.space import is_converted
 
+    if registry is not None:
+        raise UserInputError("apply_mode: registry must be None (nascli's modes are all in one registry)")
+    kwargs = [mode_kwargs] if isinstance(mode_kwargs, dict) else list(mode_kwargs or [])
+    if any(kwargs):
+        raise UserInputError("apply_mode: mode_kwargs must be empty (no nascli mode takes keyword arguments)")
+    if isinstance(model, nn.Module) and init_state is not None and init_state == is_converted(model):
+        held = "already holds a conversion state" if init_state else "holds no conversion state to extend"
+        raise UserInputError(f"apply_mode: {type(model).__name__} {held} (init_state={init_state})")
     if isinstance(mode, str) and mode in EXPORT_MODES:
         return export(build_model(model))
     return convert(model, mode=mode)

@@ -56,7 +56,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     for path, value in parse_overrides(overrides):
         node = data
         for depth, part in enumerate(path[:-1]):
-            child = node.setdefault(part, {})
+            child = node.get(part)
+            if child is None:  # an absent or unset section (finetune.lora: null) takes its defaults
+                child = node[part] = {}
             if not isinstance(child, dict):
                 where = ".".join(path[: depth + 1])
                 raise UserInputError(f"override {'.'.join(path)}: {where} is not a mapping")

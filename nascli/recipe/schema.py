@@ -115,6 +115,20 @@ class SearchSpec(_Strict):
     seed: int | None = None
 
 
+class LoraSpec(_Strict):
+    """Low-rank adapters on the frozen subnet, merged into it at the end (nascli/train/lora.py)."""
+
+    rank: PositiveInt = 16
+    alpha: float = Field(default=32.0, gt=0, description="the adapters' output is scaled by alpha / rank")
+    dropout: float = Field(default=0.0, ge=0, lt=1)
+    targets: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        description="names (or last name parts) of the linear layers to adapt; default every linear layer but the"
+        " output layer",
+    )
+
+
 class FinetuneSpec(_Strict):
     """Fine-tuning of the searched subnet; defaults: the training schedule at half the LR."""
 
@@ -129,6 +143,11 @@ class FinetuneSpec(_Strict):
         default=False,
         description="with distill: the frozen teacher's forward in bfloat16 autocast (fast on GPUs and on CPUs with"
         " AVX512-BF16 or AMX); the student keeps train.bf16's precision",
+    )
+    lora: LoraSpec | None = Field(
+        default=None,
+        description="train low-rank adapters on the frozen subnet instead of all its weights: the memory of the"
+        " weights plus the adapters'",
     )
 
 

@@ -1,13 +1,15 @@
 """Export the active subnet of a converted model as a plain model of native layers.
 
-Three forms, by who owns the weights afterwards (docs/architecture.md, Export):
+Four forms, by who owns the weights afterwards (docs/architecture.md, Export):
 
 - ``export_model``: a new model owning one compact copy of the subnet's weights, trained or
   changed without touching the converted model (a fine-tuned student, a scored candidate);
 - ``export_in_place``: the converted model itself turns plain, each layer freeing its full tensors
   as it shrinks, so exporting a model as large as memory allows needs no second copy of it;
 - ``export_max``: the max subnet as plain layers sharing the converted model's tensors (a
-  frozen teacher, a model converted again), at no cost in memory.
+  frozen teacher, a model converted again), at no cost in memory;
+- ``export_views``: the active subnet as plain layers holding views of the converted model's
+  tensors: a frozen base for low-rank adapters, whose merge then lands in the converted model.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import copy
 from torch import nn
 
 from nascli.space.kinds import DynamicModule
-from nascli.space.kinds.base import sharing_whole_tensors
+from nascli.space.kinds.base import sharing_active_views, sharing_whole_tensors
 from nascli.space.space import SPACE_ATTR, get_space, sample_in_training
 
 
@@ -74,3 +76,16 @@ def export_max(model: nn.Module) -> nn.Module:
     finally:
         space.select(active)
         space.sample_in_train = sampling
+
+
+def export_views(model: nn.Module) -> nn.Module:
+    """The active subnet as plain layers whose tensors are views of the converted model's, at no cost
+    in memory; ``model`` keeps its subnet and stays converted.
+
+    Where a layer's active channels are not a leading slice (segments picked by index) its tensor
+    is a copy. Not for training the weights themselves: an in-place update of a view is an update
+    of ``model``, which is what merging adapters trained on a frozen view wants.
+    """
+    get_space(model)
+    with sharing_active_views():
+        return _make_native(_structure_copy(model))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +13,12 @@ from torch.utils.data import DataLoader
 
 from nascli.data import recipe_splits
 from nascli.errors import UserInputError
-from nascli.opt.checkpoint import exported_checkpoint, write_checkpoint
+from nascli.opt.checkpoint import build_checkpoint, exported_checkpoint, remember_conversion, write_checkpoint
 from nascli.recipe.schema import Recipe
-from nascli.space.export import export_max, export_model
+from nascli.space.export import export_in_place, export_max, export_model, export_views
 from nascli.stages.rundir import append_metrics, run_dir_lock
-from nascli.train.device import HALF_DTYPES, weights_dtype
+from nascli.train.device import HALF_DTYPES, training_device, weights_dtype
+from nascli.train.lora import add_adapters, merge_adapters
 from nascli.train.trainer import SubnetTrainer
 
 
@@ -25,7 +27,9 @@ def finetune_stage(model: nn.Module, recipe: Recipe, console: Console | None) ->
 
     A bfloat16 or float16 model trains with float32 master weights (and so float32 optimizer
     states) and its forward in bfloat16 autocast, PyTorch's standard mixed precision; the
-    fine-tuned weights are stored back in the model's dtype.
+    fine-tuned weights are stored back in the model's dtype. With ``finetune.lora`` the subnet's
+    weights stay frozen in their dtype as views of ``model``'s and only float32 low-rank adapters
+    train; merged, they turn ``model`` itself into the fine-tuned subnet (nascli/train/lora.py).
     """
     with run_dir_lock(recipe.run_dir):
         return _finetune(model, recipe, console)
@@ -36,10 +40,19 @@ def _finetune(model: nn.Module, recipe: Recipe, console: Console | None) -> Path
     epochs = spec.epochs or recipe.train.epochs
     train_spec = recipe.train.model_copy(update={"lr": spec.lr or recipe.train.lr * 0.5, "epochs": epochs})
     splits = recipe_splits(recipe)
-    student = export_model(model).train()
-    dtype = weights_dtype(student)
-    if dtype in HALF_DTYPES:  # mixed precision: float32 master weights, bfloat16 compute (autocast)
-        student.float()
+    dtype = weights_dtype(model)
+    if spec.lora is not None:  # frozen views of the converted model's tensors: no copy of the weights
+        model.to(training_device(train_spec.device))  # so the views, and the merge into them, are on that device
+        student = export_views(model).train()
+        try:
+            add_adapters(student, spec.lora)
+        except ValueError as exc:
+            raise UserInputError(str(exc)) from exc
+    else:
+        student = export_model(model).train()
+        if dtype in HALF_DTYPES:
+            student.float()  # float32 master weights
+    if dtype in HALF_DTYPES:  # mixed precision: bfloat16 compute (autocast) over float32 trained weights
         train_spec = train_spec.model_copy(update={"bf16": True})
     teacher = None
     if spec.distill and spec.distill_weight > 0:  # the max subnet as plain layers sharing its tensors: no copy
@@ -53,27 +66,34 @@ def _finetune(model: nn.Module, recipe: Recipe, console: Console | None) -> Path
     except ValueError as exc:
         raise UserInputError(str(exc)) from exc
     run_dir = Path(recipe.run_dir)
-
-    metric = trainer.task.metric
+    task, val = trainer.task, trainer.val
 
     def log(record: dict[str, Any]) -> None:
         append_metrics(run_dir, {"stage": "finetune", **record})
         if console is not None:
             console.print(
-                f"finetune epoch {record['epoch']}: loss {record['loss']:.4f}  val {metric} {record[metric]:.4f}  "
-                f"{record[f'{trainer.task.unit}_per_s']:.0f} {trainer.task.unit}/s"
+                f"finetune epoch {record['epoch']}: loss {record['loss']:.4f}  val {task.metric} "
+                f"{record[task.metric]:.4f}  {record[f'{task.unit}_per_s']:.0f} {task.unit}/s"
             )
 
     trainer.fit(lambda state: None, log)
+    if spec.lora is not None:
+        merge_adapters(student)  # into the views: the converted model's active subnet is now the fine-tuned one
+        del trainer, student, teacher  # the views hold the full tensors, which the export below frees layer by layer
+        gc.collect()  # whatever of them sits in reference cycles, before the export copies the subnet beside them
+        remember_conversion(model, model)
+        student = export_in_place(model)
     student.to(dtype)  # stored, evaluated and exported in the checkpoint's own dtype
     eval_batch = recipe.data.eval_batch_size
     metrics = {
-        f"val_{metric}": trainer.task.evaluate(student, trainer.val)[metric],
-        f"test_{metric}": trainer.task.evaluate(student, DataLoader(splits.test, eval_batch))[metric],
+        f"val_{task.metric}": task.evaluate(student, val)[task.metric],
+        f"test_{task.metric}": task.evaluate(student, DataLoader(splits.test, eval_batch))[task.metric],
     }
     append_metrics(run_dir, {"stage": "finetune", **metrics})
-    checkpoint = exported_checkpoint(
-        model, student, stage="finetune", recipe=recipe.model_dump(mode="json"),
-        factory=recipe.model.model_dump(mode="json"), metrics=metrics,
-    )  # fmt: skip
+    fields = {"stage": "finetune", "recipe": recipe.model_dump(mode="json"),
+              "factory": recipe.model.model_dump(mode="json"), "metrics": metrics}  # fmt: skip
+    if spec.lora is not None:  # ``model`` is the exported student, remembering its conversion
+        checkpoint = build_checkpoint(student, **fields)
+    else:
+        checkpoint = exported_checkpoint(model, student, **fields)
     return write_checkpoint(checkpoint, run_dir / "finetune.pt")

@@ -33,15 +33,17 @@ __all__ = ["SubnetTrainer", "SupernetTrainer", "Trainer", "accuracy", "build_opt
 
 
 def build_optimizer(model: nn.Module, spec: TrainSpec) -> torch.optim.Optimizer:
+    """The optimizer of the parameters that train (frozen ones, under adapters, hold no state)."""
+    params = [p for p in model.parameters() if p.requires_grad]
     if spec.optimizer == "sgd":
         return torch.optim.SGD(
-            model.parameters(),
+            params,
             lr=spec.lr,
             momentum=spec.momentum,
             nesterov=spec.nesterov and spec.momentum > 0,
             weight_decay=spec.weight_decay,
         )
-    return torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+    return torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay)
 
 
 def warmup_cosine(total_steps: int, warmup_steps: int) -> Callable[[int], float]:

@@ -139,8 +139,8 @@ def test_two_processes_score_candidates_in_parallel_with_the_same_result(run_dir
     one = _nascli("-q", "search", str(run_dir / "train.pt"), f"run_dir={tmp_path / 'one'}", *settings)
     assert one.returncode == 0, one.stderr[-2000:]
     two = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "-m", "nascli", "-q", "search",
-         str(run_dir / "train.pt"), f"run_dir={tmp_path / 'two'}", *settings],
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "nascli", "-q",
+         "search", str(run_dir / "train.pt"), f"run_dir={tmp_path / 'two'}", *settings],
         capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )  # fmt: skip
     assert two.returncode == 0, two.stderr[-2000:]

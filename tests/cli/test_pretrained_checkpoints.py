@@ -220,6 +220,30 @@ def test_the_export_computes_the_logits_of_the_pruned_model(run, exported):
     assert outputs_match(got, expected), f"differs by {max_difference(got, expected):.3g}"
 
 
+@pytest.mark.slow
+def test_finetuning_with_adapters_trains_the_subnet_in_its_dtype_and_exports_it(run, tmp_path):
+    """``finetune.lora``: the subnet's own weights frozen in bfloat16, only the adapters train, merged before
+    the checkpoint is written; the export loads with the logits of the fine-tuned subnet."""
+    env = {"NASCLI_CACHE_DIR": str(run.cache)}
+    search_pt = run.run_dir / "search.pt"
+    overrides = ["finetune.lora.rank=4", "finetune.lr=0.01", f"run_dir={tmp_path / 'run'}"]
+    finetune_pt = Path(_pipe(["finetune", str(search_pt), *overrides], env=env))
+    hf = Path(_pipe(["export", str(finetune_pt), "--format", "hf", "-o", str(tmp_path / "hf")]))
+    converted, *_ = load_stage_input(search_pt, [], "export")
+    subnet = export_model(converted).eval()
+    fine_tuned, *_ = load_stage_input(finetune_pt, [], "export")
+    before, after = subnet.state_dict(), fine_tuned.state_dict()
+    assert {k: v.shape for k, v in after.items()} == {k: v.shape for k, v in before.items()}
+    assert {v.dtype for v in after.values() if v.is_floating_point()} == {torch.bfloat16}
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert moved and all(k.endswith("_proj.weight") for k in moved)  # the adapted layers, and only them
+    ids = torch.randint(0, len(_auto_tokenizer(run.model_dir)), (2, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected, got = fine_tuned.eval()(ids).logits, _auto_model(hf)(ids).logits
+    assert _dtypes(_auto_model(hf)) == {torch.bfloat16}
+    assert outputs_match(got, expected), f"differs by {max_difference(got, expected):.3g}"
+
+
 def _recipe(model_dir: Path, **model) -> dict:
     spec = {"factory": "nascli.hf:from_pretrained", "kwargs": {"path": str(model_dir)}, **model}
     return {"model": spec, "input_shape": [8], "input_dtype": "int64", "mode": "fastnas"}

@@ -95,8 +95,8 @@ def test_a_killed_run_resumes_to_the_same_weights(tmp_path):
 @pytest.mark.slow
 def test_two_processes_under_torchrun_agree(tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "-m", "nascli", "-q", "train", RECIPE,
-         f"run_dir={tmp_path}", "train.epochs=1", *SMALL],
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "nascli", "-q",
+         "train", RECIPE, f"run_dir={tmp_path}", "train.epochs=1", *SMALL],
         capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]

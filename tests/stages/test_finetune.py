@@ -2,10 +2,12 @@
 
 import json
 
+import pytest
 import torch
 from torch import nn
 
 import nascli.opt as mto
+from nascli.errors import UserInputError
 from nascli.space.export import export_model
 from nascli.space.space import get_space, is_converted
 from nascli.stages.finetune import finetune_stage
@@ -52,3 +54,11 @@ def test_the_teacher_is_the_plain_full_model_and_runs_in_bfloat16_when_asked(tmp
     student = mto.restore(None, tmp_path / "finetune.pt")
     assert sum(p.numel() for p in student.parameters()) < full_params  # the student is the searched subnet
     assert calls and set(calls) == {(True, torch.bfloat16)}
+
+
+def test_adapters_on_a_model_whose_only_linear_layer_is_its_output_are_refused_in_one_line(tmp_path):
+    search = as_stage(convert(tmp_path), tmp_path / "search.pt", "search")
+    model, _, _, recipe = load_stage_input(search, ["finetune.epochs=1", "finetune.lora.rank=4"], "finetune")
+    with pytest.raises(UserInputError, match="finetune.lora: the model has no linear layer besides its output layer"):
+        finetune_stage(model, recipe, None)
+    assert not (tmp_path / "finetune.pt").exists()

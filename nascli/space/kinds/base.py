@@ -67,29 +67,43 @@ class DynamicModule:
         raise NotImplementedError
 
 
-_SHARE_WHOLE: contextvars.ContextVar[bool] = contextvars.ContextVar("share_whole_tensors", default=False)
+_SHARING: contextvars.ContextVar[str] = contextvars.ContextVar("export_sharing", default="copies")
 
 
 @contextlib.contextmanager
-def sharing_whole_tensors() -> Iterator[None]:
+def _sharing(how: str) -> Iterator[None]:
+    token = _SHARING.set(how)
+    try:
+        yield
+    finally:
+        _SHARING.reset(token)
+
+
+def sharing_whole_tensors() -> contextlib.AbstractContextManager[None]:
     """Within this block, export keeps a tensor the active subnet uses whole instead of copying it.
 
     An export that replaces the converted model (in place) or only reads the max subnet (a frozen
     teacher) then costs no memory for the layers it does not shrink; an export that is trained
     on its own copies everything, so its updates never reach the converted model.
     """
-    token = _SHARE_WHOLE.set(True)
-    try:
-        yield
-    finally:
-        _SHARE_WHOLE.reset(token)
+    return _sharing("whole")
+
+
+def sharing_active_views() -> contextlib.AbstractContextManager[None]:
+    """Within this block, export gives each layer a view of its active slice (or the tensor itself when
+    used whole) instead of a copy: a frozen subnet that costs no memory, whose in-place updates
+    (merged adapters) land in the converted model's tensors."""
+    return _sharing("views")
 
 
 def copied_tensor(tensor: torch.Tensor, whole: torch.Tensor) -> torch.Tensor:
-    """A compact copy of ``tensor`` (a slice of ``whole``), or ``whole`` itself when it is all of it
-    and ``sharing_whole_tensors`` is on."""
-    if _SHARE_WHOLE.get() and tensor.shape == whole.shape and tensor.data_ptr() == whole.data_ptr():
+    """A compact copy of ``tensor`` (a slice of ``whole``); ``whole`` itself when it is all of it
+    and ``sharing_whole_tensors`` is on; ``tensor`` uncopied with ``sharing_active_views``."""
+    sharing = _SHARING.get()
+    if sharing != "copies" and tensor.shape == whole.shape and tensor.data_ptr() == whole.data_ptr():
         return whole
+    if sharing == "views":
+        return tensor.detach()
     return tensor.detach().clone(memory_format=torch.contiguous_format)
 
 
