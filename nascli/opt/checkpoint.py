@@ -350,7 +350,12 @@ def apply_checkpoint(
     if reference is not None or not weights:
         return model
     _check_parameters(model, checkpoint["state_dict"], path)
-    model.load_state_dict(checkpoint["state_dict"])
+    state = checkpoint["state_dict"]
+    own = model.state_dict()
+    # the checkpoint's (memory-mapped) tensors become the model's where they fit as they are: a
+    # model restored to be exported or evaluated never holds its weights twice
+    assign = all(own[k].dtype == v.dtype and own[k].device == v.device for k, v in state.items())
+    model.load_state_dict(state, assign=assign)
     return model
 
 

@@ -7,7 +7,7 @@ import torch
 
 import nascli.nas as mtn
 import nascli.opt as mto
-from nascli.errors import CheckpointError
+from nascli.errors import CheckpointError, UserInputError
 from nascli.models import resnet20
 
 X = torch.randn(2, 1, 8, 8)
@@ -52,3 +52,16 @@ def test_apply_mode_converts_and_exports():
     model = mto.apply_mode(small(), mode=[("autonas", {})])
     assert mtn.is_converted(model)
     assert not mtn.is_dynamic(mto.apply_mode(model, mode="export_nas"))
+
+
+def test_apply_mode_takes_modelopt_s_arguments_and_checks_init_state():
+    model = mto.apply_mode((small, (), {}), mode="autonas", registry=None, init_state=True, mode_kwargs={})
+    assert mtn.is_converted(model)
+    with pytest.raises(UserInputError, match="apply_mode: ResNet already holds a conversion state"):
+        mto.apply_mode(model, mode="autonas", init_state=True)
+    with pytest.raises(UserInputError, match="apply_mode: ResNet holds no conversion state to extend"):
+        mto.apply_mode(small(), mode="autonas", init_state=False)
+    with pytest.raises(UserInputError, match="apply_mode: registry must be None"):
+        mto.apply_mode(small(), mode="autonas", registry=object())
+    with pytest.raises(UserInputError, match="apply_mode: mode_kwargs must be empty"):
+        mto.apply_mode(small(), mode="autonas", mode_kwargs=[{"dummy_input": X}])
