@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 from pathlib import Path
 from typing import Any
 
@@ -80,8 +79,7 @@ def _finetune(model: nn.Module, recipe: Recipe, console: Console | None) -> Path
     if spec.lora is not None:
         merge_adapters(student)  # into the views: the converted model's active subnet is now the fine-tuned one
         del trainer, student, teacher  # the views hold the full tensors, which the export below frees layer by layer
-        gc.collect()  # whatever of them sits in reference cycles, before the export copies the subnet beside them
-        remember_conversion(model, model)
+        remember_conversion(model, model)  # ``model`` turns into the student: it keeps the record of its conversion
         student = export_in_place(model)
     student.to(dtype)  # stored, evaluated and exported in the checkpoint's own dtype
     eval_batch = recipe.data.eval_batch_size
