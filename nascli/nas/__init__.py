@@ -15,34 +15,51 @@ from nascli.cost.constraints import resolve_constraints
 from nascli.cost.model import cost_model
 from nascli.cost.profile import profile_costs, render_profile
 from nascli.errors import UserInputError
-from nascli.nas import autonas, config, utils
+from nascli.nas import autonas, config, patch, utils
 from nascli.nas.config import resolve_modes
 from nascli.nas.search_config import translate_search_config
-from nascli.nas.utils import as_inputs, inference_flops, is_dynamic, named_hparams, plain_model_stats
+from nascli.nas.utils import (
+    as_inputs,
+    converted_module,
+    enable_modelopt_patches,
+    inference_flops,
+    is_dynamic,
+    is_modelopt_patches_enabled,
+    named_hparams,
+    no_modelopt_patches,
+    plain_model_stats,
+    set_modelopt_patches_enabled,
+)
 from nascli.opt.checkpoint import remember_conversion
 from nascli.recipe.factory import build_model
 from nascli.space.convert import convert_model, costs_at_input
 from nascli.space.dummy_input import guess_dummy_input
 from nascli.space.export import export_model
 from nascli.space.importance import sort_channels_by_importance
+from nascli.space.patches import calibrate_after_eval, reset_before_sample
 from nascli.space.space import get_space, is_converted, random_sampling
 
 __all__ = [
     "autonas",
     "config",
     "convert",
+    "enable_modelopt_patches",
     "export",
     "get_subnet_config",
     "inference_flops",
     "is_converted",
     "is_dynamic",
+    "is_modelopt_patches_enabled",
     "named_hparams",
+    "no_modelopt_patches",
+    "patch",
     "print_search_space_summary",
     "profile",
     "random_sampling",
     "search",
     "sample",
     "select",
+    "set_modelopt_patches_enabled",
     "sort_channels_by_importance",
     "utils",
 ]
@@ -76,22 +93,58 @@ def sample(model: nn.Module, sample_func: Any = random.choice) -> dict[str, Any]
 
     Returns the whole subnet config (every listed attribute, as ``get_subnet_config``), as
     ModelOpt does, so it can be passed to ``select`` or compared with ``get_subnet_config``.
+    As in ModelOpt, the subnet is not pinned: in train mode the next forward draws a random one
+    again, unless random sampling is off (``random_sampling(model, False)``,
+    ``no_modelopt_patches()``); ``eval()`` next re-estimates BN statistics for it. ``model``
+    may hold the converted module (names then start with its path); one holding none has
+    nothing to sample and gets ``{}``.
     """
-    space = get_space(model)
+    found = converted_module(model)
+    if found is None:
+        return {}
+    space = get_space(found[1])
+    sampling = space.sample_in_train
     space.sample(sample_func)
-    return space.config(None)
+    space.sample_in_train = sampling
+    reset_before_sample(space.patch_data)
+    return _prefixed(found[0], space.config(None))
 
 
 def select(model: nn.Module, config: dict[str, Any]) -> None:
-    """Activate the subnet described by ``config`` (hparam name -> value)."""
+    """Activate the subnet described by ``config`` (hparam name -> value).
+
+    Like ``sample``, it leaves random sampling in train mode as it was, as ModelOpt does.
+    """
     if not isinstance(config, dict):
         raise UserInputError(f"select: expected a dict of hparam name to value, got {type(config).__name__}")
-    get_space(model).select(config)
+    found = converted_module(model)
+    if found is None and not config:
+        return  # an empty config fits a model with no hparams, as in ModelOpt
+    if found is None:
+        get_space(model)  # the error that says to convert first
+        return
+    prefix = f"{found[0]}." if found[0] else ""
+    if stray := [name for name in config if not name.startswith(prefix)]:
+        raise UserInputError(f"select: {stray[0]!r} is not an hparam of {found[0]!r}, the converted module")
+    space = get_space(found[1])
+    sampling = space.sample_in_train
+    space.select({name.removeprefix(prefix): value for name, value in config.items()})
+    space.sample_in_train = sampling
+    reset_before_sample(space.patch_data)
 
 
 def get_subnet_config(model: nn.Module, configurable: bool | None = None) -> dict[str, Any]:
-    """Active values of every listed attribute (None), the search dimensions only (True), or the fixed ones (False)."""
-    return get_space(model).config(configurable)
+    """Active values of every listed attribute (None), the search dimensions only (True), or the fixed ones (False).
+
+    ``{}`` for a model that holds no converted module, as in ModelOpt.
+    """
+    found = converted_module(model)
+    return {} if found is None else _prefixed(found[0], get_space(found[1]).config(configurable))
+
+
+def _prefixed(name: str, config: dict[str, Any]) -> dict[str, Any]:
+    """Hparam names as seen from a model holding the converted module ``name``."""
+    return {f"{name}.{key}": value for key, value in config.items()} if name else config
 
 
 def print_search_space_summary(model: nn.Module, verbose: bool = False, file: IO[str] | None = None) -> None:
@@ -104,12 +157,17 @@ def print_search_space_summary(model: nn.Module, verbose: bool = False, file: IO
     print(get_space(model).summary(verbose), file=file or sys.stdout)
 
 
-def export(model: nn.Module) -> nn.Module:
+def export(model: nn.Module, calib: bool = False) -> nn.Module:
     """The active subnet as a new plain model of native layers (the converted model is kept).
 
     The new model remembers the conversion it came from, so ``nascli.opt.save`` of it restores
-    from the original model (``nascli.opt.restore(original, path)``).
+    from the original model (``nascli.opt.restore(original, path)``). ``calib=True`` first
+    re-estimates the converted model's BN statistics from the batches it cached in train mode,
+    as its ``eval()`` would (ModelOpt's ``calib``), so the export carries statistics of its subnet.
     """
+    space = get_space(model)
+    if calib:
+        calibrate_after_eval(model, space)
     return remember_conversion(export_model(model), model)
 
 

@@ -1,8 +1,10 @@
-"""Helpers of the NAS API that work on any model: inputs, flops, and the hparams of a converted one."""
+"""Helpers of the NAS API that work on any model: inputs, flops, the hparams of a converted one, and the
+switch of what converted models do on their own in train and eval mode (ModelOpt's patches)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import ContextDecorator
 from typing import Any
 
 import torch
@@ -13,6 +15,7 @@ from nascli.cost.fvcore_count import count_params, fvcore_flops
 from nascli.errors import UserInputError
 from nascli.space.export import export_model
 from nascli.space.hparam import Hparam
+from nascli.space.patches import patches_enabled, set_patches_enabled
 from nascli.space.space import get_space, is_converted
 
 
@@ -71,6 +74,21 @@ def is_dynamic(model: nn.Module) -> bool:
     return any(is_converted(module) for module in model.modules())
 
 
+def converted_module(model: nn.Module) -> tuple[str, nn.Module] | None:
+    """(name, module) of the one converted module in ``model`` (``""`` for the model itself), None if none.
+
+    ModelOpt's calls take the model holding a converted submodule as well as the submodule
+    itself; a model with two converted modules is ambiguous and an error.
+    """
+    if is_converted(model):
+        return "", model
+    found = [(name, module) for name, module in model.named_modules() if is_converted(module)]
+    if len(found) > 1:
+        names = ", ".join(repr(name) for name, _ in found)
+        raise UserInputError(f"{type(model).__name__} holds several converted modules ({names}); pass one of them")
+    return found[0] if found else None
+
+
 def named_hparams(model: nn.Module, configurable: bool | None = None) -> Iterator[tuple[str, Hparam]]:
     """(name, hparam) of every listed attribute (None), of the search dimensions (True), or of the
     fixed ones (False); ``hparam.choices`` and ``hparam.active`` read as in ModelOpt."""
@@ -79,3 +97,71 @@ def named_hparams(model: nn.Module, configurable: bool | None = None) -> Iterato
         yield from space.hparams.items()
     else:
         yield from ((n, hp) for n, hp in space.entries if configurable is None or not hp.is_configurable)
+
+
+# -- ModelOpt's patch switch ---------------------------------------------------------------------
+# A converted model samples a subnet per train-mode forward and calibrates BN on eval()
+# (nascli/space/patches.py). ModelOpt calls that its "patches" and offers one global switch,
+# used like torch.set_grad_enabled; these are its four names.
+
+
+def is_modelopt_patches_enabled() -> bool:
+    """Whether converted models sample in train mode and calibrate BN on ``eval()`` right now."""
+    return patches_enabled()
+
+
+class set_modelopt_patches_enabled:  # noqa: N801 (ModelOpt's name; a class so ``with`` can restore)
+    """Switch the patches on or off now; as a context manager, restore the previous setting on exit.
+
+    ``set_modelopt_patches_enabled(False)`` alone changes the global setting (as
+    ``torch.set_grad_enabled`` does); ``with set_modelopt_patches_enabled(False): ...`` limits the
+    change to the block, so a forward pass there neither samples nor caches its batch.
+    """
+
+    def __init__(self, enabled: bool) -> None:
+        self.prev = patches_enabled()
+        self.enabled = bool(enabled)
+        set_patches_enabled(self.enabled)
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        set_patches_enabled(self.prev)
+
+
+class _PatchSwitch(ContextDecorator):
+    """Set the patches to ``_value`` for a block or a decorated call and restore them afterwards.
+
+    Settings are kept on a stack, so one instance used as a decorator of a recursive function
+    (or entered twice) restores each level correctly.
+    """
+
+    _value: bool
+
+    def __init__(self) -> None:
+        self._saved: list[bool] = []
+
+    def __enter__(self) -> None:
+        self._saved.append(patches_enabled())
+        set_patches_enabled(self._value)
+
+    def __exit__(self, *exc: object) -> None:
+        set_patches_enabled(self._saved.pop())
+
+
+class no_modelopt_patches(_PatchSwitch):  # noqa: N801 (ModelOpt's name)
+    """Run a block or a decorated function (``@no_modelopt_patches()``) without the patches.
+
+    The model's own behaviour: train-mode forwards keep the active subnet and cache nothing,
+    ``eval()`` neither switches the subnet nor touches BN statistics.
+    """
+
+    _value = False
+
+
+class enable_modelopt_patches(_PatchSwitch):  # noqa: N801 (ModelOpt's name)
+    """Run a block or a decorated function (``@enable_modelopt_patches()``) with the patches on,
+    also inside a ``no_modelopt_patches`` block."""
+
+    _value = True

@@ -19,6 +19,7 @@ from nascli.space.kinds.heads import RULE_KEY as HEADS_RULE
 from nascli.space.kinds.hidden import HIDDEN
 from nascli.space.kinds.hidden import RULE_KEY as HIDDEN_RULE
 from nascli.space.kinds.parameters import PARAMETERS
+from nascli.space.patches import patch_train
 from nascli.space.rules import settings_for, settings_matching
 from nascli.space.space import (
     SPACE_ATTR,
@@ -90,7 +91,8 @@ def convert_model(
     space.input_dtypes = [str(t.dtype).removeprefix("torch.") for t in dummy_input]
     space.untraceable = dict(trace.untraceable)
     setattr(model, SPACE_ATTR, space)
-    model.register_forward_pre_hook(sample_in_training)
+    model.register_forward_pre_hook(sample_in_training, with_kwargs=True)
+    patch_train(model)  # eval() calibrates BN after random-subnet training, as in ModelOpt
     return model
 
 

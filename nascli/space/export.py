@@ -20,6 +20,7 @@ from torch import nn
 
 from nascli.space.kinds import DynamicModule
 from nascli.space.kinds.base import sharing_active_views, sharing_whole_tensors
+from nascli.space.patches import unpatch_train
 from nascli.space.space import SPACE_ATTR, get_space, sample_in_training
 
 
@@ -37,6 +38,7 @@ def _make_native(model: nn.Module) -> nn.Module:
     for key, hook in list(model._forward_pre_hooks.items()):
         if hook is sample_in_training:
             del model._forward_pre_hooks[key]
+    unpatch_train(model)  # a plain model's train() and eval() are its class's again
     return model
 
 

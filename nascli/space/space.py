@@ -12,6 +12,7 @@ from torch import nn
 
 from nascli.errors import UserInputError
 from nascli.space.hparam import Hparam
+from nascli.space.patches import before_forward, default_patch_data
 
 SPACE_ATTR = "_nascli_space"
 
@@ -66,6 +67,8 @@ class SearchSpace:
         self.input_dtypes: list[str] = ["float32"] * len(input_shapes)  # "int64" for token ids
         self.shapes = shapes
         self.sample_in_train = True
+        # ModelOpt's per-model bookkeeping of train-mode sampling and BN calibration (space/patches.py)
+        self.patch_data: dict[str, Any] = default_patch_data()
         # how the channels were last sorted ("weights", "activations"), None if never: a search sorts once
         self.sorted_by: str | None = None
         # every sort since conversion, each {hparam name: new order}: the weights as built, permuted
@@ -203,12 +206,13 @@ def is_converted(model: nn.Module) -> bool:
     return getattr(model, SPACE_ATTR, None) is not None
 
 
-def sample_in_training(model: nn.Module, args: tuple) -> None:
-    """Forward pre-hook: in train mode, each forward runs a freshly drawn random subnet."""
-    space = getattr(model, SPACE_ATTR)
-    if model.training and space.sample_in_train:
-        space.sample(random.choice)
-        space.sample_in_train = True
+def sample_in_training(model: nn.Module, args: tuple, kwargs: dict[str, Any] | None = None) -> None:
+    """Forward pre-hook: in train mode, each forward runs a freshly drawn random subnet.
+
+    It also caches batches for BN calibration on ``eval()``, and does nothing while ModelOpt's
+    patches are switched off (space/patches.py).
+    """
+    before_forward(model, getattr(model, SPACE_ATTR), args, kwargs)
 
 
 class random_sampling:

@@ -88,33 +88,41 @@ def test_depth_skips_trailing_blocks_and_export_drops_them(model):
     assert len(exported.layer1) == 1 and len(exported.layer2) == 2 and len(exported.layer3) == 3
 
 
-def test_train_mode_samples_a_subnet_per_forward_until_one_is_chosen(model):
+def test_train_mode_samples_a_subnet_per_forward_and_sample_does_not_pin_it(model):
+    """As in ModelOpt: ``sample`` sets the subnet, the next train-mode forward draws again."""
     model.train()
     seen = set()
     for _ in range(8):
         model(X)
         seen.add(tuple(mtn.get_subnet_config(model, configurable=True).values()))
     assert len(seen) > 1
+    minimum = mtn.sample(model, "min")
+    drawn = set()
+    for _ in range(5):
+        model(X)
+        drawn.add(tuple(mtn.get_subnet_config(model).values()))
+    assert drawn != {tuple(minimum.values())}
     mtn.sample(model, "min")
+    with pytest.warns(UserWarning, match="batches are cached"):  # too few to re-estimate BN statistics
+        model.eval()  # no random training since the sample: the subnet stays
     model(X)
-    assert mtn.get_subnet_config(model) == mtn.sample(model, "min")
-    model.eval()
-    before = mtn.get_subnet_config(model)
-    model(X)
-    assert mtn.get_subnet_config(model) == before
+    assert mtn.get_subnet_config(model) == minimum
 
 
 def test_random_sampling_is_switchable(model):
     mtn.sample(model, "min")
     minimum = mtn.get_subnet_config(model)
     model.train()
-    with mtn.random_sampling(model, enabled=True):
-        changed = False
-        for _ in range(5):
-            model(X)
-            changed |= mtn.get_subnet_config(model) != minimum
-        assert changed
-    mtn.select(model, {"layer1.depth": 1})
+    with mtn.random_sampling(model, enabled=False):
+        model(X)
+        assert mtn.get_subnet_config(model) == minimum
+    changed = False
+    for _ in range(5):
+        model(X)
+        changed |= mtn.get_subnet_config(model) != minimum
+    assert changed
+    mtn.random_sampling(model, enabled=False)
+    mtn.select(model, {"layer1.depth": 1})  # select leaves the setting as it was
     chosen = mtn.get_subnet_config(model)
     model(X)
     assert mtn.get_subnet_config(model) == chosen
@@ -130,8 +138,11 @@ def test_summary_lists_hparams_and_totals(model, capsys):
 def test_converting_twice_or_unconverted_use_is_a_clear_error(model):
     with pytest.raises(UserInputError, match="already converted"):
         mtn.convert(model, dummy_input=X[:1])
+    plain = resnet20()
+    assert mtn.sample(plain, "min") == {} == mtn.get_subnet_config(plain)  # nothing to sample, as in ModelOpt
+    mtn.select(plain, {})
     with pytest.raises(UserInputError, match="not a converted model"):
-        mtn.sample(resnet20(), "min")
+        mtn.select(plain, {"layer1.depth": 1})
 
 
 def test_convert_accepts_factories_and_guesses_a_dummy_input():

@@ -33,12 +33,17 @@ def test_restore_gives_the_same_subnet_and_output(saved):
     torch.testing.assert_close(restored(X), model(X), rtol=0, atol=0)
 
 
-def test_checkpoint_holds_plain_data_and_loads_weights_only(saved):
-    _, path = saved
+def test_checkpoint_holds_plain_data_and_loads_weights_only(saved, tmp_path):
+    model, path = saved
     checkpoint = torch.load(path, weights_only=True)
     assert checkpoint["format"] == FORMAT and checkpoint["stage"] == "convert"
     assert checkpoint["modes"][0][0] == "autonas"
-    assert checkpoint["subnet"] == {k: v["active"] for k, v in checkpoint["space"].items()}
+    # mtn.sample leaves drawing in train mode on (as in ModelOpt): no pinned subnet, the sampled one is active
+    assert checkpoint["subnet"] is None
+    assert {k: v["active"] for k, v in checkpoint["space"].items()} == mtn.get_subnet_config(model, configurable=True)
+    mtn.random_sampling(model, enabled=False)
+    pinned = torch.load(mto.save(model, tmp_path / "pinned.pt"), weights_only=True)
+    assert pinned["subnet"] == {k: v["active"] for k, v in pinned["space"].items()}
 
 
 def test_a_plain_model_saves_and_restores(tmp_path):

@@ -113,7 +113,8 @@ def test_dense_blocks_concatenations_of_concatenations_and_norms_over_them():
     assert _same(model, "conv2.out_channels", "conv3.in_channels[2]")
     model.train()
     mtn.sample(model, {"stem.*": min, "*": max})
-    model(IMAGES)  # running statistics of a non-prefix subset are written back
+    with mtn.random_sampling(model, enabled=False):  # a train-mode forward of this subnet, not a drawn one
+        model(IMAGES)  # running statistics of a non-prefix subset are written back
     for how in ("min", "centroid", "random", "random"):
         assert_export_matches(model, IMAGES, how)
 
@@ -189,6 +190,7 @@ def test_sync_batch_norm_resizes_like_batch_norm_and_exports_natively(tmp_path):
     assert _same(model, "c1.out_channels", "bn.num_features", "c2.in_channels")
     model.train()
     mtn.sample(model, "min")
+    mtn.random_sampling(model, enabled=False)  # train-mode forwards of this subnet, not drawn ones
     model(IMAGES)  # one process: statistics of the active channels, as a batch norm
     exported = assert_export_matches(model, IMAGES, "min")
     assert type(exported.bn) is torch.nn.SyncBatchNorm and exported.bn.num_features == 32
