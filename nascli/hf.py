@@ -13,9 +13,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from torch import nn
+from torch import Tensor, nn
 
 from nascli.errors import UserInputError
+from nascli.mapped_weights import own_mapped_weights
 
 
 def _transformers() -> Any:
@@ -58,15 +59,18 @@ def from_pretrained(path: str, architecture: str | None = None) -> nn.Module:
 
     A directory holding only ``config.json`` gives the model on the meta device
     (``pretrained_on_meta``): ``nascli convert`` and ``nascli profile`` of a model larger than the
-    machine work from its config alone; the stages that need weights refuse its checkpoint.
+    machine work from its config alone; the stages that need weights refuse its checkpoint. The
+    weights are moved out of the mapped files into memory of their own (nascli/mapped_weights.py).
     """
     directory, model_class = _pretrained_class(path, architecture)
     if not any(any(directory.glob(pattern)) for pattern in WEIGHT_FILES):
         return _on_meta(directory, model_class)
     try:
-        return model_class.from_pretrained(directory, local_files_only=True)
+        model = model_class.from_pretrained(directory, local_files_only=True)
     except (OSError, ValueError) as exc:
         raise UserInputError(f"model.kwargs.path: cannot load {directory}: {str(exc).splitlines()[0]}") from exc
+    own_mapped_weights(model, list(directory.glob("*.safetensors")))  # so a freed tensor frees its memory
+    return model
 
 
 def pretrained_on_meta(path: str, architecture: str | None = None) -> nn.Module:
@@ -78,15 +82,38 @@ def pretrained_on_meta(path: str, architecture: str | None = None) -> nn.Module:
     return _on_meta(*_pretrained_class(path, architecture))
 
 
+def pretrained_buffers(path: str, architecture: str | None = None) -> dict[str, Tensor]:
+    """The non-persistent buffers of ``from_pretrained``'s model (rotary frequencies, position ids).
+
+    A directory's weight files do not hold them: the model computes them from its config when it
+    is built. Restoring a checkpoint on the meta device (nascli.stages.load) takes them from here,
+    a model built with its parameters on the meta device and only its buffers allocated.
+    """
+    from accelerate import init_empty_weights
+
+    directory, model_class = _pretrained_class(path, architecture)
+    with init_empty_weights(include_buffers=False):
+        model = _built_from_config(directory, model_class)
+    persistent = model.state_dict().keys()
+    return {name: b for name, b in model.named_buffers() if name not in persistent and not b.is_meta}
+
+
 def _on_meta(directory: Path, model_class: Any) -> nn.Module:
+    import torch
+
+    with torch.device("meta"):
+        return _built_from_config(directory, model_class)
+
+
+def _built_from_config(directory: Path, model_class: Any) -> nn.Module:
+    """``model_class`` built from the directory's config in the dtype it records, its weights initialized."""
     import torch
 
     try:
         config = model_class.config_class.from_pretrained(directory, local_files_only=True)
         dtype = getattr(config, "dtype", None)  # as from_pretrained's default dtype="auto" reads it
         dtype = getattr(torch, dtype, None) if isinstance(dtype, str) else dtype
-        with torch.device("meta"):
-            return model_class._from_config(config, dtype=dtype if isinstance(dtype, torch.dtype) else torch.float32)
+        return model_class._from_config(config, dtype=dtype if isinstance(dtype, torch.dtype) else torch.float32)
     except (OSError, ValueError) as exc:
         raise UserInputError(f"model.kwargs.path: cannot read {directory}: {str(exc).splitlines()[0]}") from exc
 

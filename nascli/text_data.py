@@ -34,6 +34,7 @@ import secrets
 import shutil
 import sysconfig
 import tempfile
+import warnings
 import zipfile
 from dataclasses import dataclass
 from functools import cached_property
@@ -320,7 +321,7 @@ def load_corpus(
     description = corpus or f"{len(files)} files"
     found = _read_cache(cached, tokenizer, vocab_size, description)
     if found is not None:
-        return found
+        return _checked_unknown(found)
     documents = [document for path, data in contents.items()
                  for document in _documents(path, str(path.relative_to(root)), data, where, text_field)]  # fmt: skip
     train, val, test = _split(documents, held_out)
@@ -341,7 +342,33 @@ def load_corpus(
 
     atomic_write(cached, write)
     vocabulary = vocab_size if isinstance(used, str) else len(used)
-    return TextCorpus(arrays["train"], arrays["val"], arrays["test"], used, vocabulary, description)
+    return _checked_unknown(TextCorpus(arrays["train"], arrays["val"], arrays["test"], used, vocabulary, description))
+
+
+#: the share of a text's tokens that may be the tokenizer's unknown token before the user is told
+UNKNOWN_SHARE = 0.05
+
+
+def _checked_unknown(corpus: TextCorpus) -> TextCorpus:
+    """Warn when a model's own tokenizer maps much of the text to its unknown token.
+
+    Importance, candidate scores, perplexity and distillation on such text measure the unknown
+    token, not the language: the text is in a script or encoding the tokenizer never saw (a
+    word-level tokenizer for another language, a binary file read as text). Byte-level
+    tokenizers, and the BPE trained on the text itself, have no unknown token.
+    """
+    unknown = None if isinstance(corpus.tokenizer, str) else corpus.tokenizer.tokenizer.unk_token_id
+    tokens = sum(len(a) for a in (corpus.train, corpus.val, corpus.test))
+    if unknown is None or tokens == 0:
+        return corpus
+    share = sum(int((a == unknown).sum()) for a in (corpus.train, corpus.val, corpus.test)) / tokens
+    if share > UNKNOWN_SHARE:
+        warnings.warn(
+            f"data: {share:.0%} of the {tokens} tokens of {corpus.description} are the tokenizer's unknown token"
+            f" ({corpus.tokenizer.tokenizer.unk_token!r}); is the text in a language and encoding it knows?",
+            stacklevel=3,
+        )
+    return corpus
 
 
 def _encode(tokenizer: str | PretrainedTokenizer, texts: list[str]) -> np.ndarray:

@@ -318,3 +318,18 @@ def test_a_run_keeps_the_model_tokenizer_and_refuses_another(tmp_path):
 def _using(recipe, tokenizer):
     data = recipe.data.model_copy(update={"tokenizer": None if tokenizer is None else str(tokenizer)})
     return recipe.model_copy(update={"data": data})
+
+
+def test_text_the_tokenizer_mostly_does_not_know_is_warned_about_also_from_the_cache(tmp_path):
+    tokenizer = load_pretrained_tokenizer(_tokenizer(tmp_path / "model"), "data.tokenizer")
+    known = load_corpus(None, _write_corpus(tmp_path / "known"), 0, 0.2, tmp_path / "cache", tokenizer)
+    assert 0 < np.count_nonzero(known.train == 0) <= 0.05 * len(known.train)  # a few unknown: no warning
+    folder = tmp_path / "foreign"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for index in range(6):  # a third of the words are not in the vocabulary
+        words = [*rng.choice(WORDS, 20), "der", "Hund", "schläft", "unter", "dem", "Baum", "heute", "morgen", "früh"]
+        (folder / f"{index}.txt").write_text(" ".join(words), encoding="utf-8")
+    for _ in range(2):  # encoded, then read from the cache
+        with pytest.warns(UserWarning, match=r"data: \d+% of the \d+ tokens of 6 files are the tokenizer's unknown"):
+            load_corpus(None, [str(folder / "*.txt")], 0, 0.2, tmp_path / "cache", tokenizer)

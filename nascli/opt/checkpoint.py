@@ -353,9 +353,10 @@ def apply_checkpoint(
     state = checkpoint["state_dict"]
     own = model.state_dict()
     # the checkpoint's (memory-mapped) tensors become the model's where they fit as they are: a
-    # model restored to be exported or evaluated never holds its weights twice
-    assign = all(own[k].dtype == v.dtype and own[k].device == v.device for k, v in state.items())
-    model.load_state_dict(state, assign=assign)
+    # model restored to be exported or evaluated never holds its weights twice; a skeleton
+    # model restored on the meta device (nascli.stages.load) takes them whatever they are
+    fits = all(own[k].dtype == v.dtype and own[k].device == v.device for k, v in state.items())
+    model.load_state_dict(state, assign=fits or on_meta_device(model))
     return model
 
 

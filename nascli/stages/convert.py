@@ -50,6 +50,20 @@ def recipe_model(recipe: Recipe, user_weights: bool = True, on_meta: bool = Fals
     return model
 
 
+def recipe_buffers(recipe: Recipe) -> dict[str, torch.Tensor]:
+    """The non-persistent buffers of the recipe's model, by name, where they can be had without its
+    weights (a pretrained directory's: nascli.hf.pretrained_buffers); empty otherwise."""
+    if recipe.model.factory != "nascli.hf:from_pretrained":
+        return {}
+    from nascli.hf import pretrained_buffers
+
+    buffers = pretrained_buffers(**recipe.model.kwargs)  # the kwargs that built the model itself
+    if recipe.model.dtype == "auto":
+        return buffers
+    dtype = getattr(torch, recipe.model.dtype)  # as recipe_model casts the model's floating buffers
+    return {name: b.to(dtype) if b.is_floating_point() else b for name, b in buffers.items()}
+
+
 #: factories whose weights are read from files the recipe names (``model.kwargs.path``)
 FILE_FACTORIES = ("nascli.hf:from_pretrained",)
 

@@ -16,6 +16,7 @@ from nascli.opt.checkpoint import build_checkpoint, exported_checkpoint, remembe
 from nascli.recipe.schema import Recipe
 from nascli.space.export import export_in_place, export_max, export_model, export_views
 from nascli.stages.rundir import append_metrics, run_dir_lock
+from nascli.train.activation_checkpointing import checkpoint_activations
 from nascli.train.device import HALF_DTYPES, training_device, weights_dtype
 from nascli.train.lora import add_adapters, merge_adapters
 from nascli.train.trainer import SubnetTrainer
@@ -51,6 +52,8 @@ def _finetune(model: nn.Module, recipe: Recipe, console: Console | None) -> Path
         student = export_model(model).train()
         if dtype in HALF_DTYPES:
             student.float()  # float32 master weights
+    if spec.activation_checkpointing:
+        checkpoint_activations(student)
     if dtype in HALF_DTYPES:  # mixed precision: bfloat16 compute (autocast) over float32 trained weights
         train_spec = train_spec.model_copy(update={"bf16": True})
     teacher = None

@@ -60,8 +60,33 @@ def load_stage_input(
     from nascli.stages.convert import recipe_model
 
     weights = command != "profile"  # a profile reads the search space only
+    if weights and checkpoint.get("exported"):
+        return _restored_export(path, checkpoint, recipe), path, checkpoint, recipe
     model = recipe_model(recipe, weights and checkpoint.get("weights") is not None, on_meta and not weights)
     return apply_checkpoint(model, checkpoint, path, weights), path, checkpoint, recipe
+
+
+def _restored_export(path: Path, checkpoint: dict[str, Any], recipe: Recipe) -> nn.Module:
+    """The plain subnet an exported checkpoint (finetune.pt) holds, restored without the original weights.
+
+    The checkpoint holds every weight of the subnet, so a pretrained directory's model is built
+    on the meta device, converted and exported there, and takes the checkpoint's memory-mapped
+    tensors; the buffers no file holds (rotary frequencies) are computed from its config. Reading
+    the original weights to overwrite them would cost their time and, at the peak, their memory
+    beside the subnet's. Where a buffer cannot be matched by name the model is built whole.
+    """
+    from nascli.stages.convert import recipe_buffers, recipe_model
+
+    model = apply_checkpoint(recipe_model(recipe, user_weights=False, on_meta=True), checkpoint, path)
+    missing = {name for name, buffer in model.named_buffers() if buffer.is_meta}
+    if missing:
+        computed = recipe_buffers(recipe)
+        if not missing <= computed.keys() or any(model.get_buffer(n).shape != computed[n].shape for n in missing):
+            return apply_checkpoint(recipe_model(recipe, user_weights=False), checkpoint, path)
+        for name in missing:
+            owner, _, attr = name.rpartition(".")
+            model.get_submodule(owner).register_buffer(attr, computed[name], persistent=False)
+    return model
 
 
 def recorded_space(path: Path, overrides: list[str]) -> tuple[SearchSpace, Recipe] | None:

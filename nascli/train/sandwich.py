@@ -9,22 +9,45 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from nascli.space.space import get_space, random_sampling
 from nascli.train.device import autocast as autocast_to
 from nascli.train.task import logits_of
+
+#: logits per chunk of the distillation loss (rows x classes): above it the loss is computed chunk by
+#: chunk, each recomputed in backward, so its float32 temporaries (softmaxes, the pointwise KL) take the
+#: memory of one chunk. A language model's logits are tokens x vocabulary: 8 x 2048 tokens of a
+#: 128,256-token vocabulary would otherwise need 8.4 GB per temporary.
+KL_CHUNK_ELEMENTS = 1 << 22
 
 
 def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """KL divergence from the teacher's softened distribution, scaled by T^2 (Hinton et al.).
 
     Logits of shape (..., classes): the mean is over every leading position, so a language
-    model's loss is per token, as its cross entropy is.
+    model's loss is per token, as its cross entropy is. Large logits are reduced in chunks of
+    rows (``KL_CHUNK_ELEMENTS``) with activation checkpointing: the same loss and gradient
+    without the float32 temporaries of the whole.
     """
-    t = temperature
-    student, teacher = student.reshape(-1, student.shape[-1]).float(), teacher.reshape(-1, teacher.shape[-1]).float()
-    log_student, log_teacher = F.log_softmax(student / t, -1), F.log_softmax(teacher / t, -1)
-    return F.kl_div(log_student, log_teacher, reduction="batchmean", log_target=True) * t * t
+    classes = student.shape[-1]
+    student, teacher = student.reshape(-1, classes), teacher.reshape(-1, classes)
+    rows = student.shape[0]
+    step = max(1, KL_CHUNK_ELEMENTS // classes)
+    if rows <= step:
+        total = _kl_sum(student, teacher, temperature)
+    else:
+        total = sum(
+            checkpoint(_kl_sum, student[i : i + step], teacher[i : i + step], temperature, use_reentrant=False)
+            for i in range(0, rows, step)
+        )
+    return total / rows * temperature * temperature
+
+
+def _kl_sum(student: torch.Tensor, teacher: torch.Tensor, t: float) -> torch.Tensor:
+    """Summed KL(teacher || student) of rows of logits at temperature ``t``, in float32."""
+    log_student, log_teacher = F.log_softmax(student.float() / t, -1), F.log_softmax(teacher.float() / t, -1)
+    return F.kl_div(log_student, log_teacher, reduction="sum", log_target=True)
 
 
 def sandwich_step(

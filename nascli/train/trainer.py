@@ -26,6 +26,7 @@ from nascli.train.bn import recalibrate_bn
 from nascli.train.device import autocast as autocast_to
 from nascli.train.device import training_device
 from nascli.train.distributed import Ranks, average_gradients, broadcast_model
+from nascli.train.memory_format import channels_last_for
 from nascli.train.sandwich import distillation_loss, sandwich_step, single_subnet_step
 from nascli.train.task import Classification, accuracy, logits_of, task_of
 
@@ -93,7 +94,9 @@ class Trainer:
         self.seed = seed
         self.device = training_device(spec.device)
         model.to(self.device)
-        if spec.channels_last:  # weights and image batches NHWC, which oneDNN and cuDNN convolve fastest
+        # weights and image batches NHWC, which oneDNN and cuDNN convolve fastest
+        self.channels_last = channels_last_for(model, spec.channels_last, splits.train)
+        if self.channels_last:
             model.to(memory_format=torch.channels_last)
         self.autocast = torch.bfloat16 if spec.bf16 else None
         self.batch = max(1, data.batch_size // ranks.world)
@@ -162,9 +165,9 @@ class Trainer:
         raise NotImplementedError
 
     def _placed(self, tensor: torch.Tensor) -> torch.Tensor:
-        """A batch tensor on the training device; an image batch NHWC with ``channels_last``."""
+        """A batch tensor on the training device; an image batch NHWC where the model trains so."""
         tensor = tensor.to(self.device, non_blocking=True)
-        if self.spec.channels_last and tensor.dim() == 4:
+        if self.channels_last and tensor.dim() == 4:
             return tensor.contiguous(memory_format=torch.channels_last)
         return tensor
 

@@ -18,10 +18,11 @@ from nascli.cli.app import app
 from nascli.errors import CheckpointError
 from nascli.hf_export import save_pretrained_subnet
 from nascli.numerics import max_difference, outputs_match
+from nascli.opt.checkpoint import apply_checkpoint, read_checkpoint
 from nascli.recipe.load import validate_recipe
 from nascli.space.export import export_in_place, export_max, export_model
 from nascli.space.space import get_space
-from nascli.stages.convert import converted_model
+from nascli.stages.convert import converted_model, recipe_model
 from nascli.stages.load import load_stage_input
 from tests.helpers import error_lines, n_params, word_tokenizer
 
@@ -218,6 +219,33 @@ def test_the_export_computes_the_logits_of_the_pruned_model(run, exported):
         expected, got = pruned.eval()(ids).logits, _auto_model(exported)(ids).logits
     assert got.dtype == torch.bfloat16
     assert outputs_match(got, expected), f"differs by {max_difference(got, expected):.3g}"
+
+
+@pytest.mark.slow
+def test_a_fine_tuned_checkpoint_restores_without_reading_the_original_weights(run, tmp_path, monkeypatch):
+    """finetune.pt holds the whole subnet: restored on the meta device, with the buffers no weights file
+    holds computed from the config, it is the model a restore from the original weights gives; where a
+    buffer cannot be matched the model is built whole."""
+    checkpoint = read_checkpoint(run.finetune_pt)
+    recipe = validate_recipe(checkpoint["recipe"], "recipe")
+    whole = apply_checkpoint(recipe_model(recipe, user_weights=False), checkpoint, run.finetune_pt).eval()
+    weights, hidden = run.model_dir / "model.safetensors", tmp_path / "model.safetensors"
+    weights.rename(hidden)  # a directory without weights builds only a skeleton: no weight can be read
+    try:
+        restored, *_ = load_stage_input(run.finetune_pt, [], "export")
+    finally:
+        hidden.rename(weights)
+    monkeypatch.setattr("nascli.stages.convert.recipe_buffers", lambda recipe: {})
+    rebuilt, *_ = load_stage_input(run.finetune_pt, [], "export")
+    ids = torch.randint(0, 1000, (2, 16), generator=torch.Generator().manual_seed(0))
+    expected = dict(whole.named_buffers()) | whole.state_dict()
+    assert [n for n, b in whole.named_buffers() if n not in whole.state_dict()]  # rotary frequencies
+    for model in (restored, rebuilt):
+        got = dict(model.named_buffers()) | model.state_dict()
+        assert got.keys() == expected.keys()
+        assert all(got[k].dtype == v.dtype and torch.equal(got[k], v) for k, v in expected.items())
+        with torch.no_grad():
+            assert torch.equal(model.eval()(ids).logits, whole(ids).logits)
 
 
 @pytest.mark.slow

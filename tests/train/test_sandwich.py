@@ -120,3 +120,33 @@ def test_bf16_autocast_runs_every_subnet_in_bfloat16_and_keeps_fp32_weights():
     losses = sandwich_step(model, (X, Y), nn.CrossEntropyLoss(), optimizer, num_random=1, autocast=torch.bfloat16)
     assert dtypes == [torch.bfloat16] * 3 and all(torch.isfinite(torch.tensor(list(losses.values()))))
     assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def _kl_and_kept_bytes(student: torch.Tensor, teacher: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(loss, the student's gradient, bytes autograd kept for backward) of the distillation loss."""
+    student = student.detach().requires_grad_()
+    kept = []
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        kept.append(tensor.numel() * tensor.element_size())
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        loss = sandwich_module.distillation_loss(student, teacher, 2.0)
+    loss.backward()
+    return loss.detach(), student.grad, sum(kept)
+
+
+def test_large_logits_are_distilled_chunk_by_chunk_to_the_same_loss_and_gradient(monkeypatch):
+    """A language model's logits (tokens x vocabulary) reduced in chunks keep none of the float32
+    temporaries of the whole: only the chunks' inputs, views of the logits themselves."""
+    generator = torch.Generator().manual_seed(0)
+    student = torch.randn(4, 32, 1000, generator=generator).bfloat16()
+    teacher = torch.randn(4, 32, 1000, generator=generator).bfloat16()
+    whole, whole_grad, whole_kept = _kl_and_kept_bytes(student, teacher)
+    monkeypatch.setattr(sandwich_module, "KL_CHUNK_ELEMENTS", 10 * 1000)  # 13 chunks of up to 10 rows
+    chunked, chunked_grad, chunked_kept = _kl_and_kept_bytes(student, teacher)
+    torch.testing.assert_close(chunked, whole, rtol=1e-6, atol=0)
+    torch.testing.assert_close(chunked_grad.float(), whole_grad.float(), rtol=0, atol=1e-6)
+    assert whole_kept >= 2 * student.numel() * 4  # float32 log-softmaxes of the whole
+    assert chunked_kept <= 2 * student.numel() * 2  # the bfloat16 logits' chunks, nothing more
