@@ -6,21 +6,21 @@ installed, the same measurements are taken for ModelOpt in the same run, under t
 conditions: resnet50 converted in autonas mode by both engines (the table shows that both find the
 same number of searchable hparams), the converted model holding the original's weights, and every
 timed step one forward+backward in train mode (batch norm on batch statistics, as in training) of a
-fixed subnet. A converted model of either engine draws a random subnet on each train-mode forward
-(nascli's stops once ``mtn.sample`` picks one, ModelOpt's does not); that is switched off for the
-timed steps (nascli: ``mtn.random_sampling(model, enabled=False)``, ModelOpt:
+fixed subnet. A converted model of either engine draws a random subnet on each train-mode forward;
+that is switched off for the timed steps (nascli: ``mtn.random_sampling(model, enabled=False)``, ModelOpt:
 ``mtn.no_modelopt_patches()``, which also skips its caching of inputs for later batch-norm
 calibration), so both steps run the subnet selected before timing.
 
 A second table times training steps of a supernet, as the supernet issue measures them: a
 ResNet-20 (width 16, channel divisor 8) on a batch of 128 Fashion-MNIST-sized images (1x28x28),
-converted in autonas mode by both engines with the same rules. ModelOpt's step is its AutoNAS
-training step (the train-mode forward draws a random subnet, then one backward and one SGD
-step); nascli's are one random subnet per step (``single_subnet_step``) and the sandwich step
-(max, min and ``num_random`` random subnets, in-place distillation, one SGD step), also with the
-model and batch in channels-last layout (``train.channels_last``). All steps
-alternate, medians of ``--repeats``; the flops ratio is what the subnets' flops alone predict
-(the mean flops of random subnets from 2,000 draws, nascli's cost model).
+converted in autonas mode by both engines to the same search space (ModelOpt gets the rules that
+give it nascli's hparams and choices, checked: scripts/supernet_space.py). ModelOpt's step is its
+AutoNAS training step (the train-mode forward draws a random subnet, then one backward and one
+SGD step); nascli's are one random subnet per step (``single_subnet_step``), the max subnet alone,
+and the sandwich step (max, min and 0 to ``--num-random`` random subnets, in-place distillation,
+one SGD step), each also with the model and batch in channels-last layout (``train.channels_last``).
+All steps alternate, medians of ``--repeats``; the flops ratio is what the subnets' flops alone
+predict (the mean flops of random subnets from 2,000 draws, nascli's cost model).
 
     python scripts/bench_engine.py [--threads 1] [--size 224] [--batch 8] [--repeats 7]
 """
@@ -40,6 +40,7 @@ import torchvision
 from optional_modelopt import NOT_INSTALLED, load_modelopt
 from rich.console import Console
 from rich.table import Table
+from supernet_space import check_same_space, modelopt_rules
 
 import nascli.nas as mtn
 from nascli.cost.model import cost_model
@@ -114,9 +115,6 @@ def step_rows(
     return rows
 
 
-SUPERNET_RULES = {"nn.Conv2d": {"*": {"channel_divisor": 8}}}
-
-
 def _alternating_medians(steps: dict, repeats: int) -> dict[str, float]:
     """Median seconds of each step function, run in turn after two warm-up calls each."""
     for step in steps.values():
@@ -143,30 +141,31 @@ def _random_flops_share(model: torch.nn.Module, draws: int = 2000) -> tuple[floa
 
 
 def supernet_step_rows(motn, batch: int, num_random: int, repeats: int) -> list[tuple[str, str, str, str]]:
-    """Supernet training steps of both engines on one model and batch, against ModelOpt's random-subnet step."""
+    """Supernet training steps of both engines on one model, batch and search space, against ModelOpt's
+    random-subnet step; nascli's sandwich with 0 to ``num_random`` random subnets, in NCHW and NHWC."""
     torch.manual_seed(0)
     x, y = torch.randn(batch, 1, 28, 28), torch.randint(0, 10, (batch,))
     config = mtn.config.AutoNASConfig()
     config["nn.Conv2d"]["*"]["channel_divisor"] = 8
     ours = mtn.convert(resnet20(10, 1, 16), [("autonas", config)], dummy_input=torch.zeros(1, 1, 28, 28)).train()
     nhwc = copy.deepcopy(ours).to(memory_format=torch.channels_last)  # what train.channels_last trains
-    sgd = torch.optim.SGD(ours.parameters(), lr=0.1, momentum=0.9)
-    nhwc_sgd = torch.optim.SGD(nhwc.parameters(), lr=0.1, momentum=0.9)
     x_nhwc = x.contiguous(memory_format=torch.channels_last)
-    rng, nhwc_rng = random.Random(0), random.Random(0)
-    sandwich = f"sandwich (max, min, {num_random} random)"
     steps = {
-        "nascli: one random subnet": lambda: single_subnet_step(ours, (x, y), F.cross_entropy, sgd, rng=rng),
-        "nascli: max subnet": lambda: single_subnet_step(ours, (x, y), F.cross_entropy, sgd, subnet="max"),
-        f"nascli: {sandwich}": lambda: sandwich_step(ours, (x, y), F.cross_entropy, sgd, num_random, rng=rng),
-        f"nascli: {sandwich}, channels_last": lambda: sandwich_step(
-            nhwc, (x_nhwc, y), F.cross_entropy, nhwc_sgd, num_random, rng=nhwc_rng
-        ),
+        "nascli: one random subnet": _step(single_subnet_step, ours, x, y, rng=random.Random(0)),
+        "nascli: max subnet": _step(single_subnet_step, ours, x, y, subnet="max"),
+        "nascli: max subnet, channels_last": _step(single_subnet_step, nhwc, x_nhwc, y, subnet="max"),
     }
+    for k in range(num_random + 1):
+        name = f"sandwich (max, min, {k} random)"
+        steps[f"nascli: {name}"] = _step(sandwich_step, ours, x, y, num_random=k, rng=random.Random(0))
+        steps[f"nascli: {name}, channels_last"] = _step(
+            sandwich_step, nhwc, x_nhwc, y, num_random=k, rng=random.Random(0)
+        )
     if motn is not None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            theirs = motn.convert(resnet20(10, 1, 16), mode=[("autonas", SUPERNET_RULES)]).train()
+            theirs = motn.convert(resnet20(10, 1, 16), mode=modelopt_rules(8)).train()
+        check_same_space(ours, theirs)  # a step on another space would time another model
         their_sgd = torch.optim.SGD(theirs.parameters(), lr=0.1, momentum=0.9)
 
         def their_step() -> None:
@@ -181,9 +180,15 @@ def supernet_step_rows(motn, batch: int, num_random: int, repeats: int) -> list[
     base_name = next(iter(medians))
     rows = [("", f"{name}, step (s)", f"{t:.4f}", f"{t / medians[base_name]:.2f}") for name, t in medians.items()]
     ideal = (1 + low + num_random * mean) / mean
-    rows.append(("", f"sandwich / random step from flops alone (min {low:.2f}, random {mean:.2f} of max)", "",
-                 f"{ideal:.2f}"))  # fmt: skip
+    rows.append(("", f"sandwich ({num_random} random) / random step from flops alone (min {low:.2f}, random"
+                 f" {mean:.2f} of max)", "", f"{ideal:.2f}"))  # fmt: skip
     return rows
+
+
+def _step(step, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, **kwargs):
+    """One training step of ``model`` on (x, y) by ``step`` with an SGD optimizer of its own, as a thunk."""
+    sgd = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    return lambda: step(model, (x, y), F.cross_entropy, sgd, **kwargs)
 
 
 def main() -> None:

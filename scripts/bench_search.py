@@ -36,6 +36,8 @@ import torch
 from optional_modelopt import NOT_INSTALLED, load_modelopt
 from rich.console import Console
 from rich.table import Table
+from supernet_space import CountedScore, check_same_space, uniform_configs
+from supernet_space import modelopt_rules as same_space_rules
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -86,25 +88,6 @@ def trained_supernet(checkpoint: Path | None) -> tuple[nn.Module, Any, Path]:
         checkpoint = train_stage(model, recipe)
     model, _, _, recipe = load_stage_input(checkpoint, [])
     return model, recipe, checkpoint
-
-
-def uniform_configs(model: nn.Module) -> list[dict[str, int]]:
-    """One config per share of the maximum: each hparam takes its choice nearest that share."""
-    hparams = mtn.get_subnet_config(model, configurable=True)
-    space = cost_model(model).space
-    shares = sorted({c / max(hp.choices) for hp in space.hparams.values() for c in hp.choices})
-    configs = []
-    for share in shares:
-        configs.append(
-            {
-                name: min(
-                    space.hparams[name].choices,
-                    key=lambda c, n=name: (abs(c / max(space.hparams[n].choices) - share), -c),
-                )
-                for name in hparams
-            }
-        )
-    return configs
 
 
 def top_mean(history: dict, n: int = 10) -> float:
@@ -183,7 +166,7 @@ def main() -> None:
     # The searched subnet against the largest uniform subnet within the same bound.
     chosen = max(evolve, key=lambda b: b["score"])
     bound = history["constraints"]["flops"]
-    fitting = [c for c in uniform_configs(model) if costs.cost(c)["flops"] <= bound]
+    fitting = [c for _, c in uniform_configs(model) if costs.cost(c)["flops"] <= bound]
     uniform = max(fitting, key=lambda c: costs.cost(c)["flops"])
     for name, what, config in (
         ("searched", "best val score of all evolve seeds", chosen["config"]),
@@ -210,21 +193,8 @@ def main() -> None:
 
 
 def modelopt_rules(recipe: Any) -> list:
-    """ModelOpt's autonas rules that give the search space nascli builds from the recipe.
-
-    The recipe sets only the conv's channel divisor. ModelOpt ties a conv's width to its batch
-    norm's, whose default divisor (32) then wins, and lets a sequential stage shrink to depth 0
-    where nascli keeps one block; given the recipe's rule alone it would search 6 hparams where
-    nascli searches 14. ``modelopt_rows`` checks that the two spaces are the same.
-    """
-    divisor = recipe.rules["nn.Conv2d"]["*"]["channel_divisor"]
-    ratios = (0.5, 0.67, 1.0)
-    rules = {
-        "nn.Conv2d": {"*": {"channels_ratio": ratios, "kernel_size": (), "channel_divisor": divisor}},
-        "nn.BatchNorm2d": {"*": {"features_ratio": ratios, "feature_divisor": divisor}},
-        "nn.Sequential": {"*": {"min_depth": 1}},
-    }
-    return [("autonas", rules)]
+    """ModelOpt's autonas rules that give the search space nascli builds from the recipe's conv channel divisor."""
+    return same_space_rules(recipe.rules["nn.Conv2d"]["*"]["channel_divisor"])
 
 
 def modelopt_rows(
@@ -234,8 +204,6 @@ def modelopt_rows(
     motn = load_modelopt()
     if motn is None:
         return [("ModelOpt", NOT_INSTALLED, "")]
-    from modelopt.torch.opt.utils import named_hparams
-
     from nascli.recipe.factory import build_model
 
     weights = load_stage_input(checkpoint, [])[0].state_dict()
@@ -245,17 +213,8 @@ def modelopt_rows(
         warnings.simplefilter("ignore")
         model = motn.convert(model, mode=modelopt_rules(recipe))
         model.load_state_dict(weights)
-        theirs = {name: tuple(hp.choices) for name, hp in named_hparams(model, configurable=True)}
-        space = cost_model(ours).space
-        if theirs != {name: tuple(hp.choices) for name, hp in space.hparams.items()}:
-            raise SystemExit(f"ModelOpt's search space differs from nascli's: {theirs}")
-        scored = 0
-
-        def score(m: nn.Module) -> float:
-            nonlocal scored
-            scored += 1
-            return accuracy(m, val)
-
+        theirs = check_same_space(ours, model)
+        score = CountedScore(val)
         config = {
             "data_loader": calib,
             "score_func": score,
@@ -267,6 +226,7 @@ def modelopt_rows(
         start = time.perf_counter()
         motn.search(model, {"flops": args.flops}, dummy, config)
         seconds = time.perf_counter() - start
+    scored = score.calls
     return [
         ("ModelOpt", f"same search space: {len(theirs)} hparams, the same choices; same weights", "yes"),
         ("ModelOpt", f"mtn.search: {args.modelopt_iters} sampled, {scored} scored, seconds", f"{seconds:.1f}"),
