@@ -72,25 +72,20 @@ def reset_before_sample(patch_data: dict[str, Any]) -> None:
     patch_data["autosampled"] = False
 
 
-def _detached_cpu(value: Any) -> Any:
+def _map_tensors(value: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """``value`` with ``fn`` applied to every tensor in its tuples, lists and dicts."""
+    if isinstance(value, torch.Tensor):
+        return fn(value)
+    if isinstance(value, tuple | list):
+        return type(value)(_map_tensors(v, fn) for v in value)
+    if isinstance(value, dict):
+        return {k: _map_tensors(v, fn) for k, v in value.items()}
+    return value
+
+
+def _detached_cpu(tensor: torch.Tensor) -> torch.Tensor:
     """A copy of a forward argument that holds no graph and no accelerator memory."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu()
-    if isinstance(value, tuple | list):
-        return type(value)(_detached_cpu(v) for v in value)
-    if isinstance(value, dict):
-        return {k: _detached_cpu(v) for k, v in value.items()}
-    return value
-
-
-def _to_device(value: Any, device: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.to(device)
-    if isinstance(value, tuple | list):
-        return type(value)(_to_device(v, device) for v in value)
-    if isinstance(value, dict):
-        return {k: _to_device(v, device) for k, v in value.items()}
-    return value
+    return tensor.detach().cpu()
 
 
 def before_forward(model: nn.Module, space: Any, args: tuple, kwargs: dict[str, Any] | None) -> None:
@@ -114,7 +109,7 @@ def before_forward(model: nn.Module, space: Any, args: tuple, kwargs: dict[str, 
         return
     queue = data["queue"]
     if queue.maxlen is None or len(queue) < queue.maxlen or data["count"] % 100 == 0 or data["fill"]:
-        queue.append((*_detached_cpu(tuple(args)), _detached_cpu(dict(kwargs or {}))))
+        queue.append((*_map_tensors(tuple(args), _detached_cpu), _map_tensors(dict(kwargs or {}), _detached_cpu)))
     data["count"] += 1
 
 
@@ -129,7 +124,7 @@ def replay_queue(queue: deque) -> Callable[[nn.Module], None]:
     def loop(model: nn.Module) -> None:
         device = next((p.device for p in model.parameters()), None)
         for *args, kwargs in list(queue):
-            model(*_to_device(args, device), **_to_device(kwargs, device))
+            model(*_map_tensors(args, lambda t: t.to(device)), **_map_tensors(kwargs, lambda t: t.to(device)))
 
     return loop
 
