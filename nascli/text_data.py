@@ -30,7 +30,6 @@ import hashlib
 import io
 import json
 import os
-import secrets
 import shutil
 import sysconfig
 import tempfile
@@ -45,8 +44,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from nascli.atomic import atomic_write
+from nascli.atomic import atomic_directory, atomic_write, writing
 from nascli.errors import UserInputError
+from nascli.userdirs import ANOTHER_CACHE
 
 CORPORA = ("python_stdlib",)
 _LEFT_OUT = {"test", "tests", "idlelib", "lib2to3", "site-packages", "dist-packages"}
@@ -106,7 +106,8 @@ class PretrainedTokenizer:
 
     @cached_property
     def files(self) -> dict[str, bytes]:
-        with tempfile.TemporaryDirectory() as folder:
+        # written to a folder only to be read back; a temp disk too full for it is one line naming the folder
+        with tempfile.TemporaryDirectory() as folder, writing(folder, "set TMPDIR to another disk"):
             self.tokenizer.save_pretrained(folder)
             return _folder_files(Path(folder))
 
@@ -340,7 +341,7 @@ def load_corpus(
         np.savez(f, **arrays, tokenizer=np.frombuffer(stored.encode(), dtype=np.uint8),
                  documents=np.frombuffer(json.dumps(ids).encode(), dtype=np.uint8))  # fmt: skip
 
-    atomic_write(cached, write)
+    atomic_write(cached, write, hint=ANOTHER_CACHE)
     vocabulary = vocab_size if isinstance(used, str) else len(used)
     return _checked_unknown(TextCorpus(arrays["train"], arrays["val"], arrays["test"], used, vocabulary, description))
 
@@ -455,14 +456,13 @@ def _write_pin(run_dir: Path, tokenizer: str | PretrainedTokenizer) -> None:
     if isinstance(tokenizer, str):
         atomic_write(run_dir / TOKENIZER_FILE, lambda f: f.write(tokenizer.encode()))
         return
-    tmp = run_dir / f".{TOKENIZER_DIR}.{secrets.token_hex(4)}.tmp"  # renamed whole: never half a tokenizer
-    try:
-        tmp.mkdir(parents=True)
-        for name, data in tokenizer.files.items():
-            (tmp / name).write_bytes(data)
-        tmp.rename(run_dir / TOKENIZER_DIR)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    files = tokenizer.files  # before the folder: the tokenizer saves them to a temp folder of its own
+
+    def write(folder: Path) -> None:
+        for name, data in files.items():
+            (folder / name).write_bytes(data)
+
+    atomic_directory(run_dir / TOKENIZER_DIR, write)  # renamed whole: never half a tokenizer
 
 
 def pin_tokenizer(run_dir: Path, tokenizer: str | PretrainedTokenizer) -> None:

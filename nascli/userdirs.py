@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+#: what a refused write of a cache (a full disk) tells the user besides freeing space
+ANOTHER_CACHE = "set NASCLI_CACHE_DIR to another disk"
+
 
 def config_dir() -> Path:
     """``$NASCLI_CONFIG_DIR``, else ``$XDG_CONFIG_HOME/nascli``, else ``~/.config/nascli``."""

@@ -46,7 +46,8 @@ def result(path: Any, payload: dict[str, Any] | None = None, as_json: bool = Fal
 def handle_errors(command: Callable) -> Callable:
     """Turn exceptions into one line on stderr and an exit code: 1 for a runtime failure, else the
     code of the error type (``nascli.errors``: 2 bad input, 3 constraints unmet), as README's
-    Failure behaviour documents.
+    Failure behaviour documents. A write the storage refused (a full disk, a file-size limit) is
+    a runtime failure, exit 1, whether or not it went through ``nascli.atomic``.
 
     ``--debug`` adds the traceback above that line but keeps the exit code, so scripts that
     branch on 2 (bad input) or 3 (constraints) behave the same while someone debugs them.
@@ -61,6 +62,13 @@ def handle_errors(command: Callable) -> Callable:
         except (typer.Exit, typer.Abort, KeyboardInterrupt):
             raise
         except Exception as exc:
+            from nascli.atomic import storage_error
+
+            # a write that did not go through nascli.atomic (one of a library's own): the same line, with
+            # the file when the error names it
+            refused = storage_error(exc, getattr(exc, "filename", None))
+            if refused is not None:
+                _fail(f"error: {refused}", refused.exit_code)
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             hint = "" if flags.debug else " (run with --debug for the traceback)"
             _fail(f"error: {type(exc).__name__}: {first}{hint}", 1)

@@ -19,6 +19,7 @@ def export(
     json_out: bool = typer.Option(False, "--json", help="Print a JSON result on stdout instead of the path."),
 ) -> None:
     """Export the selected subnet; the written file is loaded back and checked against the model."""
+    from nascli.atomic import elsewhere
     from nascli.stages.export import check_output, export_stage, suffix
     from nascli.stages.load import load_stage_input
     from nascli.stages.rundir import run_dir_lock
@@ -34,7 +35,7 @@ def export(
     target = output or path.parent / f"model{extension}"
     # the input's directory is its run directory, held like every stage's: a second writer is
     # refused and the temp files a killed export left there are removed
-    with run_dir_lock(path.parent):
+    with run_dir_lock(path.parent), elsewhere("give another --output"):
         tokenizer = pinned_tokenizer(path.parent)  # a text run's tokenizer travels with an hf export
         path = export_stage(model, recipe.input_shape, fmt, target, recipe.input_dtype, tokenizer)
     result(path, {"format": fmt}, json_out)

@@ -30,6 +30,7 @@ from nascli.space.export import export_model
 from nascli.space.hparam import Hparam, size_in
 from nascli.space.kinds import DynamicModule, kind_of
 from nascli.space.space import example_inputs, get_space
+from nascli.userdirs import ANOTHER_CACHE
 
 
 def _sync(device: torch.device) -> Callable[[], None]:
@@ -230,6 +231,6 @@ class LatencyModel:
             {"entries": self.entries, "scale": self.scale, "overhead": self.overhead, "calibrated": self.calibrated}
         )
         try:
-            atomic_write_text(self.cache_path, table)
+            atomic_write_text(self.cache_path, table, hint=ANOTHER_CACHE)
         except (OSError, NasCliError) as exc:
             warnings.warn(f"latency table not cached in {self.cache_path.parent}: {exc}", stacklevel=2)

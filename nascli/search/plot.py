@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import LogFormatter, MaxNLocator
 
+from nascli.atomic import atomic_write
 from nascli.search.uniform import role_of
 
 COLUMNS = 3  # subplots per row of a sensitivity plot
@@ -176,8 +177,5 @@ def _figure(size: tuple[float, float]) -> Figure:
 
 
 def save_figure(figure: Figure, path: Path) -> Path:
-    """Write ``figure`` as a png at ``path``, whole or not at all (a temporary file renamed)."""
-    tmp = path.with_suffix(".tmp.png")
-    figure.savefig(tmp)
-    tmp.replace(path)
-    return path
+    """Write ``figure`` as a png at ``path``, whole or not at all (``nascli.atomic``: a full disk is one line)."""
+    return atomic_write(path, lambda f: figure.savefig(f, format="png"))

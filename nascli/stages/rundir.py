@@ -12,23 +12,27 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from nascli.atomic import atomic_write_text, remove_stale_temps
+from nascli.atomic import atomic_append, atomic_write_text, elsewhere, remove_stale_temps, storage_error, writing
 from nascli.errors import UserInputError
 from nascli.recipe.load import recipe_to_yaml
 from nascli.recipe.schema import Recipe
 
 LOCK_FILE = ".lock"
 
+#: what a stage's refused write (a full disk, a file-size limit) tells the user besides freeing space
+ANOTHER_RUN_DIR = "give another run_dir=DIR"
+
 #: run directories this process holds locked, with how many nested holders each has
 _held: dict[Path, int] = {}
 
 
 def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
-    """Append one JSON line to ``metrics.jsonl``: a log that survives crashes line by line."""
-    run_dir.mkdir(parents=True, exist_ok=True)
+    """Append one JSON line to ``metrics.jsonl``: a log that survives crashes line by line.
+
+    Appended in place (``tail -f`` follows it), whole or not at all (``nascli.atomic.atomic_append``).
+    """
     line = json.dumps({"time": round(time.time(), 3), **record})
-    with open(run_dir / "metrics.jsonl", "a") as f:
-        f.write(line + "\n")
+    atomic_append(run_dir / "metrics.jsonl", (line + "\n").encode())
 
 
 def write_recipe(recipe: Recipe) -> Path:
@@ -49,6 +53,8 @@ def run_dir_lock(run_dir: str | os.PathLike) -> Iterator[Path]:
     Once the lock is held, temp files left by a killed writer are removed. Nested holders in
     one process (a stage that converts its recipe first) share the lock. A directory made here
     that holds nothing but the lock when the stage ends (it failed before writing) is removed.
+    A write refused by the storage while it is held tells the user to free space or give another
+    ``run_dir`` (``nascli.atomic.elsewhere``).
     """
     run_dir = Path(run_dir)
     key = run_dir.resolve()
@@ -61,12 +67,13 @@ def run_dir_lock(run_dir: str | os.PathLike) -> Iterator[Path]:
         return
     created = _make_run_dir(run_dir)
     try:
-        with open(run_dir / LOCK_FILE, "a+") as lock:
+        with _open_lock(run_dir) as lock:
             _acquire(lock, run_dir)
             _held[key] = 1
             try:
-                remove_stale_temps(run_dir)
-                yield run_dir
+                with elsewhere(ANOTHER_RUN_DIR):
+                    remove_stale_temps(run_dir)
+                    yield run_dir
             finally:
                 del _held[key]
     finally:
@@ -85,8 +92,19 @@ def _make_run_dir(run_dir: Path) -> bool:
     except FileExistsError:  # made by another process meanwhile
         return False
     except OSError as exc:
+        if (refused := storage_error(exc, run_dir, ANOTHER_RUN_DIR)) is not None:
+            raise refused from exc  # a full disk is a runtime failure (exit 1), not bad input
         raise UserInputError(f"run_dir: cannot create {run_dir} ({exc.strerror})") from exc
     return True
+
+
+def _open_lock(run_dir: Path) -> Any:
+    """``run_dir/.lock`` open for appending (made if needed); a full disk is one line naming it.
+
+    Unbuffered: a pid that cannot be written fails at its write, not again when the file closes.
+    """
+    with writing(run_dir / LOCK_FILE, ANOTHER_RUN_DIR):
+        return open(run_dir / LOCK_FILE, "a+b", buffering=0)
 
 
 def _remove_if_only_lock(run_dir: Path) -> None:
@@ -103,11 +121,13 @@ def _acquire(lock: Any, run_dir: Path) -> None:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         lock.seek(0)
-        holder = lock.read().strip() or "unknown"
+        holder = lock.read().decode(errors="replace").strip() or "unknown"
         raise UserInputError(
             f"{run_dir}: in use by another nascli run (pid {holder}); wait for it to end or use another run_dir"
         ) from None
-    lock.seek(0)
-    lock.truncate()
-    lock.write(str(os.getpid()))
-    lock.flush()
+    # the pid is only for the message above, but a disk too full for it is better said now than
+    # at the stage's first checkpoint, hours later
+    with writing(run_dir / LOCK_FILE, ANOTHER_RUN_DIR):
+        lock.seek(0)
+        lock.truncate()
+        lock.write(str(os.getpid()).encode())
