@@ -13,13 +13,13 @@ a head size that the config derives from the hidden size) is refused with what t
 from __future__ import annotations
 
 import copy
-import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from nascli.atomic import atomic_directory
 from nascli.errors import NasCliError, UserInputError
 from nascli.numerics import max_difference, outputs_match, tolerance
 from nascli.opt.checkpoint import EXPORTED_FROM
@@ -49,24 +49,32 @@ def _sizes(config: Any, active: dict[str, int]) -> tuple[dict[str, Any], list[in
     if (layers := _uniform(depths, "depth")) is not None:
         found["num_hidden_layers"] = layers
     kv = _uniform([v for n, v in active.items() if n.endswith(".num_kv_heads")], "key/value heads")
+    per_group = _uniform([v for n, v in active.items() if n.endswith(".num_heads_per_group")], "query heads per group")
     heads = _uniform([v for n, v in active.items() if n.endswith(".num_heads")], "attention heads")
-    if kv is not None:
-        found["num_key_value_heads"] = kv
-        found["num_attention_heads"] = kv * (config.num_attention_heads // config.num_key_value_heads)
+    if kv is not None or per_group is not None:
+        groups = config.num_key_value_heads if kv is None else kv
+        found["num_key_value_heads"] = groups
+        found["num_attention_heads"] = groups * (per_group or config.num_attention_heads // config.num_key_value_heads)
     elif heads is not None:
         found["num_attention_heads"] = heads
         if getattr(config, "num_key_value_heads", None) is not None:
             found["num_key_value_heads"] = heads
     hidden_names = [n for n in active if ".weight.shape[" in n]
     hidden = [active[n] for n in hidden_names]
-    per_layer = [n for n in active if not n.endswith((".depth", "heads")) and n not in hidden_names]
+    per_layer = [
+        n for n in active if not n.endswith((".depth", "heads", ".num_heads_per_group")) and n not in hidden_names
+    ]
     widths = sorted({active[n] for n in per_layer})  # MLP widths, and others a config cannot hold
     if hidden:
         found["hidden_size"] = _uniform(hidden, "hidden width")
-        heads_before = getattr(config, "num_attention_heads", None)
-        if heads_before and getattr(config, "head_dim", None) is None and "hidden_size" in found:
-            # heads keep their size: a config without head_dim (Qwen2's) derives it from the hidden width
-            found["head_dim"] = config.hidden_size // heads_before
+    heads_before = getattr(config, "num_attention_heads", None)
+    if (
+        heads_before
+        and getattr(config, "head_dim", None) is None
+        and found.keys() & {"hidden_size", "num_attention_heads"}
+    ):
+        # heads keep their size: a config without head_dim (Qwen2's) derives it from the hidden width and head count
+        found["head_dim"] = config.hidden_size // heads_before
     return found, widths
 
 
@@ -197,27 +205,23 @@ def save_pretrained_subnet(
     with torch.no_grad():
         expected = logits_of(plain(*example))
         _check(logits_of(rebuilt(*example)), expected, "the rebuilt model")
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = directory.with_name(f".{directory.name}.tmp")
-    old = directory.with_name(f".{directory.name}.old")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+
+    def write(folder: Path) -> None:
         import transformers
 
         transformers.utils.logging.disable_progress_bar()
-        rebuilt.save_pretrained(tmp)
+        rebuilt.save_pretrained(folder)
         if tokenizer is not None:
-            save_pinned_tokenizer(tokenizer, tmp)
-        loaded = type(rebuilt).from_pretrained(tmp, local_files_only=True).eval()
+            save_pinned_tokenizer(tokenizer, folder)
+
+    def check(folder: Path) -> None:
+        loaded = type(rebuilt).from_pretrained(folder, local_files_only=True).eval()
         with torch.no_grad():
             _check(logits_of(loaded(*example)), expected, "the saved directory")
-        if directory.exists():
-            directory.rename(old)
-        tmp.rename(directory)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return directory
+
+    # written and read back as a temp folder that then takes the place of an earlier export whole:
+    # a full disk (safetensors reports it in its own error type) is one line naming ``directory``
+    return atomic_directory(directory, write, check)
 
 
 def _check(got: torch.Tensor, expected: torch.Tensor, what: str) -> None:

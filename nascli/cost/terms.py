@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from nascli.cost.fvcore_count import fvcore_flops
-from nascli.space.hparam import Hparam, Scaled, Segments, dim_parts
+from nascli.space.hparam import Grouped, Hparam, Scaled, Segments, dim_parts
 from nascli.space.kinds import DynamicModule, kind_of
 from nascli.space.trace import ARGS, TraceResult, node_shape
 from nascli.space.trace_aten import aten_name
@@ -57,6 +57,9 @@ class TermBuilder:
             if isinstance(hp, Scaled):  # entries per channel fold into the coefficient
                 self.add(kind, coef * hp.scale**power, [*hps[:i], (hp.base, power), *hps[i + 1 :]], path)
                 return
+            if isinstance(hp, Grouped):  # query heads: key/value groups times heads per group
+                self.add(kind, coef, [*hps[:i], (hp.groups, power), (hp.per_group, power), *hps[i + 1 :]], path)
+                return
             if isinstance(hp, (Segments, list)):
                 for part in hp.parts if isinstance(hp, Segments) else hp:
                     self.add(kind, coef, [*hps[:i], (part, power), *hps[i + 1 :]], path)
@@ -80,15 +83,16 @@ class TermBuilder:
         return [self._dim_of(e) for e in self.trace.channels[node][0]]
 
     def _dim_of(self, element: tuple) -> Any:
-        """A group's hparam; a group scaled from another (heads) is that hparam scaled; else its fixed size."""
+        """A group's hparam; a group scaled from another (heads) is that hparam scaled, the nearest one
+        sized (grouped query heads before the key/value heads they repeat); else its fixed size."""
         groups = self.trace.groups
         root = groups.find(element)
         if root in self.root_hp:
             return self.root_hp[root]
-        scaled = groups.scaled_of(root)
-        base = self.root_hp.get(scaled[0]) if scaled else None
-        if isinstance(base, Hparam):
-            return Scaled(base, scaled[1])
+        for base_root, scale in groups.scaled_chain(root):
+            base = self.root_hp.get(base_root)
+            if isinstance(base, (Hparam, Grouped)):
+                return Scaled(base, scale)
         return groups.size(root)
 
     # -- per module ----------------------------------------------------------------------------
@@ -230,9 +234,11 @@ def _group_dims(trace: TraceResult, slot_hps: dict[str, dict[str, Any]]) -> dict
             if isinstance(dim, Scaled) and (name, attr) not in trace.slot_scales:
                 root = groups.find(("slot", name, attr, 0))
                 found[root] = dim  # a projection into or out of heads
-                scaled = groups.scaled_of(root)
-                if scaled is not None and isinstance(dim.base, Hparam):
-                    found.setdefault(scaled[0], dim.base)  # the heads themselves
+                chain = groups.scaled_chain(root)
+                if chain and isinstance(dim.base, Hparam):
+                    found.setdefault(chain[-1][0], dim.base)  # the heads themselves
+                elif isinstance(dim.base, Grouped):  # the query heads, in key/value groups
+                    found.update({base: dim.base for base, scale in chain if scale == dim.scale})
                 continue
             parts, start, index = dim_parts(dim), 0, 0
             while start < len(parts):  # slot segments in order; a chunked one spans its runs

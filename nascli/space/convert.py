@@ -12,7 +12,7 @@ from torch import nn
 from nascli.cost.terms import compile_cost_terms
 from nascli.errors import UserInputError
 from nascli.space.export import export_max
-from nascli.space.hparam import Dim, Hparam, Scaled, Segments, channel_choices, dim_parts
+from nascli.space.hparam import Dim, Grouped, Hparam, Scaled, Segments, channel_choices, dim_parts
 from nascli.space.kinds import DynamicModule, convertible_kind, kind_of, module_slots
 from nascli.space.kinds.heads import HEADS
 from nascli.space.kinds.heads import RULE_KEY as HEADS_RULE
@@ -26,6 +26,7 @@ from nascli.space.space import (
     SearchSpace,
     get_space,
     is_converted,
+    model_attributes,
     on_meta_device,
     sample_in_training,
 )
@@ -48,6 +49,7 @@ def convert_model(
     """
     if is_converted(model):
         raise UserInputError(f"{type(model).__name__} is already converted; convert the original model")
+    attributes = model_attributes(model)
 
     def converts(name: str, module: nn.Module) -> bool:
         kind = convertible_kind(module)
@@ -60,7 +62,7 @@ def convert_model(
     modules = [(n, m) for n, m in model.named_modules() if n and converts(n, m)]
     reasons: dict[str, str] = {}
     order = {name: i for i, (name, _) in enumerate(model.named_modules())}
-    channel_hps, param_dims, split_dims, head_hps = _channel_hparams(modules, trace, rules, reasons, order)
+    channel_hps, param_dims, split_dims, head_hps, per_group = _channel_hparams(modules, trace, rules, reasons, order)
     layer_hps = {
         n: convertible_kind(m).layer_hparam(n, m, settings_for(rules, n, m), trace) for n, m in modules
     }  # a kernel size, a head count, a depth, an activation function
@@ -76,6 +78,7 @@ def convert_model(
         entries.extend((f"{name}.{attr}", hp) for attr, hp in module.nas_hparams())
     entries.extend(_attach_parameters(model, param_dims, channel_hps, reasons))
     _follow_split_sizes(model, split_dims)
+    _follow_query_groups(model, per_group)
     entries.extend((hp.name, hp) for hp in head_hps)
     if trace.exported and recorded_choices is not None:
         _keep_as_recorded(entries, recorded_choices, reasons)
@@ -90,6 +93,7 @@ def convert_model(
     space.entry_scales = _entry_scales(model)
     space.input_dtypes = [str(t.dtype).removeprefix("torch.") for t in dummy_input]
     space.untraceable = dict(trace.untraceable)
+    space.model_attributes = attributes
     setattr(model, SPACE_ATTR, space)
     model.register_forward_pre_hook(sample_in_training, with_kwargs=True)
     patch_train(model)  # eval() calibrates BN after random-subnet training, as in ModelOpt
@@ -152,6 +156,25 @@ def _follow_split_sizes(model: nn.Module, split_dims: dict[tuple[str, int], Dim]
         names = [name for name, value in vars(module).items() if _is_size(name, value) and value in (size, (size,))]
         if names:
             PARAMETERS.attach_parameters(module, {}, {name: dim for name in names})
+
+
+def _follow_query_groups(model: nn.Module, per_group: list[tuple[str, int, Hparam]]) -> None:
+    """An attention repeating its keys and values per group by a count it holds (Hugging Face's
+    ``num_key_value_groups``) gets that count set to the query heads each group keeps.
+
+    Among the int attributes equal to the count as built, those named for groups are taken when
+    there are any (a key/value head count may equal it too), else all; the forward check of the
+    exported model then tells whether that was enough.
+    """
+    modules = dict(model.named_modules())
+    for attention, count, hp in per_group:
+        module = modules.get(attention)
+        if module is None or (isinstance(module, DynamicModule) and kind_of(module) is not PARAMETERS):
+            continue
+        names = [name for name, value in vars(module).items() if _is_size(name, value) and value == count]
+        names = [name for name in names if "group" in name.lower()] or names
+        if names:
+            PARAMETERS.attach_parameters(module, {}, {name: hp for name in names})
 
 
 def _is_size(name: str, value: Any) -> bool:
@@ -247,13 +270,23 @@ def _channel_hparams(
     rules: dict[str, Any],
     reasons: dict[str, str],
     order: dict[str, int],
-) -> tuple[dict[str, dict[str, Dim]], dict[str, tuple[int, Dim]], dict[tuple[str, int], Dim], list[Hparam]]:
+) -> tuple[
+    dict[str, dict[str, Dim]],
+    dict[str, tuple[int, Dim]],
+    dict[tuple[str, int], Dim],
+    list[Hparam],
+    list[tuple[str, int, Hparam]],
+]:
     """One hparam per channel group, shared by every slot of the group; why fixed ones are fixed goes in reasons.
 
     A layer reading a concatenation has one slot per segment and gets a ``Segments`` of their hparams.
-    A group split into heads is a ``Scaled`` of its head group, whose hparam counts heads. Returns
-    the dims of layer slots, the dims of parameters read directly (by path, with their channel
-    dim), the dims of splits into equal parts (by module path and part size), and the head hparams.
+    A group split into heads is a ``Scaled`` of its head group, whose hparam counts heads. The query
+    heads of grouped-query attention are ``Grouped``: key/value groups times the query heads kept
+    in each, a second hparam (when it has a single choice they stay whole groups, a ``Scaled`` of
+    the key/value heads, as conversions before it made them). Returns the dims of layer slots, the
+    dims of parameters read directly (by path, with their channel dim), the dims of splits into
+    equal parts (by module path and part size), the head hparams, and (attention, query heads per
+    group as built, hparam) of each searchable per-group count.
     """
     groups = trace.groups
     members: dict[tuple, list[tuple[str, nn.Module, str, int]]] = defaultdict(list)
@@ -286,6 +319,12 @@ def _channel_hparams(
         scaled = groups.scaled_of(element)  # keys repeated for grouped-query attention: whole groups
         heads[scaled[0] if scaled else groups.find(element)] = (attention, grouped or scaled is not None)
     hparams: dict[tuple, Hparam] = {}
+    per_group: dict[tuple, tuple[str, int, Hparam]] = {}  # query heads root -> (attention, count, its hparam)
+    for element, attention, count in trace.query_groups:
+        root = groups.find(element)
+        chain = groups.scaled_chain(root)
+        if root not in per_group and len(chain) == 1 and chain[0][0] in heads:  # whole groups of the kv heads
+            per_group[root] = (attention, count, _per_group_hparam(root, attention, count, trace, rules, reasons))
 
     def hparam_of(root: tuple) -> Hparam:
         if root not in hparams:
@@ -303,6 +342,10 @@ def _channel_hparams(
         if root in repeats:
             part, copies = repeats[root]
             return Segments([dim_of(groups.find(part))] * copies)  # a part may be split into heads
+        for base, scale in [(root, 1), *groups.scaled_chain(root)]:  # through grouped query heads
+            if base in per_group and per_group[base][2].is_configurable:
+                queries = Grouped(hparam_of(groups.scaled_chain(base)[0][0]), per_group[base][2])
+                return queries if scale == 1 else Scaled(queries, scale)
         scaled = groups.scaled_of(root)
         if scaled is not None:
             return Scaled(hparam_of(scaled[0]), scaled[1])
@@ -325,7 +368,9 @@ def _channel_hparams(
         found[name][attr] = ordered[0] if len(ordered) == 1 else Segments(ordered)
         if (name, attr) in trace.slot_scales:  # a linear layer reading flattened maps
             found[name][attr] = Scaled(found[name][attr], trace.slot_scales[(name, attr)])
-    return found, param_dims, split_dims, [hparams[root] for root in heads if root in hparams]
+    head_hps = [hparams[root] for root in heads if root in hparams] + [hp for _, _, hp in per_group.values()]
+    follows = [(attention, count, hp) for attention, count, hp in per_group.values() if hp.is_configurable]
+    return found, param_dims, split_dims, head_hps, follows
 
 
 def _head_hparam(
@@ -334,12 +379,38 @@ def _head_hparam(
     """The number of heads (or of key/value groups) of one attention, named after the module running it."""
     settings = settings_matching(rules.get(HEADS_RULE), attention)
     hp = HEADS.head_hparam(attention, trace.groups.size(root), grouped, settings or {})
+    return _heads_fixed_where_frozen(hp, root, attention, settings, trace, reasons, "heads")
+
+
+def _per_group_hparam(
+    root: tuple, attention: str, count: int, trace: TraceResult, rules: dict[str, Any], reasons: dict[str, str]
+) -> Hparam:
+    """The query heads each key/value group of one attention keeps (``count`` as built).
+
+    Fixed where the heads are (a frozen projection or attention output), or where the rules
+    exclude the attention.
+    """
+    settings = settings_matching(rules.get(HEADS_RULE), attention)
+    hp = HEADS.per_group_hparam(attention, count, settings or {})
+    return _heads_fixed_where_frozen(hp, root, attention, settings, trace, reasons, "query heads per group")
+
+
+def _heads_fixed_where_frozen(
+    hp: Hparam,
+    root: tuple,
+    attention: str,
+    settings: dict[str, Any] | None,
+    trace: TraceResult,
+    reasons: dict[str, str],
+    noun: str,
+) -> Hparam:
+    """``hp`` with its one largest choice where the heads are frozen or the rules exclude the attention."""
     why = trace.groups.frozen_reason(root)
     if settings is None:
         why = f"{attention} is excluded by the {HEADS_RULE} rules"
     if why is not None:
         hp = Hparam(hp.name, (hp.max,))
-    return _fixed(hp, why or f"every ratio rounds to {hp.max} heads", reasons)
+    return _fixed(hp, why or f"every ratio rounds to {hp.max} {noun}", reasons)
 
 
 def _group_hparam(

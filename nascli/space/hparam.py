@@ -121,7 +121,7 @@ class Scaled:
 
     __slots__ = ("base", "scale", "_last")
 
-    def __init__(self, base: Hparam | Segments, scale: int) -> None:
+    def __init__(self, base: Hparam | Segments | Grouped, scale: int) -> None:
         self.base, self.scale = base, scale
         self._last: list = []
 
@@ -145,6 +145,42 @@ class Scaled:
         )
 
 
+class Grouped:
+    """A dim of ``groups`` runs of ``per_group`` channels each, group-major: the query heads of
+    grouped-query attention, ``per_group`` query heads for each key/value group.
+
+    Every kept group keeps the same number of its channels, each group's own prefix, so the
+    exported attention is again a plain grouped-query one (``num_attention_heads = kv_heads *
+    per_group``, the head size kept). The active channels are a prefix only while every group is full.
+    """
+
+    __slots__ = ("groups", "per_group", "_last")
+
+    def __init__(self, groups: Hparam, per_group: Hparam) -> None:
+        self.groups, self.per_group = groups, per_group
+        self._last: list = []
+
+    @property
+    def active(self) -> int:
+        return self.groups.active * self.per_group.active
+
+    @property
+    def max(self) -> int:
+        return self.groups.max * self.per_group.max
+
+    def index(self) -> Any:
+        import torch
+
+        groups, per_group, stride = self.groups.active, self.per_group.active, self.per_group.max
+        if per_group == stride:
+            return slice(0, groups * stride)
+        return _last_subnet(
+            self._last,
+            (groups, per_group),
+            lambda: (torch.arange(groups)[:, None] * stride + torch.arange(per_group)).flatten(),
+        )
+
+
 def _last_subnet(memo: list, actives: tuple, build: Callable[[], Any]) -> Any:
     """The index of the subnet ``actives``, rebuilt only when the subnet changes.
 
@@ -157,18 +193,21 @@ def _last_subnet(memo: list, actives: tuple, build: Callable[[], Any]) -> Any:
     return memo[1]
 
 
-Dim = Hparam | Segments | Scaled
+Dim = Hparam | Segments | Scaled | Grouped
 
 
 def dim_index(dim: Dim) -> Any:
     """How to slice a stored dim to its active size: a slice, or an index tensor for segments."""
-    return dim.index() if isinstance(dim, (Segments, Scaled)) else slice(0, dim.active)
+    return dim.index() if isinstance(dim, (Segments, Scaled, Grouped)) else slice(0, dim.active)
 
 
 def dim_parts(dim: Dim) -> tuple[Hparam, ...]:
-    """The hparams a dim follows, in order (a segment split into heads counts by its head hparam)."""
+    """The hparams a dim follows, in order (a segment split into heads counts by its head hparam;
+    query heads in key/value groups by the groups' hparam, then the per-group one)."""
     if isinstance(dim, Scaled):
         return dim_parts(dim.base)
+    if isinstance(dim, Grouped):
+        return (dim.groups, dim.per_group)
     return tuple(p for part in dim.parts for p in dim_parts(part)) if isinstance(dim, Segments) else (dim,)
 
 
@@ -183,6 +222,8 @@ def size_in(dim: Dim, config: dict[str, Any]) -> int:
         return size_in(dim.base, config) * dim.scale
     if isinstance(dim, Segments):
         return sum(size_in(part, config) for part in dim.parts)
+    if isinstance(dim, Grouped):
+        return size_in(dim.groups, config) * size_in(dim.per_group, config)
     return config.get(dim.name, dim.active) if dim.is_configurable else dim.max
 
 

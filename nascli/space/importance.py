@@ -6,8 +6,9 @@ importance is the |γ| of its batch norms, or else the L1 norm of its producers'
 weights. By activations (Minitron), it is what the layers reading the group receive on
 calibration batches: the mean |activation| of each channel (an MLP neuron, a hidden channel:
 the inputs of the projections after each norm), or for heads the mean L2 norm of each head's
-output (a key/value group's: of its query heads' outputs). The permutation is applied to every
-tensor of the group, so the full model computes exactly what it did before.
+output (a key/value group's: of its query heads' outputs). Query heads inside key/value groups
+are ranked within their group, so every group keeps its own best heads. The permutation is
+applied to every tensor of the group, so the full model computes exactly what it did before.
 """
 
 from __future__ import annotations
@@ -15,26 +16,54 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from nascli.space.hparam import Hparam, Scaled, Segments, dim_parts, dim_scale
+from nascli.space.hparam import Grouped, Hparam, Scaled, Segments, dim_parts, dim_scale
 from nascli.space.kinds import DynamicModule, kind_of
 from nascli.space.kinds.base import moving_each_tensor_once
 from nascli.space.kinds.sequential import DepthStack
 from nascli.space.space import get_space, random_sampling
 
-# (layer, "out" | "in" | "features" | "param:<name>", offset of the group in that dim, entries per channel)
-Member = tuple[nn.Module, str, int, int]
+# (layer, "out" | "in" | "features" | "param:<name>", offset of the group in that dim, entries per channel,
+# channels of the dim, as the layer's kind permutes them, per channel of the group)
+Member = tuple[nn.Module, str, int, int, int]
 
 
-def _group_members(model: nn.Module) -> dict[int, tuple[Hparam, list[Member]]]:
-    """Configurable channel hparam -> every layer dim it sizes, with the group's offset in the dim."""
+@dataclass
+class _Group:
+    """The layer dims one configurable hparam sizes, and how a permutation of its channels may go.
+
+    ``size`` channels are permuted together: the hparam's max, or for the query heads kept per
+    key/value group every query head, permuted only within its group (runs of ``within``).
+    """
+
+    hp: Hparam
+    members: list[Member] = field(default_factory=list)
+    size: int = 0
+    within: int = 0
+
+
+def _group_members(model: nn.Module) -> dict[int, _Group]:
+    """Configurable channel hparam -> every layer dim it sizes, with the group's offset in the dim.
+
+    Grouped query heads give two groups: the key/value groups (each spanning its query heads'
+    entries) and the query heads per group, ranked and moved within their group, so every group
+    keeps its own best heads. Those come first: moving heads within groups leaves each group's
+    score as it was, so the groups are ranked after on scores measured before either move.
+    """
     space = get_space(model)
     configurable = {id(hp) for hp in space.hparams.values()}
-    groups: dict[int, tuple[Hparam, list]] = defaultdict(lambda: (None, []))
+    inner: dict[int, _Group] = {}
+    groups: dict[int, _Group] = {}
     kept: set[int] = set()  # heads inside equal parts (GPT-2's q, k and v): their order stays
+
+    def add(found: dict[int, _Group], hp: Hparam, member: Member, size: int, within: int = 1) -> None:
+        if id(hp) in configurable:
+            found.setdefault(id(hp), _Group(hp, [], size, within)).members.append(member)
+
     for module in model.modules():
         if not isinstance(module, DynamicModule):
             continue
@@ -42,22 +71,27 @@ def _group_members(model: nn.Module) -> dict[int, tuple[Hparam, list[Member]]]:
             if isinstance(dim, Segments) and any(isinstance(part, Scaled) for part in dim.parts):
                 kept.update(id(hp) for hp in dim_parts(dim))
                 continue
-            base = dim.base if isinstance(dim, Scaled) else dim
+            base, scale = (dim.base if isinstance(dim, Scaled) else dim), dim_scale(dim)
+            if isinstance(base, Grouped):
+                kv, per = base.groups, base.per_group
+                add(inner, per, (module, role, 0, scale, 1), base.max, per.max)
+                add(groups, kv, (module, role, 0, per.max * scale, per.max), kv.max)
+                continue
             offsets = base.offsets() if isinstance(base, Segments) else [0]
             for hp, offset in zip(dim_parts(dim), offsets, strict=True):
-                if id(hp) in configurable:
-                    groups[id(hp)] = (hp, groups[id(hp)][1] + [(module, role, offset, dim_scale(dim))])
-    return {key: group for key, group in groups.items() if key not in kept}
+                add(groups, hp, (module, role, offset, scale, 1), hp.max)
+    found = {**inner, **groups}
+    return {key: group for key, group in found.items() if key not in kept}
 
 
-def _importance(hp: Hparam, members: list[Member]) -> torch.Tensor:
+def _importance(group: _Group) -> torch.Tensor:
     """The |gamma| of the group's batch norms where it has any, else its producers' output-weight L1 norms."""
-    n = hp.max
-    features = [(kind_of(m).scale_importance(m), o) for m, role, o, _ in members if role == "features"]
+    n, members = group.size, group.members
+    features = [(kind_of(m).scale_importance(m), o) for m, role, o, _, _ in members if role == "features"]
     scales = [scale[o : o + n] for scale, o in features if scale is not None]
     if scales:
         return torch.stack(scales).sum(0)
-    producers = [(kind_of(m).output_importance(m), o, s) for m, role, o, s in members if role == "out"]
+    producers = [(kind_of(m).output_importance(m), o, s) for m, role, o, s, _ in members if role == "out"]
     # a head's importance sums its entries (head size, or the query heads of a key/value group)
     return torch.stack([score[o * s : (o + n) * s].view(n, s).sum(1) for score, o, s in producers]).sum(0)
 
@@ -66,10 +100,10 @@ class _InputStatistics:
     """Per layer reading a group: the sum over positions of |x| per input channel, and of the L2
     norm of each block of ``scale`` channels (a head) for each block size its groups use."""
 
-    def __init__(self, members: dict[int, tuple[Hparam, list[Member]]]) -> None:
+    def __init__(self, groups: dict[int, _Group]) -> None:
         self.scales: dict[nn.Module, set[int]] = defaultdict(set)
-        for _, group in members.values():
-            for module, role, _, scale in group:
+        for group in groups.values():
+            for module, role, _, scale, _ in group.members:
                 if role == "in":
                     self.scales[module].add(scale)
         self.sums: dict[tuple[nn.Module, int], torch.Tensor] = {}
@@ -88,10 +122,10 @@ class _InputStatistics:
             key = (module, scale)
             self.sums[key] = self.sums[key] + total if key in self.sums else total
 
-    def importance(self, hp: Hparam, group: list[Member]) -> torch.Tensor | None:
+    def importance(self, group: _Group) -> torch.Tensor | None:
         """The group's score per channel, summed over its readers; None where none was measured."""
-        n, scores = hp.max, []
-        for module, role, offset, scale in group:
+        n, scores = group.size, []
+        for module, role, offset, scale, _ in group.members:
             total = self.sums.get((module, scale)) if role == "in" else None
             if total is not None and len(total) >= offset + n:
                 scores.append(total[offset : offset + n] / total.sum().clamp_min(1e-12))
@@ -100,7 +134,7 @@ class _InputStatistics:
 
 @torch.no_grad()
 def _activation_importance(
-    model: nn.Module, groups: dict[int, tuple[Hparam, list[Member]]], batches: Iterable[tuple]
+    model: nn.Module, groups: dict[int, _Group], batches: Iterable[tuple]
 ) -> dict[int, torch.Tensor]:
     """Scores from what each group's readers receive over ``batches`` (each a tuple of inputs), at the max subnet.
 
@@ -123,8 +157,8 @@ def _activation_importance(
             handle.remove()
         model.train(was_training)
     found = {}
-    for key, (hp, group) in groups.items():
-        score = stats.importance(hp, group)
+    for key, group in groups.items():
+        score = stats.importance(group)
         if score is not None:
             found[key] = score
     return found
@@ -132,7 +166,7 @@ def _activation_importance(
 
 def _block_width(members: list[Member]) -> int:
     """Whole blocks move together: grouped convs' per-group widths and group norms' channels per group."""
-    return math.lcm(1, *(kind_of(m).permutation_block(m) for m, _, _, _ in members))
+    return math.lcm(1, *(kind_of(m).permutation_block(m) for m, _, _, _, _ in members))
 
 
 @torch.no_grad()
@@ -145,16 +179,19 @@ def sort_channels_by_importance(model: nn.Module, batches: Iterable[tuple] | Non
     orders = {}
     groups = _group_members(model)
     measured = _activation_importance(model, groups, batches) if batches is not None else {}
-    for key, (hp, members) in groups.items():
-        score = measured[key] if key in measured else _importance(hp, members)
-        width = _block_width(members)
-        if len(score) % width or any(offset % width for _, _, offset, _ in members):
-            continue  # whole blocks do not line up with this group (part of a concatenation): keep its order
-        blocks = score.view(-1, width).sum(1)
-        order = torch.argsort(blocks, descending=True, stable=True)
-        perm = (order[:, None] * width + torch.arange(width, device=order.device)).flatten()
-        _permute(members, perm)
-        orders[hp.name] = perm.tolist()
+    for key, group in groups.items():
+        score = measured[key] if key in measured else _importance(group)
+        if group.within > 1:  # query heads: ranked within their key/value group, which keeps its place
+            order = torch.argsort(score.view(-1, group.within), dim=1, descending=True, stable=True)
+            perm = (torch.arange(len(order), device=order.device)[:, None] * group.within + order).flatten()
+        else:
+            width = _block_width(group.members)
+            if len(score) % width or any(offset % width for _, _, offset, _, _ in group.members):
+                continue  # whole blocks do not line up with this group (part of a concatenation): keep its order
+            order = torch.argsort(score.view(-1, width).sum(1), descending=True, stable=True)
+            perm = (order[:, None] * width + torch.arange(width, device=order.device)).flatten()
+        _permute(group.members, perm)
+        orders[group.hp.name] = perm.tolist()
     space = get_space(model)
     space.sorted_by = "activations" if batches is not None else "weights"
     space.channel_orders.append(orders)
@@ -162,9 +199,12 @@ def sort_channels_by_importance(model: nn.Module, batches: Iterable[tuple] | Non
 
 
 def _permute(members: list[Member], perm: torch.Tensor) -> None:
+    """Move every member's channels by ``perm``; a member spanning several channels of its dim per channel
+    of the group (a key/value group's query heads) moves each run whole."""
     with moving_each_tensor_once():  # a tied embedding and output head share one tensor
-        for module, role, offset, _ in members:
-            kind_of(module).permute(module, role, perm, offset)
+        for module, role, offset, _, runs in members:
+            moved = perm if runs == 1 else (perm[:, None] * runs + torch.arange(runs, device=perm.device)).flatten()
+            kind_of(module).permute(module, role, moved, offset * runs)
 
 
 @torch.no_grad()
@@ -174,13 +214,13 @@ def apply_channel_orders(model: nn.Module, orders: list[dict[str, list[int]]]) -
     Sorting is a permutation of each group, so the weights of a model sorted once can be rebuilt
     from the weights it was built with and these orders, exactly, without storing them again.
     """
-    groups = {hp.name: (hp, members) for hp, members in _group_members(model).values()}
+    groups = {group.hp.name: group for group in _group_members(model).values()}
     space = get_space(model)
     for sort in orders:
         for name, perm in sort.items():
-            if name not in groups or sorted(perm) != list(range(groups[name][0].max)):
+            if name not in groups or sorted(perm) != list(range(groups[name].size)):
                 raise ValueError(f"a recorded channel order of {name} does not fit the model")
-            _permute(groups[name][1], torch.as_tensor(perm, dtype=torch.long))
+            _permute(groups[name].members, torch.as_tensor(perm, dtype=torch.long))
         space.channel_orders.append(sort)
 
 

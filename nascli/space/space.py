@@ -15,6 +15,8 @@ from nascli.space.hparam import Hparam
 from nascli.space.patches import before_forward, default_patch_data
 
 SPACE_ATTR = "_nascli_space"
+#: a model converted without an input whose conversion waits for its first one (nascli/nas/deferred.py)
+PENDING_ATTR = "_nascli_pending_conversion"
 
 
 def on_meta_device(model: nn.Module) -> bool:
@@ -80,6 +82,11 @@ class SearchSpace:
         self.untraceable: dict[str, str] = {}  # module kept whole -> why fx could not trace it
         # entry -> entries per choice, for an attribute sized by whole heads or flattened maps
         self.entry_scales: dict[str, int] = {}
+        # what the converted model was (``model_attributes``): a restore into another one is refused
+        self.model_attributes: dict[str, Any] = {}
+        # the conversions exported before this one, oldest first, each as a checkpoint records it
+        # (plain data): a chain of modes such as autonas, export_nas, fastnas (nascli/opt/checkpoint.py)
+        self.history: list[dict[str, Any]] = []
         self._by_name = dict(entries)
         self.hparams: dict[str, Hparam] = {name: hp for name, hp in entries if name == hp.name and hp.is_configurable}
 
@@ -141,10 +148,16 @@ class SearchSpace:
     def size(self) -> int:
         return math.prod(len(hp.choices) for hp in self.hparams.values())
 
-    def summary(self, verbose: bool = False) -> str:
-        """ModelOpt's summary layout; ``verbose`` adds each fixed dimension and why it is fixed."""
+    def summary(self, verbose: bool = False, skipped: tuple[str, ...] = ()) -> str:
+        """ModelOpt's summary layout; ``verbose`` adds each fixed dimension and why it is fixed.
+
+        Attributes whose name ends with one of ``skipped`` are left out, as ModelOpt's
+        ``skipped_hparams``; the counts below still cover the whole space.
+        """
         lines = ["Search Space Summary:"]
         for name, hp in self.entries:
+            if name.endswith(skipped):
+                continue
             mark = "*" if name in self.hparams else " "
             scale = f" x {self.entry_scales[name]}" if name in self.entry_scales else ""  # heads x head size
             lines.append(f"{mark} {name:<80} {list(hp.choices)}{scale}")
@@ -195,11 +208,35 @@ def _choose(hp: Hparam, rule: Any) -> Any:
     raise UserInputError(f"sample: unknown sampling rule {rule!r} (use min, max, centroid, random or a function)")
 
 
+def model_attributes(model: nn.Module) -> dict[str, Any]:
+    """The class name and the name of the ``forward`` that a conversion of ``model`` traced.
+
+    As ModelOpt records them: a checkpoint restored into a model of another class, or one whose
+    ``forward`` was replaced on the instance, would rebuild the search space of other code.
+    """
+    return {"type": type(model).__name__, "forward": getattr(model.forward, "__name__", None)}
+
+
 def get_space(model: nn.Module) -> SearchSpace:
     space = getattr(model, SPACE_ATTR, None)
     if space is None:
+        check_not_pending(model)
         raise UserInputError(f"{type(model).__name__} is not a converted model: call nascli.nas.convert first")
     return space
+
+
+def is_pending(model: nn.Module) -> bool:
+    """Whether ``model`` was converted without an input and its search space waits for its first one."""
+    return getattr(model, PENDING_ATTR, None) is not None
+
+
+def check_not_pending(model: nn.Module) -> None:
+    """The error for a call that needs the search space of a model whose conversion waits for an input."""
+    if is_pending(model):
+        raise UserInputError(
+            f"{type(model).__name__} was converted without an input and its search space is built on the first one:"
+            " run a forward on a batch, or pass dummy_input (to nascli.nas.convert, profile or search)"
+        )
 
 
 def is_converted(model: nn.Module) -> bool:

@@ -148,6 +148,20 @@ class ChannelGroups:
             root, scale = self.find(base), scale * factor
         return (root, scale) if scale != 1 or seen else None
 
+    def scaled_chain(self, element: Element) -> list[tuple[Element, int]]:
+        """The roots ``element``'s group is scaled from, nearest first, each with the total scale to it.
+
+        ``scaled_of`` gives the last; a projection into grouped query heads passes the query heads
+        (head size) on its way to the key/value heads (head size x query heads per group).
+        """
+        chain, root, scale, seen = [], self.find(element), 1, set()
+        while root in self._scaled and root not in seen:
+            seen.add(root)
+            base, factor = self._scaled[root]
+            root, scale = self.find(base), scale * factor
+            chain.append((root, scale))
+        return chain
+
     def scaled_groups(self) -> list[Element]:
         return [r for r in self._scaled if self.find(r) == r]
 
@@ -203,6 +217,9 @@ class TraceResult:
     # (key/value head group element, attention module path, whether queries are whole groups of it,
     # entries per key head and sample: sequence length x head size)
     head_groups: list[tuple[Element, str, bool, int]] = field(default_factory=list)
+    # (query head element, attention module path, query heads per key/value head) of grouped-query
+    # attention: the query heads are a scaled copy of the key/value heads, whole groups of them
+    query_groups: list[tuple[Element, str, int]] = field(default_factory=list)
     # (module path, size of each part, part element) of a split of the channels into equal parts
     split_sizes: list[tuple[str, int, Element]] = field(default_factory=list)
     exported: bool = False  # traced with torch.export: sizes computed from shapes are constants in the graph

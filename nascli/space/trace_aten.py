@@ -181,12 +181,15 @@ def elementwise(walker: ChannelWalker, node: fx.Node) -> None:
         walker.chan[node] = (aligned[0][1], aligned[0][2])
         return
     free = [a for a in real if not any(walker.groups.frozen_reason(e) for e in a[1])]
-    reference = (free or real)[0]
+    # the reference is an operand along whose channels every other one runs too or is broadcast: a
+    # single key/value head (one channel) times a rotary table tracked along the sequence
+    fits = [a for a in free or real if all(o[2] == a[2] or _size_at(walker, o[0], a[2], rank) == 1 for o in real)]
+    reference = (fits or free or real)[0]
     ref_segments, ref_dim = reference[1], reference[2]
     for arg, segments, out_dim, _ in aligned:
         in_shape = walker.shape(arg)
         at = ref_dim - (rank - len(in_shape))
-        if at < 0 or in_shape[at] == 1 and shape[ref_dim] != 1:
+        if at < 0 or in_shape[at] == 1 and (shape[ref_dim] != 1 or out_dim != ref_dim):
             continue  # broadcast along the reference channels
         if out_dim != ref_dim or walker.sizes(segments) != walker.sizes(ref_segments):
             walker.opaque(node, f"aten.{aten_name(node)} combines tensors along different dimensions")
@@ -204,6 +207,13 @@ def elementwise(walker: ChannelWalker, node: fx.Node) -> None:
             return
         walker.groups.union(ref_segments[0], element)
     walker.chan[node] = (ref_segments, ref_dim)
+
+
+def _size_at(walker: ChannelWalker, node: fx.Node, dim: int, rank: int) -> int:
+    """The size of ``node`` along ``dim`` of a result of ``rank`` dims it is broadcast to (1 where it has none)."""
+    shape = walker.shape(node)
+    at = dim - (rank - len(shape))
+    return shape[at] if at >= 0 else 1
 
 
 def _along_other_dim(walker: ChannelWalker, node: fx.Node, dim: Any) -> None:
@@ -254,8 +264,10 @@ def _reshape(walker: ChannelWalker, node: fx.Node) -> None:
     if run is None:
         walker.opaque(node, f"aten.{aten_name(node)} reshapes the channels")
         return
-    ins = [d for d in run[0] if in_shape[d] != 1]
+    ins = [d for d in run[0] if in_shape[d] != 1 or d == c]  # one head (multi-query keys) is still the heads
     outs = [d for d in run[1] if shape[d] != 1] or run[1][:1]
+    if ins == [c] and _one_head(node, run[1], shape, in_shape[c]):
+        outs = run[1]  # (head size) -> (1, head size): the split of one key/value head
     if ins == [c] and len(outs) == 1:
         walker.chan[node] = (segments, outs[0])
     elif (
@@ -276,15 +288,47 @@ def _reshape(walker: ChannelWalker, node: fx.Node) -> None:
     elif ins == [c] and len(segments) == 1:  # split: (heads * head size) -> (heads, head size)
         heads = walker.groups.add(("node", node.name), shape[outs[0]])
         walker.groups.set_scaled(segments[0], heads, math.prod(shape[d] for d in outs[1:]))
-        _size_follows(walker, node, shape[outs[0]], heads)
+        if _written_out(node, outs[0]):
+            _size_follows(walker, node, shape[outs[0]], heads)
         walker.chan[node] = ((heads,), outs[0])
     elif len(outs) == 1 and ins and ins[0] == c and len(segments) == 1:  # merge: channels outermost
         merged = walker.groups.add(("node", node.name), shape[outs[0]])
         walker.groups.set_scaled(merged, segments[0], math.prod(in_shape[d] for d in ins[1:]))
-        _size_follows(walker, node, shape[outs[0]], merged)
+        if _written_out(node, outs[0]) and aten_name(arg) != "expand":  # a repeat's count is the code's product
+            _size_follows(walker, node, shape[outs[0]], merged)
         walker.chan[node] = ((merged,), outs[0])
     else:
         walker.opaque(node, f"aten.{aten_name(node)} reshapes the channels")
+
+
+def _written_out(node: fx.Node, dim: int) -> bool:
+    """Whether a view or reshape names the size of ``dim`` (not -1, which the model's code leaves to
+    follow the channels): only then may a size the module holds have to follow it. A head size equal to
+    the head count (8 heads of 8) would otherwise be taken for it."""
+    sizes = node.args[1] if len(node.args) > 1 else None
+    return not (isinstance(sizes, (list, tuple)) and dim < len(sizes) and sizes[dim] == -1)
+
+
+def _one_head(node: fx.Node, outs: list[int], shape: tuple[int, ...], size: int) -> bool:
+    """Whether a reshape's output dims ``outs`` split ``size`` channels into one head of ``size`` entries,
+    as a (batch, sequence, heads, head size) view does for the single key/value head of multi-query
+    attention: a 1 right before the last dim, in a tensor of at least four dims, that an attention reads."""
+    one = len(shape) >= 4 and outs == [len(shape) - 2, len(shape) - 1] and shape[-2] == 1 and shape[-1] == size
+    return one and _reaches_attention(node)
+
+
+def _reaches_attention(node: fx.Node, steps: int = 24) -> bool:
+    """Whether ``node`` flows into an attention within ``steps`` operations (rotary embeddings, casts
+    and transposes on the way): then a size-1 dim before the channels is a single head."""
+    seen, frontier = {node}, [node]
+    for _ in range(steps):
+        frontier = [user for n in frontier for user in n.users if user not in seen]
+        if not frontier:
+            return False
+        if any(aten_name(n) in ("scaled_dot_product_attention", "matmul", "bmm") for n in frontier):
+            return True
+        seen.update(frontier)
+    return False
 
 
 def _size_follows(walker: ChannelWalker, node: fx.Node, size: int, element: Element) -> None:
@@ -558,6 +602,7 @@ def _attention(walker: ChannelWalker, node: fx.Node) -> None:
         walker.opaque(node, f"{hq} query heads do not make whole groups of {hk} key/value heads")
         return
     _record_heads(walker, node, k, grouped=hq != hk)
+    _record_query_groups(walker, node, heads[0])
     walker.chan[node] = ((heads[0],), len(walker.shape(node)) - 3)
 
 
@@ -570,6 +615,16 @@ def _record_heads(walker: ChannelWalker, node: fx.Node, keys: fx.Node, grouped: 
     shape = walker.shape(keys)
     element = walker.chan[keys][0][0]
     walker.result.head_groups.append((element, stack[-1][0] if stack else node.name, grouped, shape[-1] * shape[-2]))
+
+
+def _record_query_groups(walker: ChannelWalker, node: fx.Node, queries: Element) -> None:
+    """Query heads scaled from the key/value heads (``enable_gqa``, or keys and values repeated per
+    group before the attention) are whole groups of them: record how many per group, so that
+    ``space/convert.py`` can search the query heads inside each group too."""
+    chain = walker.groups.scaled_chain(queries)
+    if chain:
+        stack = list(node.meta.get("nn_module_stack", {}).values())
+        walker.result.query_groups.append((queries, stack[-1][0] if stack else node.name, chain[0][1]))
 
 
 def _batched_matmul(walker: ChannelWalker, node: fx.Node) -> None:
@@ -588,4 +643,6 @@ def _batched_matmul(walker: ChannelWalker, node: fx.Node) -> None:
     for x, y in zip(seg_a, seg_b, strict=True):
         walker.groups.union(x, y)
     _record_heads(walker, node, b, grouped=False)
+    if len(seg_a) == 1:
+        _record_query_groups(walker, node, seg_a[0])
     walker.chan[node] = (seg_a, out_a)

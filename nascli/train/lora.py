@@ -64,6 +64,28 @@ def add_adapters(model: nn.Module, spec: LoraSpec) -> list[str]:
     return targets
 
 
+def merged_copies(student: nn.Module, converted: nn.Module) -> dict[str, torch.Tensor]:
+    """The student's weights that are copies rather than views of the converted model's tensors, by name.
+
+    ``export_views`` copies a layer whose active channels are not a leading slice (query heads
+    kept inside each KV group); merging an adapter into such a copy does not reach the converted
+    model, so after exporting it in place, ``load_merged`` puts them there.
+    """
+    shared = {t.untyped_storage().data_ptr() for t in converted.parameters()}
+    return {
+        name: tensor.detach()
+        for name, tensor in student.named_parameters()
+        if tensor.untyped_storage().data_ptr() not in shared
+    }
+
+
+def load_merged(exported: nn.Module, copies: dict[str, torch.Tensor]) -> None:
+    """Write ``merged_copies`` into the converted model exported in place (the same subnet, the same names)."""
+    with torch.no_grad():
+        for name, tensor in copies.items():
+            exported.get_parameter(name).copy_(tensor)
+
+
 def merge_adapters(model: nn.Module) -> nn.Module:
     """Add each adapter's product into its frozen weight, in place, and put the plain layer back."""
     from peft.tuners.lora import LoraLayer

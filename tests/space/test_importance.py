@@ -105,8 +105,38 @@ def test_activations_rank_what_the_readers_receive_not_the_weights():
     silent = block.mlp.gate.weight.shape[0] - 1
     assert block.mlp.gate.weight.abs().sum(1).argmax() == silent
     search = {"score_func": lambda m: 0.0, "algorithm": "random", "iterations": 1, "population": 2, "parents": 1}
-    mtn.search(model, {"params": "100%"}, ids[:1], search)  # sorts no more: the activations' order stays
+    mtn.search_select(model, {"params": "100%"}, ids[:1], search)  # sorts no more: the activations' order stays
     assert block.mlp.gate.weight.abs().sum(1).argmax() == silent
+
+
+@pytest.mark.parametrize("by", ["weights", "activations"])
+@torch.no_grad()
+def test_query_heads_are_ranked_within_their_group_and_each_group_keeps_its_best(by):
+    """Heads 1 and 2 (one in each key/value group) attend sharply, heads 0 and 3 not at all: each group
+    keeps its own sharp head at one query head per group, and the full model computes what it did."""
+    from nascli.space.importance import apply_channel_orders
+    from tests.transformer_topologies import TinyDecoder
+
+    torch.manual_seed(0)
+    ids = torch.randint(0, 50, (4, 6))
+    model = mtn.convert(TinyDecoder(4, 2), "fastnas", dummy_input=ids[:1]).eval()
+    attn = model.body.blocks[0].attn
+    attn.q.weight[0:8] = 0  # head 0 (group 0) and head 3 (group 1): uniform attention, small outputs
+    attn.q.weight[24:32] = 0
+    attn.q.weight[8:24] *= 20  # heads 1 and 2: sharp attention, large outputs
+    original, before = copy.deepcopy(model), model(ids)
+    orders = sort_channels_by_importance(model, None if by == "weights" else [(ids[:2],), (ids[2:],)])
+    assert orders["body.blocks.0.attn.num_heads_per_group"] == [1, 0, 2, 3]  # within each group
+    torch.testing.assert_close(model(ids), before, atol=1e-5, rtol=1e-5)
+
+    mtn.select(model, {"body.blocks.0.attn.num_heads_per_group": 1})
+    kept = mtn.export_copy(model).body.blocks[0].attn.q.weight.view(2, 8, -1)  # one head of each group
+    assert (kept.abs().sum((1, 2)) > 0).all()  # the sharp ones, not the silent ones
+    assert attn.q.weight.view(2, 2, 8, -1)[:, 1].abs().sum() == 0  # what each group drops
+    replayed = copy.deepcopy(original)
+    apply_channel_orders(replayed, get_space(model).channel_orders)  # a restore replays the sort exactly
+    mtn.sample(model, "max")
+    torch.testing.assert_close(replayed.body.blocks[0].attn.q.weight, attn.q.weight, atol=0, rtol=0)
 
 
 class _ResidualStack(torch.nn.Module):
@@ -141,12 +171,12 @@ def test_blocks_ranked_by_the_score_without_each_skip_the_least_needed_first(tmp
     assert max(scores["blocks.depth"]) == scores["blocks.depth"][1] == 0.0
     mtn.select(model, {"blocks.depth": 3})
     torch.testing.assert_close(model(x), reference)  # blocks 0, 1 and 3 run: the same output
-    exported = mtn.export(model).eval()
+    exported = mtn.export_copy(model).eval()
     torch.testing.assert_close(exported(x), reference)
     assert len(exported.blocks) == 3
     assert cost_model(model).cost()["params"] == sum(p.numel() for p in exported.parameters())
     mtn.select(model, {"blocks.depth": 2})
-    assert cost_model(model).cost()["params"] == sum(p.numel() for p in mtn.export(model).parameters())
+    assert cost_model(model).cost()["params"] == sum(p.numel() for p in mtn.export_copy(model).parameters())
     mto.save(model, tmp_path / "ranked.pt")
     restored = mto.restore(_ResidualStack, tmp_path / "ranked.pt").eval()
     torch.testing.assert_close(restored(x), model(x))

@@ -34,6 +34,29 @@ def test_grouped_query_attention_keeps_whole_groups(style, tmp_path):
     assert model.body.blocks[0].attn.q(torch.zeros(1, 64)).shape[-1] == 16  # one group: 2 query heads of 8
 
 
+@pytest.mark.parametrize("style", ["sdpa", "repeat", "eager"])
+def test_query_heads_inside_key_value_groups_are_searched_too(style, tmp_path):
+    model = assert_kind_conforms(lambda: TinyDecoder(4, 2, style), TOKENS, LinearKind, tmp_path)
+    assert _hparams(model)["body.blocks.0.attn.num_heads_per_group"] == (1, 2)
+    mtn.select(model, {"body.blocks.0.attn.num_heads_per_group": 1})
+    attn = mtn.export_copy(model).body.blocks[0].attn
+    original = model.body.blocks[0].attn
+    # one query head of each group (heads 0 and 2): their q rows and o columns, the keys and values whole
+    torch.testing.assert_close(attn.q.weight, torch.cat([original.q.weight[:8], original.q.weight[16:24]]))
+    torch.testing.assert_close(attn.o.weight, torch.cat([original.o.weight[:, :8], original.o.weight[:, 16:24]], 1))
+    assert attn.k.weight.shape == original.k.weight.shape
+
+
+@pytest.mark.parametrize("style", ["sdpa", "repeat", "eager"])
+def test_multi_query_attention_searches_its_query_heads(style, tmp_path):
+    """One key/value head: nothing to search in the keys and values, the query heads in its one group."""
+    model = assert_kind_conforms(lambda: TinyDecoder(4, 1, style), TOKENS, LinearKind, tmp_path)
+    found, space = _hparams(model), get_space(model)
+    assert found["body.blocks.1.attn.num_heads_per_group"] == (2, 3, 4)  # autonas: ratios 0.5 to 1
+    assert "body.blocks.1.attn.num_kv_heads" not in found
+    assert "rounds to 1" in space.fixed_reasons["body.blocks.1.attn.num_kv_heads"]
+
+
 def test_multi_head_attention_searches_heads_mlp_and_hidden(tmp_path):
     model = assert_kind_conforms(lambda: TinyDecoder(4, 4), TOKENS, LinearKind, tmp_path)
     found = _hparams(model)

@@ -12,7 +12,7 @@ import nascli.nas as mtn
 from nascli.recipe.schema import LoraSpec
 from nascli.space.export import export_in_place, export_max, export_model, export_views
 from nascli.space.space import get_space
-from nascli.train.lora import adapter_targets, add_adapters, merge_adapters
+from nascli.train.lora import adapter_targets, add_adapters, load_merged, merge_adapters, merged_copies
 from tests.transformer_topologies import TinyDecoder
 
 pytest.importorskip("peft")
@@ -47,7 +47,9 @@ def test_the_frozen_subnet_holds_views_and_trained_adapters_merge_into_the_conve
     teacher_before = copy.deepcopy(export_max(model)).eval()
     plain = export_model(model).eval()
     student = export_views(model)
-    assert _storages(student) <= _storages(model)  # not one weight copied
+    # views, but for the query and output projections: the query heads kept inside each KV group are no slice
+    copied = {n for n, p in student.named_parameters() if p.untyped_storage().data_ptr() not in _storages(model)}
+    assert copied and all(n.endswith(("attn.q.weight", "attn.o.weight")) for n in copied), copied
     add_adapters(student, LoraSpec(rank=4, alpha=8))
     trained = [n for n, p in student.named_parameters() if p.requires_grad]
     assert trained and all(".lora_" in n for n in trained)
@@ -70,5 +72,8 @@ def test_the_frozen_subnet_holds_views_and_trained_adapters_merge_into_the_conve
         merge_adapters(student)
         assert not any("lora" in n for n, _ in student.named_modules())
         torch.testing.assert_close(student(TOKENS), adapted, rtol=1e-4, atol=1e-5)
+        copies = merged_copies(student, model)
+        assert set(copies) == copied
         fine_tuned = export_in_place(model).eval()
+        load_merged(fine_tuned, copies)
         torch.testing.assert_close(fine_tuned(TOKENS), adapted, rtol=1e-4, atol=1e-5)

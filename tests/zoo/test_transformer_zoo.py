@@ -43,7 +43,7 @@ def _timm(name, **kwargs):
     return lambda: timm.create_model(name, num_classes=10, **kwargs)
 
 
-GROUPED = ["self_attn.num_kv_heads", "mlp.gate_proj", "embed_tokens.weight"]
+GROUPED = ["self_attn.num_kv_heads", "self_attn.num_heads_per_group", "mlp.gate_proj", "embed_tokens.weight"]
 # name: (factory, input, hparam name fragments that must be searchable, the same for autonas only, slow)
 ZOO = {
     "llama": (_hf("LlamaForCausalLM", "LlamaConfig", **GQA), TOKENS, GROUPED, ["layers.depth"], False),

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from nascli.space.hparam import Dim, Hparam, Scaled, Segments, dim_parts
+from nascli.space.hparam import Dim, Grouped, Hparam, Scaled, Segments, dim_parts
 from nascli.space.settings import Validator
 
 if TYPE_CHECKING:  # the engine's generic parts, handed to a kind's methods
@@ -50,7 +50,7 @@ class DynamicModule:
         for attr, field in self._hparam_fields:
             dim = getattr(self, field, None)
             dim = dim.base if isinstance(dim, Scaled) else dim  # listed by the channels it follows
-            if isinstance(dim, Segments):
+            if isinstance(dim, (Segments, Grouped)):  # each part, or key/value groups then heads per group
                 found.extend((f"{attr}[{i}]", part) for i, part in enumerate(dim_parts(dim)))
             elif dim is not None:
                 found.append((attr, dim))

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nascli.space.hparam import Dim, Scaled, dim_index, dim_scale, take
+from nascli.space.hparam import Dim, Grouped, Scaled, dim_index, dim_parts, dim_scale, take
 from nascli.space.kinds.base import (
     DynamicModule,
     LayerKind,
@@ -48,7 +48,10 @@ class SlicedParameters(DynamicModule):
         found = []
         for name, (axis, dim) in self._sliced.items():
             base = dim.base if isinstance(dim, Scaled) else dim
-            found.append((f"{name}.shape[{axis}]", base))
+            if isinstance(base, Grouped):  # one entry per query head (attention sinks): groups, then heads
+                found.extend((f"{name}.shape[{axis}][{i}]", part) for i, part in enumerate(dim_parts(base)))
+            else:
+                found.append((f"{name}.shape[{axis}]", base))
         return found
 
     def _store(self, name: str) -> dict[str, Any]:
