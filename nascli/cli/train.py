@@ -5,12 +5,17 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from nascli.cli.common import console, flags, handle_errors, input_path, result, source_and_overrides
 from nascli.errors import UserInputError
+
+if TYPE_CHECKING:
+    from nascli.recipe.schema import Recipe
 
 
 @handle_errors
@@ -23,7 +28,7 @@ def train(
 ) -> None:
     """Train every subnet (sandwich rule, in-place distillation); evaluates max and min subnets each epoch."""
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
-        _relaunch_with_torchrun(nproc, source, overrides)
+        relaunch_with_torchrun("train", nproc, source, overrides)
         return
     from nascli.opt.checkpoint import read_checkpoint
     from nascli.stages.load import load_resumable, load_stage_input
@@ -51,22 +56,30 @@ def train(
         result(out, {k: metrics[k] for k in shown if k in metrics}, json_out)
 
 
-def _relaunch_with_torchrun(nproc: int, source: Path | None, overrides: list[str] | None) -> None:
-    """Run this same command under torchrun with ``nproc`` processes, passing the exit code on.
+def relaunch_with_torchrun(
+    command: str,
+    nproc: int,
+    source: Path | None,
+    overrides: list[str] | None,
+    check: Callable[[Recipe], None] | None = None,
+) -> None:
+    """Run this same ``nascli <command>`` under torchrun with ``nproc`` processes, passing the exit code on.
 
-    The input is checked here first: a bad one is one line and exit 2, not the error of every
-    process followed by torchrun's report.
+    The input is checked here first (and its recipe by ``check``): a bad one is one line and
+    exit 2, not the error of every process followed by torchrun's report.
     """
     from nascli.stages.load import check_stage_input
 
     source, overrides = source_and_overrides(source, overrides)
     path = input_path(source)
-    check_stage_input(path, overrides, "train")
+    recipe = check_stage_input(path, overrides, command)
+    if check is not None:
+        check(recipe)
     args = list(sys.argv[1:])
     index = next(i for i, a in enumerate(args) if a.startswith("--nproc"))
     del args[index : index + (1 if "=" in args[index] else 2)]
     if source is None:  # the input came from a pipe: pass it on, the processes cannot share stdin
-        args.insert(args.index("train") + 1, str(path))
+        args.insert(args.index(command) + 1, str(path))
     # --standalone: a rendezvous on a free local port, so two jobs on one machine never collide
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
     command = [*torchrun, "-m", "nascli", *args]

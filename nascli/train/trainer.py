@@ -26,6 +26,7 @@ from nascli.train.bn import recalibrate_bn
 from nascli.train.device import autocast as autocast_to
 from nascli.train.device import training_device
 from nascli.train.distributed import Ranks, average_gradients, broadcast_model
+from nascli.train.fsdp import full_optimizer_state, load_optimizer_state, mean_across_ranks, reshard, shard
 from nascli.train.memory_format import channels_last_for
 from nascli.train.sandwich import distillation_loss, sandwich_step, single_subnet_step
 from nascli.train.task import Classification, accuracy, logits_of, task_of
@@ -93,12 +94,9 @@ class Trainer:
         self.show_progress = show_progress
         self.seed = seed
         self.device = training_device(spec.device)
-        model.to(self.device)
-        # weights and image batches NHWC, which oneDNN and cuDNN convolve fastest
-        self.channels_last = channels_last_for(model, spec.channels_last, splits.train)
-        if self.channels_last:
-            model.to(memory_format=torch.channels_last)
         self.autocast = torch.bfloat16 if spec.bf16 else None
+        self.channels_last = False
+        self._place(model)
         self.batch = max(1, data.batch_size // ranks.world)
         self.steps_per_epoch = len(splits.train) // (self.batch * ranks.world)
         if self.steps_per_epoch == 0:
@@ -114,10 +112,28 @@ class Trainer:
         # the current epoch's summed step losses, kept in the state so a resumed epoch logs the same mean
         self.epoch_loss_sum, self.epoch_loss_steps = 0.0, 0
         torch.manual_seed(seed)
-        broadcast_model(model, ranks)
+        if not self.sharded:  # a sharded model agreed before it was sharded (``SubnetTrainer._place``)
+            broadcast_model(model, ranks)
         self.val = DataLoader(splits.val, batch_size=data.eval_batch_size, shuffle=False)
 
+    #: whether ``model`` is sharded across the processes (FSDP2), which then reduce its gradients themselves
+    sharded = False
+
+    def _place(self, model: nn.Module) -> None:
+        """Put the model on the training device, in the memory format it trains fastest in."""
+        model.to(self.device)
+        # weights and image batches NHWC, which oneDNN and cuDNN convolve fastest
+        self.channels_last = channels_last_for(model, self.spec.channels_last, self.splits.train)
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+
     # -- state ---------------------------------------------------------------------------------
+    def _optimizer_state(self) -> dict[str, Any]:
+        return self.optimizer.state_dict()
+
+    def _load_optimizer_state(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state)
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "epoch": self.epoch,
@@ -125,7 +141,7 @@ class Trainer:
             "global_step": self.global_step,
             "epoch_loss_sum": self.epoch_loss_sum,
             "epoch_loss_steps": self.epoch_loss_steps,
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": self._optimizer_state(),
             "scheduler": self.scheduler.state_dict(),
             "rng_torch": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
@@ -138,7 +154,7 @@ class Trainer:
         # a state written before these were kept averages only the steps after the resume
         self.epoch_loss_sum = state.get("epoch_loss_sum", 0.0)
         self.epoch_loss_steps = state.get("epoch_loss_steps", 0)
-        self.optimizer.load_state_dict(state["optimizer"])
+        self._load_optimizer_state(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng_torch"])
         if state.get("rng_cuda") is not None and self.device.type == "cuda":
@@ -245,7 +261,7 @@ class SupernetTrainer(Trainer):
         if spec.sandwich:
             return sandwich_step(
                 self.model, batch, self.task.loss, self.optimizer, spec.num_random, spec.distill, spec.temperature,
-                spec.grad_clip, self.sampler, self._reduce(), self.autocast,
+                spec.grad_clip, self.sampler, self._reduce(), self.autocast, spec.divergence,
             )["loss_max"]  # fmt: skip
         return single_subnet_step(
             self.model, batch, self.task.loss, self.optimizer, spec.grad_clip, self.sampler, self._reduce(),
@@ -263,7 +279,14 @@ class SupernetTrainer(Trainer):
 
 
 class SubnetTrainer(Trainer):
-    """Trains one plain model (fine-tuning a chosen subnet), from the labels or from a teacher."""
+    """Trains one plain model (fine-tuning a chosen subnet), from the labels or from a teacher.
+
+    Under torchrun with more than one process the student and the teacher are sharded with FSDP2
+    (``nascli.train.fsdp``): each process computes its share of the global batch, FSDP averages
+    the student's gradients, and the logged loss is the mean over the processes, the global
+    batch's as one process logs it. The optimizer state is kept by parameter name in both cases,
+    so a run written by either resumes under the other.
+    """
 
     def __init__(
         self,
@@ -275,9 +298,46 @@ class SubnetTrainer(Trainer):
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
-        self.teacher = teacher.to(self.device).eval() if teacher is not None else None
+        if self.sharded:  # the model check's forward left the root's weights gathered
+            reshard(self.model)
         self.temperature, self.distill_weight = temperature, distill_weight
         self.teacher_autocast = teacher_autocast or self.autocast
+        if teacher is not None and self.sharded:  # loaded alike on every rank: sharded as it is, never gathered whole
+            teacher = shard(_frozen_own_parameters(teacher), self.device, self._gathered_dtype(self.teacher_autocast))
+        elif teacher is not None:
+            teacher = teacher.to(self.device)
+        self.teacher = teacher.eval() if teacher is not None else None
+
+    @property
+    def sharded(self) -> bool:  # type: ignore[override]
+        return self.ranks.world > 1
+
+    def _gathered_dtype(self, autocast: torch.dtype | None) -> torch.dtype | None:
+        """The dtype FSDP gathers weights in: bfloat16 on GPUs when the forward runs in bfloat16 autocast.
+
+        Autocast still decides each operation's precision, as in one process; gathering in
+        bfloat16 halves the all-gathers' traffic and the gathered unit's memory. On the CPU
+        (gloo) weights are gathered as they are stored.
+        """
+        return autocast if autocast == torch.bfloat16 and self.device.type == "cuda" else None
+
+    def _place(self, model: nn.Module) -> None:
+        """Shard the student under more than one process, before its optimizer exists (it holds the shards)."""
+        if not self.sharded:
+            super()._place(model)
+            return
+        broadcast_model(model, self.ranks)  # the same weights everywhere, while still whole
+        shard(model, self.device, self._gathered_dtype(self.autocast))
+
+    def _reduce(self) -> Callable[[nn.Module], None] | None:
+        """None when sharded: FSDP's reduce-scatter has averaged the gradients in backward."""
+        return None if self.sharded else super()._reduce()
+
+    def _optimizer_state(self) -> dict[str, Any]:
+        return full_optimizer_state(self.model, self.optimizer)
+
+    def _load_optimizer_state(self, state: dict[str, Any]) -> None:
+        load_optimizer_state(self.model, self.optimizer, state)
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> float:
         """Labels' loss, or with a teacher ``w * KL(teacher || student) + (1 - w) * labels' loss``.
@@ -301,10 +361,32 @@ class SubnetTrainer(Trainer):
         if self.spec.grad_clip:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.spec.grad_clip)
         self.optimizer.step()
-        return loss.item()
+        return mean_across_ranks(loss) if self.sharded else loss.item()
 
     def evaluate(self) -> dict[str, float]:
-        return self.task.evaluate(self.model, self.val)
+        metrics = self.task.evaluate(self.model, self.val)
+        if self.sharded:
+            reshard(self.model)
+        return metrics
+
+
+def _frozen_own_parameters(model: nn.Module) -> nn.Module:
+    """``model`` with Parameter and buffer objects of its own (the same storage, tied ones still tied), frozen.
+
+    The teacher shares its tensors with the converted model; FSDP moves the Parameter objects
+    it shards to the GPU (``param.data = ...``), which would move the converted model's too.
+    """
+    own: dict[int, nn.Parameter] = {}
+    for module in model.modules():
+        for name, param in list(module._parameters.items()):
+            if param is not None:
+                if id(param) not in own:
+                    own[id(param)] = nn.Parameter(param.detach(), requires_grad=False)
+                module._parameters[name] = own[id(param)]
+        for name, buffer in list(module._buffers.items()):
+            if buffer is not None:  # FSDP moves buffers the same way (``buffer.data = ...``)
+                module._buffers[name] = buffer.detach()
+    return model
 
 
 def _as_tuples(state: Any) -> Any:
