@@ -218,7 +218,7 @@ def main() -> None:
         converted,
         torchvision.models.resnet50(),
         mtn.sample,
-        mtn.export,  # a new model; the converted one is left as it was
+        mtn.export_copy,  # a new model; the converted one is left as it was
         lambda m: mtn.random_sampling(m, enabled=False),
         x,
         args.repeats,

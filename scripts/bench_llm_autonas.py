@@ -60,12 +60,12 @@ def main() -> None:
     pruned = mtn.convert(copy.deepcopy(teacher.model), [("fastnas", recipe.rules)], dummy_input=teacher.dummy)
     sort_channels_by_importance(pruned, ((x,) for x, _ in teacher.calib))
     rank_blocks(pruned, score)  # as the search stage does
-    pruned, _ = mtn.search(
+    pruned, _ = mtn.search_select(
         pruned, {"params": args.params}, teacher.dummy,
         {"score_func": score, "algorithm": "sensitivity", "uniform": recipe.search.uniform},
     )  # fmt: skip
     search_seconds = time.perf_counter() - start
-    student = mtn.export(pruned).eval()
+    student = mtn.export_copy(pruned).eval()
     after_pruning = ppl(student, task, teacher.test)
     seconds, tokens = train_subnet(student, teacher, args.steps, args.seed, True, recipe.finetune.lr)
     rows = [("prune + distill", f"{params(student):,}", f"{tokens:,}", f"{after_pruning:.2f}",
@@ -83,13 +83,13 @@ def main() -> None:
     trainer.fit(lambda state: None, lambda record: None)
     train_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    searched, history = mtn.search(
+    searched, history = mtn.search_select(
         supernet, {"params": args.params}, teacher.dummy,
         {"score_func": score, "algorithm": "evolve", "population": args.population, "iterations": args.iterations,
          "seed": args.seed},
     )  # fmt: skip
     search_seconds = time.perf_counter() - start
-    found = mtn.export(searched).eval()
+    found = mtn.export_copy(searched).eval()
     found_ppl = ppl(found, task, teacher.test)
     rows.append(("AutoNAS (sandwich supernet, evolution)", f"{params(found):,}", f"{tokens:,}", "—",
                  f"{found_ppl:.2f}", f"{search_seconds:.0f} s ({len(history['candidates'])} scored)",

@@ -116,7 +116,7 @@ def main() -> None:
         mtn.sample(ranked, how)
         score(ranked)
     rows_t.append(("score one candidate", f"{(time.perf_counter() - start) / 3:.2f} s", "32 sequences, ≤ 2 s"))
-    searched, _ = mtn.search(
+    searched, _ = mtn.search_select(
         ranked, {"params": args.params}, dummy,
         {"data_loader": calib, "score_func": score, "algorithm": "sensitivity", "max_iter_data_loader": 1},
     )  # fmt: skip
@@ -127,8 +127,8 @@ def main() -> None:
     for name, model in (("activations", searched), ("weight norms", by_weights), ("trained order", teacher)):
         pruned = copy.deepcopy(model)
         mtn.select(pruned, config)
-        rows_p.append((name, f"{params(mtn.export(pruned)):,}", f"{ppl(pruned, task, test):.2f}"))
-    student = mtn.export(searched).eval()
+        rows_p.append((name, f"{params(mtn.export_copy(pruned)):,}", f"{ppl(pruned, task, test):.2f}"))
+    student = mtn.export_copy(searched).eval()
     batch = next(iter(DataLoader(splits.train, batch_size=recipe.data.batch_size)))
     plain_step = _step_time(copy.deepcopy(student), plain_teacher, batch, task, distill=False)
     for dtype in (None, torch.bfloat16):
@@ -150,12 +150,12 @@ def main() -> None:
     rank_blocks(deep, score)  # Minitron's depth importance: the score without each block
     ranked = copy.deepcopy(deep)
     mtn.select(ranked, {depth_name: layers})
-    combined, _ = mtn.search(
+    combined, _ = mtn.search_select(
         copy.deepcopy(deep), {"params": args.params}, dummy,
         {"data_loader": calib, "score_func": score, "algorithm": "sensitivity", "max_iter_data_loader": 1},
     )  # fmt: skip
     combined_depth = mtn.get_subnet_config(combined)[depth_name]
-    uniform, _ = mtn.search(
+    uniform, _ = mtn.search_select(
         sorted_teacher, {"params": args.params}, dummy,
         {"data_loader": calib, "score_func": score, "algorithm": "sensitivity", "max_iter_data_loader": 1,
          "uniform": True},
@@ -169,7 +169,7 @@ def main() -> None:
         (f"width and depth searched ({combined_depth} layers)", combined),
     ]
     for name, model in variants:
-        pruned = mtn.export(model).eval()
+        pruned = mtn.export_copy(model).eval()
         before = ppl(pruned, task, test)
         seconds, _ = train_subnet(pruned, loaded, args.steps, args.seeds[0], True, recipe.finetune.lr)
         after = ppl(pruned, task, test)
@@ -178,9 +178,9 @@ def main() -> None:
     # 4. the claim
     rows_c = []
     for seed in args.seeds:
-        distilled = mtn.export(searched).eval()
+        distilled = mtn.export_copy(searched).eval()
         d_seconds, tokens = train_subnet(distilled, loaded, args.steps, seed, True, recipe.finetune.lr)
-        scratch = _reinitialized(mtn.export(searched), seed)
+        scratch = _reinitialized(mtn.export_copy(searched), seed)
         s_seconds, _ = train_subnet(scratch, loaded, args.steps, seed, False, recipe.train.lr)
         rows_c.append((str(seed), f"{params(distilled):,}", f"{tokens:,}", f"{ppl(distilled, task, test):.2f}",
                        f"{d_seconds:.0f} s", f"{ppl(scratch, task, test):.2f}", f"{s_seconds:.0f} s"))  # fmt: skip

@@ -129,7 +129,7 @@ def main() -> None:
                   "algorithm": algorithm, "seed": seed, "parents": args.parents, **settings}  # fmt: skip
         with CostClock() as clock:
             start = time.perf_counter()
-            _, history = mtn.search(model, constraints, config=config)
+            _, history = mtn.search_select(model, constraints, config=config)
             seconds = time.perf_counter() - start
         return history, seconds, clock.seconds
 

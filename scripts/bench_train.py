@@ -82,7 +82,7 @@ def train_alone(splits, data: DataSpec, spec: TrainSpec, in_channels: int, width
     """The subnet's architecture as a plain model, trained from scratch with the same schedule."""
     space = supernet(in_channels, width, seed)
     mtn.sample(space, how)
-    model = mtn.export(space)
+    model = mtn.export_copy(space)
     torch.manual_seed(seed)
     for m in model.modules():
         if hasattr(m, "reset_parameters"):
@@ -115,7 +115,7 @@ def step_speed(
     """(sandwich step seconds / plain step seconds of the original model, ideal ratio from flops)."""
     batch = [t.to(device) for t in next(iter(DataLoader(splits.train, batch_size=data.batch_size)))]
     converted = supernet(in_channels, width).to(device)
-    original = mtn.export(converted)
+    original = mtn.export_copy(converted)
     costs = cost_model(converted)
     rng = random.Random(0)
     configs = [costs.named("max"), costs.named("min")] + [mtn.sample(converted, rng.choice) for _ in range(2)]

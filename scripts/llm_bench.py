@@ -46,7 +46,7 @@ def load_teacher(path: str, recipe_path: str, test_sequences: int) -> Teacher:
     restored = mto.restore(None, path)
     mtn.sample(restored, "max")
     return Teacher(
-        recipe, splits, LanguageModeling(splits.num_classes), mtn.export(restored).eval(),
+        recipe, splits, LanguageModeling(splits.num_classes), mtn.export_copy(restored).eval(),
         DataLoader(Subset(splits.val, range(32)), batch_size=32),
         DataLoader(Subset(splits.test, range(test_sequences)), batch_size=64),
         DataLoader(Subset(splits.train, range(recipe.search.importance_samples)), batch_size=32),

@@ -24,6 +24,14 @@ METRICS = ("flops", "params", "memory")
 TRIVIAL = (0.0, float("inf"))
 
 
+def latency_refusal(where: str) -> str:
+    """Why ``where`` refuses a deployment or a latency constraint, and what to use instead."""
+    return (
+        f"{where}: latency is predicted from a timed table, not measured in Python;"
+        " use `nascli search --latency 15ms --device cpu`"
+    )
+
+
 class ConstraintsFunc:
     """Call it to get ``(is_satisfied, values)`` of the model's active subnet.
 
@@ -37,10 +45,7 @@ class ConstraintsFunc:
         self, model: nn.Module, constraints: dict[str, Any], dummy_input: Any = None, deployment: Any = None
     ) -> None:
         if deployment is not None or "latency" in constraints:
-            raise UserInputError(
-                "ConstraintsFunc: latency is predicted from a timed table, not measured in Python;"
-                " use `nascli search --latency 15ms --device cpu`"
-            )
+            raise UserInputError(latency_refusal("ConstraintsFunc"))
         get_space(model)  # a model that was not converted is refused here, naming nascli.nas.convert
         self.model = model
         if dummy_input is not None:

@@ -1,4 +1,4 @@
-"""Default rules of each search-space mode, as editable dicts.
+"""Default rules of each search-space mode, as editable dicts, and ModelOpt's rules for chaining modes.
 
 ``AutoNASConfig()`` returns a fresh dict each call, so the idiom
 ``config["nn.Conv2d"]["*"]["out_channels_ratio"] += (0.1,)`` changes only that copy.
@@ -8,9 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from nascli.errors import UserInputError
+from pydantic import BaseModel, ConfigDict, ValidationError
+from torch import nn
+
+from nascli.errors import UserInputAssertionError, UserInputError
 from nascli.space.kinds import ModeDefaults, registered_kinds
 from nascli.space.rules import rule_settings, validate_rules
+from nascli.space.space import get_space, is_converted, is_pending
 
 #: ModelOpt 0.47's names of settings nascli spells as the NAS guide does
 SETTING_ALIASES = {"channels_ratio": "out_channels_ratio"}
@@ -20,6 +24,60 @@ FOLLOWED_SETTINGS = frozenset({"features_ratio", "feature_divisor"})
 
 #: modes that export the converted model in place of converting it
 EXPORT_MODES = frozenset({"export", "export_nas"})
+
+
+class ExportConfig(BaseModel):
+    """ModelOpt's config of the ``export_nas`` mode: ``strict`` and ``calib`` as ``nascli.nas.export`` takes them.
+
+    Read as ModelOpt's is: by attribute (``config.calib``) or key (``config["calib"]``).
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    strict: bool = True
+    calib: bool = False
+
+    def __getitem__(self, key: str) -> Any:
+        return getattr(self, key)
+
+
+class ModeDescriptor:
+    """ModelOpt's base of mode descriptions, for code that names a mode by its descriptor.
+
+    nascli's modes are fixed (autonas, fastnas, export_nas): a descriptor given as a mode stands
+    for the mode its ``name`` says, and one of another name is refused as an unknown mode.
+    """
+
+    @property
+    def name(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def config_class(self) -> type:
+        raise NotImplementedError
+
+    @property
+    def is_export_mode(self) -> bool:
+        return False
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ExportNASModeDescriptor(ModeDescriptor):
+    """The ``export_nas`` mode, as ModelOpt describes it."""
+
+    @property
+    def name(self) -> str:
+        return "export_nas"
+
+    @property
+    def config_class(self) -> type:
+        return ExportConfig
+
+    @property
+    def is_export_mode(self) -> bool:
+        return True
 
 
 class _ModeConfig(dict):
@@ -59,36 +117,54 @@ class FastNASConfig(_ModeConfig):
 MODES: dict[str, type[_ModeConfig]] = {"autonas": AutoNASConfig, "fastnas": FastNASConfig}
 
 
-def resolve_modes(mode: Any) -> tuple[list[tuple[str, dict[str, Any]]], bool]:
-    """Turn ModelOpt's mode forms into (search-space modes with validated rules, export after).
+def resolve_modes(mode: Any) -> list[tuple[str, dict[str, Any]]]:
+    """Turn ModelOpt's mode forms into the steps to apply, in order: ``(name, validated rules)``
+    for a search-space mode, ``(name, export keyword arguments)`` for ``export_nas``.
 
-    ``"autonas"``, ``("autonas", config)``, or a list of those; ``[]`` converts nothing, and a
-    trailing ``"export_nas"`` exports the converted model. nascli converts with one search-space
-    mode, so a chain of two is an error that says so.
+    ``"autonas"``, ``("autonas", config)``, or a list of those and ``"export_nas"`` or
+    ``("export_nas", config)`` (an ``ExportConfig`` or a dict of its keys); a ``ModeDescriptor``
+    stands for its name; ``[]`` applies nothing. Whether each step may follow the one before is
+    ``check_next_mode``'s to say, once the model is known; every rule is checked here, before anything is applied.
     """
-    if isinstance(mode, (str, dict)) or (
+    if isinstance(mode, (str, dict, ModeDescriptor)) or (
         isinstance(mode, tuple)
         and len(mode) == 2
-        and isinstance(mode[0], str)
-        and isinstance(mode[1], (dict, type(None)))
+        and isinstance(mode[0], (str, ModeDescriptor))
+        and isinstance(mode[1], (dict, ExportConfig, type(None)))
     ):
         mode = [mode]
     if not isinstance(mode, (list, tuple)):
         raise UserInputError(f"mode: expected a mode name, (name, config) or a list of those, got {mode!r}")
-    entries = list(mode)
-    export = bool(entries) and _mode_name(entries[-1]) in EXPORT_MODES
-    if export:
-        entries = entries[:-1]
-    if any(_mode_name(entry) in EXPORT_MODES for entry in entries):
-        raise UserInputError("mode: export_nas can only be the last mode")
-    if len(entries) > 1:
-        names = [_mode_name(entry) for entry in entries]
-        raise UserInputError(f"mode: nascli converts with one search-space mode, got {names}; pick one of them")
-    return [resolve_mode(entry) for entry in entries], export
+    entries = [_named(entry) for entry in mode]
+    return [_export_step(entry) if _mode_name(entry) in EXPORT_MODES else resolve_mode(entry) for entry in entries]
 
 
 def _mode_name(entry: Any) -> Any:
     return entry[0] if isinstance(entry, (list, tuple)) and entry else entry
+
+
+def _named(entry: Any) -> Any:
+    """A mode entry with its descriptor (ModelOpt's ``ModeDescriptor``) replaced by the mode's name."""
+    if isinstance(entry, ModeDescriptor):
+        return entry.name
+    if isinstance(entry, (list, tuple)) and entry and isinstance(entry[0], ModeDescriptor):
+        return (entry[0].name, *entry[1:])
+    return entry
+
+
+def _export_step(entry: Any) -> tuple[str, dict[str, Any]]:
+    """``(name, keyword arguments of export)`` from ``"export_nas"`` or ``("export_nas", config)``."""
+    name, config = (entry, None) if isinstance(entry, str) else (entry[0], entry[1] if len(entry) > 1 else None)
+    if isinstance(config, ExportConfig):
+        return name, config.model_dump()
+    if config is not None and not isinstance(config, dict):
+        raise UserInputError(f"mode {name} config: expected an ExportConfig or a dict, got {type(config).__name__}")
+    try:
+        return name, ExportConfig(**(config or {})).model_dump()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise UserInputError(f"mode {name} config: {where}: {first['msg']} (keys: strict, calib)") from None
 
 
 def resolve_mode(mode: Any) -> tuple[str, dict[str, Any]]:
@@ -167,3 +243,33 @@ def _renamed(settings: Any, allowed: dict[str, Any]) -> Any:
             continue
         out[SETTING_ALIASES[name] if name not in allowed and SETTING_ALIASES.get(name) in allowed else name] = value
     return out
+
+
+def current_mode(model: nn.Module) -> str | None:
+    """The search-space mode ``model`` holds and has not exported (the one a next mode must follow)."""
+    if is_pending(model):  # converted without an input, waiting for one (nas/deferred.py)
+        from nascli.nas.deferred import pending_mode
+
+        return pending_mode(model)
+    return get_space(model).modes[-1][0] if is_converted(model) else None
+
+
+def check_next_mode(last: str | None, mode: Any, model: str) -> None:
+    """Refuse ``mode`` after ``last`` (the search-space mode not yet exported, None if none), with
+    ModelOpt's assertion messages and what to do.
+
+    As in ModelOpt, a search-space mode must be exported (``export_nas``) before another mode,
+    and ``export_nas`` exports the search space the model holds: ``autonas, export_nas, fastnas``
+    is a chain, ``autonas, fastnas`` is not. Names nascli does not know are left to the caller.
+    """
+    if mode in EXPORT_MODES and last is None:
+        raise UserInputAssertionError(
+            f"Cannot add {mode} according to the current export stack: deque([])."
+            f" {model} holds no search space to export: convert it first"
+        )
+    if mode in MODES and last is not None:
+        raise UserInputAssertionError(
+            f"Cannot add {mode} after {last}! Next modes of {last} are {{'export_nas'}}."
+            f" {model} is already converted: convert the original model, or export its subnet (export_nas) and"
+            " convert that"
+        )

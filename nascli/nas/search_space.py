@@ -14,7 +14,7 @@ from typing import Any
 from torch import nn
 
 from nascli.nas.utils import named_hparams
-from nascli.space.export import export_model
+from nascli.opt.checkpoint import export_recorded
 from nascli.space.hparam import Hparam
 from nascli.space.space import get_space
 
@@ -47,8 +47,16 @@ class SearchSpace:
         return self._space.size()
 
     def export(self) -> nn.Module:
-        """The active subnet as a plain model (a new module; the converted model stays)."""
-        return export_model(self.model)
+        """Export the model to its active subnet in place and return it, as ModelOpt's ``SearchSpace.export``.
 
-    def print_summary(self) -> None:
-        print(self._space.summary())
+        ModelOpt's replaces the dynamic modules of ``self.model`` with plain ones, so code that
+        reads the model after ``space.export()`` sees the subnet; so does this, through
+        ``mtn.export`` (the model keeps the record of its conversion and saves as one exported
+        so). The view has no space left to read afterwards. ``mtn.export_copy(space.model)``
+        gives a new model and keeps the converted one.
+        """
+        self.model = export_recorded(self.model)
+        return self.model
+
+    def print_summary(self, skipped_hparams: list[str] | tuple[str, ...] = ("kernel_size",)) -> None:
+        print(self._space.summary(skipped=tuple(skipped_hparams)))

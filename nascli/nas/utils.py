@@ -3,8 +3,8 @@ switch of what converted models do on their own in train and eval mode (ModelOpt
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import ContextDecorator
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ContextDecorator, contextmanager
 from typing import Any
 
 import torch
@@ -16,7 +16,7 @@ from nascli.errors import UserInputError
 from nascli.space.export import export_model
 from nascli.space.hparam import Hparam
 from nascli.space.patches import patches_enabled, set_patches_enabled
-from nascli.space.space import get_space, is_converted
+from nascli.space.space import check_not_pending, get_space, is_converted, is_pending
 
 
 def as_inputs(dummy_input: Any) -> tuple[torch.Tensor, ...]:
@@ -71,7 +71,7 @@ def plain_model_stats(
 
 def is_dynamic(model: nn.Module) -> bool:
     """Whether the model or any module in it was converted (and not exported since)."""
-    return any(is_converted(module) for module in model.modules())
+    return any(is_converted(module) or is_pending(module) for module in model.modules())
 
 
 def converted_module(model: nn.Module) -> tuple[str, nn.Module] | None:
@@ -86,6 +86,9 @@ def converted_module(model: nn.Module) -> tuple[str, nn.Module] | None:
     if len(found) > 1:
         names = ", ".join(repr(name) for name, _ in found)
         raise UserInputError(f"{type(model).__name__} holds several converted modules ({names}); pass one of them")
+    if not found:
+        for module in model.modules():
+            check_not_pending(module)  # converted without an input: no search space yet
     return found[0] if found else None
 
 
@@ -165,3 +168,21 @@ class enable_modelopt_patches(_PatchSwitch):  # noqa: N801 (ModelOpt's name)
     also inside a ``no_modelopt_patches`` block."""
 
     _value = True
+
+
+@contextmanager
+def replace_forward(model: nn.Module, new_forward: Callable) -> Iterator[None]:
+    """Replace the forward of ``model``'s type for the block, as ModelOpt's ``replace_forward``.
+
+    ``new_forward`` is a function taking the model (``self``) first or a method bound to the
+    model; inside the block the original is ``model.forward_original``. As in ModelOpt, the
+    type's forward is replaced, so every instance of that type runs ``new_forward`` meanwhile.
+    """
+    cls = type(model)
+    cls.forward_original = cls.forward
+    cls.forward = getattr(new_forward, "__func__", new_forward)
+    try:
+        yield
+    finally:
+        cls.forward = cls.forward_original
+        del cls.forward_original

@@ -15,7 +15,6 @@ hundred kilobytes (docs/architecture.md, Checkpoints and trust).
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import re
 import warnings
@@ -25,16 +24,27 @@ from typing import IO, Any
 
 import torch
 from torch import nn
+from torch.serialization import DEFAULT_PROTOCOL
 
 import nascli
 from nascli.atomic import atomic_write
 from nascli.cost.record import space_record
-from nascli.errors import CheckpointError
+from nascli.errors import ApplyModeError, CheckpointError, UserInputAssertionError, UserInputError
 from nascli.opt.trust import code_references, describe, is_signed_here, sign
 from nascli.space.convert import convert_model
 from nascli.space.export import export_in_place
 from nascli.space.importance import apply_channel_orders, set_block_ranks
-from nascli.space.space import example_inputs, get_space, is_converted, on_meta_device, parameter_device
+from nascli.space.space import (
+    SearchSpace,
+    check_not_pending,
+    example_inputs,
+    get_space,
+    is_converted,
+    is_pending,
+    model_attributes,
+    on_meta_device,
+    parameter_device,
+)
 
 FORMAT = "nascli/1"
 #: attribute of an exported model holding the conversion that rebuilds it (plain data, no weights)
@@ -66,6 +76,7 @@ def build_checkpoint(
     """
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}")
+    check_not_pending(model)  # converted without an input: nothing to record yet
     record = getattr(model, EXPORTED_FROM, None)
     if record is not None and not is_converted(model):
         return {
@@ -94,15 +105,8 @@ def build_checkpoint(
         "nascli_version": nascli.__version__,
         "recipe": recipe,
         "model": factory,
-        "modes": [[name, rules] for name, rules in space.modes] if space else [],
-        "input_shapes": [list(s) for s in space.input_shapes] if space else [],
-        "input_dtypes": list(space.input_dtypes) if space else [],
-        "space": {n: {"choices": list(h.choices), "active": h.active} for n, h in space.hparams.items()}
-        if space
-        else {},
-        "subnet": None if space is None or space.sample_in_train else space.config(),
-        "sorted_by": space.sorted_by if space else None,  # the weights hold the channels in that order
-        "block_ranks": dict(space.block_ranks) if space else {},
+        **(mode_record(space) if space else _never_converted()),
+        "history": list(space.history) if space else [],
         "costs": space_record(space) if space else None,  # what a profile prices, without the model
         "state_dict": model.state_dict() if weights is None else {},
         "weights": weights,
@@ -110,6 +114,123 @@ def build_checkpoint(
         "metrics": metrics or {},
         "signature": sign(code_references(recipe, factory)),
     }
+
+
+#: the fields of a checkpoint that record one conversion and its subnet (``mode_record``)
+MODE_FIELDS = (
+    "modes",
+    "input_shapes",
+    "input_dtypes",
+    "space",
+    "subnet",
+    "sorted_by",
+    "block_ranks",
+    "model_attributes",
+)
+
+
+def _never_converted() -> dict[str, Any]:
+    """The ``MODE_FIELDS`` of a model that was never converted: no modes, nothing to replay."""
+    return {
+        "modes": [],
+        "input_shapes": [],
+        "input_dtypes": [],
+        "space": {},
+        "subnet": None,
+        "sorted_by": None,
+        "block_ranks": {},
+    }
+
+
+def mode_record(space: SearchSpace) -> dict[str, Any]:
+    """A conversion and its active subnet as plain data, what a restore replays (``MODE_FIELDS``)."""
+    return {
+        "modes": [[name, rules] for name, rules in space.modes],
+        "input_shapes": [list(s) for s in space.input_shapes],
+        "input_dtypes": list(space.input_dtypes),
+        "space": {n: {"choices": list(h.choices), "active": h.active} for n, h in space.hparams.items()},
+        "subnet": None if space.sample_in_train else space.config(),
+        "sorted_by": space.sorted_by,  # the weights hold the channels in that order
+        "block_ranks": dict(space.block_ranks),
+        "model_attributes": dict(space.model_attributes),
+    }
+
+
+def holds_state(module: nn.Module) -> bool:
+    """Whether ``module`` holds a conversion state: a search space, or the record of the one it was exported from."""
+    return is_converted(module) or is_pending(module) or getattr(module, EXPORTED_FROM, None) is not None
+
+
+def state_holder(model: nn.Module) -> str | None:
+    """The name of the module of ``model`` that holds a conversion state (``""``: ``model`` itself),
+    None if none does; several holding one is an AssertionError, as ModelOpt asserts."""
+    holders = [name for name, module in model.named_modules() if holds_state(module)]
+    if len(holders) > 1:
+        raise UserInputAssertionError(f"{type(model).__name__}: modules {holders[:3]} each hold a state; pass one")
+    return holders[0] if holders else None
+
+
+def state_at_root(model: nn.Module) -> bool:
+    """Whether ``model`` itself holds a conversion state. One held by a module inside it is an
+    AssertionError naming that module, as in ModelOpt: the state, and what applies modes or
+    saves it, belong to the module that was converted."""
+    holder = state_holder(model)
+    if holder:
+        raise UserInputAssertionError(
+            f"{type(model).__name__}: {holder!r} holds the conversion state, not this model; pass that module"
+            f" (model.get_submodule({holder!r}))"
+        )
+    return holder is not None
+
+
+def conversion_chain(model: nn.Module) -> tuple[list[dict[str, Any]], dict[str, Any] | None, bool]:
+    """The conversions ``model`` went through: ``(earlier, last, exported)``.
+
+    ``earlier`` are the records (``MODE_FIELDS``) of the conversions exported before the last
+    one, oldest first (a chain of modes such as autonas, export_nas, fastnas); ``last`` is the
+    record of the search space the model holds, or of the one it was exported from
+    (``exported``); ``([], None, False)`` for a model never converted.
+    """
+    check_not_pending(model)
+    if is_converted(model):
+        space = get_space(model)
+        return list(space.history), mode_record(space), False
+    record = getattr(model, EXPORTED_FROM, None)
+    if record is None:
+        return [], None, False
+    return list(record.get("history") or []), {key: record.get(key) for key in MODE_FIELDS}, True
+
+
+def convert_recorded(
+    model: nn.Module,
+    mode_name: str,
+    rules: dict[str, Any],
+    inputs: tuple,
+    recorded_choices: dict[str, list[int]] | None = None,
+) -> nn.Module:
+    """``convert_model``, keeping the record of the conversions an exported ``model`` came from.
+
+    A model exported in place may be converted again (ModelOpt chains modes so); its new search
+    space carries the earlier conversions, so a checkpoint of it replays the whole chain.
+    """
+    earlier, last, _ = conversion_chain(model)
+    convert_model(model, mode_name, rules, inputs, recorded_choices)
+    get_space(model).history = earlier + ([last] if last is not None else [])
+    if hasattr(model, EXPORTED_FROM):
+        delattr(model, EXPORTED_FROM)
+    return model
+
+
+def export_recorded(model: nn.Module) -> nn.Module:
+    """Export the converted ``model`` in place, keeping the record of its conversion and subnet.
+
+    The plain model then saves, restores from the original model and converts again, as a model
+    ModelOpt exported does.
+    """
+    record = _conversion_record(model)
+    model = export_in_place(model)  # the converted model is not kept: never hold it and the export
+    setattr(model, EXPORTED_FROM, record)
+    return model
 
 
 def weights_fingerprint(model: nn.Module) -> str:
@@ -145,49 +266,27 @@ def remember_conversion(exported: nn.Module, converted: nn.Module) -> nn.Module:
     return exported
 
 
-def write_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike | IO[bytes]) -> Path | IO[bytes]:
+def write_checkpoint(
+    checkpoint: dict[str, Any], path: str | os.PathLike | IO[bytes], **save_kwargs: Any
+) -> Path | IO[bytes]:
     """Write atomically (see nascli.atomic), with a checksum of everything else in the file.
 
     The checkpoint is streamed into the file (never serialized whole in memory: its weights may
-    be most of the machine's memory). A write that fails inside torch's zip writer is reported as
-    the OSError the file gave (a full disk is one clear line). A file object (``io.BytesIO``) is
-    written as it is, at its current position.
+    be most of the machine's memory). A write the storage refuses inside torch's zip writer
+    (a full disk, a file-size limit) is one line naming ``path`` (``nascli.atomic``). A file
+    object (``io.BytesIO``) is written as it is, at its current position. ``save_kwargs`` go to
+    ``torch.save``, as ModelOpt's ``save`` passes them, but for a pickler the weights-only loader cannot read.
     """
+    if save_kwargs.get("pickle_protocol", DEFAULT_PROTOCOL) != DEFAULT_PROTOCOL or "pickle_module" in save_kwargs:
+        raise UserInputError(
+            f"save: pickle_module and pickle_protocol are not taken (torch's weights-only loader reads protocol"
+            f" {DEFAULT_PROTOCOL} of the pickle module)"
+        )
     contents = {**checkpoint, "checksum": checksum(checkpoint)}
     if hasattr(path, "write"):
-        torch.save(contents, path)
+        torch.save(contents, path, **save_kwargs)
         return path
-    return atomic_write(path, lambda f: _save_reporting_os_errors(contents, f))
-
-
-class _ErrorKeepingFile(io.RawIOBase):
-    """A writable file that remembers the OSError its target raised, which torch's writer rewraps."""
-
-    def __init__(self, target: IO[bytes]) -> None:
-        self.target, self.error = target, None
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:
-        try:
-            return self.target.write(data)
-        except OSError as exc:
-            self.error = exc
-            raise
-
-    def flush(self) -> None:
-        self.target.flush()
-
-
-def _save_reporting_os_errors(contents: dict[str, Any], f: IO[bytes]) -> None:
-    target = _ErrorKeepingFile(f)
-    try:
-        torch.save(contents, target)
-    except Exception:
-        if target.error is not None:
-            raise target.error from None
-        raise
+    return atomic_write(path, lambda f: torch.save(contents, f, **save_kwargs))
 
 
 def checksum(checkpoint: dict[str, Any]) -> str:
@@ -223,11 +322,13 @@ def _feed(digest: Any, value: Any) -> None:
         digest.update(f"S{len(text)}:{text}".encode())
 
 
-def read_checkpoint(path: str | os.PathLike | IO[bytes]) -> dict[str, Any]:
+def read_checkpoint(path: str | os.PathLike | IO[bytes], **load_kwargs: Any) -> dict[str, Any]:
     """Load and check the envelope and checksum of a checkpoint; any problem is one line naming the file.
 
     ``path`` may be a file object open for reading (ModelOpt's scripts save to ``io.BytesIO``).
+    ``load_kwargs`` go to ``torch.load`` (``load_kwargs`` says which are taken).
     """
+    load_kwargs = checked_load_kwargs("restore", load_kwargs)
     if hasattr(path, "read"):
         source: Any = path
         path = Path(getattr(path, "name", None) or "checkpoint file object")
@@ -236,7 +337,7 @@ def read_checkpoint(path: str | os.PathLike | IO[bytes]) -> dict[str, Any]:
         if not path.is_file():
             raise CheckpointError(f"{path}: no such checkpoint file")
     try:
-        checkpoint = load_plain_data(source, mmap=not hasattr(source, "read"))
+        checkpoint = load_plain_data(source, **{"mmap": not hasattr(source, "read"), **load_kwargs})
     except Exception as exc:
         raise CheckpointError(f"{path}: not a readable checkpoint ({load_failure(exc)})") from exc
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
@@ -283,7 +384,23 @@ _REFUSED = (
 )
 
 
-def load_plain_data(path: str | os.PathLike | IO[bytes], mmap: bool = False) -> Any:
+def checked_load_kwargs(where: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The ``torch.load`` arguments ModelOpt's ``restore`` and ``load_modelopt_state`` pass on,
+    checked: nascli always loads with ``weights_only=True``, so ``weights_only=False`` and a
+    ``pickle_module`` (which torch refuses with it) are refused in one line."""
+    kwargs = dict(kwargs)
+    if kwargs.pop("weights_only", True) is not True:
+        raise UserInputError(
+            f"{where}: weights_only must be True (nascli checkpoints hold only tensors and plain data)"
+        )
+    if "pickle_module" in kwargs:
+        raise UserInputError(f"{where}: pickle_module is not taken (nascli loads with torch's weights-only unpickler)")
+    return kwargs
+
+
+def load_plain_data(
+    path: str | os.PathLike | IO[bytes], mmap: bool = False, map_location: Any = "cpu", **load_kwargs: Any
+) -> Any:
     """``torch.load(weights_only=True)`` without torch's warnings on stderr.
 
     On a file that is not a checkpoint (a plain pickle) torch warns about its protocol before
@@ -294,7 +411,7 @@ def load_plain_data(path: str | os.PathLike | IO[bytes], mmap: bool = False) -> 
     mmap = mmap and zipfile.is_zipfile(path)  # anything else fails as it would unmapped, with its own cause
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap, **load_kwargs)
 
 
 def load_failure(exc: Exception) -> str:
@@ -376,34 +493,59 @@ def replay_conversion(
 ) -> nn.Module:
     """Convert ``model`` as recorded, check the space matches, select the subnet; export if recorded.
 
-    Weights are left as they are (``restore_from_modelopt_state`` loads none), but for the
-    recorded channel orders of a checkpoint storing no weights, replayed with ``orders``.
+    A chain of modes is replayed in order: each conversion of ``history`` (exported before the
+    last one), then the last. Weights are left as they are (``restore_from_modelopt_state``
+    loads none), but for the recorded channel orders of a checkpoint storing no weights,
+    replayed with ``orders``.
     """
-    if checkpoint["modes"]:
-        if is_converted(model):
-            raise CheckpointError(f"{path}: restore needs the original model, not an already converted one")
-        (mode_name, rules), *rest = checkpoint["modes"]
-        if rest:
-            raise CheckpointError(f"{path}: records {len(checkpoint['modes'])} modes; this version replays one")
-        device = parameter_device(model)  # the meta device for a profile's skeleton
-        inputs = example_inputs(checkpoint["input_shapes"], _input_dtypes(checkpoint, path), device=device)
-        recorded = {name: list(spec["choices"]) for name, spec in checkpoint["space"].items()}
-        convert_model(model, mode_name, rules, inputs, recorded)
-        _check_space(model, checkpoint, path)
-        space = get_space(model)
-        if orders and (checkpoint.get("weights") or {}).get("orders"):
-            _replay_orders(model, checkpoint["weights"]["orders"], path)
-        space.select({name: spec["active"] for name, spec in checkpoint["space"].items()})
-        space.sample_in_train = checkpoint["subnet"] is None
-        space.sorted_by = checkpoint.get("sorted_by")
-        for depth, ranks in (checkpoint.get("block_ranks") or {}).items():
-            _check_ranks(space, depth, ranks, path)
-            set_block_ranks(model, depth, ranks)
-        if checkpoint.get("exported"):
-            record = _conversion_record(model)
-            model = export_in_place(model)  # the converted model is not kept: never hold it and the export
-            setattr(model, EXPORTED_FROM, record)
-    return model
+    if not checkpoint["modes"]:
+        return model
+    if holds_state(model):
+        raise CheckpointError(f"{path}: restore needs the original model, not an already converted one")
+    for earlier in checkpoint.get("history") or []:
+        model = _replay_mode(model, {**earlier, "exported": True}, path, orders=False)
+    return _replay_mode(model, checkpoint, path, orders)
+
+
+def _replay_mode(model: nn.Module, record: dict[str, Any], path: str | os.PathLike, orders: bool) -> nn.Module:
+    """Replay one recorded conversion (``MODE_FIELDS``) on ``model``, and its export if recorded."""
+    (mode_name, rules), *rest = record["modes"]
+    if rest:
+        raise CheckpointError(
+            f"{path}: records {len(record['modes'])} modes in one conversion; this version replays one"
+        )
+    _check_model_attributes(model, record.get("model_attributes"), path)
+    device = parameter_device(model)  # the meta device for a profile's skeleton
+    inputs = example_inputs(record["input_shapes"], _input_dtypes(record, path), device=device)
+    recorded = {name: list(spec["choices"]) for name, spec in record["space"].items()}
+    convert_recorded(model, mode_name, rules, inputs, recorded)
+    _check_space(model, record, path)
+    space = get_space(model)
+    if orders and (record.get("weights") or {}).get("orders"):
+        _replay_orders(model, record["weights"]["orders"], path)
+    space.select({name: spec["active"] for name, spec in record["space"].items()})
+    space.sample_in_train = record.get("subnet") is None
+    space.sorted_by = record.get("sorted_by")
+    for depth, ranks in (record.get("block_ranks") or {}).items():
+        _check_ranks(space, depth, ranks, path)
+        set_block_ranks(model, depth, ranks)
+    return export_recorded(model) if record.get("exported") else model
+
+
+def _check_model_attributes(model: nn.Module, recorded: dict[str, Any] | None, path: str | os.PathLike) -> None:
+    """``model`` must be of the class, and have the ``forward``, that the recorded conversion traced.
+
+    Checkpoints written before nascli recorded these have none, and are replayed unchecked.
+    """
+    found = model_attributes(model)
+    differ = [
+        f"{key} {value!r}, now {found.get(key)!r}" for key, value in (recorded or {}).items() if found.get(key) != value
+    ]
+    if differ:
+        raise ApplyModeError(
+            f"{path}: the model is not the one the checkpoint was converted from ({'; '.join(differ)});"
+            " restore into the model as it was converted"
+        )
 
 
 def _replay_orders(model: nn.Module, orders: list[dict[str, Any]], path: str | os.PathLike) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nascli.nas import convert, export, search
+from nascli.nas import convert, search
 from nascli.prune import fastnas
 
 __all__ = ["fastnas", "prune"]
@@ -28,11 +28,10 @@ def prune(
     """Convert ``model`` with ``mode`` (``"fastnas"`` or ``[("fastnas", config)]``), search the
     subnet that scores best within ``constraints`` and return ``(model, search history)``.
 
-    The model comes back exported, a plain and smaller model ready for fine-tuning, as ModelOpt
-    returns it; it is a new module (ModelOpt exports in place). ``nascli.opt.save`` of it
-    restores from the original model. ``config`` takes the keys of ``nascli.nas.search``,
-    ModelOpt's names included.
+    The model is exported in place and returned, a plain and smaller model ready for
+    fine-tuning, as ModelOpt returns it (a module given is the module returned). ``nascli.opt.save``
+    of it restores from the original model. ``config`` takes the keys of ``nascli.nas.search``,
+    ModelOpt's names included (``checkpoint`` saves the exported model).
     """
     converted = convert(model, mode=mode, dummy_input=dummy_input)
-    searched, history = search(converted, constraints, dummy_input, config)
-    return export(searched), history
+    return search(converted, constraints, dummy_input, config)  # search exports in place, as ModelOpt's does

@@ -29,7 +29,7 @@ def test_the_kv_cache_of_every_subnet_is_the_cache_the_model_fills():
     costs.memory_batch = 3
     for how in ("max", "min", "random", "random", "random"):
         mtn.sample(model, how)
-        exported = mtn.export(model).eval()
+        exported = mtn.export_copy(model).eval()
         found = costs.evaluate(costs.encode({}))
         entries = _cached_entries(exported, ids)
         assert found["kv_cache"][0] == entries, how

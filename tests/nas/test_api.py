@@ -159,7 +159,7 @@ def test_the_searched_subnet_stays_active_in_a_training_loop(model, tmp_path):
     x, y = torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))
     scores = iter(range(100))
     config = {"data_loader": [(x, y)], "score_func": lambda m: float(next(scores)), "iterations": 1, "population": 4}
-    mtn.search(model, {"flops": "80%"}, config={**config, "parents": 2})
+    mtn.search_select(model, {"flops": "80%"}, config={**config, "parents": 2})
     chosen = mtn.get_subnet_config(model)
     assert chosen != {name: hp.max for name, hp in get_space(model).hparams.items()}  # a smaller subnet
     model.train()
@@ -170,6 +170,28 @@ def test_the_searched_subnet_stays_active_in_a_training_loop(model, tmp_path):
     restored = mto.restore(lambda: resnet20(in_channels=1, width=64), tmp_path / "searched.pt").train()
     restored(x)
     assert mtn.get_subnet_config(restored) == chosen
+
+
+def test_search_exports_the_model_in_place_to_the_best_subnet_as_modelopt_does(model, tmp_path):
+    import nascli.opt as mto
+
+    x, y = torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))
+    scores = iter(range(100))
+    config = {"data_loader": [(x, y)], "score_func": lambda m: float(next(scores)), "iterations": 1, "population": 4,
+              "parents": 2, "checkpoint": tmp_path / "searched.pt"}  # fmt: skip
+    supernet_params = sum(p.numel() for p in model.parameters())
+    searched, history = mtn.search(model, {"flops": "80%"}, config=config)
+    assert searched is model and not mtn.is_converted(model) and not mtn.is_dynamic(model)
+    assert set(history) >= {"best", "candidates", "history", "pareto", "original", "constraints"}
+    assert sum(p.numel() for p in model.parameters()) == history["best"]["params"] < supernet_params
+    again = mtn.convert(resnet20(in_channels=1, width=64), dummy_input=X[:1])
+    mtn.select(again, history["best"]["config"])
+    shapes = {name: tensor.shape for name, tensor in mtn.export_copy(again).state_dict().items()}
+    assert {name: tensor.shape for name, tensor in model.state_dict().items()} == shapes
+    restored = mto.restore(lambda: resnet20(in_channels=1, width=64), tmp_path / "searched.pt")  # the checkpoint
+    assert {name: tensor.shape for name, tensor in restored.state_dict().items()} == shapes
+    with pytest.raises(AssertionError, match="no search space to export"):
+        mtn.export(model)  # exported once: nothing left to export
 
 
 @pytest.mark.parametrize(
@@ -196,9 +218,90 @@ def test_profile_and_search_at_another_input_shape_give_that_shapes_costs():
     assert large["max"]["params"] == small["max"]["params"]
     assert large["max"]["flops"] == fvcore_flops(resnet20(in_channels=1, width=64).eval(), (bigger,))
     mtn.sample(model, "min")
-    exported = mtn.export(model).eval()
+    exported = mtn.export_copy(model).eval()
     assert large["min"] == {"flops": fvcore_flops(exported, (bigger,)), "params": count_params(exported)}
     x, y = torch.randn(4, 1, 12, 12), torch.randint(0, 10, (4,))
     config = {"data_loader": [(x, y)], "score_func": lambda m: 0.5, "iterations": 1, "population": 4, "parents": 2}
     _, report = mtn.search(model, {"flops": "50%"}, dummy_input=x[:1], config=config)
     assert report["original"]["flops"] == fvcore_flops(resnet20(in_channels=1, width=64).eval(), (x[:1],))
+
+
+def test_signatures_take_modelopts_parameter_names():
+    """Code written for ModelOpt 0.47 passes its parameters by these names and in this order."""
+    import inspect
+
+    expected = {
+        mtn.convert: ["model", "mode", "registry"],
+        mtn.export: ["model", "strict", "calib"],
+        mtn.select: ["model", "config", "strict"],
+        mtn.print_search_space_summary: ["model", "skipped_hparams"],
+        mtn.profile: ["model", "dummy_input", "constraints", "deployment", "strict", "verbose", "use_centroid"],
+        mtn.replace_forward: ["model", "new_forward"],
+    }
+    for func, names in expected.items():
+        assert list(inspect.signature(func).parameters)[: len(names)] == names, func.__name__
+
+
+def test_select_strict_as_in_modelopt(model):
+    full = mtn.get_subnet_config(model)
+    searched = mtn.get_subnet_config(model, configurable=True)
+    mtn.select(model, full, strict=True)  # get_subnet_config's own config passes
+    mtn.select(model, searched, strict=True)
+    partial = dict(list(searched.items())[:1])
+    with pytest.raises(RuntimeError, match="Missing keys"):
+        mtn.select(model, partial, strict=True)
+    name, value = next(iter(partial.items()))
+    other = min(hparam_of(model, name).choices)
+    mtn.select(model, {name: other, "not.an.hparam": 3}, strict=False)  # ignored, as ModelOpt's strict=False
+    assert mtn.get_subnet_config(model)[name] == other
+    with pytest.raises(UserInputError):
+        mtn.select(model, {"not.an.hparam": 3})  # nascli's default: a typo is an error
+    fixed = next(k for k in full if k not in searched)
+    with pytest.raises(RuntimeError, match="Missing keys"):  # a fixed name given asks for all of them
+        mtn.select(model, {**searched, fixed: full[fixed]}, strict=True)
+
+
+def test_summary_skips_hparams_as_in_modelopt(model, capsys):
+    mtn.print_search_space_summary(model, ["out_channels"])
+    listed = [line.split()[1] for line in capsys.readouterr().out.splitlines() if line.startswith(("*", " "))]
+    assert listed and not any(name.endswith("out_channels") for name in listed)
+    mtn.print_search_space_summary(model, skipped_hparams=[])
+    assert "out_channels" in capsys.readouterr().out
+
+
+def test_export_and_profile_take_modelopts_flags(model):
+    with pytest.raises(ValueError, match="NOT all constraints"):
+        mtn.profile(model, X[:1], {"params": 10}, strict=True, verbose=False)
+    with pytest.raises(UserInputError, match="latency is predicted"):
+        mtn.profile(model, X[:1], {"params": "90%"}, deployment={"runtime": "ORT"}, verbose=False)
+    assert mtn.profile(model, X[:1], {"params": "90%"}, None, True, verbose=False)[0]
+    exported = mtn.export(model, strict=True, calib=False)
+    assert not mtn.is_dynamic(exported)
+    with pytest.raises(UserInputError, match="registry"):
+        mtn.convert(resnet20(in_channels=1, width=64), "autonas", registry=object())
+
+
+def test_export_nas_takes_its_config_as_in_modelopt():
+    def net():
+        return torch.nn.Sequential(torch.nn.Conv2d(1, 64, 3), torch.nn.ReLU(), torch.nn.Conv2d(64, 8, 3))
+
+    for export_mode in (
+        ("export_nas", mtn.ExportConfig()),
+        ("export_nas", {"calib": False}),
+        mtn.ExportNASModeDescriptor(),
+    ):
+        plain = mtn.convert(net(), ["autonas", export_mode], dummy_input=X[:1])
+        assert not mtn.is_dynamic(plain)
+    assert mtn.ExportConfig(calib=True)["calib"] and mtn.ExportNASModeDescriptor().config_class is mtn.ExportConfig
+    with pytest.raises(UserInputError, match="keys: strict, calib"):
+        mtn.convert(net(), ["autonas", ("export_nas", {"calibrate": True})], dummy_input=X[:1])
+
+
+def test_replace_forward_as_in_modelopt(model):
+    model.eval()  # one subnet, not one drawn per forward
+    original = model(X)
+    with mtn.replace_forward(model, lambda self, x: None):
+        assert model(X) is None
+        assert torch.equal(model.forward_original(X), original)
+    assert torch.equal(model(X), original)
+    assert not hasattr(model, "forward_original")

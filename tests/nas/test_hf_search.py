@@ -22,7 +22,8 @@ def test_a_llama_is_searched_under_a_params_bound_by_its_language_model_loss():
         with torch.no_grad():
             return -float(subnet(ids, labels=ids).loss)
 
-    _, report = mtn.search(model, {"params": "60%"}, dummy_input=ids[:1], config={"score_func": score})
+    exported, report = mtn.search(model, {"params": "60%"}, dummy_input=ids[:1], config={"score_func": score})
     assert report["best"]["params"] <= 0.6 * report["original"]["params"]
-    exported = mtn.export(model).eval()
+    assert exported is model and sum(p.numel() for p in model.parameters()) == report["best"]["params"]
+    exported.eval()
     assert score(exported) == pytest.approx(report["best"]["score"], abs=1e-5)

@@ -19,6 +19,8 @@ def test_a_view_lists_samples_selects_and_exports_as_mtn_does():
     assert space.config(True) == {name: hp.min for name, hp in mtn.named_hparams(model, configurable=True)}
     space.select({names[0]: max(dict(space.named_hparams(True))[names[0]].choices)})
     assert mtn.get_subnet_config(model)[names[0]] == dict(space.named_hparams(True))[names[0]].max
-    exported = space.export()
-    assert not mtn.is_dynamic(exported) and mtn.is_converted(model)
     assert space.size() == math.prod(len(hp.choices) for _, hp in space.named_hparams(True)) > 1
+    expected = mtn.export_copy(model)
+    exported = space.export()  # in place, as ModelOpt's
+    assert exported is model and not mtn.is_dynamic(model) and not mtn.is_converted(model)
+    assert {k: v.shape for k, v in model.state_dict().items()} == {k: v.shape for k, v in expected.state_dict().items()}

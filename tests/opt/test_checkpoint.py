@@ -158,7 +158,7 @@ def test_a_full_disk_is_one_line_and_keeps_the_old_file(tmp_path, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", full)
-    with pytest.raises(NasCliError, match=f"^no space left writing {path}$") as caught:
+    with pytest.raises(NasCliError, match=f"^no space left on device while writing {path}: free space") as caught:
         write_checkpoint({"format": FORMAT, "n": 2}, path)
     assert caught.value.exit_code == 1
     assert torch.load(path, weights_only=True)["n"] == 1
@@ -189,3 +189,26 @@ def test_a_checkpoint_without_a_checksum_asks_for_the_stage_again(saved, tmp_pat
     torch.save(old, tmp_path / "old.pt")
     with pytest.raises(CheckpointError, match="old.pt: written by a nascli without checksums; run the stage"):
         read_checkpoint(tmp_path / "old.pt")
+
+
+def test_save_restore_take_modelopts_names_and_torch_arguments(tmp_path):
+    import inspect
+
+    assert list(inspect.signature(mto.save).parameters) == ["model", "f", "kwargs"]
+    assert list(inspect.signature(mto.restore).parameters) == ["model", "f", "kwargs"]
+    assert list(inspect.signature(mto.load_modelopt_state).parameters) == ["modelopt_state_path", "kwargs"]
+    model = mtn.convert(_factory(), dummy_input=X[:1])
+    path = tmp_path / "m.pt"
+    mto.save(model=model, f=path, pickle_protocol=2)
+    restored = mto.restore(model=_factory(), f=path, map_location="cpu", weights_only=True)
+    assert mtn.get_subnet_config(restored) == mtn.get_subnet_config(model)
+    with pytest.raises(NasCliError, match="weights_only must be True"):
+        mto.restore(_factory(), path, weights_only=False)
+    with pytest.raises(NasCliError, match="pickle_protocol"):
+        mto.save(model, tmp_path / "n.pt", pickle_protocol=4)
+    torch.save(mto.modelopt_state(model), tmp_path / "state.pt")
+    state = mto.load_modelopt_state(modelopt_state_path=tmp_path / "state.pt", map_location="cpu")
+    assert state == mto.modelopt_state(model)
+    with pytest.raises(NasCliError, match="weights_only must be True"):
+        mto.load_modelopt_state(tmp_path / "state.pt", weights_only=False)
+    assert issubclass(mtn.ExportNASModeDescriptor, mto.ModeDescriptor)

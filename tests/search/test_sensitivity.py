@@ -107,7 +107,7 @@ def test_unsatisfiable_bounds_are_refused_before_any_scoring():
 def test_mtn_search_prunes_a_fastnas_model_with_the_map_by_default():
     model = converted_resnet20("fastnas")
     config = {"data_loader": LOADER, "score_func": lambda m: accuracy(m, LOADER), "max_iter_data_loader": 2}
-    model, history = mtn.search(model, {"flops": "40%"}, config=config)
+    model, history = mtn.search_select(model, {"flops": "40%"}, config=config)
     best = history["best"]
     assert set(history["sensitivity"]) == set(mtn.get_subnet_config(model, configurable=True))
     assert 0 <= history["original_score"] <= 1 and [best] == history["candidates"]

@@ -15,6 +15,7 @@ transformers = pytest.importorskip("transformers")
 
 WIDTH = "model.layers.*.mlp.gate_proj.out_features"
 KV = "model.layers.*.self_attn.num_kv_heads"
+PER_GROUP = "model.layers.*.self_attn.num_heads_per_group"
 
 
 def _tiny_llama():
@@ -68,14 +69,14 @@ def test_roles_move_every_member_and_cost_what_the_model_costs():
     model = _tiny_llama()
     costs = cost_model(model)
     uniform = UniformCosts(costs)
-    assert uniform.names == ["model.layers.depth", WIDTH, KV]
+    assert uniform.names == ["model.layers.depth", WIDTH, KV, PER_GROUP]
     row = uniform.encode({WIDTH: 32, KV: 1, "model.layers.depth": 2})[0]
     config = uniform.config_of(row)
     assert [config[f"model.layers.{i}.mlp.gate_proj.out_features"] for i in range(3)] == [32, 32, 32]
     assert config["model.layers.depth"] == 2 and len(config) == len(costs.names)
     assert uniform.cost(config) == costs.cost(config)
     mtn.select(model, config)
-    exported = mtn.export(model)
+    exported = mtn.export_copy(model)
     assert uniform.cost(config)["params"] == sum(p.numel() for p in exported.parameters())
     assert uniform.encode(config).tolist() == [row.tolist()]  # member names encode to the same row
     with pytest.raises(ValueError, match="needs one value for its members"):
@@ -117,7 +118,7 @@ def test_mtn_search_uniform_picks_a_subnet_from_pretrained_loads(tmp_path):
     model = _tiny_llama()
     score = _closeness
     _score(model)  # the full model's logits as the reference
-    searched, history = mtn.search(model, {"params": "70%"}, config={"score_func": score, "uniform": True})
+    searched, history = mtn.search_select(model, {"params": "70%"}, config={"score_func": score, "uniform": True})
     config = mtn.get_subnet_config(searched)
     assert _uniform(config) and history["uniform"] and WIDTH in history["sensitivity"]
     assert config != mtn.get_subnet_config(_tiny_llama())  # pruned, not the full model
