@@ -22,24 +22,25 @@ backward, one optimizer step. Neither loop evaluates between epochs (that would 
 the budget), so the training seconds are steps only.
 
 Afterwards, for each engine: the test top-1 (the held-out test split) of the max subnet, the min
-subnet, the subnet that engine's own ``mtn.search`` finds under flops <= ``--flops`` of the max,
-and the best uniform subnet under the same bound (every channel hparam at one share of its
-maximum, depths at their maximum; the largest share whose flops fit). Each is evaluated after the
-same batch-norm recalibration (nascli's ``recalibrate_bn`` on the training split's first 10
-batches, for every model of both engines). Flops are shown as a share of the max subnet's, by
-nascli's cost model for every config (the spaces are the same). The searches score candidates on
-the validation split (after each engine's own BN recalibration on the same 10 batches) with
-ModelOpt's default evolution settings for both (population 100, 25 parents, mutation 0.1):
-nascli's runs ``--search-iterations`` generations, taking the bound as "50%"; ModelOpt's takes the
-same bound in its own units (absolute flops: 2 x multiply-accumulates of its batch-1 dummy input,
-of its max subnet) and samples until it has scored as many candidates as nascli's search did
-(ModelOpt's ``num_iters`` counts samples, constraint rejects and repeats included), so both
-searches score the same number of subnets. ModelOpt's search exports the model in place, so it
-runs on a copy and its chosen config is evaluated on the supernet, as every other row. ModelOpt
-recalibrates BN before each score from its own cache of 50 input batches (training's first ones,
-then every 100th, and the search's data_loader batches), so the table also gives each searched
-subnet's validation top-1 after the common recalibration; a smoke run trains on too few batches
-to fill that cache, and ModelOpt then scores with stale statistics (it warns).
+subnet, the subnet that engine's own search finds under flops <= ``--flops`` of the max (nascli's
+``mtn.search_select``, which leaves the supernet converted), and the best uniform subnet under the
+same bound (every channel hparam at one share of its maximum, depths at their maximum; the largest
+share whose flops fit). Each is evaluated after the same batch-norm recalibration (nascli's
+``recalibrate_bn`` on the training split's first 10 batches, for every model of both engines).
+Flops are shown as a share of the max subnet's, by nascli's cost model for every config (the spaces
+are the same). The searches score candidates on the validation split (after each engine's own BN
+recalibration on the same 10 batches) with ModelOpt's default evolution settings for both
+(population 100, 25 parents, mutation 0.1): nascli's runs ``--search-iterations`` generations,
+taking the bound as "50%"; ModelOpt's takes the same bound in its own units (absolute flops: 2 x
+multiply-accumulates of its batch-1 dummy input, of its max subnet) and samples until it has scored
+as many candidates as nascli's search did (ModelOpt's ``num_iters`` counts samples, constraint
+rejects and repeats included), so both searches score the same number of subnets. ModelOpt's search
+exports the model in place, so it runs on a copy and its chosen config is evaluated on the
+supernet, as every other row. ModelOpt recalibrates BN before each score from its own cache of 50
+input batches (training's first ones, then every 100th, and the search's data_loader batches), so
+the table also gives each searched subnet's validation top-1 after the common recalibration; a
+smoke run trains on too few batches to fill that cache, and ModelOpt then scores with stale
+statistics (it warns).
 
 One table per seed (the seed sets the initial weights, sampled subnets, data order and search),
 then the mean and spread (max - min) of each row across seeds, and two verdicts: is nascli's
@@ -49,9 +50,16 @@ more than the seeds' spread. The benchmark (Fashion-MNIST, 2 seeds):
     python scripts/bench_supernet.py --budget 600 --seeds 0 1 [--flops 50%] [--search-iterations 10]
                                      [--device auto|cpu|cuda] [--threads N] [--nascli-set key=value ...]
 
-``--train-size`` trains on a fixed random subset of the training split and ``--eval-size`` scores
-on fixed random subsets of the validation and test splits: for smoke runs only, e.g.
-``--budget 15 --train-size 2000 --eval-size 1000 --seeds 0 --search-iterations 1 --population 8``.
+``--variant NAME:KEY=VALUE[,KEY=VALUE]`` adds another nascli engine to the same run (its TrainSpec
+fields over the ``--nascli-set`` ones; e.g. ``--variant max-min:num_random=0``), trained for the same
+budget, timed in the same alternation and searched the same way: settings compared side by side.
+``--standalone`` also trains each nascli engine's searched subnet alone (fresh weights, the labels
+only, the same loop and epochs) and reports the searched subnet's gap to it.
+
+``--train-size`` trains on a fixed random subset of the training split, ``--eval-size`` scores the
+searches' candidates on a fixed random subset of the validation split, and ``--test-size`` tests on
+one of the test split (smoke runs only: 2,000 test images leave a standard error of 0.6 points), e.g.
+``--budget 15 --train-size 2000 --eval-size 1000 --test-size 1000 --seeds 0 --search-iterations 1 --population 8``.
 Without nvidia-modelopt installed, nascli runs alone and the table says so.
 """
 
@@ -94,7 +102,7 @@ from nascli.recipe.schema import DataSpec, TrainSpec
 from nascli.space.space import random_sampling
 from nascli.train.bn import recalibrate_bn
 from nascli.train.device import training_device
-from nascli.train.trainer import SupernetTrainer, Trainer, accuracy
+from nascli.train.trainer import SubnetTrainer, SupernetTrainer, Trainer, accuracy
 
 DIVISOR = 8
 SHAPE = (1, 28, 28)
@@ -204,6 +212,22 @@ def recalibrated_accuracy(engine: Engine, config: dict, calib: DataLoader, loade
         return accuracy(engine.model, loader)
 
 
+def trained_alone(config: dict, splits: Splits, data: DataSpec, spec: TrainSpec, epochs: int, seed: int) -> float:
+    """Test top-1 of the subnet ``config`` as a plain model of fresh weights, trained alone on the labels.
+
+    The same loop, optimizer, schedule and epochs as the supernet it was found in; what a supernet's
+    subnet is measured against (BigNAS and AlphaNet report theirs match or beat it).
+    """
+    torch.manual_seed(seed + 1000)  # weights of its own, not the supernet's initial ones
+    model = convert_both(None, seed + 1000)[0]
+    mtn.select(model, config)
+    alone = mtn.export(model)
+    plain = spec.model_copy(update={"epochs": epochs, "sandwich": False, "plain": False})
+    trainer = SubnetTrainer(alone, splits, data, plain, seed=seed)
+    trainer.fit(lambda state: None, lambda record: None)
+    return accuracy(alone, DataLoader(splits.test, batch_size=data.eval_batch_size))
+
+
 def search_nascli(
     model: nn.Module, share: float, calib: DataLoader, val: DataLoader, args: argparse.Namespace, seed: int
 ) -> tuple[dict, float, int, float]:
@@ -219,7 +243,7 @@ def search_nascli(
         "seed": seed,
     }
     start = time.perf_counter()
-    _, history = mtn.search(model, {"flops": f"{100 * share:g}%"}, config=config)
+    _, history = mtn.search_select(model, {"flops": f"{100 * share:g}%"}, config=config)
     seconds = time.perf_counter() - start
     return history["best"]["config"], history["best"]["score"], len(history["candidates"]), seconds
 
@@ -298,7 +322,7 @@ def run_seed(
 ) -> dict[str, dict[str, float]]:
     """Calibrate, train, search and evaluate every engine for one seed; the measured numbers per engine."""
     share = parse_share(args.flops)
-    ours = next(e for e in engines if e.name == "nascli").model
+    ours = engines[0].model
     costs = cost_model(ours)
     full = costs.cost(costs.named("max"), ("flops",))["flops"]
     log(f"seed {seed}: timing {args.calib_steps} steps per engine")
@@ -317,9 +341,9 @@ def run_seed(
     for engine in engines:
         found = results[engine.name]
         log(f"seed {seed}: searching {engine.name}")
-        if engine.name == "nascli":
+        if engine.name.startswith("nascli"):
             searched, val_score, scored, seconds = search_nascli(engine.model, share, calib, val, args, seed)
-            nascli_scored = scored
+            nascli_scored = nascli_scored or scored
         else:
             searched, val_score, scored, seconds, bound = search_modelopt(
                 motn, engine.model, share, calib, val, args, seed, nascli_scored
@@ -334,6 +358,9 @@ def run_seed(
         # The search's score came after that engine's own BN recalibration; this one after the common one.
         found["search_val_common"] = recalibrated_accuracy(engine, searched, calib, val)
         found.update(search_val=val_score, scored=scored, search_s=seconds, uniform_share=uniform_share)
+        if args.standalone and engine.name.startswith("nascli"):
+            log(f"seed {seed}: training {engine.name}'s searched subnet alone for {found['epochs']} epochs")
+            found["alone"] = trained_alone(searched, splits, data, engine.spec, found["epochs"], seed)
     return results
 
 
@@ -352,6 +379,7 @@ ROWS: dict[str, tuple[str, Callable[[float], str]]] = {
     **{f"{how}_flops": (f"{how} subnet: flops, share of max", lambda v: f"{v:.1%}") for how in SUBNETS},
     "search_val": ("searched subnet: validation top-1 (the search's score)", lambda v: f"{v:.2%}"),
     "search_val_common": ("searched subnet: validation top-1 after the common BN recalibration", lambda v: f"{v:.2%}"),
+    "alone": ("searched subnet trained alone (fresh weights, same epochs): test top-1", lambda v: f"{v:.2%}"),
     "scored": ("search: candidates scored", lambda v: f"{v:g}"),
     "search_s": ("search seconds", lambda v: f"{v:.1f}"),
 }
@@ -363,7 +391,9 @@ def seed_table(seed: int, results: dict[str, dict[str, float]], budget: float) -
     for column in ("measure", *names):
         table.add_column(column)
     for key, (label, fmt) in ROWS.items():
-        cells = [fmt(results[name][key]) for name in names]
+        if not any(key in results[name] for name in names):
+            continue
+        cells = [fmt(results[name][key]) if key in results[name] else "" for name in names]
         if key == "train_s":
             cells = [
                 c + (" (over budget)" if results[n][key] > budget else "") for c, n in zip(cells, names, strict=True)
@@ -383,8 +413,10 @@ def summary_table(per_seed: dict[int, dict[str, dict[str, float]]]) -> Table:
     for key, (label, fmt) in ROWS.items():
         cells = []
         for name in names:
-            values = [r[name][key] for r in per_seed.values()]
-            cells.append(f"{fmt(statistics.mean(values))} ({fmt(max(values) - min(values))})")
+            values = [r[name][key] for r in per_seed.values() if key in r[name]]
+            cells.append(f"{fmt(statistics.mean(values))} ({fmt(max(values) - min(values))})" if values else "")
+        if not any(cells):
+            continue
         table.add_row(label, *cells)
     return table
 
@@ -408,6 +440,13 @@ def verdicts(per_seed: dict[int, dict[str, dict[str, float]]]) -> list[str]:
             f"{100 * spread(diffs):.2f}, of nascli's {100 * spread(ours):.2f}, of ModelOpt's "
             f"{100 * spread([r['ModelOpt']['searched'] for r in runs]):.2f})"
         )
+    for name in runs[0]:
+        if "alone" in runs[0][name]:
+            gaps = [100 * (r[name]["searched"] - r[name]["alone"]) for r in runs]
+            lines.append(
+                f"{name}'s searched subnet against the same architecture trained alone for the same epochs: "
+                f"{statistics.mean(gaps):+.2f} points (per seed: {', '.join(f'{g:+.2f}' for g in gaps)})"
+            )
     margin = statistics.mean(ours) - statistics.mean(uniform)
     noise = max(spread(ours), spread(uniform))
     beats = margin > noise if len(runs) > 1 else None
@@ -453,6 +492,17 @@ def nascli_spec(overrides: list[str], device: str) -> TrainSpec:
     return TrainSpec(**{"device": device, **fields})
 
 
+def parse_variants(values: list[str]) -> list[tuple[str, list[str]]]:
+    """``["r1:num_random=1,channels_last=true"]`` -> ``[("r1", ["num_random=1", "channels_last=true"])]``."""
+    parsed = []
+    for value in values:
+        name, sep, sets = value.partition(":")
+        if not sep or not name or not sets:
+            raise UserInputError(f"--variant {value!r}: give NAME:KEY=VALUE[,KEY=VALUE]")
+        parsed.append((name, sets.split(",")))
+    return parsed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=float, default=600, help="training seconds per engine")
@@ -462,8 +512,17 @@ def main() -> None:
     parser.add_argument("--population", type=int, default=100, help="both searches' population (parents: a quarter)")
     parser.add_argument("--calib-steps", type=int, default=20, help="timed steps per engine before training")
     parser.add_argument("--nascli-set", action="append", default=[], metavar="KEY=VALUE", help="a TrainSpec field")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME:KEY=VALUE[,KEY=VALUE]",
+        help="another nascli engine in the same run, TrainSpec fields over the --nascli-set ones",
+    )
+    parser.add_argument("--standalone", action="store_true", help="also train each nascli searched subnet alone")
     parser.add_argument("--train-size", type=int, default=None, help="a fixed subset of the training split")
-    parser.add_argument("--eval-size", type=int, default=None, help="fixed subsets of validation and test (smoke)")
+    parser.add_argument("--eval-size", type=int, default=None, help="a fixed subset of validation (the searches')")
+    parser.add_argument("--test-size", type=int, default=None, help="a fixed subset of test (smoke runs only)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto: cuda when available")
     parser.add_argument("--no-modelopt", action="store_true")
@@ -473,6 +532,9 @@ def main() -> None:
     try:
         share = parse_share(args.flops)
         spec = nascli_spec(args.nascli_set, args.device)
+        variants = {
+            name: nascli_spec(args.nascli_set + sets, args.device) for name, sets in parse_variants(args.variant)
+        }
         device = training_device(args.device)
     except (UserInputError, ValidationError, ValueError) as error:
         parser.error(str(error))
@@ -484,7 +546,7 @@ def main() -> None:
         splits,
         train=subset(splits.train, args.train_size),
         val=subset(splits.val, args.eval_size),
-        test=subset(splits.test, args.eval_size),
+        test=subset(splits.test, args.test_size),
     )
     data = DataSpec(name="fashion_mnist", batch_size=128)
     loaders = {
@@ -508,6 +570,17 @@ def main() -> None:
     for seed in args.seeds:
         ours, theirs = convert_both(motn, seed)
         engines = [Engine("nascli", ours, spec, NasCliTrainer, lambda m: random_sampling(m, enabled=False), mtn.select)]
+        for name, variant in variants.items():
+            engines.append(
+                Engine(
+                    f"nascli {name}",
+                    copy.deepcopy(ours),
+                    variant,
+                    NasCliTrainer,
+                    lambda m: random_sampling(m, enabled=False),
+                    mtn.select,
+                )  # fmt: skip
+            )
         if theirs is not None:
             engines.append(
                 Engine(
