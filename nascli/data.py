@@ -168,9 +168,17 @@ def _text(recipe: Recipe) -> Splits:
         if len(split) == 0:
             what = f"the {name} split of {corpus.description}"
             raise UserInputError(f"input_shape: {what} is shorter than {seq_len} tokens")
-    if recipe.run_dir is not None:  # only once the data is usable: bad input writes nothing
+    # only once the data is usable (bad input writes nothing), and under torchrun by rank 0 alone, which
+    # holds the run directory's lock: another rank's pin would race it, and its refusal stops them all
+    if recipe.run_dir is not None and _writes_run_dir():
         pin_tokenizer(Path(recipe.run_dir), corpus.tokenizer)
     return Splits(*splits, corpus.vocab_size, (seq_len,), "language_modeling")
+
+
+def _writes_run_dir() -> bool:
+    """Whether this process writes into the run directory: one process alone, or rank 0 of several."""
+    distributed = torch.distributed
+    return not (distributed.is_available() and distributed.is_initialized()) or distributed.get_rank() == 0
 
 
 def tokenizer_source(recipe: Recipe) -> tuple[Path, str] | None:

@@ -82,6 +82,17 @@ def test_recipe_splits_are_token_windows_of_the_sequence_length(tmp_path):
     assert inputs.shape == targets.shape == (16,)
 
 
+def test_under_torchrun_only_rank_0_pins_the_tokenizer_in_the_run_directory(tmp_path, monkeypatch):
+    recipe = _recipe(tmp_path, files=_write_corpus(tmp_path / "corpus"))
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_rank", lambda: 1)
+    recipe_splits(recipe)
+    assert not (tmp_path / "run").exists()
+    monkeypatch.setattr(torch.distributed, "get_rank", lambda: 0)
+    recipe_splits(recipe)
+    assert (tmp_path / "run" / "tokenizer.json").is_file()
+
+
 @pytest.mark.parametrize(
     "setup, message",
     [
