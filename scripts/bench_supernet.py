@@ -218,12 +218,10 @@ def trained_alone(config: dict, splits: Splits, data: DataSpec, spec: TrainSpec,
     The same loop, optimizer, schedule and epochs as the supernet it was found in; what a supernet's
     subnet is measured against (BigNAS and AlphaNet report theirs match or beat it).
     """
-    torch.manual_seed(seed + 1000)  # weights of its own, not the supernet's initial ones
-    model = convert_both(None, seed + 1000)[0]
+    model = convert_both(None, seed + 1000)[0]  # weights of its own, not the supernet's initial ones
     mtn.select(model, config)
     alone = mtn.export(model)
-    plain = spec.model_copy(update={"epochs": epochs, "sandwich": False, "plain": False})
-    trainer = SubnetTrainer(alone, splits, data, plain, seed=seed)
+    trainer = SubnetTrainer(alone, splits, data, spec.model_copy(update={"epochs": epochs}), seed=seed)
     trainer.fit(lambda state: None, lambda record: None)
     return accuracy(alone, DataLoader(splits.test, batch_size=data.eval_batch_size))
 
