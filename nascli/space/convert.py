@@ -21,16 +21,16 @@ from nascli.space.kinds.hidden import RULE_KEY as HIDDEN_RULE
 from nascli.space.kinds.parameters import PARAMETERS
 from nascli.space.patches import patch_train
 from nascli.space.rules import settings_for, settings_matching
+from nascli.space.shrink_check import keep_what_runs
 from nascli.space.space import (
     SPACE_ATTR,
     SearchSpace,
     get_space,
     is_converted,
     model_attributes,
-    on_meta_device,
     sample_in_training,
 )
-from nascli.space.trace import TraceResult, buffers_kept, trace_model
+from nascli.space.trace import TraceResult, trace_model
 
 
 def convert_model(
@@ -83,7 +83,7 @@ def convert_model(
     if trace.exported and recorded_choices is not None:
         _keep_as_recorded(entries, recorded_choices, reasons)
     elif trace.exported:
-        _keep_what_runs(model, entries, dummy_input, reasons)
+        keep_what_runs(model, (hp for _, hp in entries), dummy_input, lambda hp, why: _freeze(hp, why, reasons))
 
     batch = dummy_input[0].shape[0] if dummy_input and isinstance(dummy_input[0], torch.Tensor) else 1
     terms, unmodeled = compile_cost_terms(model, trace, channel_hps, layer_hps, batch)
@@ -195,73 +195,10 @@ def _freeze(hp: Hparam, why: str, reasons: dict[str, str]) -> None:
 def _keep_as_recorded(
     entries: list[tuple[str, Hparam]], recorded: dict[str, list[int]], reasons: dict[str, str]
 ) -> None:
-    """Keep at full size the configurable hparams a recorded conversion kept there (``_keep_what_runs``)."""
+    """Keep at full size the configurable hparams a recorded conversion kept there (``space/shrink_check.py``)."""
     for _, hp in entries:
         if hp.is_configurable and list(recorded.get(hp.name, hp.choices)) == [hp.max]:
             _freeze(hp, f"the model's forward fails with {hp.min} (as recorded when it was converted)", reasons)
-
-
-@torch.no_grad()
-def _keep_what_runs(
-    model: nn.Module, entries: list[tuple[str, Hparam]], dummy_input: tuple, reasons: dict[str, str]
-) -> None:
-    """Run an exported model at its hparams' smallest choices; keep full what its code cannot shrink.
-
-    ``torch.export`` records sizes the model computes from its inputs' shapes as constants, so the
-    tracer cannot tell ``x.reshape(B, N, C)`` with ``C = x.shape[-1]`` from a truly fixed size.
-    Running the converted model tells: where the forward fails, the hparam keeps its full size.
-    """
-    was_training = model.training
-    model.eval()
-    try:
-        with buffers_kept(model):
-            _run_each_at_min(model, entries, dummy_input, reasons)
-    finally:
-        model.train(was_training)
-
-
-def _run_each_at_min(
-    model: nn.Module, entries: list[tuple[str, Hparam]], dummy_input: tuple, reasons: dict[str, str]
-) -> None:
-    """One forward per hparam at its min, the others at their max (each alone, since two sizes the model
-    writes out can agree when both shrink and fail when one does)."""
-    inputs = _short_tokens(model, dummy_input)
-    for hp in {id(hp): hp for _, hp in entries if hp.is_configurable}.values():
-        hp.active = hp.min
-        try:
-            _run(model, inputs)
-        except Exception as exc:  # any failure of the model's own code at this size
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            _freeze(hp, f"the model's forward fails with {hp.min}: {message}", reasons)
-        finally:
-            hp.active = hp.max
-
-
-def _run(model: nn.Module, inputs: tuple) -> Any:
-    """One forward; a model on the meta device (built from a config alone) runs on fake tensors.
-
-    Shapes propagate as on the meta device, and code that would read a value (transformers'
-    attention-mask checks call ``.all()``) sees a traced tensor and skips the check, as it does
-    under ``torch.export``.
-    """
-    if not on_meta_device(model):
-        return model(*inputs)
-    from torch._subclasses.fake_tensor import FakeTensorMode
-
-    with FakeTensorMode(allow_non_fake_inputs=True) as mode:
-        return model(*(mode.from_tensor(t) for t in inputs))
-
-
-def _short_tokens(model: nn.Module, dummy_input: tuple) -> tuple:
-    """The first 8 token ids of a long text input, when the model runs on them: the checks cost less."""
-    short = tuple(t[:, :8] if not t.is_floating_point() and t.dim() == 2 else t for t in dummy_input)
-    if all(a.shape == b.shape for a, b in zip(short, dummy_input, strict=True)):
-        return dummy_input
-    try:
-        _run(model, short)
-    except Exception:  # a model built for one sequence length: check on the input as given
-        return dummy_input
-    return short
 
 
 def _channel_hparams(
