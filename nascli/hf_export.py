@@ -3,11 +3,14 @@
 A uniform subnet (every layer with the same heads and MLP width, as Minitron prunes) is again
 an instance of the model's own class with a smaller config. The config is read off the search
 space: the hidden width from the embedding, the layer count from the depth hparam, the heads
-(or key/value groups) and the MLP width from the per-layer hparams. It is then checked the only
-way that is sure for any architecture: the class built from that config must take the subnet's
-weights with no key or shape left over, and compute the same logits, before and after the
-directory is written and read back. A subnet no config can describe (layers of different widths,
-a head size that the config derives from the hidden size) is refused with what to do instead.
+(or key/value groups) and the MLP width from the per-layer hparams. A subnet whose decoder
+layers differ in width is written with a modeling file of its own (``nascli/hf_layers.py``),
+loaded with ``trust_remote_code=True``. Either is checked the only way that is sure for any
+architecture: the class built from that config must take the subnet's weights with no key or
+shape left over, and compute the same logits, before and after the directory is written and
+read back. A subnet no config can describe (layers of different widths in a model that does not
+follow transformers' decoder convention, a head size that the config derives from the hidden
+size) is refused with what to do instead.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from torch import nn
 
 from nascli.atomic import atomic_directory
 from nascli.errors import NasCliError, UserInputError
+from nascli.hf_layers import MODULE_FILE, heterogeneous_classes, heterogeneous_config, layer_sizes, modeling_source
 from nascli.numerics import max_difference, outputs_match, tolerance
 from nascli.opt.checkpoint import EXPORTED_FROM
 from nascli.space.export import export_in_place
@@ -36,7 +40,8 @@ def _uniform(values: list[int], what: str) -> int | None:
     if len(set(values)) > 1:
         raise UserInputError(
             f"--format hf: the subnet's layers differ in {what} ({sorted(set(values))}); a Hugging Face config "
-            "holds one value for every layer: search with search.uniform: true, or export with --format pt2 or onnx"
+            "holds one value for every layer, and only Llama-style decoders (model.layers of <Prefix>DecoderLayer) "
+            "get a per-layer modeling file: search with search.uniform: true, or export with --format pt2 or onnx"
         )
     return values[0]
 
@@ -118,60 +123,91 @@ def _rejection(config: Any) -> str | None:
     try:
         validate()
     except Exception as exc:  # noqa: BLE001 - the library's validators raise their own error types
-        return str(getattr(exc, "__cause__", None) or exc).strip().splitlines()[-1].strip()
+        return _reason(exc)
     return None
 
 
-def subnet_model(model: nn.Module) -> nn.Module:
-    """The subnet of a Hugging Face model (converted, or exported from one) as an instance of its own class,
-    sharing its tensors; a converted ``model`` is exported in place."""
-    return _rebuilt(*_subnet(model))
+def _reason(exc: BaseException) -> str:
+    """The last line of a config validator's error (transformers wraps the ValueError it raised)."""
+    return str(getattr(exc, "__cause__", None) or exc).strip().splitlines()[-1].strip()
 
 
-def _rebuilt(plain: nn.Module, active: dict[str, int]) -> nn.Module:
-    """``plain`` as its own class built from a config with the subnet's sizes, holding its weights.
+def _rebuilt(plain: nn.Module, active: dict[str, int]) -> tuple[nn.Module, str | None]:
+    """``plain`` as a class built from a config with the subnet's sizes, holding its weights, and the
+    source of the modeling file that class needs (None: the model's own class, from transformers).
 
     The class is built on the meta device and takes ``plain``'s tensors themselves (``assign``):
     no memory is spent, and the weights keep their dtype. Buffers outside the state dict (rotary
     tables) are ``plain``'s, which the same class computed for the same head size.
     """
+    source = modeling_source(plain)
+    if source is not None and len({tuple(size.items()) for size in layer_sizes(plain)}) > 1:
+        return _per_layer(plain, source), source
     fields, widths = _sizes(plain.config, active)
-    state = plain.state_dict()
-    buffers = dict(plain.named_buffers())
     last_error, rejected = "no candidate config", None
     for width in widths or [None]:
         candidate = copy.deepcopy(plain.config)
         sizes = {**fields, **({"intermediate_size": width} if width is not None else {})}
         for key, value in sizes.items():
             setattr(candidate, key, value)
-        candidate.dtype = weights_dtype(plain)  # config.json says the dtype the weights are stored in
         if (reason := _rejection(candidate)) is not None:
             rejected = (reason, sizes)
             continue
-        with torch.device("meta"):
-            rebuilt = type(plain)(candidate)
         try:
-            rebuilt.load_state_dict(state, strict=True, assign=True)
-            _take_buffers(rebuilt, buffers)
+            return _holding_weights(type(plain), candidate, plain), None
         except RuntimeError as exc:
             last_error = str(exc).strip().splitlines()[-1].strip()
-            continue
-        if getattr(candidate, "tie_word_embeddings", False):
-            rebuilt.tie_weights()
-        return rebuilt.eval()
     if rejected is not None:
-        reason, sizes = rejected
-        hint = (
-            " (for the hidden width: rules hidden_size: {'*': {hidden_divisor: N}}, N a multiple of every head count)"
-        )
-        raise UserInputError(
-            f"--format hf: {type(plain.config).__name__} rejects the subnet's sizes"
-            f" ({', '.join(f'{k}={v}' for k, v in sizes.items())}): {reason} Search with sizes it accepts"
-            f"{hint if 'hidden' in reason.lower() else ''}, or export with --format pt2 or onnx"
-        )
+        raise _rejected(plain, *rejected)
     raise UserInputError(
         f"--format hf: the subnet is not a {type(plain).__name__} of any config ({last_error}); "
         "export it with --format pt2 or onnx"
+    )
+
+
+def _per_layer(plain: nn.Module, source: str) -> nn.Module:
+    """``plain``, whose decoder layers differ in width, as the class its generated modeling file defines."""
+    config_class, model_class = heterogeneous_classes(source)
+    base = plain.config
+    fields = {
+        "hidden_size": plain.get_input_embeddings().weight.shape[-1],
+        "num_hidden_layers": len(plain.model.layers),
+        "head_dim": getattr(base, "head_dim", None) or base.hidden_size // base.num_attention_heads,
+    }
+    sizes = layer_sizes(plain)
+    try:  # a strict config validates its fields as it is built
+        config = heterogeneous_config(config_class, base, fields, sizes)
+    except Exception as exc:  # noqa: BLE001 - the library's validators raise their own error types
+        raise _rejected(plain, _reason(exc), {**fields, "layer_sizes": sizes}) from exc
+    try:
+        return _holding_weights(model_class, config, plain)
+    except RuntimeError as exc:
+        raise UserInputError(
+            f"--format hf: the subnet's layers differ in width and its modeling file does not describe"
+            f" {type(plain).__name__} ({str(exc).strip().splitlines()[-1].strip()}); export it with --format pt2"
+            " or onnx"
+        ) from exc
+
+
+def _holding_weights(model_class: type, config: Any, plain: nn.Module) -> nn.Module:
+    """``model_class(config)`` built on the meta device, holding ``plain``'s tensors; RuntimeError where a key,
+    shape or buffer is left over."""
+    config.dtype = weights_dtype(plain)  # config.json says the dtype the weights are stored in
+    with torch.device("meta"):
+        rebuilt = model_class(config)
+    rebuilt.load_state_dict(plain.state_dict(), strict=True, assign=True)
+    _take_buffers(rebuilt, dict(plain.named_buffers()))
+    if getattr(config, "tie_word_embeddings", False):
+        rebuilt.tie_weights()
+    return rebuilt.eval()
+
+
+def _rejected(plain: nn.Module, reason: str, sizes: dict[str, Any]) -> UserInputError:
+    hint = " (for the hidden width: rules hidden_size: {'*': {hidden_divisor: N}}, N a multiple of every head count)"
+    return UserInputError(
+        f"--format hf: {type(plain.config).__name__} rejects the subnet's sizes"
+        f" ({', '.join(f'{k}={v}' for k, v in sizes.items())}): {reason} Search with sizes it accepts"
+        f"{hint if 'hidden' in reason.lower() else ''}, or export with --format pt2 or onnx"
     )
 
 
@@ -201,7 +237,7 @@ def save_pretrained_subnet(
     beside it, so ``AutoTokenizer.from_pretrained`` loads the tokenizer the model was trained with.
     """
     plain, active = _subnet(model)
-    rebuilt = _rebuilt(plain, active)
+    rebuilt, source = _rebuilt(plain, active)
     with torch.no_grad():
         expected = logits_of(plain(*example))
         _check(logits_of(rebuilt(*example)), expected, "the rebuilt model")
@@ -211,11 +247,20 @@ def save_pretrained_subnet(
 
         transformers.utils.logging.disable_progress_bar()
         rebuilt.save_pretrained(folder)
+        if source is not None:
+            (folder / MODULE_FILE).write_text(source)
         if tokenizer is not None:
             save_pinned_tokenizer(tokenizer, folder)
 
     def check(folder: Path) -> None:
-        loaded = type(rebuilt).from_pretrained(folder, local_files_only=True).eval()
+        if source is None:
+            loaded = type(rebuilt).from_pretrained(folder, local_files_only=True).eval()
+        else:  # as a user loads it: the Auto class, reading the modeling file written beside the weights
+            import transformers
+
+            loaded = transformers.AutoModelForCausalLM.from_pretrained(
+                folder, local_files_only=True, trust_remote_code=True
+            ).eval()
         with torch.no_grad():
             _check(logits_of(loaded(*example)), expected, "the saved directory")
 

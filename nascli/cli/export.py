@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from nascli.cli.common import handle_errors, input_path, result, source_and_overrides
+from nascli.cli.common import handle_errors, info, input_path, result, source_and_overrides
 
 
 @handle_errors
@@ -20,6 +20,7 @@ def export(
 ) -> None:
     """Export the selected subnet; the written file is loaded back and checked against the model."""
     from nascli.atomic import elsewhere
+    from nascli.hf_layers import MODULE_FILE
     from nascli.stages.export import check_output, export_stage, suffix
     from nascli.stages.load import load_stage_input
     from nascli.stages.rundir import run_dir_lock
@@ -38,4 +39,11 @@ def export(
     with run_dir_lock(path.parent), elsewhere("give another --output"):
         tokenizer = pinned_tokenizer(path.parent)  # a text run's tokenizer travels with an hf export
         path = export_stage(model, recipe.input_shape, fmt, target, recipe.input_dtype, tokenizer)
-    result(path, {"format": fmt}, json_out)
+    payload = {"format": fmt}
+    if fmt == "hf" and (path / MODULE_FILE).is_file():
+        payload["trust_remote_code"] = True
+        info(
+            f"{path}: its layers differ in width; it holds its own {MODULE_FILE}: load it with"
+            " AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True)"
+        )
+    result(path, payload, json_out)

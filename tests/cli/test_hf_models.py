@@ -1,5 +1,7 @@
 """Hugging Face models from a recipe: convert, profile (with a memory bound) and export to a model directory."""
 
+import json
+
 import pytest
 import torch
 import yaml
@@ -70,14 +72,18 @@ def test_a_uniform_subnet_exports_to_a_directory_from_pretrained_loads(tmp_path)
         torch.testing.assert_close(loaded(ids).logits, subnet(ids).logits, atol=1e-5, rtol=1e-4)
 
 
-def test_layers_of_different_widths_are_refused_with_what_to_do(tmp_path):
+def test_layers_of_different_widths_export_with_their_own_modeling_file(tmp_path):
     convert_pt = _convert(tmp_path)
-    search_pt, _ = _searched(tmp_path, convert_pt, {"model.layers.0.mlp.gate_proj.out_features": 64})
-    result = runner.invoke(app, ["-q", "export", str(search_pt), "--format", "hf"])
-    assert result.exit_code == 2
-    assert len(result.stderr.strip().splitlines()) == 1 and "--format pt2 or onnx" in result.stderr
-    result = runner.invoke(app, ["-q", "export", str(search_pt), "--format", "pt2"])
+    search_pt, subnet = _searched(tmp_path, convert_pt, {"model.layers.0.mlp.gate_proj.out_features": 64})
+    result = runner.invoke(app, ["export", str(search_pt), "--format", "hf", "--json"])
     assert result.exit_code == 0, result.stderr
+    written = json.loads(result.stdout)
+    assert written["trust_remote_code"] is True and "trust_remote_code=True" in result.stderr
+    loaded = transformers.AutoModelForCausalLM.from_pretrained(written["checkpoint"], trust_remote_code=True).eval()
+    assert [layer.mlp.up_proj.out_features for layer in loaded.model.layers] == [64, 96]
+    ids = torch.randint(0, 100, (2, 8))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids).logits, subnet(ids).logits, atol=1e-5, rtol=1e-4)
 
 
 def test_a_model_directory_converts(tmp_path):
