@@ -168,6 +168,61 @@ class _FusedBlock(nn.Module):
         return self.head(x + self.attn(self.norm(x)))
 
 
+class _FusedGroupedAttention(nn.Module):
+    """One projection holding q (4 heads) and k and v (2 heads each), taken apart by sizes the module holds:
+    ``split`` into ``(q_size, kv_size, kv_size)``, or three slices of the channels as Phi-3 takes them."""
+
+    def __init__(self, width: int, style: str, heads: int = 4, kv_heads: int = 2, head_size: int = 8) -> None:
+        super().__init__()
+        self.style, self.head_size = style, head_size
+        self.q_size, self.kv_size = heads * head_size, kv_heads * head_size
+        self.qkv = nn.Linear(width, self.q_size + 2 * self.kv_size, bias=False)
+        self.o = nn.Linear(heads * head_size, width, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, s, _ = x.shape
+        qkv = self.qkv(x)
+        if self.style == "split":
+            q, k, v = qkv.split((self.q_size, self.kv_size, self.kv_size), dim=-1)
+        else:
+            end = self.q_size + self.kv_size
+            q, k, v = qkv[..., : self.q_size], qkv[..., self.q_size : end], qkv[..., end:]
+        q, k, v = (t.view(b, s, -1, self.head_size).transpose(1, 2) for t in (q, k, v))
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=int(q.shape[1]) != int(k.shape[1]))
+        return self.o(out.transpose(1, 2).reshape(b, s, -1))
+
+
+class _FusedGroupedBlock(nn.Module):
+    def __init__(self, style: str) -> None:
+        super().__init__()
+        self.norm, self.attn = RMSNorm(64), _FusedGroupedAttention(64, style)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.attn(self.norm(x))
+
+
+class _FusedGroupedDecoder(nn.Module):
+    def __init__(self, style: str) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(50, 64)
+        self.blocks = nn.ModuleList(_FusedGroupedBlock(style) for _ in range(2))
+        self.head = nn.Linear(64, 50, bias=False)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.embed(ids)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(x)
+
+
+class FusedGroupedQKV(ExportOnly):
+    """Grouped-query attention whose q, k and v come out of one projection at unequal sizes."""
+
+    def __init__(self, style: str = "split") -> None:
+        super().__init__()
+        self.body = _FusedGroupedDecoder(style)
+
+
 class FusedQKV(ExportOnly):
     """A GPT-2-like block: q, k and v split from one projection by the module's ``split_size``."""
 

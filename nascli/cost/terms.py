@@ -240,6 +240,12 @@ def _group_dims(trace: TraceResult, slot_hps: dict[str, dict[str, Any]]) -> dict
                 elif isinstance(dim.base, Grouped):  # the query heads, in key/value groups
                     found.update({base: dim.base for base, scale in chain if scale == dim.scale})
                 continue
+            root = groups.find(("slot", name, attr, 0))
+            pieces = groups.pieces_of(root)
+            if pieces is not None and isinstance(dim, Segments):  # a split into unequal sizes: each piece's dim
+                found[root] = dim
+                found.update({groups.find(piece): part for piece, part in zip(pieces, dim.parts, strict=True)})
+                continue
             parts, start, index = dim_parts(dim), 0, 0
             while start < len(parts):  # slot segments in order; a chunked one spans its runs
                 root = groups.find(("slot", name, attr, index))

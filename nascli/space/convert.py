@@ -248,6 +248,12 @@ def _channel_hparams(
     for root in [r for r in repeats if r in whole_of]:  # a chunk of a chunk, joined after the fact
         for element in (root, repeats[root][0]):
             groups.freeze(element, "a chunk of channels that are themselves chunked")
+    # a split into unequal sizes: each piece its own group, named after the whole's producer
+    piece_of = {
+        groups.find(piece): (root, index)
+        for root in {groups.find(e) for e in groups.elements()}
+        for index, piece in enumerate(groups.pieces_of(root) or ())
+    }
     params: dict[tuple, list[str]] = defaultdict(list)
     for path, (_, element) in trace.param_slots.items():
         params[groups.find(element)].append(path)
@@ -267,8 +273,10 @@ def _channel_hparams(
         if root not in hparams:
             if root in heads:
                 hparams[root] = _head_hparam(root, *heads[root], trace, rules, reasons)
-            elif members.get(root) or params.get(root) or root in whole_of:
-                found = _group_hparam(root, members, params, whole_of, trace, rules, reasons, segment_counts, order)
+            elif members.get(root) or params.get(root) or root in whole_of or root in piece_of:
+                found = _group_hparam(
+                    root, members, params, whole_of, piece_of, trace, rules, reasons, segment_counts, order
+                )
                 hparams[root] = found
             else:
                 why = groups.frozen_reason(root) or "no layer produces or reads these channels"
@@ -279,6 +287,8 @@ def _channel_hparams(
         if root in repeats:
             part, copies = repeats[root]
             return Segments([dim_of(groups.find(part))] * copies)  # a part may be split into heads
+        if (pieces := groups.pieces_of(root)) is not None:
+            return Segments([dim_of(groups.find(piece)) for piece in pieces])
         for base, scale in [(root, 1), *groups.scaled_chain(root)]:  # through grouped query heads
             if base in per_group and per_group[base][2].is_configurable:
                 queries = Grouped(hparam_of(groups.scaled_chain(base)[0][0]), per_group[base][2])
@@ -355,6 +365,7 @@ def _group_hparam(
     members: dict[tuple, list[tuple[str, nn.Module, str, int]]],
     params: dict[tuple, list[str]],
     whole_of: dict[tuple, tuple[tuple, int]],
+    piece_of: dict[tuple, tuple[tuple, int]],
     trace: TraceResult,
     rules: dict[str, Any],
     reasons: dict[str, str],
@@ -364,7 +375,8 @@ def _group_hparam(
     """The hparam of one channel group, named after the layer producing it; why it is fixed goes in reasons.
 
     The part group of a chunked tensor takes its choices from the whole (divided by the chunk
-    count) and is named after the whole's producer, ``conv.out_channels[0]``. A parameter read
+    count) and is named after the whole's producer, ``conv.out_channels[0]``; a piece of a split
+    into unequal sizes is named after the whole's producer and its index, ``qkv.out_features[1]``. A parameter read
     directly (an embedding table, a class token) produces channels too; the first producer in
     the model's module order names the group (``model.embed_tokens.weight.shape[1]``). Named
     after a parameter, it is the hidden width, whose choices come from the ``hidden_size`` rules
@@ -375,8 +387,11 @@ def _group_hparam(
     source = root
     if root in whole_of:
         source, copies = whole_of[root]
+    piece = piece_of.get(root)
+    if piece is not None:
+        source = piece[0]
     slots = members.get(source, [])
-    size = groups.size(source)
+    size = groups.size(root if piece is not None else source)
     why = groups.frozen_reason(root) or groups.frozen_reason(source)
     producers = [(order.get(s[0], 0), f"{s[0]}.{convertible_kind(s[1]).slot_attr(s[1], 'out')}", s) for s in slots
                  if s[2] == "out"]  # fmt: skip
@@ -387,6 +402,8 @@ def _group_hparam(
         return _fixed(Hparam(f"{params[source][0]}.shape", (size,)), why or "no searchable layer reads it", reasons)
     name, module, attr, index = next((s for s in slots if s[2] == "out"), slots[0])
     suffix = f"[{index}]" if segment_counts[(name, attr)] > 1 or copies > 1 else ""
+    if piece is not None:
+        suffix = f"[{piece[1]}]"
     kind = convertible_kind(module)
     hp_name = f"{name}.{kind.slot_attr(module, attr)}{suffix}"
     if producers:

@@ -69,7 +69,9 @@ class ChannelGroups:
     """Union-find over slots and tensors; a group remembers its size and why it is frozen.
 
     A group chunked into equal parts along the channels is made of ``copies`` runs of one part
-    group: its channels then follow the part's hparam in each run (``repeat_of``).
+    group: its channels then follow the part's hparam in each run (``repeat_of``). A group split
+    into parts of different sizes (q, k and v of one projection with fewer key/value heads) is
+    made of one run of each piece group, each with its own hparam (``pieces_of``).
     """
 
     def __init__(self) -> None:
@@ -78,6 +80,7 @@ class ChannelGroups:
         self._frozen: dict[Element, str] = {}
         self._repeat: dict[Element, tuple[Element, int]] = {}  # root -> (part element, copies)
         self._scaled: dict[Element, tuple[Element, int]] = {}  # root -> (base element, entries per base channel)
+        self._pieces: dict[Element, tuple[Element, ...]] = {}  # root -> its runs' groups, in order
 
     def add(self, element: Element, size: int) -> Element:
         if element not in self._parent:
@@ -98,14 +101,16 @@ class ChannelGroups:
         if ra == rb:
             return
         self._parent[rb] = ra
-        if ra not in self._frozen and rb in self._frozen:
-            self._frozen[ra] = self._frozen[rb]
+        if rb in self._frozen:
+            self.freeze(ra, self._frozen[rb])
         if self._size[ra] != self._size[rb]:
             self.freeze(ra, f"joined channel dimensions of sizes {self._size[ra]} and {self._size[rb]}")
         if rb in self._repeat:
             self.set_repeat(ra, *self._repeat.pop(rb))
         if rb in self._scaled:
             self.set_scaled(ra, *self._scaled.pop(rb))
+        if rb in self._pieces:
+            self.set_pieces(ra, self._pieces.pop(rb))
 
     def set_repeat(self, element: Element, part: Element, copies: int) -> None:
         """``element``'s group is ``copies`` equal runs of ``part``'s group (a chunk along the channels)."""
@@ -120,6 +125,29 @@ class ChannelGroups:
 
     def repeat_of(self, element: Element) -> tuple[Element, int] | None:
         return self._repeat.get(self.find(element))
+
+    def set_pieces(self, element: Element, pieces: tuple[Element, ...]) -> None:
+        """``element``'s group is one run of each of ``pieces``' groups, in order (a split into unequal sizes).
+
+        Two such splits of the same channels at the same sizes have the same pieces; at other
+        sizes, or a group also chunked into equal runs, the channels stay fixed.
+        """
+        root = self.find(element)
+        found = self._pieces.get(root)
+        if root in self._repeat:
+            self.freeze(root, "split both into equal and into unequal parts")
+        elif found is None:
+            self._pieces[root] = tuple(pieces)
+            if root in self._frozen:
+                self.freeze(root, self._frozen[root])  # the pieces of fixed channels are fixed
+        elif [self.size(p) for p in found] != [self.size(p) for p in pieces]:
+            self.freeze(root, "split into parts of different sizes twice")
+        else:
+            for a, b in zip(found, pieces, strict=True):
+                self.union(a, b)
+
+    def pieces_of(self, element: Element) -> tuple[Element, ...] | None:
+        return self._pieces.get(self.find(element))
 
     def set_scaled(self, element: Element, base: Element, scale: int) -> None:
         """``element``'s channels are ``scale`` consecutive entries per channel of ``base`` (heads of a width).
@@ -169,7 +197,11 @@ class ChannelGroups:
         return list(self._parent)
 
     def freeze(self, element: Element, reason: str) -> None:
-        self._frozen.setdefault(self.find(element), reason)
+        root = self.find(element)
+        self._frozen.setdefault(root, reason)
+        for piece in self._pieces.get(root, ()):
+            if self.find(piece) not in self._frozen:
+                self.freeze(piece, reason)
 
     def size(self, element: Element) -> int:
         return self._size[self.find(element)]
@@ -526,6 +558,7 @@ class ChannelWalker:
         # flattened tensor -> entries per channel along its channel dim (channel-major)
         self.scales: dict[fx.Node, int] = {}
         self.parts: list[Element] = []  # the part elements of chunked tensors
+        self.sliced: dict[fx.Node, dict[tuple[int, int], Element] | None] = {}  # tensor -> its channel ranges' pieces
         # tuple-valued node -> {item index: (segments, channel dim)} for the items whose channels are known
         self.outputs: dict[fx.Node, dict[int, tuple[tuple[Element, ...], int]]] = {}
         self.output_lengths: dict[fx.Node, int] = {}

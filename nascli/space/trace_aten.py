@@ -72,7 +72,7 @@ def visit(walker: ChannelWalker, node: fx.Node, name: str) -> None:
         _reshape(walker, node)
     elif name in ("transpose", "permute", "t"):
         _reorder(walker, node, name)
-    elif name in ("unsqueeze", "squeeze", "expand", "slice", "select", "narrow"):
+    elif name in ("unsqueeze", "squeeze", "expand", "expand_as", "slice", "select", "narrow"):
         _index_op(walker, node, name)
     elif name == "cat":
         _cat(walker, node)
@@ -388,7 +388,7 @@ def _reorder(walker: ChannelWalker, node: fx.Node, name: str) -> None:
 
 
 def _index_op(walker: ChannelWalker, node: fx.Node, name: str) -> None:
-    """unsqueeze, squeeze, expand, slice, select, narrow: the channel dim moves or stays, unless it is cut."""
+    """unsqueeze, squeeze, expand(_as), slice, select, narrow: the channel dim moves or stays, unless it is cut."""
     arg = node.args[0]
     shape, in_shape = walker.shape(node), walker.shape(arg)
     if arg not in walker.chan or shape is None or in_shape is None:
@@ -399,7 +399,7 @@ def _index_op(walker: ChannelWalker, node: fx.Node, name: str) -> None:
     if name == "unsqueeze":
         at = dim % len(shape)
         walker.chan[node] = (segments, c + (at <= c))
-    elif name == "expand":
+    elif name in ("expand", "expand_as"):  # expand_as(x, other): other's shape, x's channels
         out = c + len(shape) - len(in_shape)
         if in_shape[c] != shape[out]:
             walker.opaque(node, "aten.expand of the channels")
@@ -418,8 +418,51 @@ def _index_op(walker: ChannelWalker, node: fx.Node, name: str) -> None:
         walker.chan[node] = (segments, c - (name == "select" and dim % len(in_shape) < c))
     elif name != "select" and shape[c] == in_shape[c]:
         walker.chan[node] = (segments, c)  # the whole range
+    elif name == "slice" and (piece := _slice_piece(walker, node, c, in_shape[c])) is not None:
+        walker.chan[node] = ((piece,), c)
     else:
         walker.opaque(node, f"aten.{name} of part of the channels")
+
+
+def _slice_piece(walker: ChannelWalker, node: fx.Node, c: int, size: int) -> Element | None:
+    """The piece of the channels ``node`` slices, where the slices of its input tile the channels.
+
+    Phi-3 takes q, k and v out of one projection as ``qkv[..., :q]``, ``qkv[..., q:q + kv]`` and
+    ``qkv[..., q + kv:]``: together the slices split the channels into runs, as ``split`` with
+    those sizes would (``_pieces``). Slices that overlap or leave channels out stay opaque.
+    """
+    arg = node.args[0]
+    if arg not in walker.sliced:
+        walker.sliced[arg] = None
+        segments = walker.chan[arg][0]
+        ranges = sorted({r for user in arg.users if (r := _channel_range(user, c, size)) is not None})
+        tiled = ranges and ranges[0][0] == 0 and ranges[-1][1] == size
+        tiled = tiled and all(a[1] == b[0] for a, b in zip(ranges, ranges[1:], strict=False))
+        if tiled and len(ranges) > 1 and len(segments) == 1 and not walker.is_part(segments[0]):
+            pieces = _pieces(walker, node, segments[0], [end - start for start, end in ranges])
+            walker.sliced[arg] = dict(zip(ranges, pieces, strict=True))
+    pieces = walker.sliced[arg]
+    return None if pieces is None else pieces.get(_channel_range(node, c, size))
+
+
+def _channel_range(node: fx.Node, c: int, size: int) -> tuple[int, int] | None:
+    """(start, end) of an ``aten.slice`` of dim ``c`` with step 1 and int bounds, clamped to ``size``; else None."""
+    if aten_name(node) != "slice":
+        return None
+    args = list(node.args) + [None] * (5 - len(node.args))
+    _, dim, start, end, step = args[:5]
+    dim = node.kwargs.get("dim", 0 if dim is None else dim)
+    start = node.kwargs.get("start", start)
+    end = node.kwargs.get("end", end)
+    step = node.kwargs.get("step", 1 if step is None else step)
+    shape = node.args[0].meta.get("val")
+    if not all(isinstance(v, int) for v in (dim, step)) or step != 1 or shape is None or dim % shape.dim() != c:
+        return None
+    bounds = [0 if start is None else start, size if end is None else end]
+    if not all(isinstance(v, int) for v in bounds):
+        return None
+    start, end = (min(max(v + size if v < 0 else v, 0), size) for v in bounds)
+    return (start, end) if start < end else None
 
 
 def _cat(walker: ChannelWalker, node: fx.Node) -> None:
@@ -494,6 +537,10 @@ def _split_channels(walker: ChannelWalker, node: fx.Node, name: str, size: int, 
     part_size = size // parts if parts else 0
     dim = walker.chan[node.args[0]][1]
     sizes = [tuple(v.shape)[dim] for v in value]
+    if parts and len(segments) == 1 and not walker.is_part(segments[0]) and len(set(sizes)) > 1:
+        pieces = _pieces(walker, node, segments[0], sizes)
+        walker.set_tuple_output(node, {i: ((piece,), dim) for i, piece in enumerate(pieces)}, parts)
+        return
     if not parts or len(segments) != 1 or any(s != part_size for s in sizes) or walker.is_part(segments[0]):
         walker.opaque(node, f"aten.{name} of the channels")
         return
@@ -504,6 +551,24 @@ def _split_channels(walker: ChannelWalker, node: fx.Node, name: str, size: int, 
     if name != "chunk" and stack:
         walker.result.split_sizes.append((stack[-1][0], part_size, part))
     walker.set_tuple_output(node, {i: ((part,), dim) for i in range(parts)}, parts)
+
+
+def _pieces(walker: ChannelWalker, node: fx.Node, whole: Element, sizes: list[int]) -> list[Element]:
+    """Split ``whole``'s channels into runs of ``sizes`` (q, k and v of one projection with fewer
+    key/value heads; MobileViT's ``[1, d, d]``), each a group of its own.
+
+    As for equal parts, a size that is an int attribute of the module running the split follows
+    its piece's active size (``result.split_sizes``; MobileViT's ``embed_dim`` sizes both its k
+    and v, which its code then joins into one group). The forward check at conversion keeps an
+    hparam at full size where that is not enough.
+    """
+    pieces = [walker.groups.add(("node", f"{node.name}.piece{i}"), size) for i, size in enumerate(sizes)]
+    walker.groups.set_pieces(whole, tuple(pieces))
+    walker.parts.extend(pieces)
+    stack = list(node.meta.get("nn_module_stack", {}).values())
+    if stack:
+        walker.result.split_sizes.extend((stack[-1][0], size, piece) for size, piece in zip(sizes, pieces, strict=True))
+    return pieces
 
 
 def _reduce(walker: ChannelWalker, node: fx.Node) -> None:

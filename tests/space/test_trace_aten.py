@@ -14,7 +14,15 @@ from nascli.errors import UserInputError
 from nascli.space.kinds.linear import LinearKind
 from nascli.space.space import get_space
 from tests.space.kinds.conformance import assert_kind_conforms
-from tests.transformer_topologies import ExportOnly, FusedQKV, HeldSizesViT, TinyDecoder, TinyViT, WidthWrittenOut
+from tests.transformer_topologies import (
+    ExportOnly,
+    FusedGroupedQKV,
+    FusedQKV,
+    HeldSizesViT,
+    TinyDecoder,
+    TinyViT,
+    WidthWrittenOut,
+)
 
 TOKENS = torch.randint(0, 50, (2, 6), generator=torch.Generator().manual_seed(0))
 
@@ -139,6 +147,20 @@ def test_heads_of_a_fused_projection_split_by_a_held_size(tmp_path):
     mtn.select(model, {"body.attn.num_heads": 2})
     exported = mtn.export(model)
     assert exported.body.attn.split_size == 32 and exported.body.attn.qkv.out_features == 96
+
+
+@pytest.mark.parametrize("style", ["split", "slice"])
+def test_grouped_heads_of_one_projection_split_at_unequal_sizes(style, tmp_path):
+    """q of 4 heads and k and v of 2 out of one projection: split by held sizes, or sliced as Phi-3 does."""
+    model = assert_kind_conforms(lambda: FusedGroupedQKV(style), TOKENS, LinearKind, tmp_path)
+    found = _hparams(model)
+    assert found["body.blocks.0.attn.num_kv_heads"] == (1, 2)
+    assert found["body.blocks.0.attn.num_heads_per_group"] == (1, 2)
+    mtn.select(model, {"body.blocks.0.attn.num_kv_heads": 1, "body.blocks.1.attn.num_heads_per_group": 1})
+    blocks = mtn.export(model).body.blocks
+    one_group, one_per_group = blocks[0].attn, blocks[1].attn
+    assert (one_group.q_size, one_group.kv_size, one_group.qkv.out_features) == (16, 8, 32)  # a group of 2 heads
+    assert (one_per_group.q_size, one_per_group.kv_size, one_per_group.o.in_features) == (16, 16, 16)
 
 
 def test_heads_reshaped_with_q_k_and_v_by_held_sizes(tmp_path):

@@ -59,7 +59,7 @@ ZOO = {
                  ["attn.num_heads", "mlp.fc1", "cls_token"], ["blocks.depth"], False),
     "timm_convnext": (_timm("convnext_atto"), IMAGES, ["stages.0"], [], True),
     "timm_efficientnet": (_timm("efficientnet_b0"), IMAGES, ["blocks"], [], True),
-    "timm_mobilevit": (_timm("mobilevitv2_050"), IMAGES, ["stages"], [], True),
+    "timm_mobilevit": (_timm("mobilevitv2_050"), IMAGES, ["stages", "attn.qkv_proj.out_channels[2]"], [], True),
 }  # fmt: skip
 CASES = [
     pytest.param(name, mode, marks=[pytest.mark.slow] if zoo[4] or mode == "autonas" else [], id=f"{name}-{mode}")
