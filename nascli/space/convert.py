@@ -21,6 +21,7 @@ from nascli.space.kinds.hidden import RULE_KEY as HIDDEN_RULE
 from nascli.space.kinds.parameters import PARAMETERS
 from nascli.space.patches import patch_train
 from nascli.space.rules import settings_for, settings_matching
+from nascli.space.shared_config import LayerConfigView
 from nascli.space.shrink_check import keep_what_runs
 from nascli.space.space import (
     SPACE_ATTR,
@@ -62,7 +63,9 @@ def convert_model(
     modules = [(n, m) for n, m in model.named_modules() if n and converts(n, m)]
     reasons: dict[str, str] = {}
     order = {name: i for i, (name, _) in enumerate(model.named_modules())}
-    channel_hps, param_dims, split_dims, head_hps, per_group = _channel_hparams(modules, trace, rules, reasons, order)
+    channel_hps, param_dims, split_dims, head_hps, per_group, head_counts = _channel_hparams(
+        modules, trace, rules, reasons, order
+    )
     layer_hps = {
         n: convertible_kind(m).layer_hparam(n, m, settings_for(rules, n, m), trace) for n, m in modules
     }  # a kernel size, a head count, a depth, an activation function
@@ -79,6 +82,7 @@ def convert_model(
     entries.extend(_attach_parameters(model, param_dims, channel_hps, reasons))
     _follow_split_sizes(model, split_dims)
     _follow_query_groups(model, per_group)
+    _follow_head_counts(model, head_counts)
     entries.extend((hp.name, hp) for hp in head_hps)
     if trace.exported and recorded_choices is not None:
         _keep_as_recorded(entries, recorded_choices, reasons)
@@ -177,6 +181,38 @@ def _follow_query_groups(model: nn.Module, per_group: list[tuple[str, int, Hpara
             PARAMETERS.attach_parameters(module, {}, {name: hp for name in names})
 
 
+def _follow_head_counts(model: nn.Module, counts: list[tuple[str, int, Dim]]) -> None:
+    """An attention computing sizes from the head counts it holds gets them set to the heads kept.
+
+    Phi-3 slices q, k and v out of one projection at ``config.num_attention_heads * head_dim``
+    and ``num_key_value_heads * head_dim``. The attention's int attributes named for heads that
+    equal a count as built follow it, and so do those of its ``config``, which all layers share:
+    the attention gets a view of it holding those counts apart (``space/shared_config.py``), so
+    each layer's count follows its own hparams. The forward check of the exported model then
+    tells whether that was enough.
+    """
+    modules = dict(model.named_modules())
+    for attention, count, dim in counts:
+        module = modules.get(attention)
+        if module is None or (isinstance(module, DynamicModule) and kind_of(module) is not PARAMETERS):
+            continue
+        names = [n for n, value in vars(module).items() if _is_head_count(n, value, count)]
+        config = vars(module).get("config")
+        shared = vars(config)["_shared"] if isinstance(config, LayerConfigView) else config
+        held = [n for n, value in vars(shared).items() if _is_head_count(n, value, count)] if shared else []
+        if held and config is shared:
+            module.config = LayerConfigView(shared, {name: getattr(shared, name) for name in held})
+        elif held:
+            vars(config).update({name: getattr(shared, name) for name in held})
+        following = {name: dim for name in names} | {f"config.{name}": dim for name in held}
+        if following:
+            PARAMETERS.attach_parameters(module, {}, following)
+
+
+def _is_head_count(name: str, value: Any, count: int) -> bool:
+    return "heads" in name.lower() and type(value) is int and value == count
+
+
 def _is_size(name: str, value: Any) -> bool:
     """An int, or a one-int tuple (a layer norm's ``normalized_shape``), that is not an index or an id
     (Hugging Face's ``layer_idx``): the attributes that may follow a dim."""
@@ -213,6 +249,7 @@ def _channel_hparams(
     dict[tuple[str, int], Dim],
     list[Hparam],
     list[tuple[str, int, Hparam]],
+    list[tuple[str, int, Dim]],
 ]:
     """One hparam per channel group, shared by every slot of the group; why fixed ones are fixed goes in reasons.
 
@@ -222,8 +259,9 @@ def _channel_hparams(
     in each, a second hparam (when it has a single choice they stay whole groups, a ``Scaled`` of
     the key/value heads, as conversions before it made them). Returns the dims of layer slots, the
     dims of parameters read directly (by path, with their channel dim), the dims of splits into
-    equal parts (by module path and part size), the head hparams, and (attention, query heads per
-    group as built, hparam) of each searchable per-group count.
+    parts (by module path and part size), the head hparams, (attention, query heads per group as
+    built, hparam) of each searchable per-group count, and (attention, count as built, dim) of the
+    key/value heads and the query heads of each grouped attention.
     """
     groups = trace.groups
     members: dict[tuple, list[tuple[str, nn.Module, str, int]]] = defaultdict(list)
@@ -317,7 +355,14 @@ def _channel_hparams(
             found[name][attr] = Scaled(found[name][attr], trace.slot_scales[(name, attr)])
     head_hps = [hparams[root] for root in heads if root in hparams] + [hp for _, _, hp in per_group.values()]
     follows = [(attention, count, hp) for attention, count, hp in per_group.values() if hp.is_configurable]
-    return found, param_dims, split_dims, head_hps, follows
+    head_counts: list[tuple[str, int, Dim]] = []  # (attention, key/value heads or query heads as built, its dim)
+    for root, (attention, count, per_group_hp) in per_group.items():
+        groups_root = groups.scaled_chain(root)[0][0]
+        kv = hparams.get(groups_root)
+        if kv is not None and (kv.is_configurable or per_group_hp.is_configurable):
+            head_counts.append((attention, kv.max, kv))
+            head_counts.append((attention, kv.max * count, Grouped(kv, per_group_hp)))
+    return found, param_dims, split_dims, head_hps, follows, head_counts
 
 
 def _head_hparam(

@@ -48,6 +48,9 @@ GROUPED = ["self_attn.num_kv_heads", "self_attn.num_heads_per_group", "mlp.gate_
 ZOO = {
     "llama": (_hf("LlamaForCausalLM", "LlamaConfig", **GQA), TOKENS, GROUPED, ["layers.depth"], False),
     "qwen2": (_hf("Qwen2ForCausalLM", "Qwen2Config", **GQA), TOKENS, GROUPED, ["layers.depth"], False),
+    "phi3": (_hf("Phi3ForCausalLM", "Phi3Config", **GQA, pad_token_id=0, eos_token_id=0), TOKENS,
+             ["self_attn.num_kv_heads", "self_attn.num_heads_per_group", "mlp.gate_up_proj", "embed_tokens.weight"],
+             ["layers.depth"], False),  # q, k and v sliced out of one projection by head counts it holds
     "gpt2": (_hf("GPT2LMHeadModel", "GPT2Config", **GPT2), TOKENS, ["attn.num_heads", "mlp.c_fc", "wte.weight"],
              ["transformer.h.depth"], False),
     "bert": (_hf("BertForSequenceClassification", "BertConfig", **TEXT, max_position_embeddings=32), TOKENS,

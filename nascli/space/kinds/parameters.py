@@ -38,7 +38,9 @@ class SlicedParameters(DynamicModule):
     """
 
     _sliced: dict[str, tuple[int, Dim]]  # parameter name -> (its channel dim, the dim sizing it)
-    _following: dict[str, Dim]  # int (or one-int tuple) the module's code sizes a split with -> the dim it follows
+    # int (or one-int tuple) the module's code sizes a split with -> the dim it follows; a dotted name is an
+    # attribute of an object the module holds (``config.num_attention_heads`` of its own copy of the config)
+    _following: dict[str, Dim]
 
     def attach_sliced(self, sliced: dict[str, tuple[int, Dim]], following: dict[str, Dim]) -> None:
         self._sliced = {**getattr(self, "_sliced", {}), **sliced}
@@ -68,18 +70,30 @@ class SlicedParameters(DynamicModule):
             if dim.active != dim.max:
                 full[name] = self._store(name)[name]
                 self._store(name)[name] = self._active(name)  # a view: updates reach the full tensor
-        sizes = {name: self.__dict__[name] for name, dim in self._following.items() if dim.active != dim.max}
-        self.__dict__.update({name: _sized(value, self._following[name].active) for name, value in sizes.items()})
+        sizes = {name: self._size(name) for name, dim in self._following.items() if dim.active != dim.max}
+        for name, value in sizes.items():
+            self._set_size(name, _sized(value, self._following[name].active))
         try:
             return super().forward(*args, **kwargs)
         finally:
             for name, tensor in full.items():
                 self._store(name)[name] = tensor
-            self.__dict__.update(sizes)
+            for name, value in sizes.items():
+                self._set_size(name, value)
+
+    def _size(self, name: str) -> Any:
+        """A followed size: an attribute of the module, or of an object it holds (``config.num_attention_heads``)."""
+        owner, _, attr = name.rpartition(".")
+        return vars(getattr(self, owner) if owner else self)[attr]
+
+    def _set_size(self, name: str, value: Any) -> None:
+        owner, _, attr = name.rpartition(".")
+        vars(getattr(self, owner) if owner else self)[attr] = value  # no validation: a size mid-forward
 
     def export_native(self) -> None:
         self._shrink_to_active()
-        self.__dict__.update({name: _sized(self.__dict__[name], dim.active) for name, dim in self._following.items()})
+        for name, dim in self._following.items():
+            self._set_size(name, _sized(self._size(name), dim.active))
         self.__dict__.pop("_sliced", None)
         self.__dict__.pop("_following", None)
         self.__class__ = self._native
