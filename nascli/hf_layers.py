@@ -13,7 +13,8 @@ instead of building a model of the wrong sizes (the config's ``model_type`` is i
 
 The file is written from one template for any decoder that follows transformers' convention
 (``<Prefix>ForCausalLM`` holding ``model.layers`` of ``<Prefix>DecoderLayer(config,
-layer_idx)``, with ``q_proj``/``k_proj`` in ``self_attn`` and ``up_proj`` in ``mlp``); the
+layer_idx)``, with ``o_proj`` and ``k_proj`` or a fused ``qkv_proj`` in ``self_attn``, and
+``down_proj`` in ``mlp``); the
 caller loads the subnet's weights strictly and compares logits, so a family the template does
 not describe is refused rather than written wrong.
 """
@@ -86,7 +87,8 @@ def modeling_source(model: nn.Module) -> str | None:
     if (
         layer_class is None
         or not isinstance(layers, nn.ModuleList)
-        or not all(_has(layer, "self_attn.q_proj", "self_attn.k_proj", "mlp.up_proj") for layer in layers)
+        or not all(_has(layer, "self_attn.o_proj", "mlp.down_proj") for layer in layers)
+        or not all(_has(layer, "self_attn.k_proj") or _has(layer, "self_attn.qkv_proj") for layer in layers)
     ):
         return None
     config_class = type(model.config).__name__
@@ -94,17 +96,27 @@ def modeling_source(model: nn.Module) -> str | None:
 
 
 def layer_sizes(model: nn.Module) -> list[dict[str, int]]:
-    """Each decoder layer's MLP width, query heads and key/value heads, read off its projections."""
+    """Each decoder layer's MLP width, query heads and key/value heads, read off its projections: what
+    ``o_proj`` and ``down_proj`` read, and ``k_proj``'s output or, in a fused ``qkv_proj`` (Phi-3), what
+    is left of it after the queries, halved."""
     config = model.config
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    return [
-        {
-            "intermediate_size": layer.mlp.up_proj.out_features,
-            "num_attention_heads": layer.self_attn.q_proj.out_features // head_dim,
-            "num_key_value_heads": layer.self_attn.k_proj.out_features // head_dim,
-        }
-        for layer in model.model.layers
-    ]
+    sizes = []
+    for layer in model.model.layers:
+        attention = layer.self_attn
+        heads = attention.o_proj.in_features // head_dim
+        if hasattr(attention, "k_proj"):
+            kv_heads = attention.k_proj.out_features // head_dim
+        else:
+            kv_heads = (attention.qkv_proj.out_features - heads * head_dim) // (2 * head_dim)
+        sizes.append(
+            {
+                "intermediate_size": layer.mlp.down_proj.in_features,
+                "num_attention_heads": heads,
+                "num_key_value_heads": kv_heads,
+            }
+        )
+    return sizes
 
 
 def heterogeneous_classes(source: str) -> tuple[type, type]:

@@ -8,7 +8,7 @@ import torch
 import nascli.nas as mtn
 from nascli.errors import UserInputError
 from nascli.hf_export import save_pretrained_subnet
-from nascli.hf_layers import MODULE_FILE
+from nascli.hf_layers import MODULE_FILE, layer_sizes
 from nascli.numerics import outputs_match
 from nascli.space.space import get_space
 
@@ -20,10 +20,14 @@ MODELS = {
     "llama": ("LlamaForCausalLM", "LlamaConfig", torch.float32),
     "qwen2": ("Qwen2ForCausalLM", "Qwen2Config", torch.float32),
     "mistral_bf16": ("MistralForCausalLM", "MistralConfig", torch.bfloat16),
+    "phi3": ("Phi3ForCausalLM", "Phi3Config", torch.float32),  # q, k and v fused; gate and up fused
 }
+EXTRA = {"phi3": {"pad_token_id": 0, "eos_token_id": 0}}
+MLP = {"phi3": "gate_up_proj.out_features[0]"}
 
 
 def _converted(model_class: str, config_class: str, dtype: torch.dtype, **extra):
+    extra = {**EXTRA.get(config_class.removesuffix("Config").lower(), {}), **extra}
     config = getattr(transformers, config_class)(**SIZES, num_attention_heads=4, num_key_value_heads=2, **extra)
     torch.manual_seed(0)
     model = getattr(transformers, model_class)(config).to(dtype).eval()
@@ -35,13 +39,14 @@ def _converted(model_class: str, config_class: str, dtype: torch.dtype, **extra)
 def test_layers_of_different_widths_load_with_their_own_modeling_file(name, tmp_path):
     model = _converted(*MODELS[name])
     hidden = get_space(model).hparams["model.embed_tokens.weight.shape[1]"].choices[-2]
+    mlp = MLP.get(name, "gate_proj.out_features")
     mtn.select(
         model,
         {
-            "model.layers.0.mlp.gate_proj.out_features": 32,
+            f"model.layers.0.mlp.{mlp}": 32,
             "model.layers.0.self_attn.num_kv_heads": 1,
             "model.layers.1.self_attn.num_heads_per_group": 1,
-            "model.layers.2.mlp.gate_proj.out_features": 64,
+            f"model.layers.2.mlp.{mlp}": 64,
             "model.embed_tokens.weight.shape[1]": hidden,
         },
     )
@@ -51,10 +56,11 @@ def test_layers_of_different_widths_load_with_their_own_modeling_file(name, tmp_
 
     assert (directory / MODULE_FILE).is_file()
     loaded = transformers.AutoModelForCausalLM.from_pretrained(directory, trust_remote_code=True).eval()
-    layers = loaded.model.layers
-    assert [layer.mlp.up_proj.out_features for layer in layers] == [32, 96, 64]
-    assert [layer.self_attn.k_proj.out_features // 16 for layer in layers] == [1, 2, 2]  # key/value heads
-    assert [layer.self_attn.q_proj.out_features // 16 for layer in layers] == [2, 2, 4]  # query heads
+    assert layer_sizes(loaded) == [
+        {"intermediate_size": 32, "num_attention_heads": 2, "num_key_value_heads": 1},
+        {"intermediate_size": 96, "num_attention_heads": 2, "num_key_value_heads": 2},
+        {"intermediate_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2},
+    ]
     assert loaded.dtype == MODELS[name][2] and loaded.config.hidden_size == hidden < 64
     assert outputs_match(loaded(IDS).logits, expected)  # within the dtype's tolerance (nascli/numerics.py)
     torch.testing.assert_close(loaded.generate(IDS[:1], max_new_tokens=6, do_sample=False), generated)
