@@ -32,11 +32,18 @@ def init_from_env() -> Ranks:
     return Ranks(dist.get_rank(), dist.get_world_size())
 
 
-def broadcast_model(model: nn.Module, ranks: Ranks) -> None:
-    """Give every rank rank 0's parameters and buffers."""
-    if ranks.world > 1:
-        for tensor in [*model.parameters(), *model.buffers()]:
-            dist.broadcast(tensor.data, 0)
+def broadcast_model(model: nn.Module, ranks: Ranks) -> bool:
+    """Give every rank rank 0's parameters and buffers; returns whether any were sent.
+
+    Every rank usually builds the same weights (the same checkpoint, the same seed), so the ranks
+    first compare checksums of every tensor and send the weights only where one differs: sending
+    a billion-parameter model from one CPU to the others over gloo takes longer than building it.
+    """
+    if ranks.world <= 1 or _tensors_agree([*model.parameters(), *model.buffers()]):
+        return False
+    for tensor in [*model.parameters(), *model.buffers()]:
+        dist.broadcast(tensor.data, 0)
+    return True
 
 
 def average_gradients(model: nn.Module, world: int) -> None:
@@ -56,13 +63,20 @@ def average_gradients(model: nn.Module, world: int) -> None:
 
 
 def parameters_agree(model: nn.Module, ranks: Ranks) -> bool:
-    """Whether every rank holds bitwise the same parameters (compared as float64 checksums)."""
-    if ranks.world <= 1:
-        return True
-    local = torch.stack(
-        [p.detach().double().sum() for p in model.parameters()]
-        + [torch.zeros((), dtype=torch.float64, device=next(model.parameters()).device)]
-    )
+    """Whether every rank holds the same parameters (compared as float64 checksums)."""
+    return ranks.world <= 1 or _tensors_agree(list(model.parameters()))
+
+
+def _tensors_agree(tensors: list[torch.Tensor]) -> bool:
+    """Whether every rank holds the same ``tensors``: two float64 checksums each, the plain sum and a sum
+    weighted by position (so that the same values in another order, channels sorted differently, differ)."""
+    device = tensors[0].device if tensors else torch.device("cpu")
+    sums = [torch.zeros((), dtype=torch.float64, device=device)]
+    for tensor in tensors:
+        flat = tensor.detach().reshape(-1).double()
+        weights = torch.arange(flat.numel(), device=flat.device, dtype=torch.float64).remainder_(997).add_(1)
+        sums += [flat.sum(), (flat * weights).sum()]
+    local = torch.stack(sums)
     low, high = local.clone(), local.clone()
     dist.all_reduce(low, op=dist.ReduceOp.MIN)
     dist.all_reduce(high, op=dist.ReduceOp.MAX)

@@ -7,7 +7,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from nascli.train.distributed import Ranks, parameters_agree
+from nascli.train.distributed import Ranks, broadcast_model, parameters_agree
 
 
 def _agreement(rank: int, port: int, differ: bool, results) -> None:
@@ -34,3 +34,31 @@ def _run(differ: bool, port: int) -> list[bool]:
 def test_parameters_agree_tells_equal_from_different_ranks():
     assert _run(differ=False, port=29561) == [True, True]
     assert _run(differ=True, port=29562) == [False, False]
+
+
+def _broadcast(rank: int, port: int, change: str, results) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        torch.manual_seed(0)
+        model = nn.Linear(4, 3)
+        if rank == 1 and change == "value":
+            with torch.no_grad():
+                model.weight[0, 0] += 1e-3
+        if rank == 1 and change == "order":  # the same values, two rows swapped: equal plain sums
+            with torch.no_grad():
+                model.weight[[0, 1]] = model.weight[[1, 0]]
+        sent = broadcast_model(model, Ranks(rank, 2))
+        results[rank] = (sent, model.weight.detach().clone())
+    finally:
+        dist.destroy_process_group()
+
+
+def test_weights_are_sent_only_where_a_rank_differs():
+    for change, port, sent in (("none", 29563, False), ("value", 29564, True), ("order", 29565, True)):
+        with mp.Manager() as manager:
+            results = manager.dict()
+            mp.spawn(_broadcast, args=(port, change, results), nprocs=2)
+            (sent0, weight0), (sent1, weight1) = results[0], results[1]
+        assert sent0 == sent1 == sent, change
+        torch.testing.assert_close(weight0, weight1, rtol=0, atol=0)
