@@ -155,6 +155,8 @@ class TermBuilder:
         """An operation of a graph from torch.export (space/export_graph.py), as fvcore counts it."""
         if name in ("matmul", "bmm") and node_shape(node.args[0]) is not None and node_shape(node.args[1]):
             self.matmul_flops(node.args[0], node_shape(node.args[0]), node_shape(node.args[1])[-1], path)
+        elif name == "linear" and node in self.trace.channels and node_shape(node.args[0]) is not None:
+            self.linear_flops(node, node.args[0], node_shape(node.args[0]), path)
         elif name in ("layer_norm", "group_norm") and node_shape(node.args[0]) is not None:
             affine = len(node.args) > 2 and node.args[2] is not None
             self.norm_flops(node.args[0], node_shape(node.args[0]), affine, path)
@@ -172,6 +174,13 @@ class TermBuilder:
             self.add("flops", per_channel, [(self.channels_of(a), 1)], path)
         else:
             self.add("flops", math.prod(a_shape) * columns // self.batch, [], path)
+
+    def linear_flops(self, node: fx.Node, x: fx.Node, x_shape: tuple[int, ...], path: list[str]) -> None:
+        """``F.linear`` with a module's own weight (space/trace_aten.py): fvcore counts every input entry
+        times the output features; the input's channels and the output's each follow their group."""
+        rows = math.prod(x_shape[:-1]) // self.batch
+        inputs = self.channels_of(x) if x in self.trace.channels else [x_shape[-1]]
+        self.add("flops", rows, [(inputs, 1), (self.channels_of(node), 1)], path)
 
     def kv_cache(self) -> None:
         """Entries of the keys and values each attention caches per sample, at the traced sequence length.

@@ -216,6 +216,14 @@ class ChannelGroups:
             return self._frozen.get(scaled[0]) or self._frozen_scaled(scaled[0])
         return self._frozen_scaled(root)
 
+    def frozen_with_whole(self, element: Element) -> str | None:
+        """Why ``element``'s group is fixed, or the group it is a chunk or piece of (the halves of a fixed width)."""
+        root = self.find(element)
+        found = self.frozen_reason(root)
+        wholes = [w for w, (part, _) in self._repeat.items() if self.find(part) == root]
+        wholes += [w for w, pieces in self._pieces.items() if any(self.find(p) == root for p in pieces)]
+        return found or next((why for w in wholes if (why := self.frozen_reason(w)) is not None), None)
+
     def _frozen_scaled(self, base_root: Element) -> str | None:
         for root in self.scaled_groups():
             found = self.scaled_of(root)

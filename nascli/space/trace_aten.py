@@ -87,6 +87,12 @@ def visit(walker: ChannelWalker, node: fx.Node, name: str) -> None:
         _attention(walker, node)
     elif name in ("matmul", "bmm"):
         _batched_matmul(walker, node)
+    elif name == "linear" and len(node.args) > 1 and node.args[1] in walker.floating:
+        _parameter_linear(walker, node)
+    elif name == "index" and node.args[0] in walker.chan:
+        _index_rows(walker, node)
+    elif name in ("grouped_mm_fallback", "_grouped_mm") and len(node.args) > 1 and node.args[1] in walker.floating:
+        _grouped_mm(walker, node)
     elif name in ("layer_norm", "rms_norm"):
         layer_norm(walker, node)
     elif name == "batch_norm" or (name == "group_norm" and node.args[1] == 1):
@@ -122,6 +128,77 @@ def pin(walker: ChannelWalker, node: fx.Node, dim: int) -> Element | None:
     if path in walker.param_frozen:
         walker.groups.freeze(element, walker.param_frozen[path])
     return element
+
+
+def _parameter_linear(walker: ChannelWalker, node: fx.Node) -> None:
+    """``F.linear(x, self.weight, self.bias)`` in a module's own code (a mixture-of-experts router): the
+    input's channels are the weight's columns, the output's its rows, joined with the bias.
+
+    A parameter is sliced along one dim (kinds/parameters.py), here its columns, so that the input
+    (the hidden width) can shrink; its rows (the router's experts) stay fixed.
+    """
+    x, weight = node.args[0], node.args[1]
+    bias = node.args[2] if len(node.args) > 2 else node.kwargs.get("bias")
+    shape, in_shape = walker.shape(node), walker.shape(x)
+    if x not in walker.chan or shape is None or in_shape is None or len(walker.floating[weight][1]) != 2:
+        walker.opaque(node, "aten.linear of a tensor the tracer cannot follow")
+        return
+    segments, c = walker.chan[x]
+    path = walker.floating[weight][0]
+    columns = pin(walker, weight, 1)
+    rows = walker.groups.add(("node", f"{node.name}.rows"), shape[-1])
+    walker.groups.freeze(rows, f"the rows of parameter {path} (its columns are the ones sliced)")
+    if c != len(in_shape) - 1 or len(segments) != 1 or columns is None:
+        walker.opaque(node, "aten.linear of a tensor the tracer cannot follow")
+        return
+    walker.groups.union(segments[0], columns)
+    if bias is not None:
+        if bias not in walker.floating or (element := pin(walker, bias, 0)) is None:
+            walker.opaque(node, "aten.linear with a bias the tracer cannot follow")
+            return
+        walker.groups.union(rows, element)
+    walker.chan[node] = ((rows,), len(shape) - 1)
+
+
+def _grouped_mm(walker: ChannelWalker, node: fx.Node) -> None:
+    """Experts' grouped matrix product ``(tokens, in) x (experts, in, out)`` (transformers' mixture of
+    experts): the input's channels meet the weight's ``in`` dim, the output's are its ``out`` dim.
+
+    A parameter is sliced along one dim (kinds/parameters.py): the ``in`` dim where the input's
+    channels can still shrink (the hidden width entering the experts), else the ``out`` dim (the
+    hidden width leaving them); the other stays fixed, and with it the experts' own width.
+    """
+    x, weight = node.args[0], node.args[1]
+    shape, in_shape = walker.shape(node), walker.shape(x)
+    path, axes = walker.floating[weight]
+    if x not in walker.chan or shape is None or in_shape is None or len(axes) != 3 or len(in_shape) != 2:
+        walker.opaque(node, f"aten.{aten_name(node)} of a tensor the tracer cannot follow")
+        return
+    segments, c = walker.chan[x]
+    if c != 1 or len(segments) != 1:
+        walker.opaque(node, f"aten.{aten_name(node)} of a tensor the tracer cannot follow")
+        return
+    fixed = f"the experts' own width in parameter {path} (one of its dims is sliced)"
+    if walker.groups.frozen_with_whole(segments[0]) is None and (columns := pin(walker, weight, 1)) is not None:
+        walker.groups.union(segments[0], columns)
+        rows = walker.groups.add(("node", f"{node.name}.out"), shape[-1])
+        walker.groups.freeze(rows, fixed)
+    elif (rows := pin(walker, weight, 2)) is None:
+        walker.opaque(node, f"aten.{aten_name(node)} of a parameter the tracer cannot follow")
+        return
+    walker.chan[node] = ((rows,), 1)
+
+
+def _index_rows(walker: ChannelWalker, node: fx.Node) -> None:
+    """``x[token_idx]`` (a mixture of experts gathering the tokens routed to one expert): indices on
+    dims before the channels, which are the last dim and stay it."""
+    arg, indices = node.args[0], node.args[1]
+    segments, c = walker.chan[arg]
+    in_shape, shape = walker.shape(arg), walker.shape(node)
+    if in_shape is None or shape is None or c != len(in_shape) - 1 or len(indices) > c:
+        walker.opaque(node, "aten.index of the channels")
+        return
+    walker.chan[node] = (segments, len(shape) - 1)
 
 
 def _floating_through(walker: ChannelWalker, node: fx.Node, name: str) -> None:
@@ -269,6 +346,8 @@ def _reshape(walker: ChannelWalker, node: fx.Node) -> None:
     if ins == [c] and _one_head(node, run[1], shape, in_shape[c]):
         outs = run[1]  # (head size) -> (1, head size): the split of one key/value head
     if ins == [c] and len(outs) == 1:
+        if len(segments) == 1 and _written_out(node, outs[0]):  # reshape(-1, self.hidden_dim): it follows
+            _size_follows(walker, node, shape[outs[0]], segments[0])
         walker.chan[node] = (segments, outs[0])
     elif (
         ins == [c]
