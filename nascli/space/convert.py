@@ -231,9 +231,11 @@ def _freeze(hp: Hparam, why: str, reasons: dict[str, str]) -> None:
 def _keep_as_recorded(
     entries: list[tuple[str, Hparam]], recorded: dict[str, list[int]], reasons: dict[str, str]
 ) -> None:
-    """Keep at full size the configurable hparams a recorded conversion kept there (``space/shrink_check.py``)."""
+    """Keep at full size the configurable hparams a recorded conversion kept there (``space/shrink_check.py``):
+    those it lists with their largest choice alone, and those it does not list (a record holds the
+    searchable hparams only)."""
     for _, hp in entries:
-        if hp.is_configurable and list(recorded.get(hp.name, hp.choices)) == [hp.max]:
+        if hp.is_configurable and list(recorded.get(hp.name, [hp.max])) == [hp.max]:
             _freeze(hp, f"the model's forward fails with {hp.min} (as recorded when it was converted)", reasons)
 
 

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 import nascli.nas as mtn
+import nascli.opt as mto
 import nascli.space.shrink_check as shrink_check
 from nascli.space.hparam import Hparam
 from nascli.space.space import get_space
@@ -105,3 +106,15 @@ def test_a_failing_round_is_split_until_each_failing_hparam_is_alone(failing, fo
     assert set(frozen) == {str(i) for i in failing}
     assert all(why == "the model's forward fails with 1: shape mismatch" for why in frozen.values())
     assert all(hp.active == hp.max for hp in hparams)
+
+
+def test_a_restored_model_keeps_full_what_the_check_kept_full(monkeypatch, tmp_path):
+    """The checkpoint lists only searchable hparams: one the check kept full is absent and stays full on replay."""
+    model, _ = _converted(monkeypatch, one_at_a_time=False)
+    restored = mto.restore(Stack, mto.save(model, tmp_path / "stack.pt"))
+    assert {n: hp.choices for n, hp in get_space(restored).hparams.items()} == {
+        n: hp.choices for n, hp in get_space(model).hparams.items()
+    }
+    assert "body.blocks.2.up.out_features" in get_space(restored).fixed_reasons
+    x = torch.randn(2, 8)
+    torch.testing.assert_close(restored.eval()(x), model.eval()(x), rtol=0, atol=0)
