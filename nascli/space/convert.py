@@ -435,8 +435,10 @@ def _group_hparam(
     if root in whole_of:
         source, copies = whole_of[root]
     piece = piece_of.get(root)
-    if piece is not None:
+    if piece is not None and members.get(piece[0]):  # named after the layer producing the whole, if one does
         source = piece[0]
+    else:
+        piece = None
     slots = members.get(source, [])
     size = groups.size(root if piece is not None else source)
     why = groups.frozen_reason(root) or groups.frozen_reason(source)
@@ -446,7 +448,8 @@ def _group_hparam(
         axis = trace.param_slots[path][0]
         producers.append((order.get(path.rpartition(".")[0], 0), f"{path}.shape[{axis}]", None))
     if not slots:
-        return _fixed(Hparam(f"{params[source][0]}.shape", (size,)), why or "no searchable layer reads it", reasons)
+        name = f"{params[source][0]}.shape" if params.get(source) else f"{root[-1]}.channels"
+        return _fixed(Hparam(name, (size,)), why or "no searchable layer reads it", reasons)
     name, module, attr, index = next((s for s in slots if s[2] == "out"), slots[0])
     suffix = f"[{index}]" if segment_counts[(name, attr)] > 1 or copies > 1 else ""
     if piece is not None:

@@ -219,16 +219,17 @@ def _floating_through(walker: ChannelWalker, node: fx.Node, name: str) -> None:
     elif order is not None:
         walker.floating[node] = (path, tuple(axes[i] for i in order))
     elif name in ("transpose", "permute", "t"):
-        _freeze_floating(walker, node, f"aten.{name} of parameter {path}")
+        _freeze_floating(walker, node, path, f"aten.{name} of parameter {path}")
     elif [s for s in in_shape if s != 1] == [s for s in shape if s != 1]:  # a reshape adding or dropping 1s
         kept = iter(a for a, s in zip(axes, in_shape, strict=True) if s != 1)
         walker.floating[node] = (path, tuple(None if s == 1 else next(kept) for s in shape))
     else:
-        _freeze_floating(walker, node, f"aten.{name} reshapes parameter {path}")
+        _freeze_floating(walker, node, path, f"aten.{name} reshapes parameter {path}")
 
 
-def _freeze_floating(walker: ChannelWalker, node: fx.Node, reason: str) -> None:
-    walker.param_frozen.setdefault(walker.floating[node][0], reason)
+def _freeze_floating(walker: ChannelWalker, node: fx.Node, path: str, reason: str) -> None:
+    """Parameter ``path`` keeps its size (``node``, an operation on it, is one the tracer cannot follow)."""
+    walker.param_frozen.setdefault(path, reason)
     walker.opaque(node, reason)
 
 
