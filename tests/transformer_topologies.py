@@ -37,9 +37,12 @@ class SelfAttention(nn.Module):
     group with expand and reshape, as Llama does), or "eager" (``softmax(q @ k.T) @ v``).
     """
 
-    def __init__(self, width: int, heads: int, kv_heads: int, style: str = "sdpa", head_size: int = 8) -> None:
+    def __init__(
+        self, width: int, heads: int, kv_heads: int, style: str = "sdpa", head_size: int = 8, gated: bool = False
+    ) -> None:
         super().__init__()
         self.head_size, self.style = head_size, style
+        self.g = nn.Linear(width, heads, bias=False) if gated else None  # one output gate per query head
         self.q = nn.Linear(width, heads * head_size, bias=False)
         self.k = nn.Linear(width, kv_heads * head_size, bias=False)
         self.v = nn.Linear(width, kv_heads * head_size, bias=False)
@@ -61,6 +64,8 @@ class SelfAttention(nn.Module):
                 out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
             else:
                 out = torch.softmax(q @ k.transpose(-1, -2) / self.head_size**0.5, dim=-1) @ v
+        if self.g is not None:
+            out = out * torch.sigmoid(self.g(x)).transpose(1, 2).unsqueeze(-1)
         return self.o(out.transpose(1, 2).reshape(b, s, -1))
 
 
@@ -77,10 +82,10 @@ class GatedMLP(nn.Module):
 
 
 class DecoderBlock(nn.Module):
-    def __init__(self, width: int, heads: int, kv_heads: int, style: str) -> None:
+    def __init__(self, width: int, heads: int, kv_heads: int, style: str, gated: bool = False) -> None:
         super().__init__()
         self.norm1, self.norm2 = RMSNorm(width), RMSNorm(width)
-        self.attn = SelfAttention(width, heads, kv_heads, style)
+        self.attn = SelfAttention(width, heads, kv_heads, style, gated=gated)
         self.mlp = GatedMLP(width, 2 * width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -89,10 +94,12 @@ class DecoderBlock(nn.Module):
 
 
 class _Decoder(nn.Module):
-    def __init__(self, vocab: int, width: int, heads: int, kv_heads: int, style: str, tied: bool) -> None:
+    def __init__(
+        self, vocab: int, width: int, heads: int, kv_heads: int, style: str, tied: bool, gated: bool = False
+    ) -> None:
         super().__init__()
         self.embed = nn.Embedding(vocab, width)
-        self.blocks = nn.ModuleList(DecoderBlock(width, heads, kv_heads, style) for _ in range(2))
+        self.blocks = nn.ModuleList(DecoderBlock(width, heads, kv_heads, style, gated) for _ in range(2))
         self.norm = RMSNorm(width)
         self.lm_head = nn.Linear(width, vocab, bias=False)
         if tied:
@@ -106,11 +113,14 @@ class _Decoder(nn.Module):
 
 
 class TinyDecoder(ExportOnly):
-    """A Llama-like causal language model over token ids."""
+    """A Llama-like causal language model over token ids; ``gated``: each query head's output scaled by a gate
+    of its own (one output channel per head, as Laguna's ``g_proj``)."""
 
-    def __init__(self, heads: int = 4, kv_heads: int = 2, style: str = "sdpa", tied: bool = False) -> None:
+    def __init__(
+        self, heads: int = 4, kv_heads: int = 2, style: str = "sdpa", tied: bool = False, gated: bool = False
+    ) -> None:
         super().__init__()
-        self.body = _Decoder(50, 64, heads, kv_heads, style, tied)
+        self.body = _Decoder(50, 64, heads, kv_heads, style, tied, gated)
 
 
 class _ViT(nn.Module):

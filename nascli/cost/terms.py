@@ -250,6 +250,9 @@ def _group_dims(trace: TraceResult, slot_hps: dict[str, dict[str, Any]]) -> dict
                     found.update({base: dim.base for base, scale in chain if scale == dim.scale})
                 continue
             root = groups.find(("slot", name, attr, 0))
+            if isinstance(dim, Grouped):  # one channel per query head (a per-head gate): heads in groups
+                found[root] = dim
+                continue
             pieces = groups.pieces_of(root)
             if pieces is not None and isinstance(dim, Segments):  # a split into unequal sizes: each piece's dim
                 found[root] = dim

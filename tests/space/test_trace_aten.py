@@ -149,6 +149,17 @@ def test_heads_of_a_fused_projection_split_by_a_held_size(tmp_path):
     assert exported.body.attn.split_size == 32 and exported.body.attn.qkv.out_features == 96
 
 
+def test_a_gate_per_query_head_follows_the_grouped_heads(tmp_path):
+    """One gate channel per query head: its projection's outputs are the grouped query heads themselves."""
+    model = assert_kind_conforms(lambda: TinyDecoder(4, 2, "sdpa", gated=True), TOKENS, LinearKind, tmp_path)
+    found = _hparams(model)
+    assert found["body.blocks.0.attn.num_kv_heads"] == (1, 2)
+    assert found["body.blocks.0.attn.num_heads_per_group"] == (1, 2)
+    mtn.select(model, {"body.blocks.0.attn.num_kv_heads": 1, "body.blocks.1.attn.num_heads_per_group": 1})
+    blocks = mtn.export(model).body.blocks
+    assert (blocks[0].attn.g.out_features, blocks[1].attn.g.out_features) == (2, 2)
+
+
 @pytest.mark.parametrize("style", ["split", "slice"])
 def test_grouped_heads_of_one_projection_split_at_unequal_sizes(style, tmp_path):
     """q of 4 heads and k and v of 2 out of one projection: split by held sizes, or sliced as Phi-3 does."""
