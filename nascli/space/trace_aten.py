@@ -171,11 +171,8 @@ def _grouped_mm(walker: ChannelWalker, node: fx.Node) -> None:
     x, weight = node.args[0], node.args[1]
     shape, in_shape = walker.shape(node), walker.shape(x)
     path, axes = walker.floating[weight]
-    if x not in walker.chan or shape is None or in_shape is None or len(axes) != 3 or len(in_shape) != 2:
-        walker.opaque(node, f"aten.{aten_name(node)} of a tensor the tracer cannot follow")
-        return
-    segments, c = walker.chan[x]
-    if c != 1 or len(segments) != 1:
+    segments, c = walker.chan.get(x, ((), None))
+    if shape is None or in_shape is None or len(axes) != 3 or len(in_shape) != 2 or c != 1 or len(segments) != 1:
         walker.opaque(node, f"aten.{aten_name(node)} of a tensor the tracer cannot follow")
         return
     fixed = f"the experts' own width in parameter {path} (one of its dims is sliced)"
