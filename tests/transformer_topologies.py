@@ -30,18 +30,41 @@ class RMSNorm(nn.Module):
         return self.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6))
 
 
+def rotate_interleaved(x: torch.Tensor) -> torch.Tensor:
+    """Rotary embeddings' rotation of pairs of neighbouring entries (Cohere, GLM): the halves are stacked on
+    a new last dim and flattened back, so the heads dim passes through ``aten.stack``."""
+    x1, x2 = x[..., ::2], x[..., 1::2]
+    return torch.stack((-x2, x1), dim=-1).flatten(-2)
+
+
+def interleaved_rotary(x: torch.Tensor) -> torch.Tensor:
+    """Rotary position embeddings over (batch, heads, sequence, head size), pairs interleaved."""
+    s, d = x.shape[-2], x.shape[-1]
+    angles = torch.arange(s, dtype=x.dtype)[:, None] / 10000 ** (torch.arange(0, d, 2, dtype=x.dtype) / d)
+    angles = angles.repeat_interleave(2, dim=-1)
+    return x * angles.cos() + rotate_interleaved(x) * angles.sin()
+
+
 class SelfAttention(nn.Module):
     """Attention over ``heads`` query heads and ``kv_heads`` key/value heads.
 
     ``style``: "sdpa" (grouped queries by ``enable_gqa``), "repeat" (keys and values repeated per
     group with expand and reshape, as Llama does), or "eager" (``softmax(q @ k.T) @ v``).
+    ``rotary``: interleaved rotary embeddings on queries and keys.
     """
 
     def __init__(
-        self, width: int, heads: int, kv_heads: int, style: str = "sdpa", head_size: int = 8, gated: bool = False
+        self,
+        width: int,
+        heads: int,
+        kv_heads: int,
+        style: str = "sdpa",
+        head_size: int = 8,
+        gated: bool = False,
+        rotary: bool = False,
     ) -> None:
         super().__init__()
-        self.head_size, self.style = head_size, style
+        self.head_size, self.style, self.rotary = head_size, style, rotary
         self.g = nn.Linear(width, heads, bias=False) if gated else None  # one output gate per query head
         self.q = nn.Linear(width, heads * head_size, bias=False)
         self.k = nn.Linear(width, kv_heads * head_size, bias=False)
@@ -53,6 +76,8 @@ class SelfAttention(nn.Module):
         q = self.q(x).view(b, s, -1, self.head_size).transpose(1, 2)
         k = self.k(x).view(b, s, -1, self.head_size).transpose(1, 2)
         v = self.v(x).view(b, s, -1, self.head_size).transpose(1, 2)
+        if self.rotary:
+            q, k = interleaved_rotary(q), interleaved_rotary(k)
         groups = int(q.shape[1]) // int(k.shape[1])
         if self.style == "sdpa":
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=groups > 1)
@@ -82,10 +107,12 @@ class GatedMLP(nn.Module):
 
 
 class DecoderBlock(nn.Module):
-    def __init__(self, width: int, heads: int, kv_heads: int, style: str, gated: bool = False) -> None:
+    def __init__(
+        self, width: int, heads: int, kv_heads: int, style: str, gated: bool = False, rotary: bool = False
+    ) -> None:
         super().__init__()
         self.norm1, self.norm2 = RMSNorm(width), RMSNorm(width)
-        self.attn = SelfAttention(width, heads, kv_heads, style, gated=gated)
+        self.attn = SelfAttention(width, heads, kv_heads, style, gated=gated, rotary=rotary)
         self.mlp = GatedMLP(width, 2 * width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -95,11 +122,19 @@ class DecoderBlock(nn.Module):
 
 class _Decoder(nn.Module):
     def __init__(
-        self, vocab: int, width: int, heads: int, kv_heads: int, style: str, tied: bool, gated: bool = False
+        self,
+        vocab: int,
+        width: int,
+        heads: int,
+        kv_heads: int,
+        style: str,
+        tied: bool,
+        gated: bool = False,
+        rotary: bool = False,
     ) -> None:
         super().__init__()
         self.embed = nn.Embedding(vocab, width)
-        self.blocks = nn.ModuleList(DecoderBlock(width, heads, kv_heads, style, gated) for _ in range(2))
+        self.blocks = nn.ModuleList(DecoderBlock(width, heads, kv_heads, style, gated, rotary) for _ in range(2))
         self.norm = RMSNorm(width)
         self.lm_head = nn.Linear(width, vocab, bias=False)
         if tied:
@@ -114,13 +149,19 @@ class _Decoder(nn.Module):
 
 class TinyDecoder(ExportOnly):
     """A Llama-like causal language model over token ids; ``gated``: each query head's output scaled by a gate
-    of its own (one output channel per head, as Laguna's ``g_proj``)."""
+    of its own (one output channel per head, as Laguna's ``g_proj``); ``rotary``: interleaved rotary embeddings."""
 
     def __init__(
-        self, heads: int = 4, kv_heads: int = 2, style: str = "sdpa", tied: bool = False, gated: bool = False
+        self,
+        heads: int = 4,
+        kv_heads: int = 2,
+        style: str = "sdpa",
+        tied: bool = False,
+        gated: bool = False,
+        rotary: bool = False,
     ) -> None:
         super().__init__()
-        self.body = _Decoder(50, 64, heads, kv_heads, style, tied, gated)
+        self.body = _Decoder(50, 64, heads, kv_heads, style, tied, gated, rotary)
 
 
 class _ViT(nn.Module):
@@ -299,3 +340,64 @@ class HeldSizesViT(nn.Module):
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
         x = x + self.attn(self.norm(x))
         return self.head(x[:, 0])
+
+
+class _LatentAttention(nn.Module):
+    """DeepSeek's multi-head latent attention, as far as tracing goes: keys and values come out of a
+    shared latent, one rotary key is expanded over every head, and the keys are assembled by copying
+    both parts into ``new_empty``."""
+
+    def __init__(self, width: int = 64, heads: int = 4, nope: int = 8, rope: int = 4, value: int = 8) -> None:
+        super().__init__()
+        self.nope, self.rope, self.value, self.latent = nope, rope, value, 16
+        self.q = nn.Linear(width, heads * (nope + rope), bias=False)
+        self.kv_a = nn.Linear(width, self.latent + rope, bias=False)
+        self.kv_b = nn.Linear(self.latent, heads * (nope + value), bias=False)
+        self.o = nn.Linear(heads * value, width, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, s, _ = x.shape
+        q = self.q(x).view(b, s, -1, self.nope + self.rope).transpose(1, 2)
+        q_nope, q_rot = q.split((self.nope, self.rope), dim=-1)
+        latent, k_rot = self.kv_a(x).split((self.latent, self.rope), dim=-1)
+        kv = self.kv_b(latent).view(b, s, -1, self.nope + self.value).transpose(1, 2)
+        k_nope, v = kv.split((self.nope, self.value), dim=-1)
+        q_rot, k_rot = interleaved_rotary(q_rot), interleaved_rotary(k_rot.view(b, 1, s, self.rope))
+        k = kv.new_empty(*kv.shape[:-1], self.nope + self.rope)
+        k[..., : self.nope].copy_(k_nope)
+        k[..., self.nope :].copy_(k_rot.expand(-1, k_nope.shape[1], -1, -1))
+        out = F.scaled_dot_product_attention(torch.cat((q_nope, q_rot), dim=-1), k, v, is_causal=True)
+        return self.o(out.transpose(1, 2).reshape(b, s, -1))
+
+
+class _LatentBlock(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm1, self.norm2 = RMSNorm(64), RMSNorm(64)
+        self.attn, self.mlp = _LatentAttention(), GatedMLP(64, 128)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class _LatentDecoder(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(50, 64)
+        self.blocks = nn.ModuleList(_LatentBlock() for _ in range(2))
+        self.head = nn.Linear(64, 50, bias=False)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.embed(ids)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(x)
+
+
+class LatentDecoder(ExportOnly):
+    """A causal language model with DeepSeek-style latent attention."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = _LatentDecoder()

@@ -13,11 +13,12 @@ from nascli.cost.terms import compile_cost_terms
 from nascli.errors import UserInputError
 from nascli.space.export import export_max
 from nascli.space.hparam import Dim, Grouped, Hparam, Scaled, Segments, channel_choices, dim_parts
-from nascli.space.kinds import DynamicModule, convertible_kind, kind_of, module_slots
+from nascli.space.kinds import DynamicModule, convertible_kind, kind_of, module_slots, qualified_name
 from nascli.space.kinds.heads import HEADS
 from nascli.space.kinds.heads import RULE_KEY as HEADS_RULE
 from nascli.space.kinds.hidden import HIDDEN
 from nascli.space.kinds.hidden import RULE_KEY as HIDDEN_RULE
+from nascli.space.kinds.linear import LINEAR
 from nascli.space.kinds.parameters import PARAMETERS
 from nascli.space.patches import patch_train
 from nascli.space.rules import settings_for, settings_matching
@@ -106,27 +107,27 @@ def convert_model(
 
 def _attach_parameters(
     model: nn.Module,
-    param_dims: dict[str, tuple[int, Dim]],
+    param_dims: dict[tuple[str, int], Dim],
     channel_hps: dict[str, dict[str, Dim]],
     reasons: dict[str, str],
 ) -> list[tuple[str, Hparam]]:
     """Make the owners of searchable parameters read by the model's own code slice them (kinds/parameters.py)."""
     modules = dict(model.named_modules())
-    by_owner: dict[str, dict[str, tuple[int, Dim]]] = defaultdict(dict)
-    for path, (axis, dim) in param_dims.items():
+    by_owner: dict[str, dict[str, dict[int, Dim]]] = defaultdict(lambda: defaultdict(dict))
+    for (path, axis), dim in param_dims.items():
         if any(p.is_configurable for p in dim_parts(dim)):
             owner, _, name = path.rpartition(".")
-            by_owner[owner][name] = (axis, dim)
+            by_owner[owner][name][axis] = dim
     entries = []
     for owner, sliced in by_owner.items():
         module = modules[owner]
         if isinstance(module, DynamicModule):  # its own kind slices its tensors; it cannot also slice these
-            for _, dim in sliced.values():
-                for hp in dim_parts(dim):
+            for dims in sliced.values():
+                for hp in (p for dim in dims.values() for p in dim_parts(dim)):
                     _freeze(hp, f"{owner or type(model).__name__} is also a searchable layer", reasons)
             continue
-        PARAMETERS.attach_parameters(module, sliced)
-        channel_hps[owner] = {f"param:{name}": dim for name, (_, dim) in sliced.items()}
+        PARAMETERS.attach_parameters(module, {name: dict(dims) for name, dims in sliced.items()})
+        channel_hps[owner] = PARAMETERS.roles(module)
         prefix = f"{owner}." if owner else ""
         entries.extend((f"{prefix}{attr}", hp) for attr, hp in module.nas_hparams())
     return entries
@@ -282,8 +283,12 @@ def _channel_hparams(
                     groups.freeze(slot, f"{name}: {why}")
                 members[groups.find(slot)].append((name, module, attr, index))
 
+    params: dict[tuple, list[tuple[str, int]]] = defaultdict(list)  # group -> (parameter, dim) it sizes
+    for path, slots in trace.param_slots.items():
+        for axis, element in slots.items():
+            params[groups.find(element)].append((path, axis))
     # a chunked group is copies of its part group: the part gets the hparam, the whole its runs
-    repeats = {root: groups.repeat_of(root) for root in members if groups.repeat_of(root)}
+    repeats = {root: groups.repeat_of(root) for root in {*members, *params} if groups.repeat_of(root)}
     whole_of = {groups.find(part): (root, copies) for root, (part, copies) in repeats.items()}
     for root in [r for r in repeats if r in whole_of]:  # a chunk of a chunk, joined after the fact
         for element in (root, repeats[root][0]):
@@ -294,9 +299,6 @@ def _channel_hparams(
         for root in {groups.find(e) for e in groups.elements()}
         for index, piece in enumerate(groups.pieces_of(root) or ())
     }
-    params: dict[tuple, list[str]] = defaultdict(list)
-    for path, (_, element) in trace.param_slots.items():
-        params[groups.find(element)].append(path)
     heads: dict[tuple, tuple[str, bool]] = {}
     for element, attention, grouped, _ in trace.head_groups:
         scaled = groups.scaled_of(element)  # keys repeated for grouped-query attention: whole groups
@@ -343,7 +345,11 @@ def _channel_hparams(
         dim = dim_of(root)
         for member_name, _, member_attr, member_index in slots:
             parts[(member_name, member_attr)][member_index] = dim
-    param_dims = {path: (axis, dim_of(groups.find(element))) for path, (axis, element) in trace.param_slots.items()}
+    param_dims = {
+        (path, axis): dim_of(groups.find(element))
+        for path, slots in trace.param_slots.items()
+        for axis, element in slots.items()
+    }
     split_dims = {(path, size): dim_of(groups.find(part)) for path, size, part in trace.split_sizes}
 
     found: dict[str, dict[str, Dim]] = defaultdict(dict)
@@ -444,28 +450,39 @@ def _group_hparam(
     why = groups.frozen_reason(root) or groups.frozen_reason(source)
     producers = [(order.get(s[0], 0), f"{s[0]}.{convertible_kind(s[1]).slot_attr(s[1], 'out')}", s) for s in slots
                  if s[2] == "out"]  # fmt: skip
-    for path in params.get(source, []):
-        axis = trace.param_slots[path][0]
-        producers.append((order.get(path.rpartition(".")[0], 0), f"{path}.shape[{axis}]", None))
-    if not slots:
-        name = f"{params[source][0]}.shape" if params.get(source) else f"{root[-1]}.channels"
+    weights = []  # the experts' own width: produced by 3-d weights, as a linear layer's output
+    for path, axis in params.get(source, []):
+        owner = path.rpartition(".")[0]
+        producers.append((order.get(owner, 0), f"{path}.shape[{axis}]", None))
+        if (path, axis) in trace.weight_outputs:
+            weights.append((order.get(owner, 0), f"{path}.shape[{axis}]", owner))
+    if not slots and not weights:
+        name = f"{params[source][0][0]}.shape" if params.get(source) else f"{root[-1]}.channels"
         return _fixed(Hparam(name, (size,)), why or "no searchable layer reads it", reasons)
-    name, module, attr, index = next((s for s in slots if s[2] == "out"), slots[0])
-    suffix = f"[{index}]" if segment_counts[(name, attr)] > 1 or copies > 1 else ""
-    if piece is not None:
-        suffix = f"[{piece[1]}]"
-    kind = convertible_kind(module)
-    hp_name = f"{name}.{kind.slot_attr(module, attr)}{suffix}"
-    if producers:
-        first = min(producers, key=lambda p: p[0])
-        hp_name = first[1] + suffix if first[2] is not None else first[1]
-    elif why is None:
-        why = "no searchable layer produces these channels"
-    settings = settings_for(rules, name, module)
-    if producers and first[2] is None and HIDDEN_RULE in rules:  # the hidden width: a parameter produces it
-        settings, kind = settings_matching(rules[HIDDEN_RULE], hp_name), HIDDEN
+    if not slots:
+        _, hp_name, owner = min(weights)
+        hp_name += "[0]" if copies > 1 else ""
+        kind, settings = LINEAR, settings_matching(rules.get(LINEAR.rule_key(qualified_name(nn.Linear))), owner)
         if settings is None:
-            why = why or f"{hp_name} is excluded by the {HIDDEN_RULE} rules"
+            why = why or f"{owner}: its weights are excluded by the nn.Linear rules"
+    else:
+        name, module, attr, index = next((s for s in slots if s[2] == "out"), slots[0])
+        suffix = f"[{index}]" if segment_counts[(name, attr)] > 1 or copies > 1 else ""
+        if piece is not None:
+            suffix = f"[{piece[1]}]"
+        kind = convertible_kind(module)
+        hp_name = f"{name}.{kind.slot_attr(module, attr)}{suffix}"
+        if producers:
+            first = min(producers, key=lambda p: p[0])
+            hp_name = first[1] + suffix if first[2] is not None else first[1]
+        elif why is None:
+            why = "no searchable layer produces these channels"
+        settings = settings_for(rules, name, module)
+        hidden = producers and first[2] is None and first[1] not in {w[1] for w in weights}
+        if hidden and HIDDEN_RULE in rules:  # the hidden width: a parameter produces it
+            settings, kind = settings_matching(rules[HIDDEN_RULE], hp_name), HIDDEN
+            if settings is None:
+                why = why or f"{hp_name} is excluded by the {HIDDEN_RULE} rules"
     if why is not None:
         return _fixed(Hparam(hp_name, (size // copies,)), why, reasons)
     ratios, divisor = kind.channel_settings(settings)

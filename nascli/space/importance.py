@@ -27,7 +27,7 @@ from nascli.space.kinds.base import moving_each_tensor_once
 from nascli.space.kinds.sequential import DepthStack
 from nascli.space.space import get_space, random_sampling
 
-# (layer, "out" | "in" | "features" | "param:<name>", offset of the group in that dim, entries per channel,
+# (layer, "out" | "in" | "features" | "param:<name>:<dim>", offset of the group in that dim, entries per channel,
 # channels of the dim, as the layer's kind permutes them, per channel of the group)
 Member = tuple[nn.Module, str, int, int, int]
 
@@ -85,13 +85,17 @@ def _group_members(model: nn.Module) -> dict[int, _Group]:
 
 
 def _importance(group: _Group) -> torch.Tensor:
-    """The |gamma| of the group's batch norms where it has any, else its producers' output-weight L1 norms."""
+    """The |gamma| of the group's batch norms where it has any, else its producers' output-weight L1 norms
+    (for a group only parameters size, the L1 norm of each of their slices along it)."""
     n, members = group.size, group.members
     features = [(kind_of(m).scale_importance(m), o) for m, role, o, _, _ in members if role == "features"]
     scales = [scale[o : o + n] for scale, o in features if scale is not None]
     if scales:
         return torch.stack(scales).sum(0)
     producers = [(kind_of(m).output_importance(m), o, s) for m, role, o, s, _ in members if role == "out"]
+    if not producers:  # produced by weights the model's own code applies (an expert's): their slices' L1 norms
+        producers = [(kind_of(m).slice_importance(m, role), o, s) for m, role, o, s, _ in members
+                     if role.startswith("param:")]  # fmt: skip
     # a head's importance sums its entries (head size, or the query heads of a key/value group)
     return torch.stack([score[o * s : (o + n) * s].view(n, s).sum(1) for score, o, s in producers]).sum(0)
 

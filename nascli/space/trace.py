@@ -216,14 +216,6 @@ class ChannelGroups:
             return self._frozen.get(scaled[0]) or self._frozen_scaled(scaled[0])
         return self._frozen_scaled(root)
 
-    def frozen_with_whole(self, element: Element) -> str | None:
-        """Why ``element``'s group is fixed, or the group it is a chunk or piece of (the halves of a fixed width)."""
-        root = self.find(element)
-        found = self.frozen_reason(root)
-        wholes = [w for w, (part, _) in self._repeat.items() if self.find(part) == root]
-        wholes += [w for w, pieces in self._pieces.items() if any(self.find(p) == root for p in pieces)]
-        return found or next((why for w in wholes if (why := self.frozen_reason(w)) is not None), None)
-
     def _frozen_scaled(self, base_root: Element) -> str | None:
         for root in self.scaled_groups():
             found = self.scaled_of(root)
@@ -252,8 +244,11 @@ class TraceResult:
     slot_scales: dict[tuple[str, str], int] = field(default_factory=dict)
     # flattened tensor node -> entries per channel along its channel dim
     tensor_scales: dict[fx.Node, int] = field(default_factory=dict)
-    # parameter read directly by the graph -> (its channel dim, group element); exported models only
-    param_slots: dict[str, tuple[int, Element]] = field(default_factory=dict)
+    # parameter read directly by the graph -> {its dim: group element}; exported models only. Most have
+    # one such dim; the 3-d weights of mixture-of-experts layers two (their input and output channels)
+    param_slots: dict[str, dict[int, Element]] = field(default_factory=dict)
+    # (parameter, dim) whose channels a weight produces, as a layer's output: an expert's own width
+    weight_outputs: set[tuple[str, int]] = field(default_factory=set)
     # (key/value head group element, attention module path, whether queries are whole groups of it,
     # entries per key head and sample: sequence length x head size)
     head_groups: list[tuple[Element, str, bool, int]] = field(default_factory=list)
@@ -609,8 +604,8 @@ class ChannelWalker:
             if arg in self.floating:
                 path = self.floating[arg][0]
                 self.param_frozen.setdefault(path, reason)
-                if path in self.param_slots:
-                    self.groups.freeze(self.param_slots[path][1], reason)
+                for element in self.param_slots.get(path, {}).values():
+                    self.groups.freeze(element, reason)
         shape = _shape(node)
         if shape is not None:
             self.new_tensor(node, self._likely_dim(node, shape), reason)

@@ -14,7 +14,10 @@ module tells the ``ChannelWalker`` what each one does to the channel dimension i
 - a mean or sum over the channels with ``keepdim`` (the statistic of an RMS or layer norm written
   by hand) leaves them free: a pruned norm normalizes over the channels it keeps;
 - parameters used directly (an RMS norm's weight, a ViT's class token and position embedding)
-  take the channel dim of what they meet (``floating`` until then), and are sliced with it.
+  take the channel dim of what they meet (``floating`` until then), and are sliced with it; an
+  expert's 3-d weight is sliced along its input and its output dims;
+- tensors assembled in place (``new_empty`` shaped after a tracked tensor, then ``copy_`` into
+  its slices) and ``stack`` along a new dim keep the channels of what they are made of.
 
 Anything else freezes what it touches, as under fx. See docs/architecture.md.
 """
@@ -46,6 +49,8 @@ _BINARY = {
 _REDUCE = {"mean", "sum", "amax", "amin", "var", "std"}
 _RESHAPE = {"view", "reshape", "_unsafe_view"}
 _SPLIT = {"split", "split_with_sizes", "chunk", "unbind", "tensor_split"}
+# new tensors shaped after a tracked one (``x.new_empty(*x.shape[:-1], d)``, ``zeros_like(x)``)
+_SHAPED_LIKE = {"new_empty", "new_zeros", "new_ones", "new_full", "empty_like", "zeros_like", "ones_like", "full_like"}
 _SOFTMAX = {"softmax", "_softmax", "log_softmax", "_log_softmax", "_safe_softmax"}
 # unary ops through which a parameter stays floating: its channel dim is still decided by its first real use
 _FLOATING_THROUGH = {"to", "_to_copy", "clone", "contiguous", "alias", "detach", "expand", "unsqueeze", "view",
@@ -74,8 +79,14 @@ def visit(walker: ChannelWalker, node: fx.Node, name: str) -> None:
         _reorder(walker, node, name)
     elif name in ("unsqueeze", "squeeze", "expand", "expand_as", "slice", "select", "narrow"):
         _index_op(walker, node, name)
+    elif name in _SHAPED_LIKE and node.args[0] in walker.chan:
+        _shaped_like(walker, node)
+    elif name in ("copy_", "copy"):
+        _copy(walker, node)
     elif name == "cat":
         _cat(walker, node)
+    elif name == "stack":
+        _stack(walker, node)
     elif name in _SPLIT:
         _split(walker, node, name)
     elif name in _REDUCE:
@@ -121,10 +132,7 @@ def pin(walker: ChannelWalker, node: fx.Node, dim: int) -> Element | None:
     axis = axes[dim]
     size = walker.params[path].shape[axis]
     element = walker.groups.add(("param", path, axis), size)
-    found = walker.param_slots.setdefault(path, (axis, element))
-    if found[0] != axis:
-        walker.groups.freeze(found[1], f"parameter {path} is used along two dims")
-        walker.groups.freeze(element, f"parameter {path} is used along two dims")
+    walker.param_slots.setdefault(path, {})[axis] = element
     if path in walker.param_frozen:
         walker.groups.freeze(element, walker.param_frozen[path])
     return element
@@ -164,9 +172,9 @@ def _grouped_mm(walker: ChannelWalker, node: fx.Node) -> None:
     """Experts' grouped matrix product ``(tokens, in) x (experts, in, out)`` (transformers' mixture of
     experts): the input's channels meet the weight's ``in`` dim, the output's are its ``out`` dim.
 
-    A parameter is sliced along one dim (kinds/parameters.py): the ``in`` dim where the input's
-    channels can still shrink (the hidden width entering the experts), else the ``out`` dim (the
-    hidden width leaving them); the other stays fixed, and with it the experts' own width.
+    The weight is sliced along both (kinds/parameters.py): entering the experts, ``in`` is the
+    hidden width and ``out`` the experts' own width (``weight_outputs``: searched as a linear
+    layer's output would be); leaving them, the other way round.
     """
     x, weight = node.args[0], node.args[1]
     shape, in_shape = walker.shape(node), walker.shape(x)
@@ -175,14 +183,12 @@ def _grouped_mm(walker: ChannelWalker, node: fx.Node) -> None:
     if shape is None or in_shape is None or len(axes) != 3 or len(in_shape) != 2 or c != 1 or len(segments) != 1:
         walker.opaque(node, f"aten.{aten_name(node)} of a tensor the tracer cannot follow")
         return
-    fixed = f"the experts' own width in parameter {path} (one of its dims is sliced)"
-    if walker.groups.frozen_with_whole(segments[0]) is None and (columns := pin(walker, weight, 1)) is not None:
-        walker.groups.union(segments[0], columns)
-        rows = walker.groups.add(("node", f"{node.name}.out"), shape[-1])
-        walker.groups.freeze(rows, fixed)
-    elif (rows := pin(walker, weight, 2)) is None:
+    columns, rows = pin(walker, weight, 1), pin(walker, weight, 2)
+    if columns is None or rows is None:
         walker.opaque(node, f"aten.{aten_name(node)} of a parameter the tracer cannot follow")
         return
+    walker.groups.union(segments[0], columns)
+    walker.result.weight_outputs.add((path, axes[2]))
     walker.chan[node] = ((rows,), 1)
 
 
@@ -282,6 +288,61 @@ def elementwise(walker: ChannelWalker, node: fx.Node) -> None:
             return
         walker.groups.union(ref_segments[0], element)
     walker.chan[node] = (ref_segments, ref_dim)
+
+
+def _shaped_like(walker: ChannelWalker, node: fx.Node) -> None:
+    """A new tensor with the channels of the one it is shaped after, where it keeps their size and dim.
+
+    DeepSeek's multi-head latent attention builds its keys as ``kv.new_empty(*kv.shape[:-1], d)`` and
+    copies the parts in (``_copy``): the new tensor has ``kv``'s heads. Where the model's code wrote
+    the size out instead, the forward check at conversion (space/shrink_check.py) keeps it.
+    """
+    segments, c = walker.chan[node.args[0]]
+    shape, in_shape = walker.shape(node), walker.shape(node.args[0])
+    if shape is not None and in_shape is not None and len(shape) == len(in_shape) and shape[c] == in_shape[c]:
+        walker.chan[node] = (segments, c)
+    else:
+        walker.opaque(node, f"aten.{aten_name(node)} of another shape than the channels'")
+
+
+def _copy(walker: ChannelWalker, node: fx.Node) -> None:
+    """``dst.copy_(src)``: src's channels join dst's where they line up (src broadcast to dst's shape).
+
+    A source tracked along another dim and repeated across dst's channels (the one rotary key
+    DeepSeek's latent attention expands over every head) adds its own channels along that other
+    dim, which no group follows: they stay fixed.
+    """
+    dst, src = node.args[0], node.args[1]
+    if dst not in walker.chan:
+        if src in walker.chan or src in walker.floating:
+            walker.opaque(node, f"aten.{aten_name(node)} into a tensor the tracer cannot follow")
+        return
+    segments, c = walker.chan[dst]
+    rank = len(walker.shape(dst))
+    if src in walker.chan:
+        src_segments, src_c = walker.chan[src]
+        at = c - (rank - len(walker.shape(src)))
+        if rank - len(walker.shape(src)) + src_c == c and walker.sizes(src_segments) == walker.sizes(segments):
+            for a, b in zip(segments, src_segments, strict=True):
+                walker.groups.union(a, b)
+        elif at < 0 or _repeated_along(src, at):
+            for element in src_segments:
+                walker.groups.freeze(element, f"aten.{aten_name(node)} repeats them across another tensor's channels")
+        else:
+            walker.opaque(node, f"aten.{aten_name(node)} of tensors whose channels do not line up")
+            return
+    elif src in walker.floating:
+        walker.opaque(node, f"aten.{aten_name(node)} of a parameter the tracer cannot follow")
+        return
+    walker.chan[node] = (segments, c)
+
+
+def _repeated_along(node: fx.Node, dim: int) -> bool:
+    """Whether ``node``'s value is the same at every index of ``dim`` (size 1, or expanded: stride 0)."""
+    value = node.meta.get("val")
+    if not isinstance(value, torch.Tensor) or dim >= value.dim():
+        return False
+    return value.shape[dim] == 1 or value.stride()[dim] == 0
 
 
 def _size_at(walker: ChannelWalker, node: fx.Node, dim: int, rank: int) -> int:
@@ -478,7 +539,11 @@ def _index_op(walker: ChannelWalker, node: fx.Node, name: str) -> None:
         walker.chan[node] = (segments, c + (at <= c))
     elif name in ("expand", "expand_as"):  # expand_as(x, other): other's shape, x's channels
         out = c + len(shape) - len(in_shape)
-        if in_shape[c] != shape[out]:
+        if in_shape[c] == 1 and shape[out] != 1:
+            # one channel repeated (the single rotary key of latent attention over every head): the copies
+            # are channels of their own, which join whatever they meet
+            walker.new_tensor(node, out)
+        elif in_shape[c] != shape[out]:
             walker.opaque(node, "aten.expand of the channels")
         else:
             walker.chan[node] = (segments, out)
@@ -577,6 +642,25 @@ def _cat(walker: ChannelWalker, node: fx.Node) -> None:
                 return
             walker.groups.union(segments[0], element)
     walker.chan[node] = (segments, c)
+
+
+def _stack(walker: ChannelWalker, node: fx.Node) -> None:
+    """Stacked along a new dim, operands whose channels line up join (interleaved rotary embeddings
+    stack the halves of each head, ``stack([-x2, x1], -1)``, then flatten them back)."""
+    shape = walker.shape(node)
+    parts = node.args[0]
+    dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+    if shape is None or not isinstance(dim, int) or any(p not in walker.chan for p in parts):
+        walker.opaque(node, "aten.stack of tensors the tracer cannot follow")
+        return
+    segments, c = walker.chan[parts[0]]
+    if any(walker.chan[p][1] != c or walker.sizes(walker.chan[p][0]) != walker.sizes(segments) for p in parts):
+        walker.opaque(node, "aten.stack of tensors whose channels do not line up")
+        return
+    for p in parts[1:]:
+        for a, b in zip(segments, walker.chan[p][0], strict=True):
+            walker.groups.union(a, b)
+    walker.chan[node] = (segments, c + (dim % len(shape) <= c))
 
 
 def _split(walker: ChannelWalker, node: fx.Node, name: str) -> None:

@@ -19,6 +19,7 @@ from tests.transformer_topologies import (
     FusedGroupedQKV,
     FusedQKV,
     HeldSizesViT,
+    LatentDecoder,
     TinyDecoder,
     TinyViT,
     WidthWrittenOut,
@@ -158,6 +159,28 @@ def test_a_gate_per_query_head_follows_the_grouped_heads(tmp_path):
     mtn.select(model, {"body.blocks.0.attn.num_kv_heads": 1, "body.blocks.1.attn.num_heads_per_group": 1})
     blocks = mtn.export(model).body.blocks
     assert (blocks[0].attn.g.out_features, blocks[1].attn.g.out_features) == (2, 2)
+
+
+def test_interleaved_rotary_embeddings_keep_the_heads(tmp_path):
+    """Pairs of neighbouring entries rotated by ``stack((-x2, x1), -1).flatten(-2)`` (Cohere, GLM): the stack
+    runs along the head size, so the heads pass through it."""
+    model = assert_kind_conforms(lambda: TinyDecoder(4, 2, "sdpa", rotary=True), TOKENS, LinearKind, tmp_path)
+    found = _hparams(model)
+    assert found["body.blocks.0.attn.num_kv_heads"] == (1, 2)
+    assert found["body.blocks.0.attn.num_heads_per_group"] == (1, 2)
+
+
+def test_latent_attention_keys_assembled_in_new_empty_keep_the_heads(tmp_path):
+    """DeepSeek's keys: ``new_empty`` shaped after the heads, the per-head part and one rotary key expanded
+    over every head copied in. The heads are searched; the rotary key's own channels stay fixed."""
+    model = assert_kind_conforms(LatentDecoder, TOKENS, LinearKind, tmp_path)
+    found, space = _hparams(model), get_space(model)
+    assert found["body.blocks.0.attn.num_heads"] == (2, 3, 4)
+    assert "body.embed.weight.shape[1]" in found
+    mtn.select(model, {"body.blocks.0.attn.num_heads": 2})
+    attn = mtn.export(model).body.blocks[0].attn
+    assert (attn.q.out_features, attn.kv_b.out_features, attn.o.in_features, attn.kv_a.out_features) == (24, 32, 16, 20)
+    assert not space.hparams.keys() & {"body.blocks.0.attn.kv_a.out_features"}
 
 
 @pytest.mark.parametrize("style", ["split", "slice"])

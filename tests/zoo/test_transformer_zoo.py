@@ -52,8 +52,9 @@ ZOO = {
              ["self_attn.num_kv_heads", "self_attn.num_heads_per_group", "mlp.gate_up_proj", "embed_tokens.weight"],
              ["layers.depth"], False),  # q, k and v sliced out of one projection by head counts it holds
     "mixtral": (_hf("MixtralForCausalLM", "MixtralConfig", **GQA, num_local_experts=4, num_experts_per_tok=2), TOKENS,
-                ["self_attn.num_kv_heads", "self_attn.num_heads_per_group", "embed_tokens.weight"],
-                ["layers.depth"], False),  # the router's columns and the experts' hidden dims follow the hidden width
+                ["self_attn.num_kv_heads", "self_attn.num_heads_per_group", "embed_tokens.weight",
+                 "experts.gate_up_proj.shape[1]"],
+                ["layers.depth"], False),  # the experts' 3-d weights follow the hidden width and their own
     "gpt2": (_hf("GPT2LMHeadModel", "GPT2Config", **GPT2), TOKENS, ["attn.num_heads", "mlp.c_fc", "wte.weight"],
              ["transformer.h.depth"], False),
     "bert": (_hf("BertForSequenceClassification", "BertConfig", **TEXT, max_position_embeddings=32), TOKENS,

@@ -95,4 +95,4 @@ class LinearKind(LayerKind):
             move_channels(module.weight, 1, perm, offset, dim_scale(module._hp_in))
 
 
-register(LinearKind())
+LINEAR = register(LinearKind())

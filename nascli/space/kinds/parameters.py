@@ -12,12 +12,13 @@ hand-written code per model class is needed. See docs/architecture.md.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 from torch import nn
 
-from nascli.space.hparam import Dim, Grouped, Scaled, dim_index, dim_parts, dim_scale, take
+from nascli.space.hparam import Dim, Grouped, Scaled, Segments, dim_index, dim_parts, dim_scale, take
 from nascli.space.kinds.base import (
     DynamicModule,
     LayerKind,
@@ -27,7 +28,7 @@ from nascli.space.kinds.base import (
     move_channels,
 )
 
-_ROLE = "param:"  # channel-dim role of a sliced parameter: "param:weight"
+_ROLE = "param:"  # channel-dim role of a sliced parameter's dim: "param:weight:1"
 
 
 class SlicedParameters(DynamicModule):
@@ -37,23 +38,28 @@ class SlicedParameters(DynamicModule):
     one forward, so gradients reach the full parameter and ``state_dict`` keys never change.
     """
 
-    _sliced: dict[str, tuple[int, Dim]]  # parameter name -> (its channel dim, the dim sizing it)
+    # parameter name -> {its channel dim: the dim sizing it}; an expert's 3-d weight has two such dims
+    _sliced: dict[str, dict[int, Dim]]
     # int (or one-int tuple) the module's code sizes a split with -> the dim it follows; a dotted name is an
     # attribute of an object the module holds (``config.num_attention_heads`` of its own copy of the config)
     _following: dict[str, Dim]
 
-    def attach_sliced(self, sliced: dict[str, tuple[int, Dim]], following: dict[str, Dim]) -> None:
+    def attach_sliced(self, sliced: dict[str, dict[int, Dim]], following: dict[str, Dim]) -> None:
         self._sliced = {**getattr(self, "_sliced", {}), **sliced}
         self._following = {**getattr(self, "_following", {}), **following}
 
     def nas_hparams(self) -> list[tuple[str, Any]]:
         found = []
-        for name, (axis, dim) in self._sliced.items():
-            base = dim.base if isinstance(dim, Scaled) else dim
-            if isinstance(base, Grouped):  # one entry per query head (attention sinks): groups, then heads
-                found.extend((f"{name}.shape[{axis}][{i}]", part) for i, part in enumerate(dim_parts(base)))
-            else:
-                found.append((f"{name}.shape[{axis}]", base))
+        for name, dims in self._sliced.items():
+            for axis, dim in dims.items():
+                base = dim.base if isinstance(dim, Scaled) else dim
+                if isinstance(base, (Grouped, Segments)):
+                    # one entry per query head (attention sinks): groups, then heads; an expert's gate and up
+                    # halves: their one width
+                    parts = list({id(part): part for part in dim_parts(base)}.values())
+                    found.extend((f"{name}.shape[{axis}][{i}]", part) for i, part in enumerate(parts))
+                else:
+                    found.append((f"{name}.shape[{axis}]", base))
         return found
 
     def _store(self, name: str) -> dict[str, Any]:
@@ -61,13 +67,16 @@ class SlicedParameters(DynamicModule):
         return self._parameters if name in self._parameters else self._buffers
 
     def _active(self, name: str) -> torch.Tensor:
-        axis, dim = self._sliced[name]
-        return take(self._store(name)[name], axis, dim_index(dim))
+        tensor = self._store(name)[name]
+        for axis, dim in self._sliced[name].items():
+            if dim.active != dim.max:
+                tensor = take(tensor, axis, dim_index(dim))
+        return tensor
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         full = {}
-        for name, (_, dim) in self._sliced.items():
-            if dim.active != dim.max:
+        for name, dims in self._sliced.items():
+            if any(dim.active != dim.max for dim in dims.values()):
                 full[name] = self._store(name)[name]
                 self._store(name)[name] = self._active(name)  # a view: updates reach the full tensor
         sizes = {name: self._size(name) for name, dim in self._following.items() if dim.active != dim.max}
@@ -116,7 +125,7 @@ class ParametersKind(LayerKind):
     mixin = SlicedParameters
 
     def attach_parameters(
-        self, module: nn.Module, sliced: dict[str, tuple[int, Dim]], following: dict[str, Dim] | None = None
+        self, module: nn.Module, sliced: dict[str, dict[int, Dim]], following: dict[str, Dim] | None = None
     ) -> None:
         """Make ``module`` (or keep it) its dynamic subclass, slicing ``sliced`` and setting ``following``.
 
@@ -134,18 +143,29 @@ class ParametersKind(LayerKind):
     def params(self, terms, module, dims, layer_hp, path) -> None:
         for name, param in module.named_parameters(recurse=False):
             if name in module._sliced:
-                axis, dim = module._sliced[name]
-                terms.add("params", param.numel() // param.shape[axis], [(dim, 1)], path)
+                dims = module._sliced[name]
+                rest = param.numel() // math.prod(param.shape[axis] for axis in dims)
+                terms.add("params", rest, [(dim, 1) for dim in dims.values()], path)
             else:
                 terms.add("params", param.numel(), [], path)
 
+    def roles(self, module: nn.Module) -> dict[str, Dim]:
+        """Each sliced dim of ``module``'s parameters by its role, ``param:<name>:<dim>``."""
+        return {f"{_ROLE}{name}:{axis}": dim for name, dims in module._sliced.items() for axis, dim in dims.items()}
+
     def channel_dims(self, module: nn.Module) -> list[tuple[str, Dim]]:
-        return [(f"{_ROLE}{name}", dim) for name, (_, dim) in module._sliced.items()]
+        return list(self.roles(module).items())
+
+    def slice_importance(self, module: nn.Module, slot: str) -> torch.Tensor:
+        """The L1 norm of each slice of a parameter along its sliced dim ``slot`` names."""
+        name, _, axis = slot[len(_ROLE) :].rpartition(":")
+        tensor = module._store(name)[name].detach().float()
+        return tensor.abs().movedim(int(axis), 0).flatten(1).sum(1)
 
     def permute(self, module, slot, perm, offset) -> None:
-        name = slot[len(_ROLE) :]
-        axis, dim = module._sliced[name]
-        move_channels(module._store(name)[name], axis, perm, offset, dim_scale(dim))
+        name, _, axis = slot[len(_ROLE) :].rpartition(":")
+        dim = module._sliced[name][int(axis)]
+        move_channels(module._store(name)[name], int(axis), perm, offset, dim_scale(dim))
 
 
 PARAMETERS = ParametersKind()

@@ -68,3 +68,32 @@ def test_the_weights_and_statistics_of_a_norm_subclass_follow_its_channels(norm,
     assert type(exported[1]) is norm and exported[1].weight.shape == (width.min,)
     if norm is _NormAct:
         assert exported[1].running_var.shape == (width.min,)
+
+
+class _MixtureOfExperts(torch.nn.Module):
+    """A one-layer Mixtral: its experts hold their weights as 3-d parameters used by their own code."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        transformers = pytest.importorskip("transformers")
+        config = transformers.MixtralConfig(
+            vocab_size=50, hidden_size=64, intermediate_size=96, num_hidden_layers=1, num_attention_heads=4,
+            num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2, use_cache=False,
+        )  # fmt: skip
+        self.lm = transformers.MixtralForCausalLM(config)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.lm(ids).logits
+
+
+def test_expert_weights_are_sliced_along_the_hidden_width_and_their_own(tmp_path):
+    """``gate_up_proj`` (experts, 2 x width, hidden) and ``down_proj`` (experts, hidden, width): both dims of
+    each follow their groups, so the experts' width is searched as an MLP's is, beside the hidden width."""
+    model = assert_kind_conforms(_MixtureOfExperts, TOKENS, ParametersKind, tmp_path)
+    found = get_space(model).hparams
+    width = found["lm.model.layers.0.mlp.experts.gate_up_proj.shape[1][0]"]
+    hidden = found["lm.model.embed_tokens.weight.shape[1]"]
+    assert width.choices == (48, 64, 96) and hidden.choices == (32, 64)
+    mtn.select(model, {width.name: 48, hidden.name: 32})
+    experts = mtn.export(model).lm.model.layers[0].mlp.experts
+    assert experts.gate_up_proj.shape == (4, 96, 32) and experts.down_proj.shape == (4, 32, 48)
