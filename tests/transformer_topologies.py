@@ -221,7 +221,8 @@ class _FusedBlock(nn.Module):
 
 class _FusedGroupedAttention(nn.Module):
     """One projection holding q (4 heads) and k and v (2 heads each), taken apart by sizes the module holds:
-    ``split`` into ``(q_size, kv_size, kv_size)``, or three slices of the channels as Phi-3 takes them."""
+    ``split`` into ``(q_size, kv_size, kv_size)``, or three slices of the channels as Phi-3 takes them; or
+    ("expand") one key/value head never split into heads, expanded over the query heads (GPT-BigCode)."""
 
     def __init__(self, width: int, style: str, heads: int = 4, kv_heads: int = 2, head_size: int = 8) -> None:
         super().__init__()
@@ -233,12 +234,16 @@ class _FusedGroupedAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, s, _ = x.shape
         qkv = self.qkv(x)
-        if self.style == "split":
-            q, k, v = qkv.split((self.q_size, self.kv_size, self.kv_size), dim=-1)
-        else:
+        if self.style == "slice":
             end = self.q_size + self.kv_size
             q, k, v = qkv[..., : self.q_size], qkv[..., self.q_size : end], qkv[..., end:]
-        q, k, v = (t.view(b, s, -1, self.head_size).transpose(1, 2) for t in (q, k, v))
+        else:
+            q, k, v = qkv.split((self.q_size, self.kv_size, self.kv_size), dim=-1)
+        if self.style == "expand":
+            q = q.view(b, s, -1, self.head_size).transpose(1, 2)
+            k, v = (t.unsqueeze(1).expand(-1, q.shape[1], -1, -1) for t in (k, v))
+        else:
+            q, k, v = (t.view(b, s, -1, self.head_size).transpose(1, 2) for t in (q, k, v))
         out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=int(q.shape[1]) != int(k.shape[1]))
         return self.o(out.transpose(1, 2).reshape(b, s, -1))
 
@@ -246,7 +251,7 @@ class _FusedGroupedAttention(nn.Module):
 class _FusedGroupedBlock(nn.Module):
     def __init__(self, style: str) -> None:
         super().__init__()
-        self.norm, self.attn = RMSNorm(64), _FusedGroupedAttention(64, style)
+        self.norm, self.attn = RMSNorm(64), _FusedGroupedAttention(64, style, kv_heads=1 if style == "expand" else 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.attn(self.norm(x))

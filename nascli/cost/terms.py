@@ -153,7 +153,9 @@ class TermBuilder:
 
     def aten_flops(self, node: fx.Node, name: str, path: list[str]) -> None:
         """An operation of a graph from torch.export (space/export_graph.py), as fvcore counts it."""
-        if name in ("matmul", "bmm") and node_shape(node.args[0]) is not None and node_shape(node.args[1]):
+        if name == "matmul" and self._applies_weight(node) and node_shape(node.args[0]) is not None:
+            self.linear_flops(node, node.args[0], node_shape(node.args[0]), path)  # ``x @ self.weight.T``
+        elif name in ("matmul", "bmm") and node_shape(node.args[0]) is not None and node_shape(node.args[1]):
             self.matmul_flops(node.args[0], node_shape(node.args[0]), node_shape(node.args[1])[-1], path)
         elif name == "linear" and node in self.trace.channels and node_shape(node.args[0]) is not None:
             self.linear_flops(node, node.args[0], node_shape(node.args[0]), path)
@@ -166,6 +168,11 @@ class TermBuilder:
             self.upsample_flops(node, name.removeprefix("upsample_").removesuffix("2d"), path)
         elif name in _UNMODELED_FUNCTIONS:
             self.unmodeled.append(f"{node.name} ({name})")
+
+    def _applies_weight(self, node: fx.Node) -> bool:
+        """``x @ self.weight.T`` in a module's own code: a 2-d weight, traced as a linear layer (trace_aten.py)."""
+        weight = node.args[1]
+        return node in self.trace.channels and weight not in self.trace.channels and len(node_shape(weight) or ()) == 2
 
     def matmul_flops(self, a: fx.Node, a_shape: tuple[int, ...], columns: int, path: list[str]) -> None:
         """fvcore counts every entry of the left operand times the right operand's columns (heads scale it)."""
@@ -235,8 +242,16 @@ def _group_dims(trace: TraceResult, slot_hps: dict[str, dict[str, Any]]) -> dict
     groups, found = trace.groups, {}
     for name, hps in slot_hps.items():
         for attr, dim in hps.items():
-            if attr.startswith("param:"):
-                continue  # a parameter's group always has a layer slot too
+            if attr.startswith("param:"):  # a weight's dim (Falcon's own linear layers, an expert's width)
+                param, _, axis = attr.removeprefix("param:").rpartition(":")
+                root = groups.find(trace.param_slots[f"{name}.{param}" if name else param][int(axis)])
+                repeat = groups.repeat_of(root)
+                if isinstance(dim, Hparam):
+                    found.setdefault(root, dim)
+                elif repeat is not None and isinstance(dim, Segments):  # gate and up halves of one weight
+                    found.setdefault(root, dim)
+                    found.setdefault(groups.find(repeat[0]), dim.parts[0])
+                continue
             if isinstance(dim, Segments) and any(isinstance(part, Scaled) for part in dim.parts):
                 found[groups.find(("slot", name, attr, 0))] = dim  # q, k and v of one projection, in heads
                 continue

@@ -433,7 +433,10 @@ def _group_hparam(
     directly (an embedding table, a class token) produces channels too; the first producer in
     the model's module order names the group (``model.embed_tokens.weight.shape[1]``). Named
     after a parameter, it is the hidden width, whose choices come from the ``hidden_size`` rules
-    (kinds/hidden.py); rules saved before that key existed give it those of its first layer.
+    (kinds/hidden.py); rules saved before that key existed give it those of its first layer. Named
+    after a weight the model's own code applies (``TraceResult.weight_outputs``: an expert's 3-d
+    weight, Falcon's ``x @ self.weight.T``), it is that layer's output width, with the ``nn.Linear``
+    rules of the module holding the weight.
     """
     groups = trace.groups
     copies = 1
@@ -450,7 +453,7 @@ def _group_hparam(
     why = groups.frozen_reason(root) or groups.frozen_reason(source)
     producers = [(order.get(s[0], 0), f"{s[0]}.{convertible_kind(s[1]).slot_attr(s[1], 'out')}", s) for s in slots
                  if s[2] == "out"]  # fmt: skip
-    weights = []  # the experts' own width: produced by 3-d weights, as a linear layer's output
+    weights = []  # (order, name, owner) of weights producing the channels as a linear layer would
     for path, axis in params.get(source, []):
         owner = path.rpartition(".")[0]
         producers.append((order.get(owner, 0), f"{path}.shape[{axis}]", None))
@@ -459,30 +462,32 @@ def _group_hparam(
     if not slots and not weights:
         name = f"{params[source][0][0]}.shape" if params.get(source) else f"{root[-1]}.channels"
         return _fixed(Hparam(name, (size,)), why or "no searchable layer reads it", reasons)
-    if not slots:
-        _, hp_name, owner = min(weights)
-        hp_name += "[0]" if copies > 1 else ""
-        kind, settings = LINEAR, settings_matching(rules.get(LINEAR.rule_key(qualified_name(nn.Linear))), owner)
-        if settings is None:
-            why = why or f"{owner}: its weights are excluded by the nn.Linear rules"
-    else:
+    first = None
+    if slots:
         name, module, attr, index = next((s for s in slots if s[2] == "out"), slots[0])
         suffix = f"[{index}]" if segment_counts[(name, attr)] > 1 or copies > 1 else ""
         if piece is not None:
             suffix = f"[{piece[1]}]"
-        kind = convertible_kind(module)
+        kind, settings = convertible_kind(module), settings_for(rules, name, module)
         hp_name = f"{name}.{kind.slot_attr(module, attr)}{suffix}"
         if producers:
             first = min(producers, key=lambda p: p[0])
             hp_name = first[1] + suffix if first[2] is not None else first[1]
         elif why is None:
             why = "no searchable layer produces these channels"
-        settings = settings_for(rules, name, module)
-        hidden = producers and first[2] is None and first[1] not in {w[1] for w in weights}
-        if hidden and HIDDEN_RULE in rules:  # the hidden width: a parameter produces it
-            settings, kind = settings_matching(rules[HIDDEN_RULE], hp_name), HIDDEN
-            if settings is None:
-                why = why or f"{hp_name} is excluded by the {HIDDEN_RULE} rules"
+    else:
+        first = min(weights)
+        hp_name = first[1] + ("[0]" if copies > 1 else "")
+    owners = {w[1]: w[2] for w in weights}
+    if first is not None and first[1] in owners:  # a weight the model's code applies: a linear layer's output
+        kind = LINEAR
+        settings = settings_matching(rules.get(LINEAR.rule_key(qualified_name(nn.Linear))), owners[first[1]])
+        if settings is None:
+            why = why or f"{owners[first[1]]}: its weights are excluded by the nn.Linear rules"
+    elif first is not None and first[2] is None and HIDDEN_RULE in rules:  # the hidden width: a parameter produces it
+        settings, kind = settings_matching(rules[HIDDEN_RULE], hp_name), HIDDEN
+        if settings is None:
+            why = why or f"{hp_name} is excluded by the {HIDDEN_RULE} rules"
     if why is not None:
         return _fixed(Hparam(hp_name, (size // copies,)), why, reasons)
     ratios, divisor = kind.channel_settings(settings)

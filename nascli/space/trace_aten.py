@@ -54,7 +54,8 @@ _SHAPED_LIKE = {"new_empty", "new_zeros", "new_ones", "new_full", "empty_like", 
 _SOFTMAX = {"softmax", "_softmax", "log_softmax", "_log_softmax", "_safe_softmax"}
 # unary ops through which a parameter stays floating: its channel dim is still decided by its first real use
 _FLOATING_THROUGH = {"to", "_to_copy", "clone", "contiguous", "alias", "detach", "expand", "unsqueeze", "view",
-                     "reshape", "_unsafe_view", "transpose", "permute", "t"}  # fmt: skip
+                     "reshape", "_unsafe_view", "transpose", "permute", "t", "numpy_T"}  # fmt: skip
+_TRANSPOSE = ("transpose", "permute", "t", "numpy_T")
 
 
 def aten_name(node: fx.Node) -> str | None:
@@ -75,7 +76,7 @@ def visit(walker: ChannelWalker, node: fx.Node, name: str) -> None:
         elementwise(walker, node)
     elif name in _RESHAPE or name == "flatten":
         _reshape(walker, node)
-    elif name in ("transpose", "permute", "t"):
+    elif name in _TRANSPOSE:
         _reorder(walker, node, name)
     elif name in ("unsqueeze", "squeeze", "expand", "expand_as", "slice", "select", "narrow"):
         _index_op(walker, node, name)
@@ -96,10 +97,10 @@ def visit(walker: ChannelWalker, node: fx.Node, name: str) -> None:
         _along_other_dim(walker, node, dim)
     elif name == "scaled_dot_product_attention":
         _attention(walker, node)
+    elif name in ("linear", "matmul") and len(node.args) > 1 and node.args[1] in walker.floating:
+        _parameter_linear(walker, node, name)
     elif name in ("matmul", "bmm"):
         _batched_matmul(walker, node)
-    elif name == "linear" and len(node.args) > 1 and node.args[1] in walker.floating:
-        _parameter_linear(walker, node)
     elif name == "index" and node.args[0] in walker.chan:
         _index_rows(walker, node)
     elif name in ("grouped_mm_fallback", "_grouped_mm") and len(node.args) > 1 and node.args[1] in walker.floating:
@@ -138,31 +139,31 @@ def pin(walker: ChannelWalker, node: fx.Node, dim: int) -> Element | None:
     return element
 
 
-def _parameter_linear(walker: ChannelWalker, node: fx.Node) -> None:
-    """``F.linear(x, self.weight, self.bias)`` in a module's own code (a mixture-of-experts router): the
-    input's channels are the weight's columns, the output's its rows, joined with the bias.
-
-    A parameter is sliced along one dim (kinds/parameters.py), here its columns, so that the input
-    (the hidden width) can shrink; its rows (the router's experts) stay fixed.
+def _parameter_linear(walker: ChannelWalker, node: fx.Node, name: str) -> None:
+    """A module's own code applying a 2-d weight: ``F.linear(x, self.weight, self.bias)`` (a mixture of
+    experts' router) or ``x @ self.weight.T`` (Falcon's linear layers). The input's channels are the
+    weight's input dim and the output's its output dim, each sliced with its group (kinds/parameters.py);
+    the output dim is a weight output (``weight_outputs``), searched as a linear layer's is. Where
+    the outputs cannot change (a router's experts), what they meet keeps them.
     """
     x, weight = node.args[0], node.args[1]
-    bias = node.args[2] if len(node.args) > 2 else node.kwargs.get("bias")
+    bias = node.args[2] if name == "linear" and len(node.args) > 2 else node.kwargs.get("bias")
     shape, in_shape = walker.shape(node), walker.shape(x)
-    if x not in walker.chan or shape is None or in_shape is None or len(walker.floating[weight][1]) != 2:
-        walker.opaque(node, "aten.linear of a tensor the tracer cannot follow")
+    path, axes = walker.floating[weight]
+    if x not in walker.chan or shape is None or in_shape is None or len(axes) != 2:
+        walker.opaque(node, f"aten.{name} of a tensor the tracer cannot follow")
         return
     segments, c = walker.chan[x]
-    path = walker.floating[weight][0]
-    columns = pin(walker, weight, 1)
-    rows = walker.groups.add(("node", f"{node.name}.rows"), shape[-1])
-    walker.groups.freeze(rows, f"the rows of parameter {path} (its columns are the ones sliced)")
-    if c != len(in_shape) - 1 or len(segments) != 1 or columns is None:
-        walker.opaque(node, "aten.linear of a tensor the tracer cannot follow")
+    at_in, at_out = (1, 0) if name == "linear" else (0, 1)  # linear's weight is (out, in); a matmul's (in, out)
+    columns, rows = pin(walker, weight, at_in), pin(walker, weight, at_out)
+    if c != len(in_shape) - 1 or len(segments) != 1 or columns is None or rows is None:
+        walker.opaque(node, f"aten.{name} of a tensor the tracer cannot follow")
         return
     walker.groups.union(segments[0], columns)
+    walker.result.weight_outputs.add((path, axes[at_out]))
     if bias is not None:
         if bias not in walker.floating or (element := pin(walker, bias, 0)) is None:
-            walker.opaque(node, "aten.linear with a bias the tracer cannot follow")
+            walker.opaque(node, f"aten.{name} with a bias the tracer cannot follow")
             return
         walker.groups.union(rows, element)
     walker.chan[node] = ((rows,), len(shape) - 1)
@@ -211,7 +212,7 @@ def _floating_through(walker: ChannelWalker, node: fx.Node, name: str) -> None:
     in_shape, shape = walker.shape(arg), walker.shape(node)
     if shape is None or in_shape is None:
         return
-    order = _order(node, name, len(in_shape)) if name in ("transpose", "permute", "t") else None
+    order = _order(node, name, len(in_shape)) if name in _TRANSPOSE else None
     if name in ("to", "_to_copy", "clone", "contiguous", "alias", "detach"):
         walker.floating[node] = (path, axes)
     elif name == "expand":
@@ -221,7 +222,7 @@ def _floating_through(walker: ChannelWalker, node: fx.Node, name: str) -> None:
         walker.floating[node] = (path, tuple(axes[:at]) + (None,) + tuple(axes[at:]))
     elif order is not None:
         walker.floating[node] = (path, tuple(axes[i] for i in order))
-    elif name in ("transpose", "permute", "t"):
+    elif name in _TRANSPOSE:
         _freeze_floating(walker, node, path, f"aten.{name} of parameter {path}")
     elif [s for s in in_shape if s != 1] == [s for s in shape if s != 1]:  # a reshape adding or dropping 1s
         kept = iter(a for a, s in zip(axes, in_shape, strict=True) if s != 1)
@@ -484,7 +485,7 @@ def _unbound_later(node: fx.Node, rank: int, dim: int, size: int) -> bool:
     v), not heads."""
     for user in node.users:
         name = aten_name(user)
-        if name in ("transpose", "permute", "t"):
+        if name in _TRANSPOSE:
             order = _order(user, name, rank)
             if order is not None and _unbound_later(user, rank, order.index(dim), size):
                 return True
@@ -503,6 +504,8 @@ def _unbound_later(node: fx.Node, rank: int, dim: int, size: int) -> bool:
 def _order(node: fx.Node, name: str, rank: int) -> list[int] | None:
     if name == "t":
         return [1, 0] if rank == 2 else list(range(rank))
+    if name == "numpy_T":  # ``W.T``: every dim reversed
+        return list(range(rank))[::-1]
     if name == "permute":
         dims = node.args[1]
         return [d % rank for d in dims] if all(isinstance(d, int) for d in dims) else None
@@ -810,7 +813,11 @@ def _heads(walker: ChannelWalker, tensor: Any) -> Element | None:
 def _attention(walker: ChannelWalker, node: fx.Node) -> None:
     """Keys and values have the same heads; queries the same, or whole groups of them (GQA)."""
     q, k, v = node.args[:3]
-    heads = [_heads(walker, t) for t in (q, k, v)]
+    heads = [_heads(walker, q)]
+    if (one := _repeated_head(walker, k, node.name)) is not None and _repeated_head(walker, v, node.name) is not None:
+        heads += [one, one]
+    else:
+        heads += [_heads(walker, t) for t in (k, v)]
     mask = node.args[3] if len(node.args) > 3 else node.kwargs.get("attn_mask")
     mask_shape = walker.shape(mask) if isinstance(mask, fx.Node) else None
     q_shape = walker.shape(q)
@@ -818,7 +825,7 @@ def _attention(walker: ChannelWalker, node: fx.Node) -> None:
     if None in heads or per_head_mask:
         walker.opaque(node, "scaled_dot_product_attention whose heads the tracer cannot follow")
         return
-    hq, hk = q_shape[-3], walker.shape(k)[-3]
+    hq, hk = q_shape[-3], walker.sizes((heads[1],))[0]
     walker.groups.union(heads[1], heads[2])
     if hq == hk:
         walker.groups.union(heads[0], heads[1])
@@ -827,19 +834,35 @@ def _attention(walker: ChannelWalker, node: fx.Node) -> None:
     else:
         walker.opaque(node, f"{hq} query heads do not make whole groups of {hk} key/value heads")
         return
-    _record_heads(walker, node, k, grouped=hq != hk)
+    _record_heads(walker, node, k, heads[1], grouped=hq != hk)
     _record_query_groups(walker, node, heads[0])
     walker.chan[node] = ((heads[0],), len(walker.shape(node)) - 3)
 
 
-def _record_heads(walker: ChannelWalker, node: fx.Node, keys: fx.Node, grouped: bool) -> None:
+def _repeated_head(walker: ChannelWalker, tensor: Any, name: str) -> Element | None:
+    """The one key/value head of multi-query attention repeated over the query heads (GPT-BigCode's
+    ``key.unsqueeze(1)`` before its split, expanded to every head): channels on the last dim (the head's
+    entries), the same at every index of the heads dim. Its channels become a scaled copy of a group of
+    one head, shared by keys and values."""
+    shape = walker.shape(tensor)
+    if tensor not in walker.chan or shape is None or len(shape) < 3 or not _repeated_along(tensor, len(shape) - 3):
+        return None
+    segments, c = walker.chan[tensor]
+    if len(segments) != 1 or c != len(shape) - 1:
+        return None
+    head = walker.groups.add(("node", f"{name}.kv_head"), 1)
+    if walker.groups.scaled_of(segments[0]) is None:
+        walker.groups.set_scaled(segments[0], head, shape[-1])
+    return head
+
+
+def _record_heads(walker: ChannelWalker, node: fx.Node, keys: fx.Node, element: Element, grouped: bool) -> None:
     """Name the key/value head group after the module running the attention (``layers.0.self_attn``).
 
     The entries each key head holds per sample (sequence length x head size) size the KV cache.
     """
     stack = list(node.meta.get("nn_module_stack", {}).values())
     shape = walker.shape(keys)
-    element = walker.chan[keys][0][0]
     walker.result.head_groups.append((element, stack[-1][0] if stack else node.name, grouped, shape[-1] * shape[-2]))
 
 
@@ -868,7 +891,7 @@ def _batched_matmul(walker: ChannelWalker, node: fx.Node) -> None:
         return
     for x, y in zip(seg_a, seg_b, strict=True):
         walker.groups.union(x, y)
-    _record_heads(walker, node, b, grouped=False)
+    _record_heads(walker, node, b, seg_b[0], grouped=False)
     if len(seg_a) == 1:
         _record_query_groups(walker, node, seg_a[0])
     walker.chan[node] = (seg_a, out_a)

@@ -197,6 +197,17 @@ def test_grouped_heads_of_one_projection_split_at_unequal_sizes(style, tmp_path)
     assert (one_per_group.q_size, one_per_group.kv_size, one_per_group.o.in_features) == (16, 16, 16)
 
 
+def test_one_key_value_head_expanded_over_the_query_heads(tmp_path):
+    """GPT-BigCode's multi-query attention: k and v are one head's entries, never split into heads, expanded
+    over the query heads. They become one key/value group, and the query heads are searched inside it."""
+    model = assert_kind_conforms(lambda: FusedGroupedQKV("expand"), TOKENS, LinearKind, tmp_path)
+    found = _hparams(model)
+    assert found["body.blocks.0.attn.num_heads_per_group"] == (2, 3, 4)
+    mtn.select(model, {"body.blocks.0.attn.num_heads_per_group": 2})
+    attn = mtn.export(model).body.blocks[0].attn
+    assert (attn.q_size, attn.kv_size, attn.qkv.out_features, attn.o.in_features) == (16, 8, 32, 16)
+
+
 def test_heads_reshaped_with_q_k_and_v_by_held_sizes(tmp_path):
     """fx traces this model but cannot follow its reshape into (3, heads, head size): the ATen graph can."""
     model = assert_kind_conforms(HeldSizesViT, torch.randn(2, 3, 16, 16), LinearKind, tmp_path)

@@ -160,7 +160,8 @@ class ParametersKind(LayerKind):
         """The L1 norm of each slice of a parameter along its sliced dim ``slot`` names."""
         name, _, axis = slot[len(_ROLE) :].rpartition(":")
         tensor = module._store(name)[name].detach().float()
-        return tensor.abs().movedim(int(axis), 0).flatten(1).sum(1)
+        moved = tensor.abs().movedim(int(axis), 0)
+        return moved.reshape(len(moved), -1).sum(1)
 
     def permute(self, module, slot, perm, offset) -> None:
         name, _, axis = slot[len(_ROLE) :].rpartition(":")

@@ -8,7 +8,7 @@ import nascli.nas as mtn
 from nascli.space.kinds.parameters import ParametersKind
 from nascli.space.space import get_space
 from tests.space.kinds.conformance import assert_kind_conforms
-from tests.transformer_topologies import RMSNorm, TinyDecoder
+from tests.transformer_topologies import ExportOnly, RMSNorm, TinyDecoder
 
 TOKENS = torch.randint(0, 50, (2, 6), generator=torch.Generator().manual_seed(0))
 
@@ -97,3 +97,32 @@ def test_expert_weights_are_sliced_along_the_hidden_width_and_their_own(tmp_path
     mtn.select(model, {width.name: 48, hidden.name: 32})
     experts = mtn.export(model).lm.model.layers[0].mlp.experts
     assert experts.gate_up_proj.shape == (4, 96, 32) and experts.down_proj.shape == (4, 32, 48)
+
+
+class _OwnLinear(torch.nn.Linear):
+    """Falcon's linear layer: a subclass computing ``x @ self.weight.T`` in its own forward."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.weight.T + self.bias
+
+
+class _OwnLinearMLP(ExportOnly):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = torch.nn.Sequential(
+            torch.nn.Embedding(50, 64), _OwnLinear(64, 128), torch.nn.GELU(), _OwnLinear(128, 64),
+            torch.nn.LayerNorm(64), torch.nn.Linear(64, 50),
+        )  # fmt: skip
+
+
+def test_a_weight_applied_by_the_modules_own_matmul_is_sliced_along_both_dims(tmp_path):
+    """Each weight's output dim is searched as a linear layer's output: the MLP width between the two, and
+    the width the second one gives the norm and the head."""
+    model = assert_kind_conforms(_OwnLinearMLP, TOKENS, ParametersKind, tmp_path)
+    found = get_space(model).hparams
+    width, out = found["body.1.weight.shape[0]"], found["body.3.weight.shape[0]"]
+    assert width.choices == (64, 96, 128) and out.choices == (32, 64)  # autonas: ratios 0.5 to 1, divisor 32
+    mtn.select(model, {width.name: 64, out.name: 32})
+    body = mtn.export(model).body
+    assert (body[1].weight.shape, body[1].bias.shape, body[3].weight.shape) == ((64, 64), (64,), (32, 64))
+    assert (body[4].weight.shape, body[5].in_features) == ((32,), 32)
