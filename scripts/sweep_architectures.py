@@ -2,7 +2,8 @@
 
 Each model is built with random weights from a small config derived from its config class's
 defaults (hidden 64, MLP 128, 2 layers, 4 heads in 2 key/value groups, head size 16, vocab 128,
-64 positions, 32x32 images in 8x8 patches, 10 labels), run in eval mode, and then:
+64 positions, 32x32 images in 8x8 patches, 10 labels; the fields tied to these follow them, and
+``FAMILY_OVERRIDES`` set what a few families need beyond that), run in eval mode, and then:
 
 1. instantiated (built and run once, the output kept as the reference);
 2. converted with ``mtn.convert(model, mode, dummy_input=x)`` (fastnas; for transformers with
@@ -68,7 +69,18 @@ RECYCLE_RSS_BYTES = 4 << 30
 PLAN_TIMEOUT_S = 1800  # listing the timm families builds every timm model once on the meta device
 
 # The small config: field names per role, as the config classes of transformers spell them.
-HIDDEN_FIELDS = ("hidden_size", "n_embd", "d_model", "dim", "embed_dim", "model_dim", "n_embed", "d_embed")
+# (``hidden_size_global``: BLT's local encoder and decoder name the global transformer's width.)
+HIDDEN_FIELDS = (
+    "hidden_size",
+    "n_embd",
+    "d_model",
+    "dim",
+    "embed_dim",
+    "model_dim",
+    "n_embed",
+    "d_embed",
+    "hidden_size_global",
+)
 MLP_FIELDS = (
     "intermediate_size",
     "ffn_dim",
@@ -114,12 +126,25 @@ POSITION_FIELDS = (
     "seq_length",
 )
 EXPERT_FIELDS = ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts")
-TOP_K_FIELDS = ("num_experts_per_tok", "moe_topk", "num_experts_per_token", "top_k", "moe_top_k")
+TOP_K_FIELDS = ("num_experts_per_tok", "moe_topk", "num_experts_per_token", "top_k", "moe_top_k", "moe_k")
 LIST_DEPTH_FIELDS = ("depths", "encoder_depths", "decoder_depths", "num_layers_per_stage", "layers")
 LIST_WIDTH_FIELDS = ("hidden_sizes", "embed_dims", "embed_dim", "dims", "hidden_dims", "widths")
 LIST_HEAD_FIELDS = ("num_heads", "num_attention_heads", "heads")
 VOCAB, HIDDEN, MLP, LAYERS, HEADS, KV_HEADS, HEAD_DIM, POSITIONS = 128, 64, 128, 2, 4, 2, 16, 64
 IMAGE, PATCH, LABELS, EXPERTS, TOP_K = 32, 8, 10, 4, 2
+#: counts of layers (dense ones before the MoE ones, ones reusing another's cache), of expert groups and of
+#: shared experts: at most 1 each, so that 2 layers keep one of each kind and groups divide EXPERTS
+ONE_FIELDS = (
+    "n_group",
+    "num_expert_group",
+    "topk_group",
+    "n_shared_experts",
+    "first_k_dense_replace",
+    "num_dense_layers",
+    "num_kv_shared_layers",
+)
+#: (expansion, heads, head size) of a Mamba-2 mixer: heads * head size == expansion * hidden
+SSM_HEAD_FIELDS = (("expand", "num_heads", "head_dim"),)
 TOKENS_BELOW = 100  # token ids of the input; special token ids are moved above it, still below VOCAB
 ATOL, RTOL = 1e-5, 1e-4
 
@@ -282,6 +307,78 @@ def _is_config(value: Any) -> bool:
     return isinstance(value, PretrainedConfig)
 
 
+# Per model type (the config's ``model_type``), what no generic rule of ``small_overrides`` derives; each
+# entry keeps one relation the model needs, or its size small. A dict value is merged into the sub-config's.
+FAMILY_OVERRIDES: dict[str, dict[str, Any]] = {
+    # DbrxAttention reads attn_config.rope_theta and clamps q/k/v to clip_qkv, which the defaults leave unset
+    "dbrx": {"attn_config": {"rope_theta": 10_000.0, "clip_qkv": 8.0}},
+    # MLA expands keys and values to every query head: key/value heads == heads (None derives it); top-k unset
+    "deepseek_v2": {"num_key_value_heads": None, "num_experts_per_tok": TOP_K},
+    # every layer from first_k_dense_replace on is a MoE, whose sizes the defaults leave None
+    "dots1": {"n_routed_experts": EXPERTS, "num_experts_per_tok": TOP_K, "n_shared_experts": 1},
+    # the layers index layer_types, which the defaults leave None: one convolution, one attention layer
+    "lfm2_moe": {"layer_types": ["conv", "full_attention"]},
+    # input_ids hold batch * num_codebooks rows: one codebook makes the (1, 8) input one sample
+    "musicgen_decoder": {"num_codebooks": 1},
+    "musicgen_melody_decoder": {"num_codebooks": 1},
+    # the shared transformer's weights are tied from the first hybrid layer to the others: two hybrid layers
+    "zamba": {"layers_block_type": ["hybrid", "hybrid"]},
+    # the per-layer embeddings (vocab x layers x width) are 134M parameters at their defaults
+    "gemma3n_text": {"vocab_size_per_layer_input": VOCAB, "hidden_size_per_layer_input": HEAD_DIM},
+    # the byte-group hash embeddings (one of 500002 rows per group size) are 192M parameters at their default
+    "blt": {"encoder_hash_byte_group_vocab": VOCAB},
+}
+
+
+def per_layer_lists(config: Any, done: dict[str, Any]) -> dict[str, Any]:
+    """The per-layer lists of ``config`` (as many entries as the default depth) cut to LAYERS entries,
+    where the config refuses the smaller depth with the default lists.
+
+    Most configs derive their per-layer lists (``layer_types``) from the depth, or ignore the depth for
+    the lists' length; the probe, the class built with only the depth changed, shows it, and their lists
+    are left alone. A config whose validation ties a list spelled out in the defaults to the depth
+    (Zamba 2's ``layers_block_type``, GPT-Neo's ``attention_types``) refuses the probe: its lists of the
+    default depth's length (``done``'s fields aside) are cut, or it would not build. The layers kept are
+    the first of each kind in the first list of strings (a mamba and a hybrid layer of Zamba 2's), then the
+    first layers, in their order, the same layers in every list. A run-length list of ``[pattern, count]``
+    pairs (GPT-Neo's ``[[["global", "local"], 12]]``) is expanded to cut it, and kept as one such pair.
+    """
+    fields = vars(config)
+    depth_name = next((n for n in LAYER_FIELDS if isinstance(fields.get(n), int)), None)
+    depth = fields.get(depth_name) if depth_name else None
+    if not isinstance(depth, int) or depth <= LAYERS:
+        return {}
+    try:
+        type(config)(**{depth_name: LAYERS})
+        return {}
+    except Exception:  # the validation the cut lists satisfy
+        pass
+
+    def expanded(value: Any) -> list[Any] | None:
+        """A list's entries, a run-length list of ``[pattern, count]`` pairs expanded."""
+        if not isinstance(value, (list, tuple)) or not value:
+            return None
+        runs = all(
+            isinstance(v, (list, tuple)) and len(v) == 2 and isinstance(v[0], (list, tuple)) and isinstance(v[1], int)
+            for v in value
+        )
+        return [k for pattern, count in value for k in list(pattern) * count] if runs else list(value)
+
+    lists = {n: expanded(v) for n, v in fields.items() if n not in done and not n.startswith("_")}
+    lists = {n: v for n, v in lists.items() if v is not None and len(v) == depth}
+    kinds = next((v for v in lists.values() if all(isinstance(k, str) for k in v)), list(range(depth)))
+    first: dict[Any, int] = {}
+    for index, kind in enumerate(kinds):
+        first.setdefault(kind, index)
+    keep = list(first.values())[:LAYERS]
+    keep = sorted(keep + [i for i in range(depth) if i not in keep][: LAYERS - len(keep)])
+    out: dict[str, Any] = {}
+    for name, layers in lists.items():
+        cut = [layers[i] for i in keep]
+        out[name] = [[cut, 1]] if len(fields[name]) != depth else cut
+    return out
+
+
 def small_overrides(config: Any, tier: int) -> dict[str, Any]:
     """The constructor arguments that shrink ``config`` (an instance holding the class's defaults).
 
@@ -289,17 +386,37 @@ def small_overrides(config: Any, tier: int) -> dict[str, Any]:
     run, leave as the defaults have them the fields whose defaults are tied to one another in ways
     a generic rule cannot know: tier 1 the key/value heads and head sizes (a model without grouped
     attention, a head size fixed by hidden / heads), tier 2 also the head counts and per-stage lists
-    (per-stage widths divisible by per-stage heads).
+    (per-stage widths divisible by per-stage heads). Tier 0 also gives a key/value head count or a
+    ``head_dim`` the defaults leave None (for the model to derive, which some forget) the small value.
+
+    Fields tied to the shrunk ones follow them, at every tier: a ``rotary_dim`` wider than a head is cut
+    to the head size (GPT-J and CodeGen rotate that many channels of each head); Mamba-2's head count is
+    re-derived so that heads * head size == expand * hidden, which its config validates; an empty
+    ``rope_parameters`` gets the default rope (one per layer type where there are ``layer_types``: Cohere
+    Compass reads it by layer type); the counts of ``ONE_FIELDS`` drop to 1 (2 layers keep a dense and a
+    MoE layer, a cache producer and a consumer; expert groups divide 4 experts), or to LAYERS where they
+    count every layer; a per-layer MLP width list gets MLP per layer; the per-layer lists a config ties
+    to its depth are cut (``per_layer_lists``). ``FAMILY_OVERRIDES`` of the config's model type come last.
     Sub-configs (``text_config``, ``vision_config``...) are shrunk the same way and passed as dicts.
     """
     fields = vars(config)
     out: dict[str, Any] = {}
 
-    def put(names: Iterable[str], value: int, only_larger: bool = False) -> None:
+    def put(names: Iterable[str], value: int, only_larger: bool = False, fill_none: bool = False) -> None:
         for name in names:
             current = fields.get(name)
             if isinstance(current, int) and not isinstance(current, bool):
                 out[name] = min(current, value) if only_larger else value
+            elif fill_none and name in fields and current is None:
+                out[name] = value
+
+    def size(names: Iterable[str]) -> int | None:
+        """The first of ``names`` the small config sets, or the defaults set, to an int."""
+        for name in names:
+            value = out.get(name, fields.get(name))
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+        return None
 
     has_hidden = any(isinstance(fields.get(n), int) for n in HIDDEN_FIELDS)
     put(HIDDEN_FIELDS, HIDDEN)
@@ -307,6 +424,11 @@ def small_overrides(config: Any, tier: int) -> dict[str, Any]:
         out["word_embed_proj_dim"] = HIDDEN
     put(("hidden_dim",), MLP if has_hidden else HIDDEN)  # DistilBERT's FFN width beside ``dim``
     put(MLP_FIELDS, MLP)
+    depth = size(LAYER_FIELDS)
+    for name in MLP_FIELDS:  # a width per layer (Gemma 3n's intermediate_size): one per layer left
+        value = fields.get(name)
+        if isinstance(value, (list, tuple)) and len(value) == depth and all(isinstance(v, int) for v in value):
+            out[name] = [MLP] * LAYERS
     put(LAYER_FIELDS, LAYERS)
     put(("vocab_size",), VOCAB)
     if "vocab_size" in fields and fields["vocab_size"] is None:  # ESM leaves it to the tokenizer
@@ -316,13 +438,18 @@ def small_overrides(config: Any, tier: int) -> dict[str, Any]:
     put(POSITION_FIELDS, POSITIONS)
     put(EXPERT_FIELDS, EXPERTS, only_larger=True)
     put(TOP_K_FIELDS, TOP_K, only_larger=True)
-    put(("n_group", "topk_group", "n_shared_experts", "first_k_dense_replace"), 1, only_larger=True)
+    put(ONE_FIELDS, 1, only_larger=True)
+    for name in ONE_FIELDS:  # a count of every layer (Gemma 4's assistants share all layers' caches) stays so
+        if depth is not None and fields.get(name) == depth:
+            out[name] = LAYERS
     put(("kv_lora_rank", "q_lora_rank"), 32, only_larger=True)
     if tier <= 1:
         put(HEAD_FIELDS, HEADS)
     if tier == 0:
-        put(KV_FIELDS, KV_HEADS)
-        put(HEAD_DIM_FIELDS, HEAD_DIM)
+        # a key/value head count or head size the defaults leave None for the model to derive gets the small
+        # one: some models read it as it is (Nemotron's key/value heads, HunYuan's and Ministral's head_dim)
+        put(KV_FIELDS, KV_HEADS, fill_none=True)
+        put(HEAD_DIM_FIELDS + ("head_dim",), HEAD_DIM, fill_none=True)
         for name, value in fields.items():
             if name.endswith("head_dim") and isinstance(value, int) and not isinstance(value, bool):
                 out[name] = HEAD_DIM
@@ -342,6 +469,21 @@ def small_overrides(config: Any, tier: int) -> dict[str, Any]:
         out["patch_size"] = min(fields["patch_size"], 4) if staged else PATCH
     elif isinstance(fields.get("patch_size"), (list, tuple)):
         out["patch_size"] = PATCH
+    head_size = size(("head_dim",))
+    if head_size is None and size(HIDDEN_FIELDS) and size(HEAD_FIELDS):
+        head_size = size(HIDDEN_FIELDS) // size(HEAD_FIELDS)
+    rotary = fields.get("rotary_dim")
+    if isinstance(rotary, int) and head_size and rotary > head_size:  # GPT-J, CodeGen: rotate part of a head
+        out["rotary_dim"] = head_size
+    for expand, heads, head in SSM_HEAD_FIELDS:  # Mamba-2: heads * head size == expansion * hidden
+        sizes = [fields.get(n) for n in (expand, heads, head, "hidden_size")]
+        if all(isinstance(v, int) for v in sizes) and sizes[1] * sizes[2] == sizes[0] * sizes[3]:
+            out[heads] = size((expand,)) * size(("hidden_size",)) // size((head,))
+    if "rope_parameters" in fields and not fields["rope_parameters"]:  # a rope the defaults leave empty
+        rope = {"rope_type": "default", "rope_theta": 10_000.0}
+        kinds = out.get("layer_types", fields.get("layer_types"))  # read per layer type (Cohere Compass)
+        out["rope_parameters"] = {k: dict(rope) for k in dict.fromkeys(kinds)} if kinds else rope
+    out.update(per_layer_lists(config, out))
     if "use_cache" in fields:
         out["use_cache"] = False
     if fields.get("is_encoder_decoder") and fields.get("decoder_start_token_id") is None:
@@ -357,6 +499,8 @@ def small_overrides(config: Any, tier: int) -> dict[str, Any]:
     for name, value in fields.items():
         if _is_config(value):
             out[name] = {**small_overrides(value, tier), "model_type": value.model_type}
+    for name, value in FAMILY_OVERRIDES.get(getattr(config, "model_type", ""), {}).items():
+        out[name] = {**out[name], **value} if isinstance(value, dict) and isinstance(out.get(name), dict) else value
     return out
 
 
