@@ -406,3 +406,45 @@ class LatentDecoder(ExportOnly):
     def __init__(self) -> None:
         super().__init__()
         self.body = _LatentDecoder()
+
+
+class _ReducedAttention(nn.Module):
+    """Attention written out with the reductions other families use: queries and keys L2-normalized per
+    head (``linalg.vector_norm``), the maximum logit per row subtracted (``max(dim)``, as attention sinks
+    do), probabilities from ``logsumexp``, and keys and values padded along the sequence (``F.pad``) and
+    cut back."""
+
+    def __init__(self, width: int = 64, heads: int = 4, head_size: int = 8) -> None:
+        super().__init__()
+        self.head_size = head_size
+        self.q = nn.Linear(width, heads * head_size, bias=False)
+        self.k = nn.Linear(width, heads * head_size, bias=False)
+        self.v = nn.Linear(width, heads * head_size, bias=False)
+        self.o = nn.Linear(heads * head_size, width, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, s, _ = x.shape
+        q, k, v = (t(x).view(b, s, -1, self.head_size).transpose(1, 2) for t in (self.q, self.k, self.v))
+        q, k = (t / torch.linalg.vector_norm(t, dim=-1, keepdim=True) for t in (q, k))
+        k, v = (F.pad(t, (0, 0, 1, 0))[:, :, 1:] for t in (k, v))
+        logits = q @ k.transpose(-1, -2)
+        logits = logits - logits.max(dim=-1, keepdim=True).values
+        weights = torch.exp(logits - torch.logsumexp(logits, dim=-1, keepdim=True))
+        return self.o((weights @ v).transpose(1, 2).reshape(b, s, -1))
+
+
+class _ReducedBlock(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm, self.attn = RMSNorm(64), _ReducedAttention()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.attn(self.norm(x))
+
+
+class ReducedAttentionDecoder(ExportOnly):
+    """A causal language model whose attention is written out with max, logsumexp, norms and padding."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Embedding(50, 64), _ReducedBlock(), _ReducedBlock(), nn.Linear(64, 50))

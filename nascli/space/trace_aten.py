@@ -39,14 +39,16 @@ _UNARY = {
     "log", "erf", "abs", "hardtanh", "hardswish", "hardsigmoid", "leaky_relu", "elu", "mish", "softplus",
     "type_as", "clamp", "clamp_min", "clamp_max", "pow", "reciprocal", "square", "sin", "cos", "gelu_", "relu6",
     "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d",
-    "max_pool1d", "max_pool2d", "max_pool3d", "upsample_nearest2d", "upsample_bilinear2d",
+    "max_pool1d", "max_pool2d", "max_pool3d", "upsample_nearest2d", "upsample_bilinear2d", "expm1", "log1p",
+    "log_sigmoid", "logit", "sign", "sgn", "floor", "ceil", "round", "trunc", "exp2", "tan", "atan", "sinh", "cosh",
+    "asinh", "atanh", "nan_to_num", "softsign", "selu", "celu", "isnan", "isinf", "isfinite",
 }  # fmt: skip
 _BINARY = {
     "add", "add_", "sub", "sub_", "rsub", "mul", "mul_", "div", "div_", "maximum", "minimum", "where",
     "eq", "ne", "lt", "le", "gt", "ge", "bitwise_and", "bitwise_or", "logical_and", "logical_or", "logical_not",
     "masked_fill", "masked_fill_", "bitwise_not",
 }  # fmt: skip
-_REDUCE = {"mean", "sum", "amax", "amin", "var", "std"}
+_REDUCE = {"mean", "sum", "amax", "amin", "var", "std", "logsumexp", "prod"}
 _RESHAPE = {"view", "reshape", "_unsafe_view"}
 _SPLIT = {"split", "split_with_sizes", "chunk", "unbind", "tensor_split"}
 # new tensors shaped after a tracked one (``x.new_empty(*x.shape[:-1], d)``, ``zeros_like(x)``)
@@ -72,9 +74,9 @@ def visit(walker: ChannelWalker, node: fx.Node, name: str) -> None:
         _floating_through(walker, node, name)
     elif name in _UNARY:
         walker.passthrough(node, node.args[0])
-    elif name in _BINARY:
-        elementwise(walker, node)
-    elif name in _RESHAPE or name == "flatten":
+    elif name in _BINARY or name in ("max", "min") and len(node.args) > 1 and isinstance(node.args[1], fx.Node):
+        elementwise(walker, node)  # ``torch.max(a, b)`` is elementwise
+    elif name in _RESHAPE or name in ("flatten", "view_as"):
         _reshape(walker, node)
     elif name in _TRANSPOSE:
         _reorder(walker, node, name)
@@ -92,6 +94,14 @@ def visit(walker: ChannelWalker, node: fx.Node, name: str) -> None:
         _split(walker, node, name)
     elif name in _REDUCE:
         _reduce(walker, node)
+    elif name in ("max", "min") and len(node.args) > 1 and isinstance(node.args[1], int):
+        _reduce_with_indices(walker, node, name)
+    elif name == "linalg_vector_norm":
+        _vector_norm(walker, node)
+    elif name == "repeat":
+        _repeat(walker, node)
+    elif name in ("pad", "constant_pad_nd"):
+        _pad(walker, node, name)
     elif name in _SOFTMAX:
         dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
         _along_other_dim(walker, node, dim)
@@ -444,6 +454,8 @@ def _written_out(node: fx.Node, dim: int) -> bool:
     """Whether a view or reshape names the size of ``dim`` (not -1, which the model's code leaves to
     follow the channels): only then may a size the module holds have to follow it. A head size equal to
     the head count (8 heads of 8) would otherwise be taken for it."""
+    if aten_name(node) == "view_as":  # the other tensor's shape, whatever it is
+        return False
     sizes = node.args[1] if len(node.args) > 1 else None
     return not (isinstance(sizes, (list, tuple)) and dim < len(sizes) and sizes[dim] == -1)
 
@@ -737,9 +749,12 @@ def _pieces(walker: ChannelWalker, node: fx.Node, whole: Element, sizes: list[in
 
 def _reduce(walker: ChannelWalker, node: fx.Node) -> None:
     """Over other dims the channels stay; over the channels with keepdim it is a norm's statistic."""
-    arg = node.args[0]
     dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
     keepdim = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
+    _reduce_over(walker, node, node.args[0], dims, keepdim)
+
+
+def _reduce_over(walker: ChannelWalker, node: fx.Node, arg: Any, dims: Any, keepdim: Any) -> None:
     in_shape, shape = walker.shape(arg), walker.shape(node)
     if arg not in walker.chan or in_shape is None or shape is None or dims is None or not isinstance(keepdim, bool):
         walker.opaque(node, f"aten.{aten_name(node)} over every dimension")
@@ -752,6 +767,62 @@ def _reduce(walker: ChannelWalker, node: fx.Node) -> None:
         walker.new_tensor(node, c)  # one value per position, computed over whichever channels are kept
     else:
         walker.opaque(node, f"aten.{aten_name(node)} over the channels")
+
+
+def _reduce_with_indices(walker: ChannelWalker, node: fx.Node, name: str) -> None:
+    """``x.max(dim, keepdim)``: values and indices along another dim than the channels keep them (the
+    stable softmax of attention sinks subtracts the maximum logit per row)."""
+    arg, dim = node.args[0], node.args[1]
+    keepdim = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
+    in_shape = walker.shape(arg)
+    if arg not in walker.chan or in_shape is None or not isinstance(keepdim, bool):
+        walker.opaque(node, f"aten.{name} of a tensor the tracer cannot follow")
+        return
+    segments, c = walker.chan[arg]
+    dim %= len(in_shape)
+    if dim == c:
+        walker.opaque(node, f"aten.{name} over the channels")
+        return
+    out_c = c if keepdim else c - (dim < c)
+    walker.set_tuple_output(node, {0: (segments, out_c), 1: (segments, out_c)}, 2)
+
+
+def _vector_norm(walker: ChannelWalker, node: fx.Node) -> None:
+    """``linalg.vector_norm(x, ord, dim, keepdim)``: a reduction (an L2-normalized query or key per head)."""
+    arg = node.args[0]
+    dims = node.args[2] if len(node.args) > 2 else node.kwargs.get("dim")
+    keepdim = node.args[3] if len(node.args) > 3 else node.kwargs.get("keepdim", False)
+    _reduce_over(walker, node, arg, dims, keepdim)
+
+
+def _repeat(walker: ChannelWalker, node: fx.Node) -> None:
+    """``x.repeat(sizes)``: tiled along other dims than the channels, they stay; tiled along them, opaque."""
+    arg, sizes = node.args[0], node.args[1]
+    in_shape, shape = walker.shape(arg), walker.shape(node)
+    if arg not in walker.chan or in_shape is None or shape is None or not all(isinstance(n, int) for n in sizes):
+        walker.opaque(node, "aten.repeat of a tensor the tracer cannot follow")
+        return
+    segments, c = walker.chan[arg]
+    out_c = c + len(shape) - len(in_shape)
+    if sizes[out_c] != 1:
+        walker.opaque(node, "aten.repeat of the channels")
+        return
+    walker.chan[node] = (segments, out_c)
+
+
+def _pad(walker: ChannelWalker, node: fx.Node, name: str) -> None:
+    """``F.pad``: padded along other dims than the channels (a sequence padded to whole chunks), they stay."""
+    arg, amounts = node.args[0], node.args[1]
+    in_shape = walker.shape(arg)
+    if arg not in walker.chan or in_shape is None or not all(isinstance(n, int) for n in amounts):
+        walker.opaque(node, f"aten.{name} of a tensor the tracer cannot follow")
+        return
+    segments, c = walker.chan[arg]
+    from_last = len(in_shape) - 1 - c  # F.pad's amounts come in pairs from the last dim backwards
+    if any(amounts[2 * from_last : 2 * from_last + 2]):
+        walker.opaque(node, f"aten.{name} of the channels")
+        return
+    walker.chan[node] = (segments, c)
 
 
 def layer_norm(walker: ChannelWalker, node: fx.Node) -> None:

@@ -20,6 +20,7 @@ from tests.transformer_topologies import (
     FusedQKV,
     HeldSizesViT,
     LatentDecoder,
+    ReducedAttentionDecoder,
     TinyDecoder,
     TinyViT,
     WidthWrittenOut,
@@ -206,6 +207,13 @@ def test_one_key_value_head_expanded_over_the_query_heads(tmp_path):
     mtn.select(model, {"body.blocks.0.attn.num_heads_per_group": 2})
     attn = mtn.export(model).body.blocks[0].attn
     assert (attn.q_size, attn.kv_size, attn.qkv.out_features, attn.o.in_features) == (16, 8, 32, 16)
+
+
+def test_reductions_over_the_head_size_and_sequence_keep_the_heads(tmp_path):
+    """A max with indices, logsumexp and a vector norm over other dims, and padding of the sequence."""
+    model = assert_kind_conforms(ReducedAttentionDecoder, TOKENS, LinearKind, tmp_path)
+    found = _hparams(model)
+    assert found["body.1.attn.num_heads"] == (2, 3, 4) and found["body.2.attn.num_heads"] == (2, 3, 4)
 
 
 def test_heads_reshaped_with_q_k_and_v_by_held_sizes(tmp_path):
