@@ -408,19 +408,14 @@ class LatentDecoder(ExportOnly):
         self.body = _LatentDecoder()
 
 
-class _ReducedAttention(nn.Module):
+class _ReducedAttention(SelfAttention):
     """Attention written out with the reductions other families use: queries and keys L2-normalized per
     head (``linalg.vector_norm``), the maximum logit per row subtracted (``max(dim)``, as attention sinks
     do), probabilities from ``logsumexp``, and keys and values padded along the sequence (``F.pad``) and
     cut back."""
 
-    def __init__(self, width: int = 64, heads: int = 4, head_size: int = 8) -> None:
-        super().__init__()
-        self.head_size = head_size
-        self.q = nn.Linear(width, heads * head_size, bias=False)
-        self.k = nn.Linear(width, heads * head_size, bias=False)
-        self.v = nn.Linear(width, heads * head_size, bias=False)
-        self.o = nn.Linear(heads * head_size, width, bias=False)
+    def __init__(self) -> None:
+        super().__init__(64, 4, 4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, s, _ = x.shape
