@@ -50,7 +50,8 @@ class SelfAttention(nn.Module):
 
     ``style``: "sdpa" (grouped queries by ``enable_gqa``), "repeat" (keys and values repeated per
     group with expand and reshape, as Llama does), or "eager" (``softmax(q @ k.T) @ v``).
-    ``rotary``: interleaved rotary embeddings on queries and keys.
+    ``rotary``: interleaved rotary embeddings on queries and keys. ``head_norm``: a layer norm over each
+    query and key head's entries, applied before the heads are moved in front (Persimmon).
     """
 
     def __init__(
@@ -62,9 +63,12 @@ class SelfAttention(nn.Module):
         head_size: int = 8,
         gated: bool = False,
         rotary: bool = False,
+        head_norm: bool = False,
     ) -> None:
         super().__init__()
         self.head_size, self.style, self.rotary = head_size, style, rotary
+        self.q_norm = nn.LayerNorm(head_size) if head_norm else nn.Identity()
+        self.k_norm = nn.LayerNorm(head_size) if head_norm else nn.Identity()
         self.g = nn.Linear(width, heads, bias=False) if gated else None  # one output gate per query head
         self.q = nn.Linear(width, heads * head_size, bias=False)
         self.k = nn.Linear(width, kv_heads * head_size, bias=False)
@@ -73,8 +77,8 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, s, _ = x.shape
-        q = self.q(x).view(b, s, -1, self.head_size).transpose(1, 2)
-        k = self.k(x).view(b, s, -1, self.head_size).transpose(1, 2)
+        q = self.q_norm(self.q(x).view(b, s, -1, self.head_size)).transpose(1, 2)
+        k = self.k_norm(self.k(x).view(b, s, -1, self.head_size)).transpose(1, 2)
         v = self.v(x).view(b, s, -1, self.head_size).transpose(1, 2)
         if self.rotary:
             q, k = interleaved_rotary(q), interleaved_rotary(k)
@@ -107,12 +111,10 @@ class GatedMLP(nn.Module):
 
 
 class DecoderBlock(nn.Module):
-    def __init__(
-        self, width: int, heads: int, kv_heads: int, style: str, gated: bool = False, rotary: bool = False
-    ) -> None:
+    def __init__(self, width: int, heads: int, kv_heads: int, style: str, **attention: bool) -> None:
         super().__init__()
         self.norm1, self.norm2 = RMSNorm(width), RMSNorm(width)
-        self.attn = SelfAttention(width, heads, kv_heads, style, gated=gated, rotary=rotary)
+        self.attn = SelfAttention(width, heads, kv_heads, style, **attention)
         self.mlp = GatedMLP(width, 2 * width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -129,12 +131,11 @@ class _Decoder(nn.Module):
         kv_heads: int,
         style: str,
         tied: bool,
-        gated: bool = False,
-        rotary: bool = False,
+        **attention: bool,
     ) -> None:
         super().__init__()
         self.embed = nn.Embedding(vocab, width)
-        self.blocks = nn.ModuleList(DecoderBlock(width, heads, kv_heads, style, gated, rotary) for _ in range(2))
+        self.blocks = nn.ModuleList(DecoderBlock(width, heads, kv_heads, style, **attention) for _ in range(2))
         self.norm = RMSNorm(width)
         self.lm_head = nn.Linear(width, vocab, bias=False)
         if tied:
@@ -148,20 +149,15 @@ class _Decoder(nn.Module):
 
 
 class TinyDecoder(ExportOnly):
-    """A Llama-like causal language model over token ids; ``gated``: each query head's output scaled by a gate
-    of its own (one output channel per head, as Laguna's ``g_proj``); ``rotary``: interleaved rotary embeddings."""
+    """A Llama-like causal language model over token ids; ``attention`` options (SelfAttention's): ``gated``,
+    each query head's output scaled by a gate of its own (one output channel per head, as Laguna's
+    ``g_proj``); ``rotary``, interleaved rotary embeddings; ``head_norm``, layer norms per query and key head."""
 
     def __init__(
-        self,
-        heads: int = 4,
-        kv_heads: int = 2,
-        style: str = "sdpa",
-        tied: bool = False,
-        gated: bool = False,
-        rotary: bool = False,
+        self, heads: int = 4, kv_heads: int = 2, style: str = "sdpa", tied: bool = False, **attention: bool
     ) -> None:
         super().__init__()
-        self.body = _Decoder(50, 64, heads, kv_heads, style, tied, gated, rotary)
+        self.body = _Decoder(50, 64, heads, kv_heads, style, tied, **attention)
 
 
 class _ViT(nn.Module):

@@ -630,8 +630,13 @@ class ChannelWalker:
     def sizes(self, segments: tuple[Element, ...]) -> tuple[int, ...]:
         return tuple(self.groups.size(e) for e in segments)
 
-    def consume(self, name: str, attr: str, arg: Any, dim: int) -> None:
-        """Join a layer's input slots with the channel segments of the tensor it reads along ``dim``."""
+    def consume(self, name: str, attr: str, arg: Any, dim: int, per_position: bool = False) -> None:
+        """Join a layer's input slots with the channel segments of the tensor it reads along ``dim``.
+
+        ``per_position``: the layer works on ``dim`` alone and keeps every other dim as it is (a layer
+        norm over the last dim): reading a tensor whose channels lie along another dim (Persimmon's
+        norm over each head's entries, the heads tracked) leaves those channels free.
+        """
         shape = _shape(arg)
         known = self.result.slot_segments
         tensor_reason = f"read by {name} along another dimension"
@@ -653,9 +658,12 @@ class ChannelWalker:
         else:
             known.setdefault((name, attr), (module_slots(self.modules[name])[attr],))
             reason = f"{name} reads a dimension the tracer cannot follow"
+            if per_position and shape is not None and arg in self.chan:
+                reason = f"{name} reads {shape[dim]} entries per channel of another dimension"
+                tensor_reason = ""
         for index, size in enumerate(known[(name, attr)]):
             self.groups.freeze(self.slot(name, attr, index, size), reason)
-        if arg in self.chan:
+        if arg in self.chan and tensor_reason:
             self._freeze_tensor(arg, tensor_reason)
 
     def _follows_flattened(self, name: str, attr: str, arg: fx.Node) -> bool:

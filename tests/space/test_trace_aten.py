@@ -216,6 +216,15 @@ def test_reductions_over_the_head_size_and_sequence_keep_the_heads(tmp_path):
     assert found["body.1.attn.num_heads"] == (2, 3, 4) and found["body.2.attn.num_heads"] == (2, 3, 4)
 
 
+def test_a_layer_norm_over_each_heads_entries_keeps_the_heads(tmp_path):
+    """Persimmon normalizes each query and key head with a LayerNorm(head size) while the heads are a dim of
+    their own: the norm keeps its size, the heads stay searchable."""
+    model = assert_kind_conforms(lambda: TinyDecoder(4, 2, head_norm=True), TOKENS, LinearKind, tmp_path)
+    found, space = _hparams(model), get_space(model)
+    assert found["body.blocks.0.attn.num_kv_heads"] == (1, 2)
+    assert "entries per channel" in space.fixed_reasons["body.blocks.0.attn.q_norm.normalized_shape"]
+
+
 def test_heads_reshaped_with_q_k_and_v_by_held_sizes(tmp_path):
     """fx traces this model but cannot follow its reshape into (3, heads, head size): the ATen graph can."""
     model = assert_kind_conforms(HeldSizesViT, torch.randn(2, 3, 16, 16), LinearKind, tmp_path)

@@ -221,7 +221,9 @@ class NormKind(LayerKind):
 
     def trace(self, walker, node, name, module) -> None:
         arg = node.args[0] if node.args else None
-        walker.consume(name, "features", arg, -1 if isinstance(module, nn.LayerNorm) else 1)
+        layer_norm = isinstance(module, nn.LayerNorm)
+        per_position = layer_norm and len(module.normalized_shape) == 1  # a norm over the last dim alone
+        walker.consume(name, "features", arg, -1 if layer_norm else 1, per_position=per_position)
         walker.passthrough(node, arg)
 
     def channel_multiple(self, module: nn.Module) -> int:
