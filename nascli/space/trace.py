@@ -318,8 +318,10 @@ class _ShapeRecorder(fx.Interpreter):
         self.keep_args_of = keep_args_of
 
     def call_function(self, target: Any, args: tuple, kwargs: dict) -> Any:
-        """A batch norm traced in train mode runs as in eval: the same shapes, and a batch of one works."""
-        if target is F.batch_norm:
+        """A batch norm traced in train mode runs as in eval: the same shapes, and a batch of one works. One
+        without running statistics (timm's weight standardization normalizing a weight) keeps its mode."""
+        running_mean = args[1] if len(args) > 1 else kwargs.get("running_mean")
+        if target is F.batch_norm and running_mean is not None:
             args, kwargs = args[:5], {**kwargs, "training": False}
         return super().call_function(target, args, kwargs)
 

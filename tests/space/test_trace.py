@@ -417,3 +417,21 @@ class _StochasticDepthBlock(torch.nn.Module):
 def test_stochastic_depth_keeps_the_channels():
     model = _convert(_StochasticDepthBlock, IMAGES)
     assert len(hparam_of(model, "conv1.out_channels").choices) > 1
+
+
+def test_a_weight_standardized_by_batch_norm_in_the_layers_forward_is_traced():
+    """timm's ScaledStdConv2d normalizes its weight with ``F.batch_norm(weight, None, None, training=True)``
+    in its forward: that batch norm has no running statistics and runs as written while shapes are recorded."""
+    timm_layers = pytest.importorskip("timm.layers")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        timm_layers.ScaledStdConv2d(3, 16, 3, padding=1), torch.nn.ReLU(),
+        timm_layers.ScaledStdConv2d(16, 16, 3, padding=1), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+        torch.nn.Linear(16, 10),
+    ).eval()  # fmt: skip
+    x = torch.randn(2, 3, 8, 8)
+    reference = model(x)
+    mtn.convert(model, "fastnas", dummy_input=x[:1])  # failed: "running_mean must be defined in evaluation mode"
+    mtn.sample(model, "max")
+    torch.testing.assert_close(model.eval()(x), reference, rtol=0, atol=0)
+    assert_export_matches(model, x, "min")
