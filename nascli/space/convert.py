@@ -158,7 +158,7 @@ def _follow_split_sizes(model: nn.Module, split_dims: dict[tuple[str, int], Dim]
             continue
         if isinstance(module, DynamicModule) and kind_of(module) is not PARAMETERS:
             continue  # a layer of its own kind: its attributes are its own to keep
-        names = [name for name, value in vars(module).items() if _is_size(name, value) and value in (size, (size,))]
+        names = [name for name, value in vars(module).items() if _is_size(name, value) and _holds(value, size)]
         if names:
             PARAMETERS.attach_parameters(module, {}, {name: dim for name in names})
 
@@ -215,11 +215,21 @@ def _is_head_count(name: str, value: Any, count: int) -> bool:
 
 
 def _is_size(name: str, value: Any) -> bool:
-    """An int, or a one-int tuple (a layer norm's ``normalized_shape``), that is not an index or an id
-    (Hugging Face's ``layer_idx``): the attributes that may follow a dim."""
+    """An int, or a tuple of ints all 1 but one (a layer norm's ``normalized_shape``, timm's ``Scale.shape``
+    of ``(dim, 1, 1)``), that is not an index or an id (Hugging Face's ``layer_idx``): the attributes
+    that may follow a dim."""
     if name.lower().endswith(("idx", "index", "_id", "ids")):
         return False
-    return type(value) is int or (type(value) is tuple and len(value) == 1 and type(value[0]) is int)
+    if type(value) is tuple and value and all(type(v) is int for v in value):
+        return len(value) == 1 or sum(v != 1 for v in value) == 1
+    return type(value) is int
+
+
+def _holds(value: int | tuple[int, ...], size: int) -> bool:
+    """Whether a size attribute (``_is_size``) is ``size``: the int, or the tuple's one entry other than 1."""
+    if isinstance(value, tuple):
+        return [v for v in value if v != 1] == [size] or value == (size,)
+    return value == size
 
 
 def _freeze(hp: Hparam, why: str, reasons: dict[str, str]) -> None:

@@ -754,6 +754,13 @@ class ChannelWalker:
             node.op == "call_method" and node.target in _ELEMENTWISE_METHODS
         ):
             trace_aten.elementwise(self, node)
+        elif (
+            node.op == "call_method"
+            and node.target in trace_aten.FLOATING_THROUGH
+            and node.target != "permute"  # fx's permute takes the dims as varargs
+            and node.args[0] in self.floating
+        ):
+            trace_aten.floating_through(self, node, node.target)  # a timm Scale's ``self.scale.view(self.shape)``
         elif node.op == "call_function" and (
             node.target is F.batch_norm or (node.target is F.group_norm and node.args[1:2] == (1,))
         ):

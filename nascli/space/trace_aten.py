@@ -55,7 +55,8 @@ _SPLIT = {"split", "split_with_sizes", "chunk", "unbind", "tensor_split"}
 _SHAPED_LIKE = {"new_empty", "new_zeros", "new_ones", "new_full", "empty_like", "zeros_like", "ones_like", "full_like"}
 _SOFTMAX = {"softmax", "_softmax", "log_softmax", "_log_softmax", "_safe_softmax"}
 # unary ops through which a parameter stays floating: its channel dim is still decided by its first real use
-_FLOATING_THROUGH = {"to", "_to_copy", "clone", "contiguous", "alias", "detach", "expand", "unsqueeze", "view",
+# (fx's methods of the same names too: ``self.scale.view(self.shape)``)
+FLOATING_THROUGH = {"to", "_to_copy", "clone", "contiguous", "alias", "detach", "expand", "unsqueeze", "view",
                      "reshape", "_unsafe_view", "transpose", "permute", "t", "numpy_T"}  # fmt: skip
 _TRANSPOSE = ("transpose", "permute", "t", "numpy_T")
 
@@ -70,8 +71,8 @@ def aten_name(node: fx.Node) -> str | None:
 
 def visit(walker: ChannelWalker, node: fx.Node, name: str) -> None:
     """Follow one ATen node (``name`` is its operator's name)."""
-    if name in _FLOATING_THROUGH and node.args and node.args[0] in walker.floating:
-        _floating_through(walker, node, name)
+    if name in FLOATING_THROUGH and node.args and node.args[0] in walker.floating:
+        floating_through(walker, node, name)
     elif name in _UNARY:
         walker.passthrough(node, node.args[0])
     elif name in _BINARY or name in ("max", "min") and len(node.args) > 1 and isinstance(node.args[1], fx.Node):
@@ -215,7 +216,7 @@ def _index_rows(walker: ChannelWalker, node: fx.Node) -> None:
     walker.chan[node] = (segments, len(shape) - 1)
 
 
-def _floating_through(walker: ChannelWalker, node: fx.Node, name: str) -> None:
+def floating_through(walker: ChannelWalker, node: fx.Node, name: str) -> None:
     """A cast, expand, unsqueeze, transpose or size-1 reshape of a floating parameter stays floating."""
     arg = node.args[0]
     path, axes = walker.floating[arg]
@@ -237,6 +238,10 @@ def _floating_through(walker: ChannelWalker, node: fx.Node, name: str) -> None:
     elif [s for s in in_shape if s != 1] == [s for s in shape if s != 1]:  # a reshape adding or dropping 1s
         kept = iter(a for a, s in zip(axes, in_shape, strict=True) if s != 1)
         walker.floating[node] = (path, tuple(None if s == 1 else next(kept) for s in shape))
+        sized = [(a, s) for a, s in zip(axes, in_shape, strict=True) if s != 1 and a is not None]
+        if len(sized) == 1 and name in ("view", "reshape"):  # ``scale.view(self.shape)``: that shape follows
+            axis, size = sized[0]
+            _size_follows(walker, node, size, walker.groups.add(("param", path, axis), size))
     else:
         _freeze_floating(walker, node, path, f"aten.{name} reshapes parameter {path}")
 

@@ -40,8 +40,9 @@ class SlicedParameters(DynamicModule):
 
     # parameter name -> {its channel dim: the dim sizing it}; an expert's 3-d weight has two such dims
     _sliced: dict[str, dict[int, Dim]]
-    # int (or one-int tuple) the module's code sizes a split with -> the dim it follows; a dotted name is an
-    # attribute of an object the module holds (``config.num_attention_heads`` of its own copy of the config)
+    # int (or a tuple of 1s and one size) the module's code sizes a split or view with -> the dim it follows;
+    # a dotted name is an attribute of an object the module holds (``config.num_attention_heads`` of its own
+    # copy of the config)
     _following: dict[str, Dim]
 
     def attach_sliced(self, sliced: dict[str, dict[int, Dim]], following: dict[str, Dim]) -> None:
@@ -172,6 +173,9 @@ class ParametersKind(LayerKind):
 PARAMETERS = ParametersKind()
 
 
-def _sized(value: int | tuple[int], size: int) -> int | tuple[int]:
-    """``size`` in the form of ``value``: an int, or a one-int tuple (a layer norm's ``normalized_shape``)."""
-    return (size,) if isinstance(value, tuple) else size
+def _sized(value: int | tuple[int, ...], size: int) -> int | tuple[int, ...]:
+    """``size`` in the form of ``value``: an int, a one-int tuple (a layer norm's ``normalized_shape``), or a
+    tuple of 1s and one size (timm's ``Scale.shape``, ``(dim, 1, 1)``), that entry replaced."""
+    if not isinstance(value, tuple):
+        return size
+    return (size,) if len(value) == 1 else tuple(1 if v == 1 else size for v in value)

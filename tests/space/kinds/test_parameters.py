@@ -126,3 +126,32 @@ def test_a_weight_applied_by_the_modules_own_matmul_is_sliced_along_both_dims(tm
     body = mtn.export(model).body
     assert (body[1].weight.shape, body[1].bias.shape, body[3].weight.shape) == ((64, 64), (64,), (32, 64))
     assert (body[4].weight.shape, body[5].in_features) == ((32,), 32)
+
+
+class _Scale(torch.nn.Module):
+    """timm's layer scale of MetaFormers: a per-channel weight viewed to a shape the module holds."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.shape = (channels, 1, 1)
+        self.scale = torch.nn.Parameter(1 + 0.1 * torch.randn(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale.view(self.shape)
+
+
+def test_a_weight_viewed_to_a_shape_the_module_holds_follows_its_channels(tmp_path):
+    """Traced with fx, ``self.scale.view(self.shape)`` keeps the weight's channel dim, and ``self.shape``
+    follows the active width (``(64, 1, 1)`` would not fit 32 channels)."""
+
+    def factory():
+        return torch.nn.Sequential(
+            torch.nn.Conv2d(3, 64, 3, padding=1), _Scale(64), torch.nn.ReLU(), torch.nn.Conv2d(64, 8, 3),
+            torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 10),
+        )  # fmt: skip
+
+    model = assert_kind_conforms(factory, torch.randn(2, 3, 8, 8), ParametersKind, tmp_path, mode="fastnas")
+    width = get_space(model).hparams["0.out_channels"]
+    mtn.select(model, {width.name: width.min})
+    scale = mtn.export(model)[1]
+    assert scale.shape == (width.min, 1, 1) and scale.scale.shape == (width.min,)
