@@ -439,3 +439,27 @@ class ReducedAttentionDecoder(ExportOnly):
     def __init__(self) -> None:
         super().__init__()
         self.body = nn.Sequential(nn.Embedding(50, 64), _ReducedBlock(), _ReducedBlock(), nn.Linear(64, 50))
+
+
+class _TablePositions(nn.Module):
+    """XGLM's and MusicGen's sinusoidal positions: rows of a fixed table (a buffer) picked by
+    ``index_select`` and added to the token embeddings."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(50, 64)
+        angles = torch.arange(16.0)[:, None] / 10000 ** (torch.arange(0, 64, 2.0) / 64)
+        self.register_buffer("weights", torch.cat([angles.sin(), angles.cos()], dim=1), persistent=False)
+        self.block = DecoderBlock(64, 4, 2, "sdpa")
+        self.head = nn.Linear(64, 50, bias=False)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        b, s = ids.shape
+        positions = self.weights.index_select(0, torch.arange(s, device=ids.device)).view(1, s, -1)
+        return self.head(self.block(self.embed(ids) + positions))
+
+
+class TablePositionsDecoder(ExportOnly):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = _TablePositions()

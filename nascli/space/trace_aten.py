@@ -56,8 +56,8 @@ _SHAPED_LIKE = {"new_empty", "new_zeros", "new_ones", "new_full", "empty_like", 
 _SOFTMAX = {"softmax", "_softmax", "log_softmax", "_log_softmax", "_safe_softmax"}
 # unary ops through which a parameter stays floating: its channel dim is still decided by its first real use
 # (fx's methods of the same names too: ``self.scale.view(self.shape)``)
-FLOATING_THROUGH = {"to", "_to_copy", "clone", "contiguous", "alias", "detach", "expand", "unsqueeze", "view",
-                     "reshape", "_unsafe_view", "transpose", "permute", "t", "numpy_T"}  # fmt: skip
+FLOATING_THROUGH = {"to", "_to_copy", "clone", "contiguous", "alias", "detach", "expand", "expand_as", "unsqueeze",
+                    "view", "reshape", "_unsafe_view", "transpose", "permute", "t", "numpy_T"}  # fmt: skip
 _TRANSPOSE = ("transpose", "permute", "t", "numpy_T")
 
 
@@ -87,7 +87,7 @@ def visit(walker: ChannelWalker, node: fx.Node, name: str) -> None:
         _shaped_like(walker, node)
     elif name in ("copy_", "copy"):
         _copy(walker, node)
-    elif name == "cat":
+    elif name in ("cat", "concat", "concatenate"):
         _cat(walker, node)
     elif name == "stack":
         _stack(walker, node)
@@ -121,10 +121,9 @@ def visit(walker: ChannelWalker, node: fx.Node, name: str) -> None:
     elif name == "batch_norm" or (name == "group_norm" and node.args[1] == 1):
         channel_norm(walker, node)  # one group normalizes over every channel kept, as a batch norm does
     elif name == "embedding" and node.args[0] in walker.floating:
-        element = pin(walker, node.args[0], 1)
-        shape = walker.shape(node)
-        if element is not None and shape is not None:
-            walker.chan[node] = ((element,), len(shape) - 1)
+        _lookup(walker, node, node.args[0])
+    elif name == "index_select" and node.args[0] in walker.floating and node.args[1] == 0:
+        _lookup(walker, node, node.args[0])  # rows of a position table: ``weights.index_select(0, positions)``
     elif node.meta.get("val") is None:
         return  # an assertion: no value, nothing to follow
     elif walker.shape(node) is not None or _reads_tracked(walker, node):
@@ -226,7 +225,7 @@ def floating_through(walker: ChannelWalker, node: fx.Node, name: str) -> None:
     order = _order(node, name, len(in_shape)) if name in _TRANSPOSE else None
     if name in ("to", "_to_copy", "clone", "contiguous", "alias", "detach"):
         walker.floating[node] = (path, axes)
-    elif name == "expand":
+    elif name in ("expand", "expand_as"):
         walker.floating[node] = (path, (None,) * (len(shape) - len(axes)) + tuple(axes))
     elif name == "unsqueeze":
         at = node.args[1] % len(shape)
@@ -244,6 +243,14 @@ def floating_through(walker: ChannelWalker, node: fx.Node, name: str) -> None:
             _size_follows(walker, node, size, walker.groups.add(("param", path, axis), size))
     else:
         _freeze_floating(walker, node, path, f"aten.{name} reshapes parameter {path}")
+
+
+def _lookup(walker: ChannelWalker, node: fx.Node, table: fx.Node) -> None:
+    """Rows of a table looked up by index (an embedding): the output's channels are the table's columns."""
+    element = pin(walker, table, 1)
+    shape = walker.shape(node)
+    if element is not None and shape is not None:
+        walker.chan[node] = ((element,), len(shape) - 1)
 
 
 def _freeze_floating(walker: ChannelWalker, node: fx.Node, path: str, reason: str) -> None:
@@ -413,7 +420,7 @@ def _reshape(walker: ChannelWalker, node: fx.Node) -> None:
     segments, c = walker.chan[arg]
     runs = _runs(in_shape, shape)
     run = next((r for r in runs or [] if c in r[0]), None)
-    if run is None:
+    if run is None or not run[1]:  # not a regrouping, or one channel reshaped away
         walker.opaque(node, f"aten.{aten_name(node)} reshapes the channels")
         return
     ins = [d for d in run[0] if in_shape[d] != 1 or d == c]  # one head (multi-query keys) is still the heads

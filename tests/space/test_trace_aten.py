@@ -21,6 +21,7 @@ from tests.transformer_topologies import (
     HeldSizesViT,
     LatentDecoder,
     ReducedAttentionDecoder,
+    TablePositionsDecoder,
     TinyDecoder,
     TinyViT,
     WidthWrittenOut,
@@ -129,6 +130,25 @@ def test_an_operation_the_tracer_does_not_know_freezes_its_channels():
     assert "aten.cumsum" in get_space(model).fixed_reasons["body.0.out_features"]
 
 
+class _OneScore(ExportOnly):
+    """A projection to one channel per position, reshaped away: ``score(x).reshape(b, s)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Linear(8, 64), torch.nn.Linear(64, 1))
+
+    def forward(self, x):
+        if x.shape[0] < 1:
+            raise ValueError("empty batch")
+        return self.body[1](self.body[0](x)).reshape(x.shape[0], x.shape[1]).softmax(-1)
+
+
+def test_one_channel_reshaped_away_stays_fixed():
+    model = mtn.convert(_OneScore(), "fastnas", dummy_input=torch.randn(1, 5, 8))
+    assert "reshapes the channels" in get_space(model).fixed_reasons["body.1.out_features"]
+    assert _hparams(model)["body.0.out_features"] == (32, 64)
+
+
 class _DataDependent(torch.nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -223,6 +243,14 @@ def test_a_layer_norm_over_each_heads_entries_keeps_the_heads(tmp_path):
     found, space = _hparams(model), get_space(model)
     assert found["body.blocks.0.attn.num_kv_heads"] == (1, 2)
     assert "entries per channel" in space.fixed_reasons["body.blocks.0.attn.q_norm.normalized_shape"]
+
+
+def test_positions_picked_from_a_table_follow_the_hidden_width(tmp_path):
+    """A buffer's rows looked up with ``index_select`` are an embedding: its columns are the hidden width."""
+    model = assert_kind_conforms(TablePositionsDecoder, TOKENS, LinearKind, tmp_path)
+    hidden = get_space(model).hparams["body.weights.shape[1]"]  # named after the first producer, the table
+    mtn.select(model, {hidden.name: hidden.min})
+    assert mtn.export(model).body.weights.shape == (16, hidden.min)
 
 
 def test_heads_reshaped_with_q_k_and_v_by_held_sizes(tmp_path):
