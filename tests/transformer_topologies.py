@@ -37,6 +37,15 @@ def rotate_interleaved(x: torch.Tensor) -> torch.Tensor:
     return torch.stack((-x2, x1), dim=-1).flatten(-2)
 
 
+def complex_rotary(x: torch.Tensor) -> torch.Tensor:
+    """Rotary embeddings in complex numbers (Llama 4, DeepSeek-V2): pairs of entries viewed as one complex
+    number, multiplied by a unit rotation per position, viewed back."""
+    s, d = x.shape[-2], x.shape[-1]
+    angles = torch.arange(s, dtype=x.dtype)[:, None] / 10000 ** (torch.arange(0, d, 2, dtype=x.dtype) / d)
+    pairs = torch.view_as_complex(x.reshape(*x.shape[:-1], -1, 2))
+    return torch.view_as_real(pairs * torch.polar(torch.ones_like(angles), angles)).flatten(-2)
+
+
 def interleaved_rotary(x: torch.Tensor) -> torch.Tensor:
     """Rotary position embeddings over (batch, heads, sequence, head size), pairs interleaved."""
     s, d = x.shape[-2], x.shape[-1]
@@ -50,7 +59,7 @@ class SelfAttention(nn.Module):
 
     ``style``: "sdpa" (grouped queries by ``enable_gqa``), "repeat" (keys and values repeated per
     group with expand and reshape, as Llama does), or "eager" (``softmax(q @ k.T) @ v``).
-    ``rotary``: interleaved rotary embeddings on queries and keys. ``head_norm``: a layer norm over each
+    ``rotary``: interleaved rotary embeddings on queries and keys ("complex": in complex numbers). ``head_norm``: a layer norm over each
     query and key head's entries, applied before the heads are moved in front (Persimmon).
     """
 
@@ -62,7 +71,7 @@ class SelfAttention(nn.Module):
         style: str = "sdpa",
         head_size: int = 8,
         gated: bool = False,
-        rotary: bool = False,
+        rotary: bool | str = False,
         head_norm: bool = False,
     ) -> None:
         super().__init__()
@@ -81,7 +90,8 @@ class SelfAttention(nn.Module):
         k = self.k_norm(self.k(x).view(b, s, -1, self.head_size)).transpose(1, 2)
         v = self.v(x).view(b, s, -1, self.head_size).transpose(1, 2)
         if self.rotary:
-            q, k = interleaved_rotary(q), interleaved_rotary(k)
+            rotate = complex_rotary if self.rotary == "complex" else interleaved_rotary
+            q, k = rotate(q), rotate(k)
         groups = int(q.shape[1]) // int(k.shape[1])
         if self.style == "sdpa":
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=groups > 1)
@@ -111,7 +121,7 @@ class GatedMLP(nn.Module):
 
 
 class DecoderBlock(nn.Module):
-    def __init__(self, width: int, heads: int, kv_heads: int, style: str, **attention: bool) -> None:
+    def __init__(self, width: int, heads: int, kv_heads: int, style: str, **attention: bool | str) -> None:
         super().__init__()
         self.norm1, self.norm2 = RMSNorm(width), RMSNorm(width)
         self.attn = SelfAttention(width, heads, kv_heads, style, **attention)
@@ -131,7 +141,7 @@ class _Decoder(nn.Module):
         kv_heads: int,
         style: str,
         tied: bool,
-        **attention: bool,
+        **attention: bool | str,
     ) -> None:
         super().__init__()
         self.embed = nn.Embedding(vocab, width)
@@ -154,7 +164,7 @@ class TinyDecoder(ExportOnly):
     ``g_proj``); ``rotary``, interleaved rotary embeddings; ``head_norm``, layer norms per query and key head."""
 
     def __init__(
-        self, heads: int = 4, kv_heads: int = 2, style: str = "sdpa", tied: bool = False, **attention: bool
+        self, heads: int = 4, kv_heads: int = 2, style: str = "sdpa", tied: bool = False, **attention: bool | str
     ) -> None:
         super().__init__()
         self.body = _Decoder(50, 64, heads, kv_heads, style, tied, **attention)
@@ -443,10 +453,11 @@ class ReducedAttentionDecoder(ExportOnly):
 
 class _TablePositions(nn.Module):
     """XGLM's and MusicGen's sinusoidal positions: rows of a fixed table (a buffer) picked by
-    ``index_select`` and added to the token embeddings."""
+    ``index_select`` (or by indexing, ``style="index"``, as Whisper does) and added to the token embeddings."""
 
-    def __init__(self) -> None:
+    def __init__(self, style: str) -> None:
         super().__init__()
+        self.style = style
         self.embed = nn.Embedding(50, 64)
         angles = torch.arange(16.0)[:, None] / 10000 ** (torch.arange(0, 64, 2.0) / 64)
         self.register_buffer("weights", torch.cat([angles.sin(), angles.cos()], dim=1), persistent=False)
@@ -455,11 +466,12 @@ class _TablePositions(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         b, s = ids.shape
-        positions = self.weights.index_select(0, torch.arange(s, device=ids.device)).view(1, s, -1)
+        at = torch.arange(s, device=ids.device)
+        positions = (self.weights[at] if self.style == "index" else self.weights.index_select(0, at)).view(1, s, -1)
         return self.head(self.block(self.embed(ids) + positions))
 
 
 class TablePositionsDecoder(ExportOnly):
-    def __init__(self) -> None:
+    def __init__(self, style: str = "index_select") -> None:
         super().__init__()
-        self.body = _TablePositions()
+        self.body = _TablePositions(style)

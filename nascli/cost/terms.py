@@ -153,7 +153,7 @@ class TermBuilder:
 
     def aten_flops(self, node: fx.Node, name: str, path: list[str]) -> None:
         """An operation of a graph from torch.export (space/export_graph.py), as fvcore counts it."""
-        if name == "matmul" and self._applies_weight(node) and node_shape(node.args[0]) is not None:
+        if name in ("matmul", "bmm") and self._applies_weight(node) and node_shape(node.args[0]) is not None:
             self.linear_flops(node, node.args[0], node_shape(node.args[0]), path)  # ``x @ self.weight.T``
         elif name in ("matmul", "bmm") and node_shape(node.args[0]) is not None and node_shape(node.args[1]):
             self.matmul_flops(node.args[0], node_shape(node.args[0]), node_shape(node.args[1])[-1], path)
@@ -170,9 +170,11 @@ class TermBuilder:
             self.unmodeled.append(f"{node.name} ({name})")
 
     def _applies_weight(self, node: fx.Node) -> bool:
-        """``x @ self.weight.T`` in a module's own code: a 2-d weight, traced as a linear layer (trace_aten.py)."""
-        weight = node.args[1]
-        return node in self.trace.channels and weight not in self.trace.channels and len(node_shape(weight) or ()) == 2
+        """``x @ self.weight.T`` (a 2-d weight) or an expert's ``bmm(x, self.weight)`` (a 3-d one) in a module's own
+        code, traced as a linear layer (trace_aten.py)."""
+        weight, rank = node.args[1], 3 if aten_name(node) == "bmm" else 2
+        applied = node in self.trace.channels and weight not in self.trace.channels
+        return applied and len(node_shape(weight) or ()) == rank
 
     def matmul_flops(self, a: fx.Node, a_shape: tuple[int, ...], columns: int, path: list[str]) -> None:
         """fvcore counts every entry of the left operand times the right operand's columns (heads scale it)."""

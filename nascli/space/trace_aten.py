@@ -103,12 +103,14 @@ def visit(walker: ChannelWalker, node: fx.Node, name: str) -> None:
         _repeat(walker, node)
     elif name in ("pad", "constant_pad_nd"):
         _pad(walker, node, name)
+    elif name in ("view_as_complex", "view_as_real"):
+        _complex_pairs(walker, node, name)
     elif name in _SOFTMAX:
         dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
         _along_other_dim(walker, node, dim)
     elif name == "scaled_dot_product_attention":
         _attention(walker, node)
-    elif name in ("linear", "matmul") and len(node.args) > 1 and node.args[1] in walker.floating:
+    elif name in ("linear", "matmul", "bmm") and len(node.args) > 1 and node.args[1] in walker.floating:
         _parameter_linear(walker, node, name)
     elif name in ("matmul", "bmm"):
         _batched_matmul(walker, node)
@@ -124,6 +126,8 @@ def visit(walker: ChannelWalker, node: fx.Node, name: str) -> None:
         _lookup(walker, node, node.args[0])
     elif name == "index_select" and node.args[0] in walker.floating and node.args[1] == 0:
         _lookup(walker, node, node.args[0])  # rows of a position table: ``weights.index_select(0, positions)``
+    elif name == "index" and node.args[0] in walker.floating and len(node.args[1]) == 1:
+        _lookup(walker, node, node.args[0])  # ``self.weight[position_ids]`` (Whisper's positions)
     elif node.meta.get("val") is None:
         return  # an assertion: no value, nothing to follow
     elif walker.shape(node) is not None or _reads_tracked(walker, node):
@@ -150,8 +154,9 @@ def pin(walker: ChannelWalker, node: fx.Node, dim: int) -> Element | None:
 
 
 def _parameter_linear(walker: ChannelWalker, node: fx.Node, name: str) -> None:
-    """A module's own code applying a 2-d weight: ``F.linear(x, self.weight, self.bias)`` (a mixture of
-    experts' router) or ``x @ self.weight.T`` (Falcon's linear layers). The input's channels are the
+    """A module's own code applying a weight: ``F.linear(x, self.weight, self.bias)`` (a mixture of
+    experts' router), ``x @ self.weight.T`` (Falcon's linear layers), or per expert ``bmm(x, self.weight)``
+    with a 3-d weight (experts, in, out) (Llama 4's experts). The input's channels are the
     weight's input dim and the output's its output dim, each sliced with its group (kinds/parameters.py);
     the output dim is a weight output (``weight_outputs``), searched as a linear layer's is. Where
     the outputs cannot change (a router's experts), what they meet keeps them.
@@ -160,11 +165,12 @@ def _parameter_linear(walker: ChannelWalker, node: fx.Node, name: str) -> None:
     bias = node.args[2] if name == "linear" and len(node.args) > 2 else node.kwargs.get("bias")
     shape, in_shape = walker.shape(node), walker.shape(x)
     path, axes = walker.floating[weight]
-    if x not in walker.chan or shape is None or in_shape is None or len(axes) != 2:
+    if x not in walker.chan or shape is None or in_shape is None or len(axes) != (3 if name == "bmm" else 2):
         walker.opaque(node, f"aten.{name} of a tensor the tracer cannot follow")
         return
     segments, c = walker.chan[x]
-    at_in, at_out = (1, 0) if name == "linear" else (0, 1)  # linear's weight is (out, in); a matmul's (in, out)
+    # linear's weight is (out, in); a matmul's (in, out); a bmm's (experts, in, out)
+    at_in, at_out = {"linear": (1, 0), "matmul": (0, 1), "bmm": (1, 2)}[name]
     columns, rows = pin(walker, weight, at_in), pin(walker, weight, at_out)
     if c != len(in_shape) - 1 or len(segments) != 1 or columns is None or rows is None:
         walker.opaque(node, f"aten.{name} of a tensor the tracer cannot follow")
@@ -832,6 +838,21 @@ def _pad(walker: ChannelWalker, node: fx.Node, name: str) -> None:
     segments, c = walker.chan[arg]
     from_last = len(in_shape) - 1 - c  # F.pad's amounts come in pairs from the last dim backwards
     if any(amounts[2 * from_last : 2 * from_last + 2]):
+        walker.opaque(node, f"aten.{name} of the channels")
+        return
+    walker.chan[node] = (segments, c)
+
+
+def _complex_pairs(walker: ChannelWalker, node: fx.Node, name: str) -> None:
+    """Rotary embeddings in complex numbers (Llama 4, DeepSeek-V2): ``view_as_complex`` takes pairs of the
+    last dim as one number, ``view_as_real`` gives them back. Channels along an earlier dim stay."""
+    arg = node.args[0]
+    in_shape = walker.shape(arg)
+    if arg not in walker.chan or in_shape is None:
+        walker.opaque(node, f"aten.{name} of a tensor the tracer cannot follow")
+        return
+    segments, c = walker.chan[arg]
+    if name == "view_as_complex" and c >= len(in_shape) - 1:
         walker.opaque(node, f"aten.{name} of the channels")
         return
     walker.chan[node] = (segments, c)

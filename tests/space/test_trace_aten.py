@@ -182,10 +182,11 @@ def test_a_gate_per_query_head_follows_the_grouped_heads(tmp_path):
     assert (blocks[0].attn.g.out_features, blocks[1].attn.g.out_features) == (2, 2)
 
 
-def test_interleaved_rotary_embeddings_keep_the_heads(tmp_path):
-    """Pairs of neighbouring entries rotated by ``stack((-x2, x1), -1).flatten(-2)`` (Cohere, GLM): the stack
-    runs along the head size, so the heads pass through it."""
-    model = assert_kind_conforms(lambda: TinyDecoder(4, 2, "sdpa", rotary=True), TOKENS, LinearKind, tmp_path)
+@pytest.mark.parametrize("rotary", [True, "complex"])
+def test_interleaved_rotary_embeddings_keep_the_heads(rotary, tmp_path):
+    """Pairs of neighbouring entries rotated by ``stack((-x2, x1), -1).flatten(-2)`` (Cohere, GLM) or as complex
+    numbers (Llama 4): the stack and the complex views run along the head size, so the heads pass through."""
+    model = assert_kind_conforms(lambda: TinyDecoder(4, 2, "sdpa", rotary=rotary), TOKENS, LinearKind, tmp_path)
     found = _hparams(model)
     assert found["body.blocks.0.attn.num_kv_heads"] == (1, 2)
     assert found["body.blocks.0.attn.num_heads_per_group"] == (1, 2)
@@ -245,9 +246,10 @@ def test_a_layer_norm_over_each_heads_entries_keeps_the_heads(tmp_path):
     assert "entries per channel" in space.fixed_reasons["body.blocks.0.attn.q_norm.normalized_shape"]
 
 
-def test_positions_picked_from_a_table_follow_the_hidden_width(tmp_path):
-    """A buffer's rows looked up with ``index_select`` are an embedding: its columns are the hidden width."""
-    model = assert_kind_conforms(TablePositionsDecoder, TOKENS, LinearKind, tmp_path)
+@pytest.mark.parametrize("style", ["index_select", "index"])
+def test_positions_picked_from_a_table_follow_the_hidden_width(style, tmp_path):
+    """A buffer's rows looked up by index are an embedding: its columns are the hidden width."""
+    model = assert_kind_conforms(lambda: TablePositionsDecoder(style), TOKENS, LinearKind, tmp_path)
     hidden = get_space(model).hparams["body.weights.shape[1]"]  # named after the first producer, the table
     mtn.select(model, {hidden.name: hidden.min})
     assert mtn.export(model).body.weights.shape == (16, hidden.min)
