@@ -2,8 +2,9 @@
 
 Each model is built with random weights from a small config derived from its config class's
 defaults (hidden 64, MLP 128, 2 layers, 4 heads in 2 key/value groups, head size 16, vocab 128,
-64 positions, 32x32 images in 8x8 patches, 10 labels; the fields tied to these follow them, and
-``FAMILY_OVERRIDES`` set what a few families need beyond that), run in eval mode, and then:
+64 positions, 32x32 images in 8x8 patches, 10 labels; the fields tied to these follow them, a hybrid
+keeps a layer of each kind its defaults interleave, attention among them, and ``FAMILY_OVERRIDES`` set
+what a few families need beyond that), run in eval mode, and then:
 
 1. instantiated (built and run once, the output kept as the reference);
 2. converted with ``mtn.convert(model, mode, dummy_input=x)`` (fastnas; for transformers with
@@ -145,6 +146,9 @@ ONE_FIELDS = (
 )
 #: (expansion, heads, head size) of a Mamba-2 mixer: heads * head size == expansion * hidden
 SSM_HEAD_FIELDS = (("expand", "num_heads", "head_dim"),)
+#: the lists naming each layer's token mixer, one entry per layer or a pattern repeated over the layers
+#: (RecurrentGemma's ``block_types``): a hybrid's small config keeps one layer of each kind (``hybrid_layers``)
+MIXER_FIELDS = ("layer_types", "layers_block_type", "block_types")
 TOKENS_BELOW = 100  # token ids of the input; special token ids are moved above it, still below VOCAB
 ATOL, RTOL = 1e-5, 1e-4
 
@@ -318,11 +322,28 @@ FAMILY_OVERRIDES: dict[str, dict[str, Any]] = {
     "dots1": {"n_routed_experts": EXPERTS, "num_experts_per_tok": TOP_K, "n_shared_experts": 1},
     # the layers index layer_types, which the defaults leave None: one convolution, one attention layer
     "lfm2_moe": {"layer_types": ["conv", "full_attention"]},
+    # hybrids whose defaults build one kind of layer only (Bamba and Granite 4.0-H all Mamba, LFM2 all attention),
+    # though the architecture and its checkpoints interleave them: a layer of each kind, the attention one second
+    "bamba": {"attn_layer_indices": [1]},
+    "granitemoehybrid": {"layer_types": ["linear_attention", "full_attention"]},
+    "lfm2": {"layer_types": ["conv", "full_attention"]},
+    # the full-attention layer is MLA, whose keys and values expand to every query head: key/value heads == heads
+    "kimi_linear": {"num_key_value_heads": None},
+    "bailing_hybrid": {"num_key_value_heads": None},
+    # the attention layers need the QSA token indexer, whose sizes the defaults leave None (the model cannot build)
+    "qwen4_exp_text": {
+        "indexer_n_heads": HEADS,
+        "indexer_kv_heads": 1,
+        "indexer_head_dim": HEAD_DIM,
+        "indexer_budget": 4,
+        "indexer_compress_ratio": 2,
+    },
     # input_ids hold batch * num_codebooks rows: one codebook makes the (1, 8) input one sample
     "musicgen_decoder": {"num_codebooks": 1},
     "musicgen_melody_decoder": {"num_codebooks": 1},
-    # the shared transformer's weights are tied from the first hybrid layer to the others: two hybrid layers
-    "zamba": {"layers_block_type": ["hybrid", "hybrid"]},
+    # the shared transformer's weights are tied from the first hybrid layer to the others: two hybrid layers,
+    # after a Mamba layer (the kinds of the defaults, which begin with two Mamba layers)
+    "zamba": {"num_hidden_layers": 3, "layers_block_type": ["linear_attention", "hybrid", "hybrid"]},
     # the per-layer embeddings (vocab x layers x width) are 134M parameters at their defaults
     "gemma3n_text": {"vocab_size_per_layer_input": VOCAB, "hidden_size_per_layer_input": HEAD_DIM},
     # the byte-group hash embeddings (one of 500002 rows per group size) are 192M parameters at their default
@@ -379,6 +400,72 @@ def per_layer_lists(config: Any, done: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def has_attention(kind: str) -> bool:
+    """Whether a layer of this kind (an entry of a ``MIXER_FIELDS`` list) holds attention. The configs name
+    recurrent, state-space and linear-attention mixers ``linear_attention`` (a few ``mamba``, ``recurrent``
+    or ``conv``), and a layer pairing attention with another mixer ``hybrid`` (Zamba's, Falcon-H1's)."""
+    return kind.startswith("hybrid") or ("attention" in kind and "linear" not in kind)
+
+
+def mixer_kinds(config: Any) -> list[str] | None:
+    """The kind of each layer of ``config``: the first of ``MIXER_FIELDS``, a field or a property (Jamba's
+    ``layer_types`` derives from its periods), that names one per layer."""
+    depth = None
+    for name in LAYER_FIELDS:
+        value = getattr(config, name, None)
+        if isinstance(value, int) and not isinstance(value, bool):
+            depth = value
+            break
+    for name in MIXER_FIELDS:
+        try:
+            kinds = getattr(config, name, None)
+        except Exception:  # a property that cannot derive its list
+            continue
+        if isinstance(kinds, (list, tuple)) and len(kinds) == depth and all(isinstance(k, str) for k in kinds):
+            return list(kinds)
+    return None
+
+
+def hybrid_layers(config: Any, done: dict[str, Any]) -> dict[str, Any]:
+    """For a hybrid (its default layers hold attention and other mixers: Mamba, linear attention, convolution,
+    recurrence), the fields that give its small config one layer of each kind of the defaults' layers, in
+    the order they first come in, or nothing where LAYERS layers (with ``done``'s periodic fields) have them.
+
+    Most hybrids place their attention layers by a period (Qwen3-Next's full attention every 4th layer,
+    RecurrentGemma's pattern of two recurrent layers then attention), so that the first LAYERS layers are
+    often all of the other kind: the small model would hold no attention, and its search space no heads,
+    for want of layers rather than by the architecture. The first of ``MIXER_FIELDS`` that the config takes
+    as a list (the per-layer list, or the repeated pattern) becomes one entry per kind, the depth as many
+    layers where that is more than LAYERS (LFM3's convolution, full and sliding attention). Models whose
+    default layers all hold attention (sliding and full attention alike) or none (Mamba) are left alone,
+    as are those whose small config has every kind already (MiniMax, OLMo-Hybrid).
+    """
+    fields = vars(config)
+    default = mixer_kinds(config)
+    depth_name = next((n for n in LAYER_FIELDS if isinstance(fields.get(n), int)), None)
+    if default is None or depth_name is None or len({has_attention(k) for k in default}) < 2:
+        return {}
+    try:
+        periodic = {n: v for n, v in done.items() if n.endswith(("_offset", "_period"))}
+        small = mixer_kinds(type(config)(**{depth_name: LAYERS, **periodic}))
+    except Exception:  # a config refusing the depth: its lists are cut by per_layer_lists
+        return {}
+    if small is None or set(default) <= set(small):
+        return {}
+    name = next(
+        (
+            n
+            for n in MIXER_FIELDS
+            if isinstance(fields.get(n), (list, tuple)) and all(isinstance(k, str) for k in fields[n])
+        ),
+        None,
+    )
+    if name is None:
+        return {}
+    kinds = list(dict.fromkeys(fields[name]))
+    return {name: kinds, **({depth_name: len(kinds)} if len(kinds) > LAYERS else {})}
+
+
 def small_overrides(config: Any, tier: int) -> dict[str, Any]:
     """The constructor arguments that shrink ``config`` (an instance holding the class's defaults).
 
@@ -395,8 +482,12 @@ def small_overrides(config: Any, tier: int) -> dict[str, Any]:
     ``rope_parameters`` gets the default rope (one per layer type where there are ``layer_types``: Cohere
     Compass reads it by layer type); the counts of ``ONE_FIELDS`` drop to 1 (2 layers keep a dense and a
     MoE layer, a cache producer and a consumer; expert groups divide 4 experts), or to LAYERS where they
-    count every layer; a per-layer MLP width list gets MLP per layer; the per-layer lists a config ties
-    to its depth are cut (``per_layer_lists``). ``FAMILY_OVERRIDES`` of the config's model type come last.
+    count every layer; a per-layer MLP width list gets MLP per layer; an ``X_offset`` of a layer every
+    ``X_period`` layers at or past LAYERS is taken modulo LAYERS (Jamba's attention every 8th layer from
+    the 4th: 2 layers would hold none; modulo 2 keeps it off the MoE layers, every 2nd from the 1st, as at
+    full size); a hybrid keeps one layer of each kind its default layers have (``hybrid_layers``); the
+    per-layer lists a config ties to its depth are cut (``per_layer_lists``). ``FAMILY_OVERRIDES`` of the
+    config's model type come last.
     Sub-configs (``text_config``, ``vision_config``...) are shrunk the same way and passed as dicts.
     """
     fields = vars(config)
@@ -479,6 +570,11 @@ def small_overrides(config: Any, tier: int) -> dict[str, Any]:
         sizes = [fields.get(n) for n in (expand, heads, head, "hidden_size")]
         if all(isinstance(v, int) for v in sizes) and sizes[1] * sizes[2] == sizes[0] * sizes[3]:
             out[heads] = size((expand,)) * size(("hidden_size",)) // size((head,))
+    for name, offset in fields.items():  # a layer every ``period`` from ``offset`` (Jamba's attention, its MoE)
+        period = fields.get(name.removesuffix("_offset") + "_period")
+        if name.endswith("_offset") and isinstance(offset, int) and isinstance(period, int) and offset >= LAYERS:
+            out[name] = offset % LAYERS
+    out.update(hybrid_layers(config, out))
     if "rope_parameters" in fields and not fields["rope_parameters"]:  # a rope the defaults leave empty
         rope = {"rope_type": "default", "rope_theta": 10_000.0}
         kinds = out.get("layer_types", fields.get("layer_types"))  # read per layer type (Cohere Compass)
