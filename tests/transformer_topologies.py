@@ -58,7 +58,8 @@ class SelfAttention(nn.Module):
     """Attention over ``heads`` query heads and ``kv_heads`` key/value heads.
 
     ``style``: "sdpa" (grouped queries by ``enable_gqa``), "repeat" (keys and values repeated per
-    group with expand and reshape, as Llama does), or "eager" (``softmax(q @ k.T) @ v``).
+    group with expand and reshape, as Llama does), "eager" (``softmax(q @ k.T) @ v``), or "baddbmm" (heads
+    merged into the batch, scores added to zeros by ``baddbmm``, as GPT-NeoX-Japanese and Bloom do).
     ``rotary``: interleaved rotary embeddings on queries and keys ("complex": in complex numbers). ``head_norm``: a layer norm over each
     query and key head's entries, applied before the heads are moved in front (Persimmon).
     """
@@ -101,6 +102,11 @@ class SelfAttention(nn.Module):
             v = v[:, :, None].expand(b, kv, groups, s, self.head_size).reshape(b, kv * groups, s, self.head_size)
             if self.style == "repeat":
                 out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            elif self.style == "baddbmm":
+                flat = [t.reshape(b * t.shape[1], s, self.head_size) for t in (q, k, v)]
+                zeros = torch.zeros(b * q.shape[1], s, s)
+                scores = torch.baddbmm(zeros, flat[0], flat[1].transpose(1, 2), alpha=self.head_size**-0.5)
+                out = torch.bmm(scores.softmax(-1), flat[2]).view(b, -1, s, self.head_size)
             else:
                 out = torch.softmax(q @ k.transpose(-1, -2) / self.head_size**0.5, dim=-1) @ v
         if self.g is not None:

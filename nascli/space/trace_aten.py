@@ -19,7 +19,8 @@ module tells the ``ChannelWalker`` what each one does to the channel dimension i
 - tensors assembled in place (``new_empty`` shaped after a tracked tensor, then ``copy_`` into
   its slices) and ``stack`` along a new dim keep the channels of what they are made of.
 
-Anything else freezes what it touches, as under fx. See docs/architecture.md.
+Anything else reading channels freezes what it touches, as under fx; a tensor made of none (``zeros``,
+``arange``) is a constant. See docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -113,7 +114,9 @@ def visit(walker: ChannelWalker, node: fx.Node, name: str) -> None:
     elif name in ("linear", "matmul", "bmm") and len(node.args) > 1 and node.args[1] in walker.floating:
         _parameter_linear(walker, node, name)
     elif name in ("matmul", "bmm"):
-        _batched_matmul(walker, node)
+        _batched_matmul(walker, node, *node.args[:2])
+    elif name == "baddbmm":
+        _batched_matmul_added(walker, node)
     elif name == "index" and node.args[0] in walker.chan:
         _index_rows(walker, node)
     elif name in ("grouped_mm_fallback", "_grouped_mm") and len(node.args) > 1 and node.args[1] in walker.floating:
@@ -130,8 +133,11 @@ def visit(walker: ChannelWalker, node: fx.Node, name: str) -> None:
         _lookup(walker, node, node.args[0])  # ``self.weight[position_ids]`` (Whisper's positions)
     elif node.meta.get("val") is None:
         return  # an assertion: no value, nothing to follow
-    elif walker.shape(node) is not None or _reads_tracked(walker, node):
+    elif _reads_tracked(walker, node):
         walker.opaque(node, f"unsupported operation aten.{name}")
+    # else a tensor made of no channels (``zeros(...)``, ``arange(n)``, a mask from them): a constant to what
+    # it meets, as an untracked operand is; a size of it the channels must match is the forward check's
+    # to find (space/shrink_check.py)
 
 
 def _reads_tracked(walker: ChannelWalker, node: fx.Node) -> bool:
@@ -980,9 +986,8 @@ def _record_query_groups(walker: ChannelWalker, node: fx.Node, queries: Element)
         walker.result.query_groups.append((queries, stack[-1][0] if stack else node.name, chain[0][1]))
 
 
-def _batched_matmul(walker: ChannelWalker, node: fx.Node) -> None:
+def _batched_matmul(walker: ChannelWalker, node: fx.Node, a: Any, b: Any) -> None:
     """Attention written out (``q @ k.T``, ``weights @ v``): both operands batched over the same heads."""
-    a, b = node.args[:2]
     sa, sb, shape = walker.shape(a), walker.shape(b), walker.shape(node)
     if a not in walker.chan or b not in walker.chan or shape is None or len(sa) < 3 or len(sb) < 3:
         walker.opaque(node, f"aten.{aten_name(node)} the tracer cannot follow")
@@ -999,3 +1004,19 @@ def _batched_matmul(walker: ChannelWalker, node: fx.Node) -> None:
     if len(seg_a) == 1:
         _record_query_groups(walker, node, seg_a[0])
     walker.chan[node] = (seg_a, out_a)
+
+
+def _batched_matmul_added(walker: ChannelWalker, node: fx.Node) -> None:
+    """``baddbmm(input, q, k.T)``: attention scores added to ``input`` (zeros, or a bias per head), the
+    heads of the product joined with the input's where it has them."""
+    added = node.args[0]
+    _batched_matmul(walker, node, node.args[1], node.args[2])
+    if node not in walker.chan or added not in walker.chan:
+        return
+    (segments, c), (added_segments, added_c) = walker.chan[node], walker.chan[added]
+    rank = len(walker.shape(node))
+    if rank - len(walker.shape(added)) + added_c == c and walker.sizes(added_segments) == walker.sizes(segments):
+        for x, y in zip(segments, added_segments, strict=True):
+            walker.groups.union(x, y)
+    elif not _repeated_along(added, c - (rank - len(walker.shape(added)))):
+        walker.opaque(node, "aten.baddbmm adds a tensor whose channels do not line up")

@@ -34,7 +34,7 @@ def _hparams(model) -> dict[str, tuple]:
     return {name: hp.choices for name, hp in get_space(model).hparams.items()}
 
 
-@pytest.mark.parametrize("style", ["sdpa", "repeat", "eager"])
+@pytest.mark.parametrize("style", ["sdpa", "repeat", "eager", "baddbmm"])
 def test_grouped_query_attention_keeps_whole_groups(style, tmp_path):
     model = assert_kind_conforms(lambda: TinyDecoder(4, 2, style), TOKENS, LinearKind, tmp_path)
     found = _hparams(model)
