@@ -60,8 +60,9 @@ class SelfAttention(nn.Module):
     ``style``: "sdpa" (grouped queries by ``enable_gqa``), "repeat" (keys and values repeated per
     group with expand and reshape, as Llama does), "eager" (``softmax(q @ k.T) @ v``), or "baddbmm" (heads
     merged into the batch, scores added to zeros by ``baddbmm``, as GPT-NeoX-Japanese and Bloom do).
-    ``rotary``: interleaved rotary embeddings on queries and keys ("complex": in complex numbers). ``head_norm``: a layer norm over each
-    query and key head's entries, applied before the heads are moved in front (Persimmon).
+    ``rotary``: interleaved rotary embeddings on queries and keys ("complex": in complex numbers).
+    ``head_norm``: a layer norm over each query and key head's entries, applied before the heads are
+    moved in front (Persimmon).
     """
 
     def __init__(
