@@ -482,3 +482,40 @@ class TablePositionsDecoder(ExportOnly):
     def __init__(self, style: str = "index_select") -> None:
         super().__init__()
         self.body = _TablePositions(style)
+
+
+class _MaskedAttention(SelfAttention):
+    """Eager attention masked by a causal mask built from ``arange`` (unsqueezed, compared, inverted)."""
+
+    def __init__(self) -> None:
+        super().__init__(64, 4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, s, _ = x.shape
+        q, k, v = (t(x).view(b, s, -1, self.head_size).transpose(1, 2) for t in (self.q, self.k, self.v))
+        positions = torch.arange(s, device=x.device)
+        future = positions.unsqueeze(0) > positions.unsqueeze(1)
+        scores = (q @ k.transpose(-1, -2)).masked_fill(future, float("-inf"))
+        return self.o((scores.softmax(-1) @ v).transpose(1, 2).reshape(b, s, -1))
+
+
+class _Constants(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed, self.norm, self.attn = nn.Embedding(50, 64), RMSNorm(64), _MaskedAttention()
+        self.head = nn.Linear(64, 50, bias=False)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.embed(ids)
+        first = torch.zeros_like(x)[:, :, 0]  # one channel of zeros shaped like x (GIT's pixel-token mask)
+        x = x + first.unsqueeze(-1)
+        return self.head(x + self.attn(self.norm(x)))
+
+
+class ConstantsDecoder(ExportOnly):
+    """Tensors made of no channels meeting ones that have them: a mask from ``arange``, one channel of
+    ``zeros_like``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = _Constants()

@@ -72,6 +72,8 @@ def aten_name(node: fx.Node) -> str | None:
 
 def visit(walker: ChannelWalker, node: fx.Node, name: str) -> None:
     """Follow one ATen node (``name`` is its operator's name)."""
+    if not _reads_tracked(walker, node):
+        return  # made of no channels (``zeros``, ``arange``, a mask or positions built from them): a constant
     if name in FLOATING_THROUGH and node.args and node.args[0] in walker.floating:
         floating_through(walker, node, name)
     elif name in _UNARY:
@@ -131,13 +133,8 @@ def visit(walker: ChannelWalker, node: fx.Node, name: str) -> None:
         _lookup(walker, node, node.args[0])  # rows of a position table: ``weights.index_select(0, positions)``
     elif name == "index" and node.args[0] in walker.floating and len(node.args[1]) == 1:
         _lookup(walker, node, node.args[0])  # ``self.weight[position_ids]`` (Whisper's positions)
-    elif node.meta.get("val") is None:
-        return  # an assertion: no value, nothing to follow
-    elif _reads_tracked(walker, node):
+    elif node.meta.get("val") is not None:  # None: an assertion, nothing to follow
         walker.opaque(node, f"unsupported operation aten.{name}")
-    # else a tensor made of no channels (``zeros(...)``, ``arange(n)``, a mask from them): a constant to what
-    # it meets, as an untracked operand is; a size of it the channels must match is the forward check's
-    # to find (space/shrink_check.py)
 
 
 def _reads_tracked(walker: ChannelWalker, node: fx.Node) -> bool:
@@ -326,16 +323,17 @@ def elementwise(walker: ChannelWalker, node: fx.Node) -> None:
 
 
 def _shaped_like(walker: ChannelWalker, node: fx.Node) -> None:
-    """A new tensor with the channels of the one it is shaped after, where it keeps their size and dim.
+    """A new tensor with channels of its own where the one it is shaped after has them, at the same size.
 
     DeepSeek's multi-head latent attention builds its keys as ``kv.new_empty(*kv.shape[:-1], d)`` and
-    copies the parts in (``_copy``): the new tensor has ``kv``'s heads. Where the model's code wrote
-    the size out instead, the forward check at conversion (space/shrink_check.py) keeps it.
+    copies the parts in (``_copy``), which join them with the heads. Its own group, not ``kv``'s: code
+    that picks one channel out of ``zeros_like(x)`` (GIT) fixes only the zeros. Where the model's code
+    wrote the size out, the forward check at conversion (space/shrink_check.py) keeps it.
     """
-    segments, c = walker.chan[node.args[0]]
+    c = walker.chan[node.args[0]][1]
     shape, in_shape = walker.shape(node), walker.shape(node.args[0])
     if shape is not None and in_shape is not None and len(shape) == len(in_shape) and shape[c] == in_shape[c]:
-        walker.chan[node] = (segments, c)
+        walker.new_tensor(node, c)
     else:
         walker.opaque(node, f"aten.{aten_name(node)} of another shape than the channels'")
 

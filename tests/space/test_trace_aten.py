@@ -15,6 +15,7 @@ from nascli.space.kinds.linear import LinearKind
 from nascli.space.space import get_space
 from tests.space.kinds.conformance import assert_kind_conforms
 from tests.transformer_topologies import (
+    ConstantsDecoder,
     ExportOnly,
     FusedGroupedQKV,
     FusedQKV,
@@ -253,6 +254,14 @@ def test_positions_picked_from_a_table_follow_the_hidden_width(style, tmp_path):
     hidden = get_space(model).hparams["body.weights.shape[1]"]  # named after the first producer, the table
     mtn.select(model, {hidden.name: hidden.min})
     assert mtn.export(model).body.weights.shape == (16, hidden.min)
+
+
+def test_tensors_made_of_no_channels_are_constants_to_what_they_meet(tmp_path):
+    """A causal mask from ``arange`` leaves the heads searchable, and picking one channel of ``zeros_like(x)``
+    fixes the zeros, not x's hidden width."""
+    model = assert_kind_conforms(ConstantsDecoder, TOKENS, LinearKind, tmp_path)
+    found = _hparams(model)
+    assert found["body.attn.num_heads"] == (2, 3, 4) and found["body.embed.weight.shape[1]"] == (32, 64)
 
 
 def test_heads_reshaped_with_q_k_and_v_by_held_sizes(tmp_path):
