@@ -39,3 +39,22 @@ def test_fewer_query_heads_per_group_load_with_from_pretrained(name, tmp_path):
     assert loaded.model.layers[0].self_attn.head_dim == head_dim
     assert loaded.model.layers[0].self_attn.q_proj.out_features == kv_heads * per_group * head_dim
     torch.testing.assert_close(loaded(IDS).logits, expected, atol=1e-5, rtol=1e-4)
+
+
+@torch.no_grad()
+def test_a_narrower_width_of_every_expert_loads_with_from_pretrained(tmp_path):
+    """Mixtral's experts hold their weights as 3-d parameters: a subnet with every expert narrower is a
+    Mixtral of a smaller ``intermediate_size``."""
+    config = transformers.MixtralConfig(
+        **SIZES, num_attention_heads=4, num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2
+    )
+    torch.manual_seed(0)
+    model = transformers.MixtralForCausalLM(config).eval()
+    mtn.convert(model, "autonas", dummy_input=IDS[:1]).eval()
+    mtn.select(model, {f"model.layers.{i}.mlp.experts.gate_up_proj.shape[1][0]": 48 for i in range(2)})
+    expected = model(IDS).logits
+    save_pretrained_subnet(model, (IDS,), tmp_path / "hf")
+    loaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf", local_files_only=True).eval()
+    assert loaded.config.intermediate_size == 48
+    assert loaded.model.layers[0].mlp.experts.down_proj.shape == (4, 64, 48)
+    torch.testing.assert_close(loaded(IDS).logits, expected, atol=1e-5, rtol=1e-4)

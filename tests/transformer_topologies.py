@@ -235,11 +235,13 @@ class _FusedBlock(nn.Module):
 class _FusedGroupedAttention(nn.Module):
     """One projection holding q (4 heads) and k and v (2 heads each), taken apart by sizes the module holds:
     ``split`` into ``(q_size, kv_size, kv_size)``, or three slices of the channels as Phi-3 takes them; or
-    ("expand") one key/value head never split into heads, expanded over the query heads (GPT-BigCode)."""
+    ("expand") one key/value head never split into heads, expanded over the query heads (GPT-BigCode); or
+    ("heads") the projection viewed as heads and those split into q heads and one key and one value head
+    by the head count it holds (Falcon's multi-query attention)."""
 
     def __init__(self, width: int, style: str, heads: int = 4, kv_heads: int = 2, head_size: int = 8) -> None:
         super().__init__()
-        self.style, self.head_size = style, head_size
+        self.style, self.head_size, self.num_heads = style, head_size, heads
         self.q_size, self.kv_size = heads * head_size, kv_heads * head_size
         self.qkv = nn.Linear(width, self.q_size + 2 * self.kv_size, bias=False)
         self.o = nn.Linear(heads * head_size, width, bias=False)
@@ -247,7 +249,9 @@ class _FusedGroupedAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, s, _ = x.shape
         qkv = self.qkv(x)
-        if self.style == "slice":
+        if self.style == "heads":
+            q, k, v = qkv.view(b, s, -1, self.head_size).split([self.num_heads, 1, 1], dim=-2)
+        elif self.style == "slice":
             end = self.q_size + self.kv_size
             q, k, v = qkv[..., : self.q_size], qkv[..., self.q_size : end], qkv[..., end:]
         else:
@@ -255,6 +259,8 @@ class _FusedGroupedAttention(nn.Module):
         if self.style == "expand":
             q = q.view(b, s, -1, self.head_size).transpose(1, 2)
             k, v = (t.unsqueeze(1).expand(-1, q.shape[1], -1, -1) for t in (k, v))
+        elif self.style == "heads":
+            q, k, v = (t.transpose(1, 2) for t in (q, k, v))
         else:
             q, k, v = (t.view(b, s, -1, self.head_size).transpose(1, 2) for t in (q, k, v))
         out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=int(q.shape[1]) != int(k.shape[1]))
@@ -264,7 +270,8 @@ class _FusedGroupedAttention(nn.Module):
 class _FusedGroupedBlock(nn.Module):
     def __init__(self, style: str) -> None:
         super().__init__()
-        self.norm, self.attn = RMSNorm(64), _FusedGroupedAttention(64, style, kv_heads=1 if style == "expand" else 2)
+        kv_heads = 1 if style in ("expand", "heads") else 2
+        self.norm, self.attn = RMSNorm(64), _FusedGroupedAttention(64, style, kv_heads=kv_heads)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.attn(self.norm(x))

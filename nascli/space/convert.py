@@ -346,8 +346,9 @@ def _channel_hparams(
                 queries = Grouped(hparam_of(groups.scaled_chain(base)[0][0]), per_group[base][2])
                 return queries if scale == 1 else Scaled(queries, scale)
         scaled = groups.scaled_of(root)
-        if scaled is not None:
-            return Scaled(hparam_of(scaled[0]), scaled[1])
+        if scaled is not None:  # heads of a width; heads split into pieces (Falcon's q, k and v heads) by piece
+            pieces = groups.pieces_of(scaled[0]) is not None
+            return Scaled(dim_of(scaled[0]) if pieces else hparam_of(scaled[0]), scaled[1])
         return hparam_of(root)
 
     parts: dict[tuple[str, str], dict[int, Dim]] = defaultdict(dict)

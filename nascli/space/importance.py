@@ -72,6 +72,9 @@ def _group_members(model: nn.Module) -> dict[int, _Group]:
                 kept.update(id(hp) for hp in dim_parts(dim))
                 continue
             base, scale = (dim.base if isinstance(dim, Scaled) else dim), dim_scale(dim)
+            if isinstance(base, Segments) and any(isinstance(part, Grouped) for part in base.parts):
+                kept.update(id(hp) for hp in dim_parts(dim))  # query heads beside k and v heads (Falcon): kept in order
+                continue
             if isinstance(base, Grouped):
                 kv, per = base.groups, base.per_group
                 add(inner, per, (module, role, 0, scale, 1), base.max, per.max)

@@ -220,15 +220,18 @@ def test_grouped_heads_of_one_projection_split_at_unequal_sizes(style, tmp_path)
     assert (one_per_group.q_size, one_per_group.kv_size, one_per_group.o.in_features) == (16, 16, 16)
 
 
-def test_one_key_value_head_expanded_over_the_query_heads(tmp_path):
+@pytest.mark.parametrize("style", ["expand", "heads"])
+def test_one_key_value_head_expanded_over_the_query_heads(style, tmp_path):
     """GPT-BigCode's multi-query attention: k and v are one head's entries, never split into heads, expanded
-    over the query heads. They become one key/value group, and the query heads are searched inside it."""
-    model = assert_kind_conforms(lambda: FusedGroupedQKV("expand"), TOKENS, LinearKind, tmp_path)
+    over the query heads; Falcon's: one projection viewed as heads, split into the query heads and one key
+    and one value head. They become one key/value group, and the query heads are searched inside it."""
+    model = assert_kind_conforms(lambda: FusedGroupedQKV(style), TOKENS, LinearKind, tmp_path)
     found = _hparams(model)
     assert found["body.blocks.0.attn.num_heads_per_group"] == (2, 3, 4)
     mtn.select(model, {"body.blocks.0.attn.num_heads_per_group": 2})
     attn = mtn.export(model).body.blocks[0].attn
-    assert (attn.q_size, attn.kv_size, attn.qkv.out_features, attn.o.in_features) == (16, 8, 32, 16)
+    held = attn.num_heads if style == "heads" else attn.q_size // 8  # the size the module splits by follows
+    assert (held, attn.qkv.out_features, attn.o.in_features) == (2, 32, 16)
 
 
 def test_reductions_over_the_head_size_and_sequence_keep_the_heads(tmp_path):
