@@ -428,7 +428,7 @@ def trace_model(
     result = TraceResult(graph, ChannelGroups(), dict(tracer.calls), {})
     result.untraceable = untraceable
     walker = ChannelWalker(result, modules, converts, reads_flattened)
-    walker.params = _tensors_by_path(model)
+    walker.params, walker.canonical = _tensors_by_path(model), _canonical_paths(model)
     for node in graph.nodes:
         walker.visit(node)
     result.tensor_scales = walker.scales
@@ -476,13 +476,25 @@ def _trace_exported(model: nn.Module, dummy_input: tuple, converts: Callable, re
     result = TraceResult(exported.graph, ChannelGroups(), exported.calls, {})
     result.exported = True
     walker = ChannelWalker(result, dict(model.named_modules()), converts, reads_flattened)
-    walker.params = _tensors_by_path(model)
+    walker.params, walker.canonical = _tensors_by_path(model), _canonical_paths(model)
     for node in exported.graph.nodes:
         walker.visit(node)
     result.tensor_scales = walker.scales
     result.inference_modules = exported.inference_modules
     result.shapes = {name: [(_shape(i), _shape(o)) for i, o in calls] for name, calls in result.calls.items()}
     return result
+
+
+def _canonical_paths(model: nn.Module) -> dict[str, str]:
+    """Every path of a parameter or buffer -> the first it is registered under. A module registered under two
+    names (CoaT's shared MLPs) holds one tensor that a graph may read under either name; the engine slices
+    it once, under the name ``named_modules`` lists."""
+    first: dict[int, str] = {}
+    found: dict[str, str] = {}
+    for named in (model.named_parameters(remove_duplicate=False), model.named_buffers(remove_duplicate=False)):
+        for path, tensor in named:
+            found[path] = first.setdefault(id(tensor), path)
+    return found
 
 
 def _tensors_by_path(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -569,6 +581,7 @@ class ChannelWalker:
         self.output_lengths: dict[fx.Node, int] = {}
         # parameters read directly by the graph (an exported model's norms and tokens), by path
         self.params: dict[str, torch.Tensor] = {}
+        self.canonical: dict[str, str] = {}  # a parameter's every path -> the one it is sliced under
         # node -> (parameter path, parameter dim of each node dim or None): a parameter whose channel
         # dim is decided by its first use (space/trace_aten.py)
         self.floating: dict[fx.Node, tuple[str, tuple[int | None, ...]]] = {}
@@ -692,7 +705,8 @@ class ChannelWalker:
         if name is not None:
             trace_aten.visit(self, node, name)
         elif node.op == "get_attr" and str(node.target) in self.params:
-            self.floating[node] = (str(node.target), tuple(range(self.params[str(node.target)].dim())))
+            path = self.canonical.get(str(node.target), str(node.target))
+            self.floating[node] = (path, tuple(range(self.params[path].dim())))
         elif node.op == "call_module" and OPAQUE in node.meta:
             self.opaque(node, node.meta[OPAQUE])
         elif any(a in self.floating for a in node.all_input_nodes):

@@ -155,3 +155,30 @@ def test_a_weight_viewed_to_a_shape_the_module_holds_follows_its_channels(tmp_pa
     mtn.select(model, {width.name: width.min})
     scale = mtn.export(model)[1]
     assert scale.shape == (width.min, 1, 1) and scale.scale.shape == (width.min,)
+
+
+class _SharedOwnLinear(ExportOnly):
+    """One module registered under two names and called under both (CoaT's shared MLPs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = _SharedBody()
+
+
+class _SharedBody(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed, self.up, self.head = torch.nn.Embedding(50, 64), _OwnLinear(64, 128), torch.nn.Linear(128, 50)
+        self.again = self.up
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.embed(ids)
+        return self.head(torch.relu(self.up(x)) + torch.relu(self.again(x)))
+
+
+def test_a_weight_of_a_module_registered_under_two_names_is_sliced():
+    """The graph reads the one weight under both names; it is sliced once, under the first (CoaT)."""
+    model = mtn.convert(_SharedOwnLinear(), "autonas", dummy_input=TOKENS[:1]).eval()
+    width = next(hp for name, hp in get_space(model).hparams.items() if name.endswith(".weight.shape[0]"))
+    mtn.select(model, {width.name: width.min})
+    assert model.body.up(torch.randn(1, 64)).shape == (1, width.min)
