@@ -70,7 +70,9 @@ class TermBuilder:
                 factors.append((hp.name, power))
             else:
                 coef *= (hp.max if isinstance(hp, Hparam) else hp) ** power
-        conditions = tuple(sorted({(self.blocks[p][0].name, self.blocks[p][1]) for p in path if p in self.blocks}))
+        # a depth kept full (its forward check failed: Ergo's) runs every block: no condition
+        gates = [self.blocks[p] for p in path if p in self.blocks and self.blocks[p][0].is_configurable]
+        conditions = tuple(sorted({(hp.name, index) for hp, index in gates}))
         if coef:
             self.terms.append(CostTerm(kind, int(coef), tuple(factors), conditions))
 

@@ -12,6 +12,7 @@ import nascli.nas as mtn
 from nascli.cost.fvcore_count import count_params, fvcore_flops
 from nascli.cost.model import cost_model
 from nascli.models import resnet20, small_cnn
+from nascli.space.space import get_space
 from nascli.space.trace import TraceWarning
 from tests.topologies import (
     MLP,
@@ -129,3 +130,37 @@ class _FunctionalTransposedConv(torch.nn.Module):
 def test_a_functional_transposed_conv_is_reported_unmodeled_never_silent():
     model = mtn.convert(_FunctionalTransposedConv(), dummy_input=torch.randn(1, 3, 8, 8))
     assert any("conv_transpose2d" in entry for entry in model._nascli_space.cost_unmodeled)
+
+
+class _ZippedBlocks(torch.nn.Module):
+    """Blocks zipped with a list of fixed length (Ergo's): fewer blocks fail the forward, so the forward check
+    keeps the depth full."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = torch.nn.Linear(8, 64)
+        self.blocks = torch.nn.ModuleList(
+            torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU()) for _ in range(3)
+        )
+        self.scales = [1.0, 0.5, 0.25]
+        self.out = torch.nn.Linear(64, 4)
+
+    def forward(self, x):
+        if x.shape[0] < 1:
+            raise ValueError("empty batch")
+        x = self.inp(x)
+        for block, scale in zip(self.blocks, self.scales, strict=True):
+            x = x + scale * block(x)
+        return self.out(x)
+
+
+def test_a_depth_the_forward_check_keeps_full_is_costed_as_every_block():
+    rules = {"nn.ModuleList": {"*": {"min_depth": 1}}}
+    model = mtn.convert(_ZippedBlocks(), ("fastnas", rules), dummy_input=torch.randn(1, 8)).eval()
+    assert "blocks.depth" not in get_space(model).hparams
+    mtn.sample(model, "min")
+    exported = mtn.export_copy(model)
+    assert cost_model(model).cost() == {
+        "flops": fvcore_flops(exported, (torch.randn(1, 8),)),
+        "params": count_params(exported),
+    }
