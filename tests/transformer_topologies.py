@@ -5,6 +5,8 @@ cannot trace and torch.export can, so these models take the export path the way 
 models do.
 """
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -277,11 +279,13 @@ class _FusedGroupedBlock(nn.Module):
         return x + self.attn(self.norm(x))
 
 
-class _FusedGroupedDecoder(nn.Module):
-    def __init__(self, style: str) -> None:
+class _BlocksDecoder(nn.Module):
+    """Token embeddings, two blocks ``make_block()`` builds, and an output head."""
+
+    def __init__(self, make_block: Callable[[], nn.Module]) -> None:
         super().__init__()
         self.embed = nn.Embedding(50, 64)
-        self.blocks = nn.ModuleList(_FusedGroupedBlock(style) for _ in range(2))
+        self.blocks = nn.ModuleList(make_block() for _ in range(2))
         self.head = nn.Linear(64, 50, bias=False)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
@@ -296,7 +300,7 @@ class FusedGroupedQKV(ExportOnly):
 
     def __init__(self, style: str = "split") -> None:
         super().__init__()
-        self.body = _FusedGroupedDecoder(style)
+        self.body = _BlocksDecoder(lambda: _FusedGroupedBlock(style))
 
 
 class FusedQKV(ExportOnly):
@@ -406,26 +410,12 @@ class _LatentBlock(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
-class _LatentDecoder(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.embed = nn.Embedding(50, 64)
-        self.blocks = nn.ModuleList(_LatentBlock() for _ in range(2))
-        self.head = nn.Linear(64, 50, bias=False)
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        x = self.embed(ids)
-        for block in self.blocks:
-            x = block(x)
-        return self.head(x)
-
-
 class LatentDecoder(ExportOnly):
     """A causal language model with DeepSeek-style latent attention."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.body = _LatentDecoder()
+        self.body = _BlocksDecoder(_LatentBlock)
 
 
 class _ReducedAttention(SelfAttention):

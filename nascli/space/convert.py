@@ -464,13 +464,13 @@ def _group_hparam(
     why = groups.frozen_reason(root) or groups.frozen_reason(source)
     producers = [(order.get(s[0], 0), f"{s[0]}.{convertible_kind(s[1]).slot_attr(s[1], 'out')}", s) for s in slots
                  if s[2] == "out"]  # fmt: skip
-    weights = []  # (order, name, owner) of weights producing the channels as a linear layer would
+    owners: dict[str, str] = {}  # producer name of a weight applied as a linear layer would be -> its module
     for path, axis in params.get(source, []):
         owner = path.rpartition(".")[0]
         producers.append((order.get(owner, 0), f"{path}.shape[{axis}]", None))
         if (path, axis) in trace.weight_outputs:
-            weights.append((order.get(owner, 0), f"{path}.shape[{axis}]", owner))
-    if not slots and not weights:
+            owners[producers[-1][1]] = owner
+    if not slots and not owners:
         name = f"{params[source][0][0]}.shape" if params.get(source) else f"{root[-1]}.channels"
         return _fixed(Hparam(name, (size,)), why or "no searchable layer reads it", reasons)
     first = None
@@ -487,9 +487,8 @@ def _group_hparam(
         elif why is None:
             why = "no searchable layer produces these channels"
     else:
-        first = min(weights)
+        first = min((p for p in producers if p[1] in owners), key=lambda p: p[:2])
         hp_name = first[1] + ("[0]" if copies > 1 else "")
-    owners = {w[1]: w[2] for w in weights}
     if first is not None and first[1] in owners:  # a weight the model's code applies: a linear layer's output
         kind = LINEAR
         settings = settings_matching(rules.get(LINEAR.rule_key(qualified_name(nn.Linear))), owners[first[1]])

@@ -351,23 +351,31 @@ def _copy(walker: ChannelWalker, node: fx.Node) -> None:
             walker.opaque(node, f"aten.{aten_name(node)} into a tensor the tracer cannot follow")
         return
     segments, c = walker.chan[dst]
-    rank = len(walker.shape(dst))
     if src in walker.chan:
-        src_segments, src_c = walker.chan[src]
-        at = c - (rank - len(walker.shape(src)))
-        if rank - len(walker.shape(src)) + src_c == c and walker.sizes(src_segments) == walker.sizes(segments):
-            for a, b in zip(segments, src_segments, strict=True):
-                walker.groups.union(a, b)
-        elif at < 0 or _repeated_along(src, at):
-            for element in src_segments:
+        meeting = _meet(walker, segments, c, len(walker.shape(dst)), src)
+        if meeting == "repeated":
+            for element in walker.chan[src][0]:
                 walker.groups.freeze(element, f"aten.{aten_name(node)} repeats them across another tensor's channels")
-        else:
+        elif meeting == "apart":
             walker.opaque(node, f"aten.{aten_name(node)} of tensors whose channels do not line up")
             return
     elif src in walker.floating:
         walker.opaque(node, f"aten.{aten_name(node)} of a parameter the tracer cannot follow")
         return
     walker.chan[node] = (segments, c)
+
+
+def _meet(walker: ChannelWalker, segments: tuple, c: int, rank: int, other: fx.Node) -> str:
+    """How tracked ``other``, broadcast to a result of ``rank`` dims whose channels are ``segments`` along
+    ``c``, meets them: "joined" (its channels line up with them, and join them), "repeated" (it holds the
+    same values all along them) or "apart"."""
+    other_segments, other_c = walker.chan[other]
+    shift = rank - len(walker.shape(other))
+    if shift + other_c == c and walker.sizes(other_segments) == walker.sizes(segments):
+        for a, b in zip(segments, other_segments, strict=True):
+            walker.groups.union(a, b)
+        return "joined"
+    return "repeated" if c < shift or _repeated_along(other, c - shift) else "apart"
 
 
 def _repeated_along(node: fx.Node, dim: int) -> bool:
@@ -1009,12 +1017,7 @@ def _batched_matmul_added(walker: ChannelWalker, node: fx.Node) -> None:
     heads of the product joined with the input's where it has them."""
     added = node.args[0]
     _batched_matmul(walker, node, node.args[1], node.args[2])
-    if node not in walker.chan or added not in walker.chan:
-        return
-    (segments, c), (added_segments, added_c) = walker.chan[node], walker.chan[added]
-    rank = len(walker.shape(node))
-    if rank - len(walker.shape(added)) + added_c == c and walker.sizes(added_segments) == walker.sizes(segments):
-        for x, y in zip(segments, added_segments, strict=True):
-            walker.groups.union(x, y)
-    elif not _repeated_along(added, c - (rank - len(walker.shape(added)))):
-        walker.opaque(node, "aten.baddbmm adds a tensor whose channels do not line up")
+    if node in walker.chan and added in walker.chan:
+        segments, c = walker.chan[node]
+        if _meet(walker, segments, c, len(walker.shape(node)), added) == "apart":
+            walker.opaque(node, "aten.baddbmm adds a tensor whose channels do not line up")
