@@ -8,6 +8,9 @@ module tells the ``ChannelWalker`` what each one does to the channel dimension i
 - ``view``/``reshape`` that split the channel dim into (heads, head size) make the tensor's
   channels the *heads*, and the split group a scaled copy of them (``ChannelGroups.set_scaled``);
   a merge back makes a new group scaled from the heads. Keeping fewer heads keeps whole heads;
+  a merge with the channels innermost (Swin's patch merging: 2 x 2 neighbours of C channels into
+  4C) makes segments of the one group;
+- ``roll`` and ``flip`` of other dims (Swin's shifted windows) and softmaxes over other dims keep it;
 - ``scaled_dot_product_attention`` and batched ``matmul`` join the head groups of queries, keys
   and values; with grouped-query attention (fewer key/value heads) the query heads become a
   scaled copy of the key/value heads, so whole groups are kept;
@@ -111,6 +114,10 @@ def visit(walker: ChannelWalker, node: fx.Node, name: str) -> None:
     elif name in _SOFTMAX:
         dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
         _along_other_dim(walker, node, dim)
+    elif name == "roll":
+        _along_other_dim(walker, node, node.args[2] if len(node.args) > 2 else node.kwargs.get("dims", []))
+    elif name == "flip":
+        _along_other_dim(walker, node, node.args[1] if len(node.args) > 1 else node.kwargs.get("dims", []))
     elif name == "scaled_dot_product_attention":
         _attention(walker, node)
     elif name in ("linear", "matmul", "bmm") and len(node.args) > 1 and node.args[1] in walker.floating:
@@ -394,10 +401,13 @@ def _size_at(walker: ChannelWalker, node: fx.Node, dim: int, rank: int) -> int:
 
 
 def _along_other_dim(walker: ChannelWalker, node: fx.Node, dim: Any) -> None:
-    """A softmax over another dim keeps the channels; over the channels it is opaque."""
+    """A softmax over another dim keeps the channels, and so does a roll or flip of other dims
+    (Swin's shifted windows roll the feature map's rows and columns); over the channels, or over
+    every dim at once (``roll`` without dims), it is opaque."""
     arg, shape = node.args[0], walker.shape(node)
-    if arg in walker.chan and shape is not None and isinstance(dim, int):
-        if dim % len(shape) != walker.chan[arg][1]:
+    dims = list(dim) if isinstance(dim, (list, tuple)) else [dim]
+    if arg in walker.chan and shape is not None and dims and all(isinstance(d, int) for d in dims):
+        if all(d % len(shape) != walker.chan[arg][1] for d in dims):
             walker.chan[node] = walker.chan[arg]
             return
     walker.opaque(node, f"aten.{aten_name(node)} over the channels")
@@ -476,6 +486,11 @@ def _reshape(walker: ChannelWalker, node: fx.Node) -> None:
         if _written_out(node, outs[0]) and aten_name(arg) != "expand":  # a repeat's count is the code's product
             _size_follows(walker, node, shape[outs[0]], merged)
         walker.chan[node] = ((merged,), outs[0])
+    elif len(outs) == 1 and len(ins) > 1 and ins[-1] == c and len(segments) == 1 and aten_name(arg) != "expand":
+        # merge, channels innermost: each position of the merged dims holds all the channels in turn (Swin's
+        # patch merging flattens 2 x 2 neighbours of C channels into 4C), so they are segments of one group
+        count = math.prod(in_shape[d] for d in ins[:-1])
+        walker.chan[node] = ((segments[0],) * count, outs[0])
     else:
         walker.opaque(node, f"aten.{aten_name(node)} reshapes the channels")
 

@@ -64,6 +64,11 @@ ZOO = {
                ["attention.num_heads", "mlp.fc1", "cls_token"], ["layers.depth"], False),
     "timm_vit": (_timm("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=2), IMAGES,
                  ["attn.num_heads", "mlp.fc1", "cls_token"], ["blocks.depth"], False),
+    # windowed attention: shifted windows rolled, partitioned and reversed, a relative-position bias per head,
+    # patch merging of 2 x 2 neighbours between stages
+    "timm_swin": (_timm("swin_tiny_patch4_window7_224", img_size=32, patch_size=2, window_size=4, embed_dim=64,
+                        depths=(2, 2), num_heads=(2, 4)), IMAGES,
+                  ["attn.num_heads", "mlp.fc1", "patch_embed.proj", "downsample.reduction"], ["blocks.depth"], False),
     "timm_convnext": (_timm("convnext_atto"), IMAGES, ["stages.0"], [], True),
     "timm_efficientnet": (_timm("efficientnet_b0"), IMAGES, ["blocks"], [], True),
     "timm_mobilevit": (_timm("mobilevitv2_050"), IMAGES, ["stages", "attn.qkv_proj.out_channels[2]"], [], True),
