@@ -18,13 +18,11 @@ give it nascli's hparams and choices, checked: scripts/supernet_space.py). Model
 AutoNAS training step (the train-mode forward draws a random subnet, then one backward and one
 SGD step); nascli's are one random subnet per step (``single_subnet_step``), the max subnet alone,
 and the sandwich step (max, min and 0 to ``--num-random`` random subnets, in-place distillation,
-one SGD step), each also with the model and batch in channels-last layout (``train.channels_last``),
-and with the random subnets drawn only within 50 % of the max subnet's flops
-(``train.subnet_constraints``).
+one SGD step), each also with the model and batch in channels-last layout (``train.channels_last``).
 All steps alternate, medians of ``--repeats``; the flops ratio is what the subnets' flops alone
 predict (the mean flops of random subnets from 2,000 draws, nascli's cost model).
 
-    python scripts/bench_engine.py [--threads 1] [--size 224] [--batch 8] [--repeats 7] [--supernet-only]
+    python scripts/bench_engine.py [--threads 1] [--size 224] [--batch 8] [--repeats 7]
 """
 
 from __future__ import annotations
@@ -49,7 +47,6 @@ from nascli.cost.model import cost_model
 from nascli.models import resnet20
 from nascli.space.space import get_space
 from nascli.train.sandwich import sandwich_step, single_subnet_step
-from nascli.train.subnet_draw import BoundedDraw
 
 
 def step_seconds(model: torch.nn.Module, x: torch.Tensor) -> float:
@@ -153,13 +150,8 @@ def supernet_step_rows(motn, batch: int, num_random: int, repeats: int) -> list[
     ours = mtn.convert(resnet20(10, 1, 16), [("autonas", config)], dummy_input=torch.zeros(1, 1, 28, 28)).train()
     nhwc = copy.deepcopy(ours).to(memory_format=torch.channels_last)  # what train.channels_last trains
     x_nhwc = x.contiguous(memory_format=torch.channels_last)
-    within = BoundedDraw(nhwc, {"flops": "50%"}, random.Random(0))  # train.subnet_constraints
     steps = {
         "nascli: one random subnet": _step(single_subnet_step, ours, x, y, rng=random.Random(0)),
-        "nascli: one random subnet, channels_last": _step(single_subnet_step, nhwc, x_nhwc, y, rng=random.Random(0)),
-        "nascli: one random subnet within 50% flops, channels_last": _step(
-            single_subnet_step, nhwc, x_nhwc, y, draw=within
-        ),
         "nascli: max subnet": _step(single_subnet_step, ours, x, y, subnet="max"),
         "nascli: max subnet, channels_last": _step(single_subnet_step, nhwc, x_nhwc, y, subnet="max"),
     }
@@ -169,10 +161,6 @@ def supernet_step_rows(motn, batch: int, num_random: int, repeats: int) -> list[
         steps[f"nascli: {name}, channels_last"] = _step(
             sandwich_step, nhwc, x_nhwc, y, num_random=k, rng=random.Random(0)
         )
-        if k:
-            steps[f"nascli: {name} within 50% flops, channels_last"] = _step(
-                sandwich_step, nhwc, x_nhwc, y, num_random=k, draw=within
-            )
     if motn is not None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -203,8 +191,22 @@ def _step(step, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, **kwar
     return lambda: step(model, (x, y), F.cross_entropy, sgd, **kwargs)
 
 
-def overhead_table(motn, x: torch.Tensor, repeats: int) -> Table:
-    """The first table: resnet50's convert time and fixed-subnet steps against plain models, per engine."""
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--size", type=int, default=224, help="image side in pixels")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--no-modelopt", action="store_true")
+    parser.add_argument("--supernet-batch", type=int, default=128)
+    parser.add_argument("--num-random", type=int, default=2, help="random subnets of the sandwich step")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    x = torch.randn(args.batch, 3, args.size, args.size)
+    motn = None if args.no_modelopt else load_modelopt()
+
     engines = {"nascli": (lambda m: mtn.convert(m, "autonas"), lambda m: mtn.get_subnet_config(m, True))}
     if motn is not None:
         engines["ModelOpt"] = (lambda m: motn.convert(m, mode="autonas"), lambda m: motn.get_subnet_config(m, True))
@@ -219,11 +221,11 @@ def overhead_table(motn, x: torch.Tensor, repeats: int) -> Table:
         mtn.export_copy,  # a new model; the converted one is left as it was
         lambda m: mtn.random_sampling(m, enabled=False),
         x,
-        repeats,
+        args.repeats,
     )
-    if motn is None:
+    if motn is None and not args.no_modelopt:
         rows.append(("ModelOpt", NOT_INSTALLED, "", ""))
-    else:
+    if motn is not None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             converted = motn.convert(torchvision.models.resnet50(), mode="autonas")
@@ -235,38 +237,17 @@ def overhead_table(motn, x: torch.Tensor, repeats: int) -> Table:
                 lambda m: motn.export(copy.deepcopy(m)),  # ModelOpt exports in place
                 lambda m: motn.no_modelopt_patches(),
                 x,
-                repeats,
+                args.repeats,
             )
-    batch, _, size, _ = x.shape
     table = Table(
         title=f"Engine overhead, resnet50 (autonas), train-mode fwd+bwd of a fixed subnet, batch "
-        f"{batch}x3x{size}x{size}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+        f"{args.batch}x3x{args.size}x{args.size}, {torch.get_num_threads()} threads, torch {torch.__version__}"
     )
     for column in ("tool", "measure", "seconds (a / b)", "ratio b/a"):
         table.add_column(column)
     for row in rows:
         table.add_row(*row)
-    return table
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--size", type=int, default=224, help="image side in pixels")
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--no-modelopt", action="store_true")
-    parser.add_argument("--supernet-batch", type=int, default=128)
-    parser.add_argument("--num-random", type=int, default=2, help="random subnets of the sandwich step")
-    parser.add_argument("--supernet-only", action="store_true", help="only the second table (supernet steps)")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    motn = None if args.no_modelopt else load_modelopt()
-    if not args.supernet_only:
-        table = overhead_table(motn, torch.randn(args.batch, 3, args.size, args.size), args.repeats)
-        Console(width=160).print(table)
+    Console(width=160).print(table)
     supernet = Table(
         title=f"Supernet training step, ResNet-20 (autonas, divisor 8), batch {args.supernet_batch}x1x28x28, SGD, "
         f"{torch.get_num_threads()} threads; ratio to the first row"

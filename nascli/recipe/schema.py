@@ -73,11 +73,6 @@ class TrainSpec(_Strict):
     plain: bool = Field(default=False, description="train the model as built only, no supernet (a teacher to prune)")
     sandwich: bool = Field(default=True, description="false: one random subnet per step (ModelOpt's AutoNAS)")
     num_random: int = Field(default=2, ge=0, description="random subnets per sandwich step")
-    subnet_constraints: dict[str, str | float] = Field(
-        default_factory=dict,
-        description="draw random subnets only within these bounds (flops / params / memory, as search.constraints):"
-        " no step trains a subnet a search under them cannot pick",
-    )
     distill: bool = True
     temperature: float = Field(default=1.0, gt=0)
     bn_calib_batches: PositiveInt = 10

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from nascli.space.space import SearchSpace, get_space, random_sampling
+from nascli.space.space import get_space, random_sampling
 from nascli.train.device import autocast as autocast_to
 from nascli.train.task import logits_of
 
@@ -62,7 +62,6 @@ def sandwich_step(
     rng: random.Random | None = None,
     reduce_gradients: Callable[[nn.Module], None] | None = None,
     autocast: torch.dtype | None = None,
-    draw: Callable[[], dict[str, Any]] | None = None,
 ) -> dict[str, float]:
     """Train the largest, the smallest and ``num_random`` random subnets on one batch, one optimizer step.
 
@@ -71,8 +70,7 @@ def sandwich_step(
     need no separate teacher. ``rng`` draws the random subnets (processes sharing a seed train
     the same subnets); ``reduce_gradients`` averages gradients across processes before the step;
     ``autocast`` (e.g. ``torch.bfloat16``) runs the forward passes in that precision on the
-    batch's device; ``draw`` returns each random subnet's config instead (``BoundedDraw``: only
-    subnets within the search's bounds). The largest subnet is left active afterwards.
+    batch's device. The largest subnet is left active afterwards.
     """
     inputs, targets = batch
     space = get_space(model)
@@ -88,7 +86,7 @@ def sandwich_step(
         losses["loss_max"] = loss.item()
         teacher = logits.detach()
         for index, how in enumerate(["min"] + [rng.choice] * num_random):
-            _activate(space, how, draw)
+            space.sample(how)
             with autocast_to(inputs.device, autocast):
                 out = logits_of(model(inputs))
                 loss = distillation_loss(out, teacher, temperature) if distill else loss_fn(out, targets)
@@ -96,14 +94,6 @@ def sandwich_step(
             losses["loss_min" if index == 0 else f"loss_random{index}"] = loss.item()
         _apply_gradients(model, optimizer, grad_clip, reduce_gradients)
     return losses
-
-
-def _activate(space: SearchSpace, how: str | Callable, draw: Callable[[], dict[str, Any]] | None) -> None:
-    """Activate the named subnet, or a random one: drawn per hparam by ``how``, or by ``draw``."""
-    if draw is not None and callable(how):
-        space.select(draw())
-    else:
-        space.sample(how)
 
 
 def _apply_gradients(
@@ -131,18 +121,16 @@ def single_subnet_step(
     reduce_gradients: Callable[[nn.Module], None] | None = None,
     autocast: torch.dtype | None = None,
     subnet: str | None = None,
-    draw: Callable[[], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """ModelOpt's AutoNAS step: one random subnet per step, trained on the labels (the baseline).
 
-    ``subnet="max"`` trains only the largest subnet: the model as built, trained plainly; ``draw``
-    returns the random subnet's config (as in ``sandwich_step``).
+    ``subnet="max"`` trains only the largest subnet: the model as built, trained plainly.
     """
     inputs, targets = batch
     space = get_space(model)
     with random_sampling(model, enabled=False):
         optimizer.zero_grad(set_to_none=True)
-        _activate(space, subnet or (rng or random.Random()).choice, draw)
+        space.sample(subnet or (rng or random.Random()).choice)
         with autocast_to(inputs.device, autocast):
             loss = loss_fn(logits_of(model(inputs)), targets)
         loss.backward()

@@ -29,7 +29,6 @@ from nascli.train.distributed import Ranks, average_gradients, broadcast_model
 from nascli.train.fsdp import full_optimizer_state, load_optimizer_state, mean_across_ranks, reshard, shard
 from nascli.train.memory_format import channels_last_for
 from nascli.train.sandwich import distillation_loss, sandwich_step, single_subnet_step
-from nascli.train.subnet_draw import BoundedDraw
 from nascli.train.task import Classification, accuracy, logits_of, task_of
 
 __all__ = ["SubnetTrainer", "SupernetTrainer", "Trainer", "accuracy", "build_optimizer", "subnet_metrics"]
@@ -251,8 +250,6 @@ class SupernetTrainer(Trainer):
     def __init__(self, model: nn.Module, splits: Splits, data: DataSpec, *args: Any, **kwargs: Any) -> None:
         super().__init__(model, splits, data, *args, **kwargs)
         self.calib = DataLoader(splits.train, batch_size=data.batch_size, shuffle=False, drop_last=True)
-        constraints = self.spec.subnet_constraints
-        self.draw = BoundedDraw(model, constraints, self.sampler) if constraints else None
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> float:
         spec = self.spec
@@ -264,11 +261,11 @@ class SupernetTrainer(Trainer):
         if spec.sandwich:
             return sandwich_step(
                 self.model, batch, self.task.loss, self.optimizer, spec.num_random, spec.distill, spec.temperature,
-                spec.grad_clip, self.sampler, self._reduce(), self.autocast, self.draw,
+                spec.grad_clip, self.sampler, self._reduce(), self.autocast,
             )["loss_max"]  # fmt: skip
         return single_subnet_step(
             self.model, batch, self.task.loss, self.optimizer, spec.grad_clip, self.sampler, self._reduce(),
-            self.autocast, draw=self.draw,
+            self.autocast,
         )["loss_max"]  # fmt: skip
 
     def evaluate(self) -> dict[str, float]:
