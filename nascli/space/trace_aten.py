@@ -114,10 +114,9 @@ def visit(walker: ChannelWalker, node: fx.Node, name: str) -> None:
     elif name in _SOFTMAX:
         dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
         _along_other_dim(walker, node, dim)
-    elif name == "roll":
-        _along_other_dim(walker, node, node.args[2] if len(node.args) > 2 else node.kwargs.get("dims", []))
-    elif name == "flip":
-        _along_other_dim(walker, node, node.args[1] if len(node.args) > 1 else node.kwargs.get("dims", []))
+    elif name in ("roll", "flip"):  # roll(x, shifts, dims), flip(x, dims)
+        at = 2 if name == "roll" else 1
+        _along_other_dim(walker, node, node.args[at] if len(node.args) > at else node.kwargs.get("dims", []))
     elif name == "scaled_dot_product_attention":
         _attention(walker, node)
     elif name in ("linear", "matmul", "bmm") and len(node.args) > 1 and node.args[1] in walker.floating:
