@@ -19,6 +19,7 @@ from nascli.space.kinds.heads import RULE_KEY as HEADS_RULE
 from nascli.space.kinds.hidden import HIDDEN
 from nascli.space.kinds.hidden import RULE_KEY as HIDDEN_RULE
 from nascli.space.kinds.linear import LINEAR
+from nascli.space.kinds.module_list import DynamicModuleList
 from nascli.space.kinds.parameters import PARAMETERS
 from nascli.space.patches import patch_train
 from nascli.space.rules import settings_for, settings_matching
@@ -89,6 +90,9 @@ def convert_model(
         _keep_as_recorded(entries, recorded_choices, reasons)
     elif trace.exported:
         keep_what_runs(model, (hp for _, hp in entries), dummy_input, lambda hp, why: _freeze(hp, why, reasons))
+    else:  # an fx graph names the blocks called, not whether the code looped over their list or indexed it
+        depths = [m._hp_depth for m in model.modules() if isinstance(m, DynamicModuleList)]
+        keep_what_runs(model, depths, dummy_input, lambda hp, why: _freeze(hp, why, reasons))
 
     batch = dummy_input[0].shape[0] if dummy_input and isinstance(dummy_input[0], torch.Tensor) else 1
     terms, unmodeled = compile_cost_terms(model, trace, channel_hps, layer_hps, batch)
@@ -159,8 +163,15 @@ def _follow_split_sizes(model: nn.Module, split_dims: dict[tuple[str, int], Dim]
         if isinstance(module, DynamicModule) and kind_of(module) is not PARAMETERS:
             continue  # a layer of its own kind: its attributes are its own to keep
         names = [name for name, value in vars(module).items() if _is_size(name, value) and _holds(value, size)]
+        if _counts_heads(dim):  # a small model's rotary width may equal its head count too
+            names = [name for name in names if "head" in name.lower()] or names
         if names:
             PARAMETERS.attach_parameters(module, {}, {name: dim for name in names})
+
+
+def _counts_heads(dim: Dim) -> bool:
+    """Whether ``dim`` is a number of heads (not a width): a grouped count, or an hparam of heads."""
+    return isinstance(dim, Grouped) or (isinstance(dim, Hparam) and "heads" in dim.name)
 
 
 def _follow_query_groups(model: nn.Module, per_group: list[tuple[str, int, Hparam]]) -> None:

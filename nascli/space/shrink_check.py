@@ -33,6 +33,7 @@ from torch import nn
 
 from nascli.space.hparam import Grouped, Hparam, Scaled, Segments, dim_parts
 from nascli.space.kinds import DynamicModule
+from nascli.space.kinds.module_list import indexing_as_exported
 from nascli.space.space import on_meta_device
 from nascli.space.trace import buffers_kept
 
@@ -49,7 +50,7 @@ def keep_what_runs(model: nn.Module, hparams: Iterable[Hparam], dummy_input: tup
     was_training = model.training
     model.eval()
     try:
-        with buffers_kept(model):
+        with buffers_kept(model), indexing_as_exported():
             run = forward_runner(model, dummy_input)
             configurable = list({id(hp): hp for hp in hparams if hp.is_configurable}.values())
             rounds = disjoint_rounds(configurable, hparam_scopes(model))

@@ -4,13 +4,17 @@ Transformers keep their blocks in a ModuleList and loop over it in their own for
 (``for layer in self.layers[: n]``), so the list cannot run the blocks itself as
 ``nn.Sequential`` does. Its dynamic version hands the loop only the active blocks: iterating it,
 or slicing it, gives the ``depth`` blocks kept (the first ones, or the best ranked). Indexing
-one block (``layers[3]``) still finds any block. Depth choices follow the same rule as for
+one block (``layers[3]``) still finds any block, except inside ``indexing_as_exported``: the
+forward check of conversion (space/shrink_check.py) runs in it, so a list the model's code
+indexes block by block (``self.mlps[1]``) instead of looping over fails at a depth that drops the
+block, as its export would, and keeps its full depth. Depth choices follow the same rule as for
 ``nn.Sequential`` (kinds/base.py ``depth_hparam``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from torch import nn
@@ -22,6 +26,7 @@ from nascli.space.kinds.sequential import DepthStack, SequentialKind
 
 class DynamicModuleList(DepthStack, nn.ModuleList):
     _native = nn.ModuleList
+    _index_as_exported = False
 
     def __iter__(self) -> Iterator[nn.Module]:
         return iter(self._kept())
@@ -29,7 +34,20 @@ class DynamicModuleList(DepthStack, nn.ModuleList):
     def __getitem__(self, index: Any) -> Any:
         if isinstance(index, slice):
             return nn.ModuleList(self._kept()[index])
-        return super().__getitem__(index)
+        block = super().__getitem__(index)
+        if DynamicModuleList._index_as_exported and not any(block is kept for kept in self._kept()):
+            raise IndexError(f"block {index} is dropped at depth {self._hp_depth.active}")
+        return block
+
+
+@contextmanager
+def indexing_as_exported() -> Iterator[None]:
+    """Within it, indexing a dynamic ModuleList for a block its active depth drops raises IndexError."""
+    DynamicModuleList._index_as_exported = True
+    try:
+        yield
+    finally:
+        DynamicModuleList._index_as_exported = False
 
 
 class ModuleListKind(SequentialKind):

@@ -40,3 +40,29 @@ def test_a_transformer_loop_skips_its_last_blocks(tmp_path):
     assert model.body.blocks[1] is not None  # indexing still finds every block
     exported = mtn.export(model)
     assert type(exported.body.blocks) is nn.ModuleList and len(exported.body.blocks) == 1
+
+
+class _Indexed(nn.Module):
+    """A ModuleList the model's code indexes block by block (LongCat-Flash's two MLPs per layer)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Linear(8, 32)
+        self.blocks = nn.ModuleList(nn.Sequential(nn.Linear(32, 32), nn.ReLU()) for _ in range(2))
+        self.head = nn.Linear(32, 4)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = x + self.blocks[0](x)
+        x = x + self.blocks[1](x)
+        return self.head(x)
+
+
+def test_a_list_indexed_block_by_block_keeps_its_depth():
+    """Its export at a smaller depth would index a block it dropped, so the depth stays full."""
+    model = mtn.convert(_Indexed(), "autonas", dummy_input=torch.randn(4, 8))
+    space = get_space(model)
+    assert "blocks.depth" not in space.hparams
+    assert "blocks.depth" in space.fixed_reasons and "dropped" in space.fixed_reasons["blocks.depth"]
+    looped = mtn.convert(_Residuals(), "autonas", dummy_input=torch.randn(4, 8))
+    assert get_space(looped).hparams["blocks.depth"].choices == (1, 2, 3)

@@ -1,0 +1,51 @@
+"""Conversion's own steps: the sizes a module's code reads that follow the hparams (space/convert.py)."""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import nascli.nas as mtn
+from nascli.space.space import get_space
+from tests.transformer_topologies import ExportOnly
+
+TOKENS = torch.randint(0, 50, (2, 6), generator=torch.Generator().manual_seed(0))
+
+
+class _PartialRotary(nn.Module):
+    """StableLM's attention: heads viewed by a count it holds, a rotary part of ``rotary_dims`` channels of
+    each head. In a small model the rotary width (4) can equal the head count (4)."""
+
+    def __init__(self, width: int = 64, heads: int = 4) -> None:
+        super().__init__()
+        self.num_heads, self.head_dim, self.rotary_dims = heads, width // heads, 4
+        self.embed = nn.Embedding(50, width)
+        self.q, self.k, self.v = (nn.Linear(width, width) for _ in range(3))
+        self.out = nn.Linear(width, width)
+        self.head = nn.Linear(width, 50)
+
+    def _heads(self, t: torch.Tensor) -> torch.Tensor:
+        t = t.view(t.shape[0], t.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
+        return torch.cat((t[..., : self.rotary_dims].flip(-1), t[..., self.rotary_dims :]), dim=-1)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.embed(ids)
+        q, k = self._heads(self.q(x)), self._heads(self.k(x))
+        v = self.v(x).view(*x.shape[:2], self.num_heads, self.head_dim).transpose(1, 2)
+        attended = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(*x.shape[:2], -1)
+        return self.head(x + self.out(attended))
+
+
+class PartialRotary(ExportOnly):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = _PartialRotary()
+
+
+def test_a_head_count_is_followed_by_the_attributes_named_for_heads_only():
+    model = mtn.convert(PartialRotary(), "fastnas", dummy_input=TOKENS).eval()
+    assert get_space(model).hparams["body.num_heads"].choices == (1, 2, 3, 4)
+    mtn.select(model, {"body.num_heads": 2})
+    expected = model(TOKENS)
+    exported = mtn.export(model)
+    assert (exported.body.num_heads, exported.body.rotary_dims) == (2, 4)
+    torch.testing.assert_close(exported(TOKENS), expected)
