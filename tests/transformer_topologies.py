@@ -516,3 +516,35 @@ class ConstantsDecoder(ExportOnly):
     def __init__(self) -> None:
         super().__init__()
         self.body = _Constants()
+
+
+class _SideBySide(nn.Module):
+    """Zamba's shared block: an RMS norm weighs the hidden state and the embeddings side by side, and the
+    block is built once per use around the same tensors (a tied norm weight). Then four copies of the
+    hidden state, flattened, are mixed by a weight the code applies (a hyper-connection, HunYuan's and
+    DeepSeek-V4's): both parameters meet the hidden width in segments."""
+
+    def __init__(self, width: int = 64) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(50, width)
+        self.mlp = nn.Sequential(nn.Linear(width, 128), nn.GELU(), nn.Linear(128, width))
+        self.norms = nn.ModuleList([RMSNorm(2 * width), RMSNorm(2 * width)])
+        self.norms[1].weight = self.norms[0].weight
+        self.mix = nn.Linear(2 * width, width)
+        self.connection = nn.Parameter(0.1 * torch.randn(4, 4 * width))
+        self.head = nn.Linear(width, 50)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        e = self.embed(ids)
+        x = e + self.mlp(e)
+        for norm in self.norms:
+            x = x + self.mix(norm(torch.cat([x, e], -1)))
+        copies = x.unsqueeze(-2).repeat(1, 1, 4, 1).flatten(-2)
+        weights = F.linear(copies, self.connection).softmax(-1)
+        return self.head(x * weights[..., :1] + e * weights[..., 1:2])
+
+
+class SideBySide(ExportOnly):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = _SideBySide()

@@ -248,7 +248,15 @@ def _group_dims(trace: TraceResult, slot_hps: dict[str, dict[str, Any]]) -> dict
         for attr, dim in hps.items():
             if attr.startswith("param:"):  # a weight's dim (Falcon's own linear layers, an expert's width)
                 param, _, axis = attr.removeprefix("param:").rpartition(":")
-                root = groups.find(trace.param_slots[f"{name}.{param}" if name else param][int(axis)])
+                path = f"{name}.{param}" if name else param
+                if int(axis) in trace.param_segments.get(path, {}):  # read in segments: each by its part
+                    elements = trace.param_segments[path][int(axis)]
+                    for element, part in zip(elements, dim.parts, strict=True):
+                        found.setdefault(groups.find(element), part)
+                    continue
+                if int(axis) not in trace.param_slots.get(path, {}):
+                    continue  # another holder of a tied tensor: the path the graph read names its groups
+                root = groups.find(trace.param_slots[path][int(axis)])
                 repeat = groups.repeat_of(root)
                 if isinstance(dim, Hparam):
                     found.setdefault(root, dim)

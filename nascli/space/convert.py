@@ -115,26 +115,75 @@ def _attach_parameters(
     channel_hps: dict[str, dict[str, Dim]],
     reasons: dict[str, str],
 ) -> list[tuple[str, Hparam]]:
-    """Make the owners of searchable parameters read by the model's own code slice them (kinds/parameters.py)."""
-    modules = dict(model.named_modules())
+    """Make the owners of searchable parameters read by the model's own code slice them (kinds/parameters.py).
+
+    A parameter tied into other modules (Zamba's shared attention block, rebuilt per layer around
+    the same tensors) is sliced by each of them in its own forward, and counted in each, as its
+    export holds a copy in each; only its first owner lists its hparams.
+    """
+    modules = dict(model.named_modules(remove_duplicate=False))
     by_owner: dict[str, dict[str, dict[int, Dim]]] = defaultdict(lambda: defaultdict(dict))
+    holders = _holders_by_tensor(model)
+    tied: dict[str, dict[str, dict[int, Dim]]] = defaultdict(dict)
     for (path, axis), dim in param_dims.items():
         if any(p.is_configurable for p in dim_parts(dim)):
             owner, _, name = path.rpartition(".")
             by_owner[owner][name][axis] = dim
+            tensor = getattr(modules[owner], name)
+            for other, other_name in holders[id(tensor)]:
+                held_by = modules[other]  # a layer of its own kind (a tied output head) slices it itself
+                if held_by is not modules[owner] and (
+                    not isinstance(held_by, DynamicModule) or kind_of(held_by) is PARAMETERS
+                ):
+                    tied[other].setdefault(other_name, {})[axis] = dim
     entries = []
-    for owner, sliced in by_owner.items():
+    for owner, sliced in [*by_owner.items(), *tied.items()]:
         module = modules[owner]
-        if isinstance(module, DynamicModule):  # its own kind slices its tensors; it cannot also slice these
+        if isinstance(module, DynamicModule) and kind_of(module) is not PARAMETERS:
+            # its own kind slices its tensors; it cannot also slice these
             for dims in sliced.values():
                 for hp in (p for dim in dims.values() for p in dim_parts(dim)):
                     _freeze(hp, f"{owner or type(model).__name__} is also a searchable layer", reasons)
             continue
-        PARAMETERS.attach_parameters(module, {name: dict(dims) for name, dims in sliced.items()})
-        channel_hps[owner] = PARAMETERS.roles(module)
-        prefix = f"{owner}." if owner else ""
-        entries.extend((f"{prefix}{attr}", hp) for attr, hp in module.nas_hparams())
+        PARAMETERS.attach_parameters(
+            module, {name: dict(dims) for name, dims in sliced.items()}, _lengths_held(module, sliced)
+        )
+        channel_hps[owner] = PARAMETERS.roles(module)  # its costs; tied tensors are moved once when ranked
+        if owner in by_owner:
+            prefix = f"{owner}." if owner else ""
+            entries.extend((f"{prefix}{attr}", hp) for attr, hp in module.nas_hparams())
     return entries
+
+
+def _holders_by_tensor(model: nn.Module) -> dict[int, list[tuple[str, str]]]:
+    """By tensor id, each (module path, attribute) holding it: a tied parameter is held by several modules."""
+    found: dict[int, list[tuple[str, str]]] = defaultdict(list)
+    for named in (model.named_parameters(remove_duplicate=False), model.named_buffers(remove_duplicate=False)):
+        for path, tensor in named:
+            owner, _, name = path.rpartition(".")
+            found[id(tensor)].append((owner, name))
+    return found
+
+
+_SIZE_WORDS = ("dim", "size", "shape", "features", "width", "hidden", "channels")
+
+
+def _lengths_held(module: nn.Module, sliced: dict[str, dict[int, Dim]]) -> dict[str, Dim]:
+    """The size attributes of a module owning a sliced vector (a norm's weight) that equal its length, by the
+    dim they follow: its code may check its input by them (CPM-Ant's norm compares the width with
+    ``dim_norm``); only names that say they are a size, so that a count that happens to be equal stays. The
+    forward check of an exported model then tells whether that was enough."""
+    found = {}
+    for name, dims in sliced.items():
+        tensor = getattr(module, name)
+        if tensor.dim() == 1 and 0 in dims:
+            held = [
+                attr
+                for attr, value in vars(module).items()
+                if _is_size(attr, value) and _holds(value, len(tensor)) and any(w in attr.lower() for w in _SIZE_WORDS)
+            ]
+            found.update(dict.fromkeys(held, dims[0]))
+    return found
 
 
 def _entry_scales(model: nn.Module) -> dict[str, int]:
@@ -308,6 +357,7 @@ def _channel_hparams(
     for path, slots in trace.param_slots.items():
         for axis, element in slots.items():
             params[groups.find(element)].append((path, axis))
+    # a parameter read in segments names no group: each segment's group has its producer elsewhere
     # a chunked group is copies of its part group: the part gets the hparam, the whole its runs
     repeats = {root: groups.repeat_of(root) for root in {*members, *params} if groups.repeat_of(root)}
     whole_of = {groups.find(part): (root, copies) for root, (part, copies) in repeats.items()}
@@ -372,6 +422,11 @@ def _channel_hparams(
         for path, slots in trace.param_slots.items()
         for axis, element in slots.items()
     }
+    param_dims.update(
+        ((path, axis), Segments([dim_of(groups.find(e)) for e in elements]))
+        for path, by_axis in trace.param_segments.items()
+        for axis, elements in by_axis.items()
+    )
     split_dims = {(path, size): dim_of(groups.find(part)) for path, size, part in trace.split_sizes}
 
     found: dict[str, dict[str, Dim]] = defaultdict(dict)

@@ -247,6 +247,9 @@ class TraceResult:
     # parameter read directly by the graph -> {its dim: group element}; exported models only. Most have
     # one such dim; the 3-d weights of mixture-of-experts layers two (their input and output channels)
     param_slots: dict[str, dict[int, Element]] = field(default_factory=dict)
+    # parameter -> {its dim: the group elements of its segments}: a parameter meeting channels that are a
+    # concatenation (a norm over the hidden state and the embeddings side by side; hyper-connections' copies)
+    param_segments: dict[str, dict[int, tuple[Element, ...]]] = field(default_factory=dict)
     # (parameter, dim) whose channels a weight produces, as a layer's output: an expert's own width
     weight_outputs: set[tuple[str, int]] = field(default_factory=set)
     # (key/value head group element, attention module path, whether queries are whole groups of it,
@@ -586,6 +589,7 @@ class ChannelWalker:
         # dim is decided by its first use (space/trace_aten.py)
         self.floating: dict[fx.Node, tuple[str, tuple[int | None, ...]]] = {}
         self.param_slots = result.param_slots  # parameter path -> (its channel dim, group element)
+        self.param_segments = result.param_segments  # parameter path -> (its channel dim, segment elements)
         self.param_frozen: dict[str, str] = {}  # parameter path -> why its channels cannot change
 
     # -- helpers -------------------------------------------------------------------------------
@@ -619,7 +623,8 @@ class ChannelWalker:
             if arg in self.floating:
                 path = self.floating[arg][0]
                 self.param_frozen.setdefault(path, reason)
-                for element in self.param_slots.get(path, {}).values():
+                segments = [e for elements in self.param_segments.get(path, {}).values() for e in elements]
+                for element in [*self.param_slots.get(path, {}).values(), *segments]:
                     self.groups.freeze(element, reason)
         shape = _shape(node)
         if shape is not None:

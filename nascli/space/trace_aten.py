@@ -154,12 +154,41 @@ def pin(walker: ChannelWalker, node: fx.Node, dim: int) -> Element | None:
     if dim < 0 or dim >= len(axes) or axes[dim] is None:
         return None
     axis = axes[dim]
+    if axis in walker.param_segments.get(path, {}):
+        return None  # read in segments elsewhere
     size = walker.params[path].shape[axis]
     element = walker.groups.add(("param", path, axis), size)
     walker.param_slots.setdefault(path, {})[axis] = element
     if path in walker.param_frozen:
         walker.groups.freeze(element, walker.param_frozen[path])
     return element
+
+
+def pin_segments(walker: ChannelWalker, node: fx.Node, dim: int, sizes: tuple[int, ...]) -> tuple[Element, ...] | None:
+    """``pin`` for channels that come in segments of ``sizes``: one group element per segment.
+
+    Zamba's norm weighs the hidden state and the embeddings concatenated; a hyper-connection's
+    weight reads four copies of the hidden state flattened. The parameter is sliced segment by
+    segment (kinds/parameters.py). None where ``node`` broadcasts it, or where another use reads
+    it in other segments.
+    """
+    if len(sizes) == 1:
+        element = pin(walker, node, dim)
+        return None if element is None else (element,)
+    path, axes = walker.floating[node]
+    if dim < 0 or dim >= len(axes) or axes[dim] is None:
+        return None
+    axis = axes[dim]
+    if walker.params[path].shape[axis] != sum(sizes) or axis in walker.param_slots.get(path, {}):
+        return None
+    known = walker.param_segments.setdefault(path, {}).get(axis)
+    if known is not None:
+        return known if walker.sizes(known) == tuple(sizes) else None
+    elements = tuple(walker.groups.add(("param", path, axis, i), size) for i, size in enumerate(sizes))
+    walker.param_segments[path][axis] = elements
+    for element in elements if path in walker.param_frozen else ():
+        walker.groups.freeze(element, walker.param_frozen[path])
+    return elements
 
 
 def _parameter_linear(walker: ChannelWalker, node: fx.Node, name: str) -> None:
@@ -180,11 +209,12 @@ def _parameter_linear(walker: ChannelWalker, node: fx.Node, name: str) -> None:
     segments, c = walker.chan[x]
     # linear's weight is (out, in); a matmul's (in, out); a bmm's (experts, in, out)
     at_in, at_out = {"linear": (1, 0), "matmul": (0, 1), "bmm": (1, 2)}[name]
-    columns, rows = pin(walker, weight, at_in), pin(walker, weight, at_out)
-    if c != len(in_shape) - 1 or len(segments) != 1 or columns is None or rows is None:
+    columns, rows = pin_segments(walker, weight, at_in, walker.sizes(segments)), pin(walker, weight, at_out)
+    if c != len(in_shape) - 1 or columns is None or rows is None:
         walker.opaque(node, f"aten.{name} of a tensor the tracer cannot follow")
         return
-    walker.groups.union(segments[0], columns)
+    for segment, column in zip(segments, columns, strict=True):
+        walker.groups.union(segment, column)
     walker.result.weight_outputs.add((path, axes[at_out]))
     if bias is not None:
         if bias not in walker.floating or (element := pin(walker, bias, 0)) is None:
@@ -320,11 +350,12 @@ def elementwise(walker: ChannelWalker, node: fx.Node) -> None:
         at = ref_dim - (rank - len(in_shape))
         if at < 0 or in_shape[at] == 1 and shape[ref_dim] != 1:
             continue
-        element = pin(walker, arg, at)
-        if element is None or len(ref_segments) != 1:
+        elements = pin_segments(walker, arg, at, walker.sizes(ref_segments))
+        if elements is None:
             walker.opaque(node, f"aten.{aten_name(node)} with a parameter the tracer cannot follow")
             return
-        walker.groups.union(ref_segments[0], element)
+        for segment, element in zip(ref_segments, elements, strict=True):
+            walker.groups.union(segment, element)
     walker.chan[node] = (ref_segments, ref_dim)
 
 

@@ -49,3 +49,46 @@ def test_a_head_count_is_followed_by_the_attributes_named_for_heads_only():
     exported = mtn.export(model)
     assert (exported.body.num_heads, exported.body.rotary_dims) == (2, 4)
     torch.testing.assert_close(exported(TOKENS), expected)
+
+
+class _CheckedNorm(nn.Module):
+    """CPM-Ant's RMS norm: refuses an input whose width is not the ``dim_norm`` it holds."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.dim_norm, self.steps = width, width  # ``steps`` equals the width by chance only
+        self.weight = nn.Parameter(1 + 0.1 * torch.randn(width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.size(-1) != self.dim_norm:
+            raise AssertionError("x.size(-1) != self.dim_norm")
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * self.weight
+
+
+class _NormChecked(nn.Module):
+    def __init__(self, width: int = 64) -> None:
+        super().__init__()
+        self.embed, self.norm = nn.Embedding(50, width), _CheckedNorm(width)
+        self.mlp = nn.Sequential(nn.Linear(width, 128), nn.GELU(), nn.Linear(128, width))
+        self.head = nn.Linear(width, 50)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.embed(ids)
+        return self.head(self.norm(x + self.mlp(x)))
+
+
+class NormChecked(ExportOnly):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = _NormChecked()
+
+
+def test_a_norm_checking_its_width_by_a_size_it_holds_follows_the_hidden_width():
+    model = mtn.convert(NormChecked(), "fastnas", dummy_input=TOKENS).eval()
+    hidden = "body.embed.weight.shape[1]"
+    assert get_space(model).hparams[hidden].choices == (32, 64)
+    mtn.select(model, {hidden: 32})
+    expected = model(TOKENS)
+    exported = mtn.export(model)
+    assert (exported.body.norm.dim_norm, exported.body.norm.steps) == (32, 64)
+    torch.testing.assert_close(exported(TOKENS), expected)

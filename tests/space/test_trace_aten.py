@@ -22,6 +22,7 @@ from tests.transformer_topologies import (
     HeldSizesViT,
     LatentDecoder,
     ReducedAttentionDecoder,
+    SideBySide,
     TablePositionsDecoder,
     TinyDecoder,
     TinyViT,
@@ -277,3 +278,12 @@ def test_heads_reshaped_with_q_k_and_v_by_held_sizes(tmp_path):
     exported = mtn.export(model)
     assert (exported.attn.num_heads, exported.attn.attn_dim, exported.attn.qkv.out_features) == (2, 32, 96)
     assert exported.norm.normalized_shape == (32,) and exported.norm.weight.shape == (32,)
+
+
+def test_parameters_meeting_the_hidden_width_in_segments_are_sliced_by_segment(tmp_path):
+    model = assert_kind_conforms(SideBySide, TOKENS, LinearKind, tmp_path)
+    hidden = "body.embed.weight.shape[1]"
+    assert _hparams(model)[hidden] == (32, 64)
+    mtn.select(model, {hidden: 32})
+    exported = mtn.export(model)
+    assert exported.body.norms[1].weight.shape == (64,) and exported.body.connection.shape == (4, 128)
