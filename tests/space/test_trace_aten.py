@@ -21,6 +21,7 @@ from tests.transformer_topologies import (
     FusedQKV,
     HeldSizesViT,
     LatentDecoder,
+    MixedCopies,
     ReducedAttentionDecoder,
     SideBySide,
     TablePositionsDecoder,
@@ -287,3 +288,9 @@ def test_parameters_meeting_the_hidden_width_in_segments_are_sliced_by_segment(t
     mtn.select(model, {hidden: 32})
     exported = mtn.export(model)
     assert exported.body.norms[1].weight.shape == (64,) and exported.body.connection.shape == (4, 128)
+
+
+def test_a_product_with_the_channels_on_the_rows_passes_them_through(tmp_path):
+    model = assert_kind_conforms(MixedCopies, TOKENS, LinearKind, tmp_path)
+    assert _hparams(model)["body.embed.weight.shape[1]"] == (32, 64)
+    assert "body.router.out_features" not in get_space(model).hparams  # the coefficients keep their size
