@@ -664,7 +664,7 @@ def classify_hparam(name: str, cnn: bool) -> str:
         re.fullmatch(rf"({'|'.join(short)})\d*", w) for w in words
     ):
         return "mlp"
-    if ".weight.shape[" in name or "embed" in lowered or "cls_token" in lowered or "pos_" in lowered:
+    if ".shape[" in name or "embed" in lowered or "cls_token" in lowered or "pos_" in lowered:
         return "hidden"
     if cnn or name.endswith(("out_channels", "num_features")):
         return "channels"

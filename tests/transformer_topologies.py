@@ -574,3 +574,32 @@ class MixedCopies(ExportOnly):
     def __init__(self) -> None:
         super().__init__()
         self.body = _MixedCopies()
+
+
+class _Recurrent(nn.Module):
+    """HRM's loop: one stack of residual blocks run twice per forward, the first pass without gradients (a
+    grad-mode region in the exported graph)."""
+
+    def __init__(self, width: int = 64) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(50, width)
+        self.blocks = nn.ModuleList(
+            nn.Sequential(RMSNorm(width), nn.Linear(width, 2 * width), nn.GELU(), nn.Linear(2 * width, width))
+            for _ in range(3)
+        )
+        self.head = nn.Linear(width, 50)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.embed(ids)
+        with torch.no_grad():
+            for block in self.blocks:
+                x = x + block(x)
+        for block in self.blocks:
+            x = x + block(x)
+        return self.head(x)
+
+
+class Recurrent(ExportOnly):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = _Recurrent()

@@ -11,7 +11,10 @@ that ATen graph into the graph ``space/trace.py`` walks for fx:
 - parameters and buffers become ``get_attr`` nodes named by their path in the model;
 - every other operation stays an ATen ``call_function`` node (``aten.view``, ``aten.add``, ...),
   which ``space/trace_aten.py`` follows;
-- each node records its shape, and each module call its input and output node.
+- each node records its shape, and each module call its input and output node;
+- a region run under another grad mode (``with torch.no_grad():`` in the forward, a router's
+  ``@torch.no_grad()``), which export records as a call of a subgraph, is inlined: grad mode
+  changes no shape.
 
 Export specializes shapes: a size the model computed from ``x.shape`` is a constant in the graph.
 ``space/convert.py`` therefore checks every hparam of an exported model by running it at that
@@ -21,6 +24,7 @@ docs/architecture.md describes where this sits.
 
 from __future__ import annotations
 
+import operator
 import warnings
 from collections import defaultdict
 from collections.abc import Iterator
@@ -113,7 +117,34 @@ def export_model(model: nn.Module, dummy_input: tuple) -> ExportedGraph:
         raise UserInputError(f"cannot trace {type(model).__name__} with torch.export: {reason}") from exc
     finally:
         model.train(was_training)
+    _inline_grad_mode_regions(program.graph_module)
     return _rebuild(model, program)
+
+
+def _inline_grad_mode_regions(module: fx.GraphModule) -> None:
+    """Replace each ``wrap_with_set_grad_enabled`` call by the nodes of its subgraph, in place."""
+    from torch._higher_order_ops.wrap import wrap_with_set_grad_enabled
+
+    graph = module.graph
+    for node in [n for n in graph.nodes if n.op == "call_function" and n.target is wrap_with_set_grad_enabled]:
+        region = getattr(module, str(node.args[1].target))
+        _inline_grad_mode_regions(region)
+        env: dict[fx.Node, Any] = dict(zip(region.graph.find_nodes(op="placeholder"), node.args[2:], strict=True))
+        with graph.inserting_before(node):
+            for inner in region.graph.nodes:
+                if inner.op == "output":
+                    results = fx.node.map_arg(inner.args[0], env.__getitem__)
+                elif inner.op != "placeholder":
+                    env[inner] = graph.node_copy(inner, env.__getitem__)
+        for user in list(node.users):
+            if user.op != "call_function" or user.target is not operator.getitem:
+                raise UserInputError(f"cannot trace a grad-mode region used as {user.format_node()}")
+            user.replace_all_uses_with(results[user.args[1]])
+            graph.erase_node(user)
+        subgraph = node.args[1]
+        graph.erase_node(node)
+        if not subgraph.users:
+            graph.erase_node(subgraph)
 
 
 @contextmanager

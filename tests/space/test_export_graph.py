@@ -3,7 +3,10 @@
 import torch
 
 from nascli.space.export_graph import SHAPE, export_model
-from tests.transformer_topologies import TinyDecoder
+from nascli.space.kinds.module_list import ModuleListKind
+from nascli.space.space import get_space
+from tests.space.kinds.conformance import assert_kind_conforms
+from tests.transformer_topologies import Recurrent, TinyDecoder
 
 TOKENS = torch.randint(0, 50, (1, 6), generator=torch.Generator().manual_seed(0))
 
@@ -25,3 +28,12 @@ def test_every_block_call_records_its_input_and_output():
     assert first[1] is second[0]  # one block's output is the next block's input
     assert first[0].meta[SHAPE] == first[1].meta[SHAPE] == (1, 6, 64)
     assert {"body.blocks.0.attn", "body.blocks.1.mlp.down"} <= exported.inference_modules
+
+
+def test_a_region_without_gradients_is_inlined_and_a_stack_run_twice_keeps_its_depth(tmp_path):
+    exported = export_model(Recurrent(), (TOKENS,))
+    assert not [n for n in exported.graph.nodes if "wrap_with_set_grad_enabled" in str(n.target)]
+    assert len(exported.calls["body.blocks.0"]) == 2
+    model = assert_kind_conforms(Recurrent, TOKENS, ModuleListKind, tmp_path)
+    found = {name: hp.choices for name, hp in get_space(model).hparams.items()}
+    assert found["body.blocks.depth"] == (1, 2, 3) and found["body.embed.weight.shape[1]"] == (32, 64)

@@ -303,17 +303,21 @@ def depth_hparam(name: str, stack: nn.Module, settings: dict[str, Any], trace: T
 
 
 def _is_skippable(name: str, block: nn.Module | None, trace: TraceResult) -> bool:
+    """Whether every call of ``block`` keeps its input's shape and channel group (a block run several
+    times per forward, as a recurrent model's loop over its layers runs it, in each of them)."""
     calls = trace.calls.get(name, [])
-    if block is None or not any(True for _ in block.children()) or len(calls) != 1:
-        return False
-    node_in, node_out = calls[0]
-    if node_in not in trace.channels or node_out not in trace.channels:
-        return False
-    if trace.node_shape(node_in) != trace.node_shape(node_out):
+    if block is None or not any(True for _ in block.children()) or not calls:
         return False
     groups = trace.groups
-    roots_in = [groups.find(e) for e in trace.channels[node_in][0]]
-    return roots_in == [groups.find(e) for e in trace.channels[node_out][0]]
+    for node_in, node_out in calls:
+        if node_in not in trace.channels or node_out not in trace.channels:
+            return False
+        if trace.node_shape(node_in) != trace.node_shape(node_out):
+            return False
+        roots_in = [groups.find(e) for e in trace.channels[node_in][0]]
+        if roots_in != [groups.find(e) for e in trace.channels[node_out][0]]:
+            return False
+    return True
 
 
 _KINDS: list[LayerKind] = []
