@@ -603,3 +603,39 @@ class Recurrent(ExportOnly):
     def __init__(self) -> None:
         super().__init__()
         self.body = _Recurrent()
+
+
+def _per_group(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """Hugging Face's ``repeat_kv``: each key/value head's entries repeated for the query heads of its group."""
+    b, heads, *rest = x.shape
+    return x[:, :, None].expand(b, heads, groups, *rest).reshape(b, heads * groups, *rest)
+
+
+class _MaskPerHead(nn.Module):
+    """Doge's attention: an additive mask per key/value head, computed from the values by a projection to
+    one entry per head and a parameter per head, repeated over each group's query heads."""
+
+    def __init__(self, width: int = 64, heads: int = 4, kv_heads: int = 2) -> None:
+        super().__init__()
+        self.head_dim, self.groups = width // heads, heads // kv_heads
+        self.embed = nn.Embedding(50, width)
+        self.q, self.o = nn.Linear(width, width), nn.Linear(width, width)
+        self.k, self.v = nn.Linear(width, kv_heads * self.head_dim), nn.Linear(width, kv_heads * self.head_dim)
+        self.dt = nn.Linear(kv_heads * self.head_dim, kv_heads)
+        self.A = nn.Parameter(torch.randn(kv_heads))
+        self.head = nn.Linear(width, 50)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.embed(ids)
+        b, s, _ = x.shape
+        q, k, v = (t.view(b, s, -1, self.head_dim).transpose(1, 2) for t in (self.q(x), self.k(x), self.v(x)))
+        dt = torch.exp(self.A * F.softplus(self.dt(v.transpose(1, 2).reshape(b, s, -1)))).transpose(-1, -2)
+        mask = _per_group(dt[:, :, None, :].expand(-1, -1, s, -1), self.groups)
+        out = F.scaled_dot_product_attention(q, _per_group(k, self.groups), _per_group(v, self.groups), mask)
+        return self.head(x + self.o(out.transpose(1, 2).reshape(b, s, -1)))
+
+
+class MaskPerHead(ExportOnly):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = _MaskPerHead()

@@ -983,7 +983,8 @@ def _attention(walker: ChannelWalker, node: fx.Node) -> None:
     mask_shape = walker.shape(mask) if isinstance(mask, fx.Node) else None
     q_shape = walker.shape(q)
     per_head_mask = mask_shape is not None and len(mask_shape) >= 3 and mask_shape[-3] != 1
-    if None in heads or per_head_mask:
+    mask_heads = _heads(walker, mask) if per_head_mask else None
+    if None in heads or per_head_mask and mask_heads is None:
         walker.opaque(node, "scaled_dot_product_attention whose heads the tracer cannot follow")
         return
     hq, hk = q_shape[-3], walker.sizes((heads[1],))[0]
@@ -995,6 +996,8 @@ def _attention(walker: ChannelWalker, node: fx.Node) -> None:
     else:
         walker.opaque(node, f"{hq} query heads do not make whole groups of {hk} key/value heads")
         return
+    if mask_heads is not None:  # a mask per query head (Doge's, computed from the values): it keeps their heads
+        walker.groups.union(heads[0], mask_heads)
     _record_heads(walker, node, k, heads[1], grouped=hq != hk)
     _record_query_groups(walker, node, heads[0])
     walker.chan[node] = ((heads[0],), len(walker.shape(node)) - 3)

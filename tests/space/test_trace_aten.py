@@ -21,6 +21,7 @@ from tests.transformer_topologies import (
     FusedQKV,
     HeldSizesViT,
     LatentDecoder,
+    MaskPerHead,
     MixedCopies,
     ReducedAttentionDecoder,
     SideBySide,
@@ -294,3 +295,10 @@ def test_a_product_with_the_channels_on_the_rows_passes_them_through(tmp_path):
     model = assert_kind_conforms(MixedCopies, TOKENS, LinearKind, tmp_path)
     assert _hparams(model)["body.embed.weight.shape[1]"] == (32, 64)
     assert "body.router.out_features" not in get_space(model).hparams  # the coefficients keep their size
+
+
+def test_a_mask_per_head_keeps_the_heads_of_its_query_heads(tmp_path):
+    model = assert_kind_conforms(MaskPerHead, TOKENS, LinearKind, tmp_path)
+    found = _hparams(model)
+    assert found["body.num_kv_heads"] == (1, 2) and found["body.num_heads_per_group"] == (1, 2)
+    assert "body.dt.out_features" not in found  # one entry per key/value head: it follows them
