@@ -639,3 +639,24 @@ class MaskPerHead(ExportOnly):
     def __init__(self) -> None:
         super().__init__()
         self.body = _MaskPerHead()
+
+
+class _HalvesSelected(nn.Module):
+    """Moshi's gated MLP: one projection's output viewed as (2, width) and its halves selected by index."""
+
+    def __init__(self, width: int = 64) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(50, width)
+        self.fc1, self.fc2 = nn.Linear(width, 2 * 128), nn.Linear(128, width)
+        self.head = nn.Linear(width, 50)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.embed(ids)
+        halves = self.fc1(x).view(*x.shape[:2], 2, -1)
+        return self.head(x + self.fc2(F.gelu(halves[..., 0, :]) * halves[..., 1, :]))
+
+
+class HalvesSelected(ExportOnly):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = _HalvesSelected()

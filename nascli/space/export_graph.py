@@ -47,7 +47,10 @@ class _TensorOutputs(nn.Module):
     """Calls the model and returns the tensors of its output, in order.
 
     Model outputs often hold objects export cannot return (a Hugging Face ``DynamicCache``);
-    the walker only needs the tensors, which it keeps at their full size.
+    the walker only needs the tensors, which it keeps at their full size. Beside ``logits``, the
+    hidden states and attention weights an output carries (Moshi returns ``last_hidden_state``
+    with its logits) are activations inside the model, not what it computes: a subnet changes
+    them, so they are left out.
     """
 
     def __init__(self, model: nn.Module) -> None:
@@ -61,8 +64,10 @@ class _TensorOutputs(nn.Module):
             if isinstance(value, torch.Tensor):
                 found.append(value)
             elif isinstance(value, dict):
-                for item in value.values():
-                    collect(item)
+                internal = ("hidden_state", "attentions") if "logits" in value else ()
+                for key, item in value.items():
+                    if not any(word in str(key) for word in internal):
+                        collect(item)
             elif isinstance(value, (list, tuple)):
                 for item in value:
                     collect(item)

@@ -504,6 +504,19 @@ def _reshape(walker: ChannelWalker, node: fx.Node) -> None:
         walker.groups.set_scaled(part, heads, math.prod(shape[d] for d in outs[2:]))
         _size_follows(walker, node, shape[outs[1]], heads)
         walker.chan[node] = ((heads,), outs[1])
+    elif (
+        ins == [c]
+        and len(segments) == 1
+        and len(outs) == 2
+        and not walker.is_part(segments[0])
+        and _unbound_later(node, len(shape), outs[0], shape[outs[0]])
+    ):
+        # (parts, part size) taken apart later: equal parts of the channels (Moshi's gate and up halves of one
+        # projection, ``view(b, s, 2, -1)`` then ``[..., 0, :]`` and ``[..., 1, :]``), not heads
+        part = walker.groups.add(("node", f"{node.name}.part"), shape[outs[1]])
+        walker.groups.set_repeat(segments[0], part, shape[outs[0]])
+        walker.parts.append(part)
+        walker.chan[node] = ((part,), outs[1])
     elif ins == [c] and len(segments) == 1:  # split: (heads * head size) -> (heads, head size)
         heads = walker.groups.add(("node", node.name), shape[outs[0]])
         walker.groups.set_scaled(segments[0], heads, math.prod(shape[d] for d in outs[1:]))
@@ -569,7 +582,8 @@ def _size_follows(walker: ChannelWalker, node: fx.Node, size: int, element: Elem
 def _unbound_later(node: fx.Node, rank: int, dim: int, size: int) -> bool:
     """Whether ``dim`` of ``node`` (of ``rank`` dims) is taken apart downstream (unbind, or a split into
     ``size`` items), through any reordering of the dims: then it counts equal parts (timm's fused q, k,
-    v), not heads."""
+    v), not heads. Selecting each of its ``size`` entries (``x[..., 0, :]``, ``x[..., 1, :]``) takes it apart too."""
+    selected = set()
     for user in node.users:
         name = aten_name(user)
         if name in _TRANSPOSE:
@@ -585,7 +599,9 @@ def _unbound_later(node: fx.Node, rank: int, dim: int, size: int) -> bool:
             parts = len(items) if isinstance(items, (list, tuple)) else 0
             if isinstance(along, int) and along % rank == dim and parts == size:
                 return True
-    return False
+        elif name == "select" and isinstance(user.args[1], int) and user.args[1] % rank == dim:
+            selected.add(user.args[2] % size)
+    return size > 1 and selected == set(range(size))
 
 
 def _order(node: fx.Node, name: str, rank: int) -> list[int] | None:

@@ -2,6 +2,7 @@
 
 import torch
 
+import nascli.nas as mtn
 from nascli.space.export_graph import SHAPE, export_model
 from nascli.space.kinds.module_list import ModuleListKind
 from nascli.space.space import get_space
@@ -37,3 +38,25 @@ def test_a_region_without_gradients_is_inlined_and_a_stack_run_twice_keeps_its_d
     model = assert_kind_conforms(Recurrent, TOKENS, ModuleListKind, tmp_path)
     found = {name: hp.choices for name, hp in get_space(model).hparams.items()}
     assert found["body.blocks.depth"] == (1, 2, 3) and found["body.embed.weight.shape[1]"] == (32, 64)
+
+
+class _WithHiddenState(torch.nn.Module):
+    """Moshi's causal LM: its output carries the last hidden state beside the logits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(50, 64)
+        self.mlp = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.GELU(), torch.nn.Linear(128, 64))
+        self.head = torch.nn.Linear(64, 50)
+
+    def forward(self, ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        if ids.shape[0] < 1:
+            raise ValueError("empty batch")  # fx cannot trace this: torch.export does
+        x = self.embed(ids)
+        x = x + self.mlp(x)
+        return {"logits": self.head(x), "last_hidden_state": x}
+
+
+def test_hidden_states_an_output_carries_beside_its_logits_do_not_fix_the_hidden_width():
+    model = mtn.convert(_WithHiddenState(), "fastnas", dummy_input=TOKENS).eval()
+    assert get_space(model).hparams["embed.weight.shape[1]"].choices == (32, 64)

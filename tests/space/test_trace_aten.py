@@ -19,6 +19,7 @@ from tests.transformer_topologies import (
     ExportOnly,
     FusedGroupedQKV,
     FusedQKV,
+    HalvesSelected,
     HeldSizesViT,
     LatentDecoder,
     MaskPerHead,
@@ -302,3 +303,9 @@ def test_a_mask_per_head_keeps_the_heads_of_its_query_heads(tmp_path):
     found = _hparams(model)
     assert found["body.num_kv_heads"] == (1, 2) and found["body.num_heads_per_group"] == (1, 2)
     assert "body.dt.out_features" not in found  # one entry per key/value head: it follows them
+
+
+def test_halves_viewed_apart_and_selected_are_equal_parts_not_heads(tmp_path):
+    model = assert_kind_conforms(HalvesSelected, TOKENS, LinearKind, tmp_path)
+    choices = _hparams(model)["body.fc1.out_features[0]"]  # the width of each half
+    assert len(choices) > 1 and max(choices) == 128
