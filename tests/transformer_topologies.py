@@ -660,3 +660,28 @@ class HalvesSelected(ExportOnly):
     def __init__(self) -> None:
         super().__init__()
         self.body = _HalvesSelected()
+
+
+class _Interleaved(nn.Module):
+    """gpt-oss's experts: gate and up weights interleaved entry by entry in one weight the code applies, taken
+    apart by strided slices (``[..., ::2]``, ``[..., 1::2]``), with a bias interleaved the same way."""
+
+    def __init__(self, width: int = 64, inner: int = 128) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(50, width)
+        self.gate_up = nn.Parameter(0.1 * torch.randn(2 * inner, width))
+        self.gate_up_bias = nn.Parameter(0.1 * torch.randn(2 * inner))
+        self.down = nn.Parameter(0.1 * torch.randn(width, inner))
+        self.head = nn.Linear(width, 50)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.embed(ids)
+        gate_up = F.linear(x, self.gate_up, self.gate_up_bias)
+        gate, up = gate_up[..., ::2], gate_up[..., 1::2]
+        return self.head(x + F.linear(F.silu(gate) * up, self.down))
+
+
+class Interleaved(ExportOnly):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = _Interleaved()

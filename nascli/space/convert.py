@@ -358,6 +358,10 @@ def _channel_hparams(
         for axis, element in slots.items():
             params[groups.find(element)].append((path, axis))
     # a parameter read in segments names no group: each segment's group has its producer elsewhere
+    for root, found in list(params.items()):  # a weight producing interleaved parts produces the parts
+        scaled = groups.scaled_of(root)
+        if scaled is not None and scaled[0] not in members:
+            params[scaled[0]].extend(p for p in found if p in trace.weight_outputs and p not in params[scaled[0]])
     # a chunked group is copies of its part group: the part gets the hparam, the whole its runs
     repeats = {root: groups.repeat_of(root) for root in {*members, *params} if groups.repeat_of(root)}
     whole_of = {groups.find(part): (root, copies) for root, (part, copies) in repeats.items()}

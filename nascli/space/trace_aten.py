@@ -668,8 +668,31 @@ def _index_op(walker: ChannelWalker, node: fx.Node, name: str) -> None:
         walker.chan[node] = (segments, c)  # the whole range
     elif name == "slice" and (piece := _slice_piece(walker, node, c, in_shape[c])) is not None:
         walker.chan[node] = ((piece,), c)
+    elif name == "slice" and len(segments) == 1 and (interleaved := _strided(walker, node, in_shape[c])) is not None:
+        walker.chan[node] = ((interleaved,), c)
     else:
         walker.opaque(node, f"aten.{name} of part of the channels")
+
+
+def _strided(walker: ChannelWalker, node: fx.Node, size: int) -> Element | None:
+    """The channels a strided slice takes from parts interleaved entry by entry, or None.
+
+    gpt-oss keeps its experts' gate and up weights interleaved and takes them apart as
+    ``gate_up[..., ::2]`` and ``gate_up[..., 1::2]``: the whole is ``step`` consecutive entries per
+    channel of one part group (a scaled copy of it, as heads are of a width), so keeping a prefix
+    of the parts keeps a prefix of the whole.
+    """
+    start, end, step = (list(node.args[2:5]) + [None, None, 1][len(node.args[2:5]) :])[:3]
+    start, end = start or 0, size if end is None else min(end, size)
+    if not (isinstance(step, int) and step > 1 and size % step == 0 and 0 <= start < step and end == size):
+        return None
+    whole = walker.chan[node.args[0]][0][0]
+    scaled = walker.groups.scaled_of(whole)
+    if scaled is not None and scaled[1] == step:
+        return scaled[0]
+    part = walker.groups.add(("node", f"{node.name}.interleaved"), size // step)
+    walker.groups.set_scaled(whole, part, step)
+    return part
 
 
 def _slice_piece(walker: ChannelWalker, node: fx.Node, c: int, size: int) -> Element | None:

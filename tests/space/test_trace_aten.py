@@ -21,6 +21,7 @@ from tests.transformer_topologies import (
     FusedQKV,
     HalvesSelected,
     HeldSizesViT,
+    Interleaved,
     LatentDecoder,
     MaskPerHead,
     MixedCopies,
@@ -309,3 +310,12 @@ def test_halves_viewed_apart_and_selected_are_equal_parts_not_heads(tmp_path):
     model = assert_kind_conforms(HalvesSelected, TOKENS, LinearKind, tmp_path)
     choices = _hparams(model)["body.fc1.out_features[0]"]  # the width of each half
     assert len(choices) > 1 and max(choices) == 128
+
+
+def test_parts_interleaved_entry_by_entry_keep_their_pairs(tmp_path):
+    model = assert_kind_conforms(Interleaved, TOKENS, LinearKind, tmp_path)
+    inner = "body.gate_up.shape[0]"
+    assert _hparams(model)[inner] == (64, 96, 128)
+    mtn.select(model, {inner: 64})
+    exported = mtn.export(model)
+    assert exported.body.gate_up.shape == (128, 64) and exported.body.down.shape == (64, 64)
