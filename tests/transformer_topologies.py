@@ -685,3 +685,39 @@ class Interleaved(ExportOnly):
     def __init__(self) -> None:
         super().__init__()
         self.body = _Interleaved()
+
+
+class _GatedResiduals(nn.Module):
+    """Ergo's block: q and k normed per head by a functional RMS norm over the head size; each branch
+    added through a gate of functions of one parameter (``sigmoid(w)``, ``sqrt(1 + sigmoid(w)) *
+    exp(-softplus(w) / 2)``); an MLP run on each token twice (``repeat_interleave`` along the rows, a
+    weight per row from ``new_ones``)."""
+
+    def __init__(self, width: int = 64, heads: int = 4) -> None:
+        super().__init__()
+        self.head_dim = width // heads
+        self.embed = nn.Embedding(50, width)
+        self.q, self.k, self.v, self.o = (nn.Linear(width, width) for _ in range(4))
+        self.q_norm, self.k_norm = nn.Parameter(torch.rand(self.head_dim)), nn.Parameter(torch.rand(self.head_dim))
+        self.gate = nn.Parameter(torch.randn(width))
+        self.mlp = nn.Sequential(nn.Linear(width, 128), nn.GELU(), nn.Linear(128, width))
+        self.head = nn.Linear(width, 50)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.embed(ids)
+        b, s, width = x.shape
+        q, k, v = (t.view(b, s, -1, self.head_dim).transpose(1, 2) for t in (self.q(x), self.k(x), self.v(x)))
+        q, k = F.rms_norm(q, (self.head_dim,), self.q_norm), F.rms_norm(k, (self.head_dim,), self.k_norm)
+        branch = self.o(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, s, -1))
+        weight = self.gate.float()
+        branch_gate = weight.sigmoid()
+        x = branch_gate * branch + torch.sqrt(1.0 + branch_gate) * torch.exp(-0.5 * F.softplus(weight)) * x
+        rows = x.reshape(-1, width).repeat_interleave(2, dim=0)
+        routes = self.mlp(rows) * rows.new_ones(rows.shape[0], 1)
+        return self.head(x + routes.view(b, s, 2, -1).sum(2))
+
+
+class GatedResiduals(ExportOnly):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = _GatedResiduals()

@@ -79,6 +79,8 @@ def visit(walker: ChannelWalker, node: fx.Node, name: str) -> None:
         return  # made of no channels (``zeros``, ``arange``, a mask or positions built from them): a constant
     if name in FLOATING_THROUGH and node.args and node.args[0] in walker.floating:
         floating_through(walker, node, name)
+    elif name in _UNARY and node.args[0] in walker.floating:  # ``sigmoid(self.gate)``: still the parameter's dims
+        walker.floating[node] = walker.floating[node.args[0]]
     elif name in _UNARY:
         walker.passthrough(node, node.args[0])
     elif name in _BINARY or name in ("max", "min") and len(node.args) > 1 and isinstance(node.args[1], fx.Node):
@@ -114,6 +116,8 @@ def visit(walker: ChannelWalker, node: fx.Node, name: str) -> None:
     elif name in _SOFTMAX:
         dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
         _along_other_dim(walker, node, dim)
+    elif name == "repeat_interleave" and len(node.args) > 1 and isinstance(node.args[1], int):
+        _along_other_dim(walker, node, node.args[2] if len(node.args) > 2 else node.kwargs.get("dim"))
     elif name in ("roll", "flip"):  # roll(x, shifts, dims), flip(x, dims)
         at = 2 if name == "roll" else 1
         _along_other_dim(walker, node, node.args[at] if len(node.args) > at else node.kwargs.get("dims", []))
@@ -313,7 +317,8 @@ def elementwise(walker: ChannelWalker, node: fx.Node) -> None:
     tracked = [a for a in node.all_input_nodes if a in walker.chan]
     floating = [a for a in node.all_input_nodes if a in walker.floating]
     if not tracked:
-        if len(floating) == 1 and walker.shape(floating[0]) == shape:
+        one_parameter = len({walker.floating[a] for a in floating}) == 1  # ``f(w) * g(w)`` of one weight
+        if floating and one_parameter and all(walker.shape(a) == shape for a in floating):
             walker.floating[node] = walker.floating[floating[0]]
         elif floating or _reads_tracked(walker, node):
             walker.opaque(node, f"aten.{aten_name(node)} of parameters only")
@@ -371,8 +376,8 @@ def _shaped_like(walker: ChannelWalker, node: fx.Node) -> None:
     shape, in_shape = walker.shape(node), walker.shape(node.args[0])
     if shape is not None and in_shape is not None and len(shape) == len(in_shape) and shape[c] == in_shape[c]:
         walker.new_tensor(node, c)
-    else:
-        walker.opaque(node, f"aten.{aten_name(node)} of another shape than the channels'")
+    # otherwise a constant of another shape, which takes only the dtype and device (Ergo's
+    # ``hidden.new_ones(index.shape)``): it reads no channels
 
 
 def _copy(walker: ChannelWalker, node: fx.Node) -> None:
@@ -432,8 +437,9 @@ def _size_at(walker: ChannelWalker, node: fx.Node, dim: int, rank: int) -> int:
 
 def _along_other_dim(walker: ChannelWalker, node: fx.Node, dim: Any) -> None:
     """A softmax over another dim keeps the channels, and so does a roll or flip of other dims
-    (Swin's shifted windows roll the feature map's rows and columns); over the channels, or over
-    every dim at once (``roll`` without dims), it is opaque."""
+    (Swin's shifted windows roll the feature map's rows and columns) and a ``repeat_interleave`` along
+    one (Ergo's experts give each routed token a row); over the channels, or over every dim at once
+    (``roll`` without dims), it is opaque."""
     arg, shape = node.args[0], walker.shape(node)
     dims = list(dim) if isinstance(dim, (list, tuple)) else [dim]
     if arg in walker.chan and shape is not None and dims and all(isinstance(d, int) for d in dims):
@@ -955,14 +961,15 @@ def _complex_pairs(walker: ChannelWalker, node: fx.Node, name: str) -> None:
 
 
 def layer_norm(walker: ChannelWalker, node: fx.Node) -> None:
-    """A functional layer or RMS norm over the channels: its weight and bias follow them."""
+    """A functional layer or RMS norm over the channels: its weight and bias follow them. Over the last dim
+    of a tensor whose channels lie along another, it leaves them free and keeps its own size."""
     arg, normalized = node.args[0], node.args[1]
     shape = walker.shape(arg)
     if arg not in walker.chan or shape is None or list(normalized) != [shape[-1]]:
         walker.opaque(node, f"{_name(node)} the tracer cannot follow")
         return
-    if walker.chan[arg][1] != len(shape) - 1:
-        walker.opaque(node, f"{_name(node)} over another dim than the channels")
+    if walker.chan[arg][1] != len(shape) - 1:  # a norm of each head (Ergo's q and k norms): the channels pass
+        walker.chan[node] = walker.chan[arg]  # its weight has an entry per position of the last dim, not per channel
         return
     _follow_channels(walker, node, arg)
     if node in walker.chan and len(walker.chan[arg][0]) == 1:
