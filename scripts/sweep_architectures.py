@@ -658,10 +658,11 @@ def classify_hparam(name: str, cnn: bool) -> str:
         return "depth"
     lowered = name.lower()
     words = re.split(r"[._\[\]]", lowered)
-    # a short word counts as a whole name part with an optional index: ``fc1``, ``wi_0``, not ``wfc`` or ``ffc``
+    # a short word counts as a whole name part, plural or not, with an optional index: ``fc1``, ``wi_0``,
+    # ``ffns.0``, not ``wfc`` or ``ffc``
     short = [w for w in MLP_WORDS if len(w) <= 3]
     if any(w in lowered for w in MLP_WORDS if len(w) > 3) or any(
-        re.fullmatch(rf"({'|'.join(short)})\d*", w) for w in words
+        re.fullmatch(rf"({'|'.join(short)})s?\d*", w) for w in words
     ):
         return "mlp"
     if ".shape[" in name or "embed" in lowered or "cls_token" in lowered or "pos_" in lowered:

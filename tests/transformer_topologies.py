@@ -721,3 +721,30 @@ class GatedResiduals(ExportOnly):
     def __init__(self) -> None:
         super().__init__()
         self.body = _GatedResiduals()
+
+
+class _ExpandedMask(nn.Module):
+    """XLM's attention written out: a padding mask computed from the hidden state (a sum over its channels,
+    which keeps them fixed) expanded over the scores' heads and filled in (``masked_fill``)."""
+
+    def __init__(self, width: int = 64, heads: int = 4) -> None:
+        super().__init__()
+        self.head_dim = width // heads
+        self.embed = nn.Embedding(50, width)
+        self.q, self.k, self.v, self.o = (nn.Linear(width, width) for _ in range(4))
+        self.head = nn.Linear(width, 50)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.embed(ids)
+        b, s, _ = x.shape
+        q, k, v = (t.view(b, s, -1, self.head_dim).transpose(1, 2) for t in (self.q(x), self.k(x), self.v(x)))
+        scores = q @ k.transpose(-1, -2)
+        padding = (x.abs().sum(-1) == 0)[:, None, None, :].expand_as(scores)
+        weights = scores.masked_fill(padding, float("-inf")).softmax(-1)
+        return self.head(x + self.o((weights @ v).transpose(1, 2).reshape(b, s, -1)))
+
+
+class ExpandedMask(ExportOnly):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = _ExpandedMask()

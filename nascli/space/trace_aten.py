@@ -345,6 +345,10 @@ def elementwise(walker: ChannelWalker, node: fx.Node) -> None:
         at = ref_dim - (rank - len(in_shape))
         if at < 0 or in_shape[at] == 1 and (shape[ref_dim] != 1 or out_dim != ref_dim):
             continue  # broadcast along the reference channels
+        if out_dim != ref_dim and _repeated_along(arg, at):  # expanded over them (XLM's mask ``expand_as(scores)``)
+            for element in segments:
+                walker.groups.freeze(element, f"aten.{aten_name(node)} meets them along another dim")
+            continue
         if out_dim != ref_dim or walker.sizes(segments) != walker.sizes(ref_segments):
             walker.opaque(node, f"aten.{aten_name(node)} combines tensors along different dimensions")
             return

@@ -16,6 +16,7 @@ from nascli.space.space import get_space
 from tests.space.kinds.conformance import assert_kind_conforms
 from tests.transformer_topologies import (
     ConstantsDecoder,
+    ExpandedMask,
     ExportOnly,
     FusedGroupedQKV,
     FusedQKV,
@@ -326,3 +327,8 @@ def test_norms_per_head_gates_of_one_parameter_and_rows_repeated_keep_heads_and_
     model = assert_kind_conforms(GatedResiduals, TOKENS, LinearKind, tmp_path)
     found = _hparams(model)
     assert found["body.num_heads"] == (2, 3, 4) and found["body.gate.shape[0]"] == (32, 64)  # the hidden width
+
+
+def test_a_mask_expanded_over_the_heads_leaves_them_free(tmp_path):
+    model = assert_kind_conforms(ExpandedMask, TOKENS, LinearKind, tmp_path)
+    assert _hparams(model)["body.num_heads"] == (2, 3, 4)
