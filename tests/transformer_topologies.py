@@ -748,3 +748,33 @@ class ExpandedMask(ExportOnly):
     def __init__(self) -> None:
         super().__init__()
         self.body = _ExpandedMask()
+
+
+class _Router(nn.Module):
+    """LongCat-Flash's router: a linear layer it never calls, whose weight its own code applies."""
+
+    def __init__(self, width: int, experts: int = 4) -> None:
+        super().__init__()
+        self.classifier = nn.Linear(width, experts, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x.float(), self.classifier.weight.float()).softmax(-1)
+
+
+class _Routed(nn.Module):
+    def __init__(self, width: int = 64) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(50, width)
+        self.router = _Router(width)
+        self.mlp = nn.Sequential(nn.Linear(width, 128), nn.GELU(), nn.Linear(128, width))
+        self.head = nn.Linear(width, 50)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.embed(ids)
+        return self.head(x + self.mlp(x) * self.router(x)[..., :1])
+
+
+class Routed(ExportOnly):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = _Routed()

@@ -62,7 +62,8 @@ def convert_model(
         return bool((settings_for(rules, name, module) or {}).get("couple_flatten"))
 
     trace = trace_model(model, dummy_input, converts, reads_flattened)
-    modules = [(n, m) for n, m in model.named_modules() if n and converts(n, m)]
+    read_in_place = _read_by_another(trace)
+    modules = [(n, m) for n, m in model.named_modules() if n and converts(n, m) and n not in read_in_place]
     reasons: dict[str, str] = {}
     order = {name: i for i, (name, _) in enumerate(model.named_modules())}
     channel_hps, param_dims, split_dims, head_hps, per_group, head_counts = _channel_hparams(
@@ -81,7 +82,7 @@ def convert_model(
         module.__class__ = kind.dynamic[type(module)]  # made by convertible_kind for a lazy native
         kind.attach(module, dims, layer_hps[name])
         entries.extend((f"{name}.{attr}", hp) for attr, hp in module.nas_hparams())
-    entries.extend(_attach_parameters(model, param_dims, channel_hps, reasons))
+    entries.extend(_attach_parameters(model, param_dims, channel_hps, reasons, read_in_place))
     _follow_split_sizes(model, split_dims)
     _follow_query_groups(model, per_group)
     _follow_head_counts(model, head_counts)
@@ -109,13 +110,32 @@ def convert_model(
     return model
 
 
+def _read_by_another(trace: TraceResult) -> dict[str, str]:
+    """Modules the forward never calls whose parameters the code of a module above them reads, each with
+    that nearest module called (LongCat-Flash's router applies ``self.classifier.weight`` itself)."""
+    called = trace.inference_modules | {""}
+    found = {}
+    for path in [*trace.param_slots, *trace.param_segments]:
+        owner = path.rpartition(".")[0]
+        if owner in called or owner in found:
+            continue
+        reader = owner
+        while reader not in called:
+            reader = reader.rpartition(".")[0]
+        found[owner] = reader
+    return found
+
+
 def _attach_parameters(
     model: nn.Module,
     param_dims: dict[tuple[str, int], Dim],
     channel_hps: dict[str, dict[str, Dim]],
     reasons: dict[str, str],
+    read_in_place: dict[str, str],
 ) -> list[tuple[str, Hparam]]:
     """Make the owners of searchable parameters read by the model's own code slice them (kinds/parameters.py).
+
+    An owner never called itself is sliced in the forward of the module reading it (``read_in_place``).
 
     A parameter tied into other modules (Zamba's shared attention block, rebuilt per layer around
     the same tensors) is sliced by each of them in its own forward, and counted in each, as its
@@ -132,27 +152,35 @@ def _attach_parameters(
             tensor = getattr(modules[owner], name)
             for other, other_name in holders[id(tensor)]:
                 held_by = modules[other]  # a layer of its own kind (a tied output head) slices it itself
-                if held_by is not modules[owner] and (
-                    not isinstance(held_by, DynamicModule) or kind_of(held_by) is PARAMETERS
-                ):
+                if held_by is not modules[owner] and not _of_own_kind(held_by):
                     tied[other].setdefault(other_name, {})[axis] = dim
     entries = []
     for owner, sliced in [*by_owner.items(), *tied.items()]:
         module = modules[owner]
-        if isinstance(module, DynamicModule) and kind_of(module) is not PARAMETERS:
-            # its own kind slices its tensors; it cannot also slice these
+        busy = [m for m in (module, modules.get(read_in_place.get(owner, owner))) if _of_own_kind(m)]
+        if busy:  # its own kind slices its tensors; it cannot also slice these
             for dims in sliced.values():
                 for hp in (p for dim in dims.values() for p in dim_parts(dim)):
-                    _freeze(hp, f"{owner or type(model).__name__} is also a searchable layer", reasons)
+                    name = next(n for n, m in modules.items() if m is busy[0]) or type(model).__name__
+                    _freeze(hp, f"{name} is also a searchable layer", reasons)
             continue
         PARAMETERS.attach_parameters(
             module, {name: dict(dims) for name, dims in sliced.items()}, _lengths_held(module, sliced)
         )
         channel_hps[owner] = PARAMETERS.roles(module)  # its costs; tied tensors are moved once when ranked
+        if owner in read_in_place:
+            reader = modules[read_in_place[owner]]
+            PARAMETERS.attach_parameters(reader, {})
+            reader.attach_carried((owner.removeprefix(f"{read_in_place[owner]}.") if read_in_place[owner] else owner,))
         if owner in by_owner:
             prefix = f"{owner}." if owner else ""
             entries.extend((f"{prefix}{attr}", hp) for attr, hp in module.nas_hparams())
     return entries
+
+
+def _of_own_kind(module: nn.Module) -> bool:
+    """Whether ``module`` is a dynamic layer of a kind other than sliced parameters."""
+    return isinstance(module, DynamicModule) and kind_of(module) is not PARAMETERS
 
 
 def _holders_by_tensor(model: nn.Module) -> dict[int, list[tuple[str, str]]]:

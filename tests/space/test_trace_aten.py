@@ -28,6 +28,7 @@ from tests.transformer_topologies import (
     MaskPerHead,
     MixedCopies,
     ReducedAttentionDecoder,
+    Routed,
     SideBySide,
     TablePositionsDecoder,
     TinyDecoder,
@@ -332,3 +333,11 @@ def test_norms_per_head_gates_of_one_parameter_and_rows_repeated_keep_heads_and_
 def test_a_mask_expanded_over_the_heads_leaves_them_free(tmp_path):
     model = assert_kind_conforms(ExpandedMask, TOKENS, LinearKind, tmp_path)
     assert _hparams(model)["body.num_heads"] == (2, 3, 4)
+
+
+def test_a_layer_never_called_whose_weight_its_parent_applies_is_sliced_in_the_parents_forward(tmp_path):
+    model = assert_kind_conforms(Routed, TOKENS, LinearKind, tmp_path)
+    hidden = "body.embed.weight.shape[1]"
+    assert _hparams(model)[hidden] == (32, 64)
+    mtn.select(model, {hidden: 32})
+    assert mtn.export(model).body.router.classifier.weight.shape == (4, 32)

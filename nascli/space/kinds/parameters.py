@@ -44,6 +44,12 @@ class SlicedParameters(DynamicModule):
     # a dotted name is an attribute of an object the module holds (``config.num_attention_heads`` of its own
     # copy of the config)
     _following: dict[str, Dim]
+    # submodules never called themselves whose sliced tensors this module's code reads (a router's
+    # ``F.linear(x, self.classifier.weight)``): this module's forward swaps their slices in too
+    _carried: tuple[str, ...] = ()
+
+    def attach_carried(self, names: tuple[str, ...]) -> None:
+        self._carried = tuple(dict.fromkeys((*self._carried, *names)))
 
     def attach_sliced(self, sliced: dict[str, dict[int, Dim]], following: dict[str, Dim]) -> None:
         self._sliced = {**getattr(self, "_sliced", {}), **sliced}
@@ -75,6 +81,16 @@ class SlicedParameters(DynamicModule):
         return tensor
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
+        holders = [self, *(self.get_submodule(name) for name in self._carried)]
+        swapped = [holder._swap_in() for holder in holders]
+        try:
+            return super().forward(*args, **kwargs)
+        finally:
+            for holder, (full, sizes) in zip(holders, swapped, strict=True):
+                holder._swap_out(full, sizes)
+
+    def _swap_in(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Put the active slices and sizes in place; returns the full tensors and sizes to put back."""
         full = {}
         for name, dims in self._sliced.items():
             if any(dim.active != dim.max for dim in dims.values()):
@@ -83,13 +99,13 @@ class SlicedParameters(DynamicModule):
         sizes = {name: self._size(name) for name, dim in self._following.items() if dim.active != dim.max}
         for name, value in sizes.items():
             self._set_size(name, _sized(value, self._following[name].active))
-        try:
-            return super().forward(*args, **kwargs)
-        finally:
-            for name, tensor in full.items():
-                self._store(name)[name] = tensor
-            for name, value in sizes.items():
-                self._set_size(name, value)
+        return full, sizes
+
+    def _swap_out(self, full: dict[str, Any], sizes: dict[str, Any]) -> None:
+        for name, tensor in full.items():
+            self._store(name)[name] = tensor
+        for name, value in sizes.items():
+            self._set_size(name, value)
 
     def _size(self, name: str) -> Any:
         """A followed size: an attribute of the module, or of an object it holds (``config.num_attention_heads``)."""
@@ -106,6 +122,7 @@ class SlicedParameters(DynamicModule):
             self._set_size(name, _sized(self._size(name), dim.active))
         self.__dict__.pop("_sliced", None)
         self.__dict__.pop("_following", None)
+        self.__dict__.pop("_carried", None)
         self.__class__ = self._native
 
     def _shrink_to_active(self) -> None:
