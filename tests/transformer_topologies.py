@@ -778,3 +778,29 @@ class Routed(ExportOnly):
     def __init__(self) -> None:
         super().__init__()
         self.body = _Routed()
+
+
+class _ScaledQueries(nn.Module):
+    """Dory's attention: the queries scaled by a vector parameter viewed per head, ``w.view(-1, 1, head_dim)``."""
+
+    def __init__(self, width: int = 64, heads: int = 4) -> None:
+        super().__init__()
+        self.head_dim = width // heads
+        self.embed = nn.Embedding(50, width)
+        self.q, self.k, self.v, self.o = (nn.Linear(width, width) for _ in range(4))
+        self.query_scale = nn.Parameter(1 + 0.1 * torch.randn(width))
+        self.head = nn.Linear(width, 50)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.embed(ids)
+        b, s, _ = x.shape
+        q, k, v = (t.view(b, s, -1, self.head_dim).transpose(1, 2) for t in (self.q(x), self.k(x), self.v(x)))
+        q = q * self.query_scale.view(-1, 1, self.head_dim).square()
+        attended = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, s, -1)
+        return self.head(x + self.o(attended))
+
+
+class ScaledQueries(ExportOnly):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = _ScaledQueries()

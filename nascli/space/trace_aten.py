@@ -283,6 +283,12 @@ def floating_through(walker: ChannelWalker, node: fx.Node, name: str) -> None:
         walker.floating[node] = (path, tuple(axes[i] for i in order))
     elif name in _TRANSPOSE:
         _freeze_floating(walker, node, path, f"aten.{name} of parameter {path}")
+    elif name in ("view", "reshape") and (split := _into_heads(axes, in_shape, shape)) is not None:
+        # a vector viewed as (heads, 1, head size) (Dory's per-head query scale): its channels are whole heads
+        at, outer, inner = split
+        heads = walker.groups.add(("node", node.name), shape[outer])
+        walker.groups.set_scaled(pin(walker, arg, at), heads, shape[inner])
+        walker.chan[node] = ((heads,), outer)
     elif [s for s in in_shape if s != 1] == [s for s in shape if s != 1]:  # a reshape adding or dropping 1s
         kept = iter(a for a, s in zip(axes, in_shape, strict=True) if s != 1)
         walker.floating[node] = (path, tuple(None if s == 1 else next(kept) for s in shape))
@@ -292,6 +298,17 @@ def floating_through(walker: ChannelWalker, node: fx.Node, name: str) -> None:
             _size_follows(walker, node, size, walker.groups.add(("param", path, axis), size))
     else:
         _freeze_floating(walker, node, path, f"aten.{name} reshapes parameter {path}")
+
+
+def _into_heads(
+    axes: tuple[int | None, ...], in_shape: tuple[int, ...], shape: tuple[int, ...]
+) -> tuple[int, int, int] | None:
+    """(input dim, output heads dim, output head-size dim) of a parameter's one sized dim viewed as two, or None."""
+    sized = [d for d, s in enumerate(in_shape) if s != 1]
+    outs = [d for d, s in enumerate(shape) if s != 1]
+    if len(sized) != 1 or axes[sized[0]] is None or len(outs) != 2:
+        return None
+    return (sized[0], outs[0], outs[1]) if shape[outs[0]] * shape[outs[1]] == in_shape[sized[0]] else None
 
 
 def _lookup(walker: ChannelWalker, node: fx.Node, table: fx.Node) -> None:

@@ -29,6 +29,7 @@ from tests.transformer_topologies import (
     MixedCopies,
     ReducedAttentionDecoder,
     Routed,
+    ScaledQueries,
     SideBySide,
     TablePositionsDecoder,
     TinyDecoder,
@@ -341,3 +342,10 @@ def test_a_layer_never_called_whose_weight_its_parent_applies_is_sliced_in_the_p
     assert _hparams(model)[hidden] == (32, 64)
     mtn.select(model, {hidden: 32})
     assert mtn.export(model).body.router.classifier.weight.shape == (4, 32)
+
+
+def test_a_vector_viewed_per_head_keeps_whole_heads(tmp_path):
+    model = assert_kind_conforms(ScaledQueries, TOKENS, LinearKind, tmp_path)
+    assert _hparams(model)["body.num_heads"] == (2, 3, 4)
+    mtn.select(model, {"body.num_heads": 2})
+    assert mtn.export(model).body.query_scale.shape == (32,)
