@@ -550,32 +550,6 @@ class SideBySide(ExportOnly):
         self.body = _SideBySide()
 
 
-class _MixedCopies(nn.Module):
-    """Gemma 3n's AltUp: copies of the hidden state along the last dim (channels on the rows) mixed by a
-    matrix of coefficients the model predicts from the hidden state (``copies @ coefs``)."""
-
-    def __init__(self, width: int = 64, copies: int = 4) -> None:
-        super().__init__()
-        self.copies = copies
-        self.embed = nn.Embedding(50, width)
-        self.mlp = nn.Sequential(nn.Linear(width, 128), nn.GELU(), nn.Linear(128, width))
-        self.router = nn.Linear(width, copies * copies)
-        self.head = nn.Linear(width, 50)
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        x = self.embed(ids)
-        x = x + self.mlp(x)
-        streams = x.unsqueeze(-1).repeat(1, 1, 1, self.copies)
-        coefs = self.router(x).view(*x.shape[:2], self.copies, self.copies).softmax(-1)
-        return self.head((streams @ coefs).mean(-1))
-
-
-class MixedCopies(ExportOnly):
-    def __init__(self) -> None:
-        super().__init__()
-        self.body = _MixedCopies()
-
-
 class _Recurrent(nn.Module):
     """HRM's loop: one stack of residual blocks run twice per forward, the first pass without gradients (a
     grad-mode region in the exported graph)."""
@@ -688,10 +662,9 @@ class Interleaved(ExportOnly):
 
 
 class _GatedResiduals(nn.Module):
-    """Ergo's block: q and k normed per head by a functional RMS norm over the head size; each branch
-    added through a gate of functions of one parameter (``sigmoid(w)``, ``sqrt(1 + sigmoid(w)) *
-    exp(-softplus(w) / 2)``); an MLP run on each token twice (``repeat_interleave`` along the rows, a
-    weight per row from ``new_ones``)."""
+    """Ergo's block: q and k normed per head by a functional RMS norm over the head size; the branch added
+    through a gate parameter; an MLP run on each token twice (``repeat_interleave`` along the rows, a weight
+    per row from ``new_ones``)."""
 
     def __init__(self, width: int = 64, heads: int = 4) -> None:
         super().__init__()
@@ -709,9 +682,7 @@ class _GatedResiduals(nn.Module):
         q, k, v = (t.view(b, s, -1, self.head_dim).transpose(1, 2) for t in (self.q(x), self.k(x), self.v(x)))
         q, k = F.rms_norm(q, (self.head_dim,), self.q_norm), F.rms_norm(k, (self.head_dim,), self.k_norm)
         branch = self.o(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, s, -1))
-        weight = self.gate.float()
-        branch_gate = weight.sigmoid()
-        x = branch_gate * branch + torch.sqrt(1.0 + branch_gate) * torch.exp(-0.5 * F.softplus(weight)) * x
+        x = self.gate * branch + x
         rows = x.reshape(-1, width).repeat_interleave(2, dim=0)
         routes = self.mlp(rows) * rows.new_ones(rows.shape[0], 1)
         return self.head(x + routes.view(b, s, 2, -1).sum(2))

@@ -158,7 +158,7 @@ class TermBuilder:
         if name in ("matmul", "bmm") and self._applies_weight(node) and node_shape(node.args[0]) is not None:
             self.linear_flops(node, node.args[0], node_shape(node.args[0]), path)  # ``x @ self.weight.T``
         elif name in ("matmul", "bmm") and node_shape(node.args[0]) is not None and node_shape(node.args[1]):
-            self.matmul_flops(node.args[0], node_shape(node.args[0]), node.args[1], node_shape(node.args[1]), path)
+            self.matmul_flops(node.args[0], node_shape(node.args[0]), node_shape(node.args[1])[-1], path)
         elif name == "linear" and node in self.trace.channels and node_shape(node.args[0]) is not None:
             self.linear_flops(node, node.args[0], node_shape(node.args[0]), path)
         elif name in ("layer_norm", "group_norm") and node_shape(node.args[0]) is not None:
@@ -178,21 +178,13 @@ class TermBuilder:
         applied = node in self.trace.channels and weight not in self.trace.channels
         return applied and len(node_shape(weight) or ()) == rank
 
-    def matmul_flops(
-        self, a: fx.Node, a_shape: tuple[int, ...], b: fx.Node, b_shape: tuple[int, ...], path: list[str]
-    ) -> None:
-        """fvcore counts every entry of the left operand times the right operand's columns. The left
-        operand's channels along a batch dim (heads) or its rows, and the right one's along its
-        columns, scale it (space/trace_aten.py ``_rows_or_columns``)."""
-        channels = self.trace.channels
-        coef, factors = math.prod(a_shape) * b_shape[-1] // self.batch, []
-        if a in channels and channels[a][1] <= len(a_shape) - 2:
-            coef //= a_shape[channels[a][1]]
-            factors.append((self.channels_of(a), 1))
-        if b in channels and channels[b][1] == len(b_shape) - 1:
-            coef //= b_shape[-1]
-            factors.append((self.channels_of(b), 1))
-        self.add("flops", coef, factors, path)
+    def matmul_flops(self, a: fx.Node, a_shape: tuple[int, ...], columns: int, path: list[str]) -> None:
+        """fvcore counts every entry of the left operand times the right operand's columns (heads scale it)."""
+        if a in self.trace.channels and self.trace.channels[a][1] < len(a_shape) - 2:
+            per_channel = math.prod(a_shape) // a_shape[self.trace.channels[a][1]] * columns // self.batch
+            self.add("flops", per_channel, [(self.channels_of(a), 1)], path)
+        else:
+            self.add("flops", math.prod(a_shape) * columns // self.batch, [], path)
 
     def linear_flops(self, node: fx.Node, x: fx.Node, x_shape: tuple[int, ...], path: list[str]) -> None:
         """``F.linear`` with a module's own weight (space/trace_aten.py): fvcore counts every input entry

@@ -79,8 +79,6 @@ def visit(walker: ChannelWalker, node: fx.Node, name: str) -> None:
         return  # made of no channels (``zeros``, ``arange``, a mask or positions built from them): a constant
     if name in FLOATING_THROUGH and node.args and node.args[0] in walker.floating:
         floating_through(walker, node, name)
-    elif name in _UNARY and node.args[0] in walker.floating:  # ``sigmoid(self.gate)``: still the parameter's dims
-        walker.floating[node] = walker.floating[node.args[0]]
     elif name in _UNARY:
         walker.passthrough(node, node.args[0])
     elif name in _BINARY or name in ("max", "min") and len(node.args) > 1 and isinstance(node.args[1], fx.Node):
@@ -334,8 +332,7 @@ def elementwise(walker: ChannelWalker, node: fx.Node) -> None:
     tracked = [a for a in node.all_input_nodes if a in walker.chan]
     floating = [a for a in node.all_input_nodes if a in walker.floating]
     if not tracked:
-        one_parameter = len({walker.floating[a] for a in floating}) == 1  # ``f(w) * g(w)`` of one weight
-        if floating and one_parameter and all(walker.shape(a) == shape for a in floating):
+        if len(floating) == 1 and walker.shape(floating[0]) == shape:
             walker.floating[node] = walker.floating[floating[0]]
         elif floating or _reads_tracked(walker, node):
             walker.opaque(node, f"aten.{aten_name(node)} of parameters only")
@@ -1117,8 +1114,7 @@ def _batched_matmul(walker: ChannelWalker, node: fx.Node, a: Any, b: Any) -> Non
     out_a, out_b = len(shape) - len(sa) + ca, len(shape) - len(sb) + cb
     batched = ca < len(sa) - 2 and cb < len(sb) - 2 and out_a == out_b
     if not batched or walker.sizes(seg_a) != walker.sizes(seg_b):
-        if not _rows_or_columns(walker, node, (seg_a, ca, len(sa)), (seg_b, cb, len(sb))):
-            walker.opaque(node, f"aten.{aten_name(node)} over the channels")
+        walker.opaque(node, f"aten.{aten_name(node)} over the channels")
         return
     for x, y in zip(seg_a, seg_b, strict=True):
         walker.groups.union(x, y)
@@ -1126,32 +1122,6 @@ def _batched_matmul(walker: ChannelWalker, node: fx.Node, a: Any, b: Any) -> Non
     if len(seg_a) == 1:
         _record_query_groups(walker, node, seg_a[0])
     walker.chan[node] = (seg_a, out_a)
-
-
-def _rows_or_columns(walker: ChannelWalker, node: fx.Node, a: tuple, b: tuple) -> bool:
-    """A product whose left operand holds the channels along its rows, or whose right operand along its
-    columns: each output row (column) is that row (column) times the other operand, so the channels
-    pass through to the output, and the other operand's channels, wherever they are, keep their
-    size. Gemma 3n mixes its AltUp copies of the hidden state with a matrix of coefficients
-    (``hidden.permute(...) @ coefs``). Returns whether it was.
-
-    ``a`` and ``b``: each operand's channel segments, channel dim and rank.
-    """
-    (seg_a, ca, rank_a), (seg_b, cb, rank_b) = a, b
-    shape = walker.shape(node)
-    roots_a, roots_b = {walker.groups.find(e) for e in seg_a}, {walker.groups.find(e) for e in seg_b}
-    if roots_a & roots_b:
-        return False
-    if ca == rank_a - 2:
-        kept, fixed, dim = seg_a, seg_b, len(shape) - 2
-    elif cb == rank_b - 1:
-        kept, fixed, dim = seg_b, seg_a, len(shape) - 1
-    else:
-        return False
-    for element in fixed:
-        walker.groups.freeze(element, f"aten.{aten_name(node)} multiplies them with channels along another dim")
-    walker.chan[node] = (kept, dim)
-    return True
 
 
 def _batched_matmul_added(walker: ChannelWalker, node: fx.Node) -> None:

@@ -26,7 +26,6 @@ from tests.transformer_topologies import (
     Interleaved,
     LatentDecoder,
     MaskPerHead,
-    MixedCopies,
     ReducedAttentionDecoder,
     Routed,
     ScaledQueries,
@@ -297,12 +296,6 @@ def test_parameters_meeting_the_hidden_width_in_segments_are_sliced_by_segment(t
     assert exported.body.norms[1].weight.shape == (64,) and exported.body.connection.shape == (4, 128)
 
 
-def test_a_product_with_the_channels_on_the_rows_passes_them_through(tmp_path):
-    model = assert_kind_conforms(MixedCopies, TOKENS, LinearKind, tmp_path)
-    assert _hparams(model)["body.embed.weight.shape[1]"] == (32, 64)
-    assert "body.router.out_features" not in get_space(model).hparams  # the coefficients keep their size
-
-
 def test_a_mask_per_head_keeps_the_heads_of_its_query_heads(tmp_path):
     model = assert_kind_conforms(MaskPerHead, TOKENS, LinearKind, tmp_path)
     found = _hparams(model)
@@ -325,7 +318,7 @@ def test_parts_interleaved_entry_by_entry_keep_their_pairs(tmp_path):
     assert exported.body.gate_up.shape == (128, 64) and exported.body.down.shape == (64, 64)
 
 
-def test_norms_per_head_gates_of_one_parameter_and_rows_repeated_keep_heads_and_hidden(tmp_path):
+def test_norms_per_head_and_rows_repeated_keep_heads_and_hidden(tmp_path):
     model = assert_kind_conforms(GatedResiduals, TOKENS, LinearKind, tmp_path)
     found = _hparams(model)
     assert found["body.num_heads"] == (2, 3, 4) and found["body.gate.shape[0]"] == (32, 64)  # the hidden width
