@@ -75,11 +75,6 @@ class TrainSpec(_Strict):
     num_random: int = Field(default=2, ge=0, description="random subnets per sandwich step")
     distill: bool = True
     temperature: float = Field(default=1.0, gt=0)
-    distill_divergence: Literal["kl", "alpha"] = Field(
-        default="kl",
-        description="the sandwich's in-place distillation loss: KL, or AlphaNet's alpha-divergence (per sample the"
-        " larger of alpha = -1 and 1, ratios clipped at 5)",
-    )
     bn_calib_batches: PositiveInt = 10
     checkpoint_every: int = Field(default=0, ge=0, description="steps between checkpoints; 0: each epoch end")
     seed: int | None = Field(default=None, description="default: the recipe's seed")

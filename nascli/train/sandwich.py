@@ -12,7 +12,6 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from nascli.space.space import get_space, random_sampling
-from nascli.train.alpha_divergence import alpha_divergence_loss
 from nascli.train.device import autocast as autocast_to
 from nascli.train.task import logits_of
 
@@ -63,7 +62,6 @@ def sandwich_step(
     rng: random.Random | None = None,
     reduce_gradients: Callable[[nn.Module], None] | None = None,
     autocast: torch.dtype | None = None,
-    divergence: str = "kl",
 ) -> dict[str, float]:
     """Train the largest, the smallest and ``num_random`` random subnets on one batch, one optimizer step.
 
@@ -72,8 +70,7 @@ def sandwich_step(
     need no separate teacher. ``rng`` draws the random subnets (processes sharing a seed train
     the same subnets); ``reduce_gradients`` averages gradients across processes before the step;
     ``autocast`` (e.g. ``torch.bfloat16``) runs the forward passes in that precision on the
-    batch's device. ``divergence``: the distillation loss, ``"kl"`` or AlphaNet's ``"alpha"``
-    (train/alpha_divergence.py). The largest subnet is left active afterwards.
+    batch's device. The largest subnet is left active afterwards.
     """
     inputs, targets = batch
     space = get_space(model)
@@ -92,12 +89,7 @@ def sandwich_step(
             space.sample(how)
             with autocast_to(inputs.device, autocast):
                 out = logits_of(model(inputs))
-                if not distill:
-                    loss = loss_fn(out, targets)
-                elif divergence == "alpha":
-                    loss = alpha_divergence_loss(out, teacher, temperature=temperature)
-                else:
-                    loss = distillation_loss(out, teacher, temperature)
+                loss = distillation_loss(out, teacher, temperature) if distill else loss_fn(out, targets)
             loss.backward()
             losses["loss_min" if index == 0 else f"loss_random{index}"] = loss.item()
         _apply_gradients(model, optimizer, grad_clip, reduce_gradients)

@@ -75,16 +75,3 @@ def test_channels_last_trains_nhwc_to_the_same_losses():
     assert (nchw_batches, nchw_weights, nhwc_batches, nhwc_weights) == ({False}, False, {True}, True)
     # NHWC convolutions sum in another order, and the difference grows over the epoch's SGD steps
     assert abs(nhwc["loss"] - nchw["loss"]) < 1e-3 * abs(nchw["loss"])
-
-
-def test_the_recipe_chooses_the_distillation_divergence(monkeypatch):
-    import nascli.train.trainer as trainer_module
-
-    seen = []
-    real = trainer_module.sandwich_step
-    monkeypatch.setattr(trainer_module, "sandwich_step", lambda *a, **k: seen.append(a[-1]) or real(*a, **k))
-    torch.manual_seed(0)
-    model = mtn.convert(resnet20(in_channels=1, width=8), dummy_input=X[:1])
-    spec = SPEC.model_copy(update={"distill_divergence": "alpha"})
-    SupernetTrainer(model, SPLITS, DATA, spec, seed=0).fit(lambda state: None, lambda record: None)
-    assert seen and set(seen) == {"alpha"}
