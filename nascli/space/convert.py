@@ -157,21 +157,20 @@ def _attach_parameters(
     entries = []
     for owner, sliced in [*by_owner.items(), *tied.items()]:
         module = modules[owner]
-        busy = [m for m in (module, modules.get(read_in_place.get(owner, owner))) if _of_own_kind(m)]
-        if busy:  # its own kind slices its tensors; it cannot also slice these
+        reader = read_in_place.get(owner, owner)
+        busy = next((path for path in (owner, reader) if _of_own_kind(modules[path])), None)
+        if busy is not None:  # its own kind slices its tensors; it cannot also slice these
             for dims in sliced.values():
                 for hp in (p for dim in dims.values() for p in dim_parts(dim)):
-                    name = next(n for n, m in modules.items() if m is busy[0]) or type(model).__name__
-                    _freeze(hp, f"{name} is also a searchable layer", reasons)
+                    _freeze(hp, f"{busy or type(model).__name__} is also a searchable layer", reasons)
             continue
         PARAMETERS.attach_parameters(
             module, {name: dict(dims) for name, dims in sliced.items()}, _lengths_held(module, sliced)
         )
         channel_hps[owner] = PARAMETERS.roles(module)  # its costs; tied tensors are moved once when ranked
-        if owner in read_in_place:
-            reader = modules[read_in_place[owner]]
-            PARAMETERS.attach_parameters(reader, {})
-            reader.attach_carried((owner.removeprefix(f"{read_in_place[owner]}.") if read_in_place[owner] else owner,))
+        if reader != owner:
+            PARAMETERS.attach_parameters(modules[reader], {})
+            modules[reader].attach_carried((owner.removeprefix(f"{reader}.") if reader else owner,))
         if owner in by_owner:
             prefix = f"{owner}." if owner else ""
             entries.extend((f"{prefix}{attr}", hp) for attr, hp in module.nas_hparams())
@@ -385,8 +384,9 @@ def _channel_hparams(
     for path, slots in trace.param_slots.items():
         for axis, element in slots.items():
             params[groups.find(element)].append((path, axis))
-    # a parameter read in segments names no group: each segment's group has its producer elsewhere
-    for root, found in list(params.items()):  # a weight producing interleaved parts produces the parts
+    # a weight producing interleaved parts (a scaled copy of the part group) produces the parts; a parameter
+    # read in segments (TraceResult.param_segments) names no group: each segment's has its producer elsewhere
+    for root, found in list(params.items()):
         scaled = groups.scaled_of(root)
         if scaled is not None and scaled[0] not in members:
             params[scaled[0]].extend(p for p in found if p in trace.weight_outputs and p not in params[scaled[0]])

@@ -706,9 +706,11 @@ def _strided(walker: ChannelWalker, node: fx.Node, size: int) -> Element | None:
     channel of one part group (a scaled copy of it, as heads are of a width), so keeping a prefix
     of the parts keeps a prefix of the whole.
     """
-    start, end, step = (list(node.args[2:5]) + [None, None, 1][len(node.args[2:5]) :])[:3]
-    start, end = start or 0, size if end is None else min(end, size)
-    if not (isinstance(step, int) and step > 1 and size % step == 0 and 0 <= start < step and end == size):
+    _, start, end, step = _slice_args(node)
+    start, end = start or 0, size if end is None else end
+    if not all(isinstance(v, int) for v in (start, end, step)):
+        return None
+    if not (step > 1 and size % step == 0 and 0 <= start < step and end >= size):
         return None
     whole = walker.chan[node.args[0]][0][0]
     scaled = walker.groups.scaled_of(whole)
@@ -744,12 +746,7 @@ def _channel_range(node: fx.Node, c: int, size: int) -> tuple[int, int] | None:
     """(start, end) of an ``aten.slice`` of dim ``c`` with step 1 and int bounds, clamped to ``size``; else None."""
     if aten_name(node) != "slice":
         return None
-    args = list(node.args) + [None] * (5 - len(node.args))
-    _, dim, start, end, step = args[:5]
-    dim = node.kwargs.get("dim", 0 if dim is None else dim)
-    start = node.kwargs.get("start", start)
-    end = node.kwargs.get("end", end)
-    step = node.kwargs.get("step", 1 if step is None else step)
+    dim, start, end, step = _slice_args(node)
     shape = node.args[0].meta.get("val")
     if not all(isinstance(v, int) for v in (dim, step)) or step != 1 or shape is None or dim % shape.dim() != c:
         return None
@@ -758,6 +755,16 @@ def _channel_range(node: fx.Node, c: int, size: int) -> tuple[int, int] | None:
         return None
     start, end = (min(max(v + size if v < 0 else v, 0), size) for v in bounds)
     return (start, end) if start < end else None
+
+
+def _slice_args(node: fx.Node) -> tuple[Any, Any, Any, Any]:
+    """(dim, start, end, step) of an ``aten.slice``, positional or keyword; start and end may be None."""
+    args = list(node.args) + [None] * (5 - len(node.args))
+    _, dim, start, end, step = args[:5]
+    dim = node.kwargs.get("dim", 0 if dim is None else dim)
+    start = node.kwargs.get("start", start)
+    end = node.kwargs.get("end", end)
+    return dim, start, end, node.kwargs.get("step", 1 if step is None else step)
 
 
 def _cat(walker: ChannelWalker, node: fx.Node) -> None:
