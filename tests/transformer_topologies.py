@@ -775,3 +775,108 @@ class ScaledQueries(ExportOnly):
     def __init__(self) -> None:
         super().__init__()
         self.body = _ScaledQueries()
+
+
+class _ShortConvolution(nn.Module):
+    """Mamba's and Inkling's short causal convolution: an ``nn.Conv1d`` it never calls, whose weight its own
+    code applies with ``F.conv1d`` after a squeeze and an unsqueeze, one group per channel."""
+
+    def __init__(self, width: int, kernel: int = 4) -> None:
+        super().__init__()
+        self.conv1d = nn.Conv1d(width, width, kernel, groups=width, padding=kernel - 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.conv1d.weight.squeeze(1)
+        out = F.conv1d(x.transpose(1, 2), weight.unsqueeze(1), self.conv1d.bias, padding=3, groups=x.shape[-1])
+        return out[..., : x.shape[1]].transpose(1, 2)
+
+
+class _ConvolvedMLP(nn.Module):
+    """A dense convolution applied by the module's own code (``F.conv1d`` with ``self.up.weight``), then a
+    linear layer back to the width."""
+
+    def __init__(self, width: int, inner: int = 128) -> None:
+        super().__init__()
+        self.up = nn.Conv1d(width, inner, 1)
+        self.down = nn.Linear(inner, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(F.gelu(F.conv1d(x.transpose(1, 2), self.up.weight, self.up.bias)).transpose(1, 2))
+
+
+class _Convolved(nn.Module):
+    def __init__(self, width: int = 64) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(50, width)
+        self.short = _ShortConvolution(width)
+        self.mlp = _ConvolvedMLP(width)
+        self.head = nn.Linear(width, 50)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.embed(ids)
+        x = x + self.short(x)
+        return self.head(x + self.mlp(x))
+
+
+class Convolved(ExportOnly):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = _Convolved()
+
+
+class _RelativeBias(nn.Module):
+    """Inkling's relative-position bias: per-head states times a parameter bank of profiles over distances,
+    then each head's entry for each (query, key) distance picked by ``gather`` along the last dim."""
+
+    def __init__(self, width: int = 64, heads: int = 4, d_rel: int = 4, extent: int = 8) -> None:
+        super().__init__()
+        self.head_dim, self.d_rel, self.extent = width // heads, d_rel, extent
+        self.embed = nn.Embedding(50, width)
+        self.q, self.k, self.v, self.o = (nn.Linear(width, width) for _ in range(4))
+        self.rel = nn.Linear(width, heads * d_rel)
+        self.proj = nn.Parameter(torch.randn(d_rel, extent))
+        self.head = nn.Linear(width, 50)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.embed(ids)
+        b, s, _ = x.shape
+        q, k, v = (t.view(b, s, -1, self.head_dim).transpose(1, 2) for t in (self.q(x), self.k(x), self.v(x)))
+        profiles = (self.rel(x).view(b, s, -1, self.d_rel) @ self.proj).transpose(1, 2)
+        positions = torch.arange(s)
+        distance = (positions[:, None] - positions[None, :])[None, None]
+        index = distance.clamp(0, self.extent - 1).expand(*profiles.shape[:2], -1, -1)
+        bias = profiles.gather(-1, index).masked_fill(distance < 0, float("-inf"))
+        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        return self.head(x + self.o(attended.transpose(1, 2).reshape(b, s, -1)))
+
+
+class RelativeBias(ExportOnly):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = _RelativeBias()
+
+
+class _BlockResidual(nn.Module):
+    """Inkling 2's block attention residuals: a learned query attends over the states of earlier blocks,
+    stacked on a dim of their own, and mixes them (``softmax(query @ states.T) @ states``)."""
+
+    def __init__(self, width: int = 64) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(50, width)
+        self.mlp = nn.Sequential(nn.Linear(width, 128), nn.GELU(), nn.Linear(128, width))
+        self.query = nn.Parameter(torch.randn(width))
+        self.head = nn.Linear(width, 50)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.embed(ids)
+        states = torch.stack([x, self.mlp(x)], dim=-2)
+        width = states.shape[-1]
+        query = self.query.view(-1, width).expand(*states.shape[:-2], -1, -1)
+        weights = (query @ states.transpose(-1, -2) * width**-0.5).softmax(-1)
+        return self.head((weights @ states).squeeze(-2))
+
+
+class BlockResidual(ExportOnly):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = _BlockResidual()

@@ -158,9 +158,11 @@ class TermBuilder:
         if name in ("matmul", "bmm") and self._applies_weight(node) and node_shape(node.args[0]) is not None:
             self.linear_flops(node, node.args[0], node_shape(node.args[0]), path)  # ``x @ self.weight.T``
         elif name in ("matmul", "bmm") and node_shape(node.args[0]) is not None and node_shape(node.args[1]):
-            self.matmul_flops(node.args[0], node_shape(node.args[0]), node_shape(node.args[1])[-1], path)
+            self.matmul_flops(node, path)
         elif name == "linear" and node in self.trace.channels and node_shape(node.args[0]) is not None:
             self.linear_flops(node, node.args[0], node_shape(node.args[0]), path)
+        elif name in ("conv1d", "conv2d") and node in self.trace.channels and node.args[1] not in self.trace.channels:
+            self.conv_flops(node, path)
         elif name in ("layer_norm", "group_norm") and node_shape(node.args[0]) is not None:
             affine = len(node.args) > 2 and node.args[2] is not None
             self.norm_flops(node.args[0], node_shape(node.args[0]), affine, path)
@@ -174,17 +176,31 @@ class TermBuilder:
     def _applies_weight(self, node: fx.Node) -> bool:
         """``x @ self.weight.T`` (a 2-d weight) or an expert's ``bmm(x, self.weight)`` (a 3-d one) in a module's own
         code, traced as a linear layer (trace_aten.py)."""
-        weight, rank = node.args[1], 3 if aten_name(node) == "bmm" else 2
+        x, weight, rank = node.args[0], node.args[1], 3 if aten_name(node) == "bmm" else 2
         applied = node in self.trace.channels and weight not in self.trace.channels
-        return applied and len(node_shape(weight) or ()) == rank
+        # channels along a dim the product keeps (per-head states times a bank of profiles) are no linear layer's
+        contracted = x in self.trace.channels and self.trace.channels[x][1] == len(node_shape(x) or ()) - 1
+        return applied and contracted and len(node_shape(weight) or ()) == rank
 
-    def matmul_flops(self, a: fx.Node, a_shape: tuple[int, ...], columns: int, path: list[str]) -> None:
-        """fvcore counts every entry of the left operand times the right operand's columns (heads scale it)."""
-        if a in self.trace.channels and self.trace.channels[a][1] < len(a_shape) - 2:
-            per_channel = math.prod(a_shape) // a_shape[self.trace.channels[a][1]] * columns // self.batch
-            self.add("flops", per_channel, [(self.channels_of(a), 1)], path)
-        else:
-            self.add("flops", math.prod(a_shape) * columns // self.batch, [], path)
+    def matmul_flops(self, node: fx.Node, path: list[str]) -> None:
+        """fvcore counts every entry of the left operand times the right operand's columns. Each dim the
+        channels size follows them: the left operand's batch or rows (heads), the contracted dim (a
+        learned query over stacked states) and the right operand's columns (weights times values)."""
+        a, b = node.args[:2]
+        a_shape, b_shape = node_shape(a), node_shape(b)
+        ca = self.trace.channels[a][1] if a in self.trace.channels else None
+        cb = self.trace.channels[b][1] if b in self.trace.channels else None
+        follow = []
+        if ca is not None:
+            follow.append((a, a_shape[ca]))
+        elif cb == len(b_shape) - 2:
+            follow.append((b, b_shape[cb]))
+        if cb == len(b_shape) - 1:
+            follow.append((b, b_shape[cb]))
+        coef = math.prod(a_shape) * b_shape[-1] // self.batch
+        for _, size in follow:
+            coef //= size
+        self.add("flops", coef, [(self.channels_of(tensor), 1) for tensor, _ in follow], path)
 
     def linear_flops(self, node: fx.Node, x: fx.Node, x_shape: tuple[int, ...], path: list[str]) -> None:
         """``F.linear`` with a module's own weight (space/trace_aten.py): fvcore counts every input entry
@@ -192,6 +208,19 @@ class TermBuilder:
         rows = math.prod(x_shape[:-1]) // self.batch
         inputs = self.channels_of(x) if x in self.trace.channels else [x_shape[-1]]
         self.add("flops", rows, [(inputs, 1), (self.channels_of(node), 1)], path)
+
+    def conv_flops(self, node: fx.Node, path: list[str]) -> None:
+        """A convolution with a module's own weight (space/trace_aten.py): fvcore counts the weight's entries
+        times the output positions. A depthwise one's channels are its output's; a dense one's are its
+        input's and its output's."""
+        x, weight = node.args[0], node.args[1]
+        out_shape, w_shape = node_shape(node), node_shape(weight)
+        per_channel = math.prod(w_shape[2:]) * math.prod(out_shape[2:])
+        if w_shape[1] == 1 and x in self.trace.channels and node_shape(x)[1] == w_shape[0]:
+            self.add("flops", per_channel, [(self.channels_of(node), 1)], path)
+        else:
+            inputs = self.channels_of(x) if x in self.trace.channels else [w_shape[1]]
+            self.add("flops", per_channel, [(inputs, 1), (self.channels_of(node), 1)], path)
 
     def kv_cache(self) -> None:
         """Entries of the keys and values each attention caches per sample, at the traced sequence length.

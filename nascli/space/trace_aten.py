@@ -61,7 +61,7 @@ _SOFTMAX = {"softmax", "_softmax", "log_softmax", "_log_softmax", "_safe_softmax
 # unary ops through which a parameter stays floating: its channel dim is still decided by its first real use
 # (fx's methods of the same names too: ``self.scale.view(self.shape)``)
 FLOATING_THROUGH = {"to", "_to_copy", "clone", "contiguous", "alias", "detach", "expand", "expand_as", "unsqueeze",
-                    "view", "reshape", "_unsafe_view", "transpose", "permute", "t", "numpy_T"}  # fmt: skip
+                    "squeeze", "view", "reshape", "_unsafe_view", "transpose", "permute", "t", "numpy_T"}  # fmt: skip
 _TRANSPOSE = ("transpose", "permute", "t", "numpy_T")
 
 
@@ -111,6 +111,8 @@ def visit(walker: ChannelWalker, node: fx.Node, name: str) -> None:
         _pad(walker, node, name)
     elif name in ("view_as_complex", "view_as_real"):
         _complex_pairs(walker, node, name)
+    elif name == "gather" and len(node.args) > 2 and node.args[2] not in walker.chan:
+        _gather(walker, node)
     elif name in _SOFTMAX:
         dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
         _along_other_dim(walker, node, dim)
@@ -125,6 +127,8 @@ def visit(walker: ChannelWalker, node: fx.Node, name: str) -> None:
         _parameter_linear(walker, node, name)
     elif name in ("matmul", "bmm"):
         _batched_matmul(walker, node, *node.args[:2])
+    elif name in ("conv1d", "conv2d") and len(node.args) > 1 and node.args[1] in walker.floating:
+        _parameter_conv(walker, node, name)
     elif name == "baddbmm":
         _batched_matmul_added(walker, node)
     elif name == "index" and node.args[0] in walker.chan:
@@ -209,6 +213,11 @@ def _parameter_linear(walker: ChannelWalker, node: fx.Node, name: str) -> None:
         walker.opaque(node, f"aten.{name} of a tensor the tracer cannot follow")
         return
     segments, c = walker.chan[x]
+    if name != "bmm" and c < len(in_shape) - 1 and bias is None and shape[: c + 1] == in_shape[: c + 1]:
+        # channels along a dim the product keeps (Inkling's per-head states @ its bias profiles): the weight meets
+        # none of them
+        walker.chan[node] = (segments, c)
+        return
     # linear's weight is (out, in); a matmul's (in, out); a bmm's (experts, in, out)
     at_in, at_out = {"linear": (1, 0), "matmul": (0, 1), "bmm": (1, 2)}[name]
     columns, rows = pin_segments(walker, weight, at_in, walker.sizes(segments)), pin(walker, weight, at_out)
@@ -224,6 +233,41 @@ def _parameter_linear(walker: ChannelWalker, node: fx.Node, name: str) -> None:
             return
         walker.groups.union(rows, element)
     walker.chan[node] = ((rows,), len(shape) - 1)
+
+
+def _parameter_conv(walker: ChannelWalker, node: fx.Node, name: str) -> None:
+    """A module's own code convolving with a weight it holds: ``F.conv1d(x, conv.weight.squeeze(1).unsqueeze(1),
+    groups=channels)`` (the short causal convolutions of Mamba-style and Inkling layers, which read their
+    ``nn.Conv1d``'s weight instead of calling it). A depthwise convolution keeps the input's channels, its
+    weight and bias sliced with them; a dense one (``groups=1``) reads them with the weight's input dim and
+    makes its output dim a weight output, as ``F.linear`` does.
+    """
+    x, weight = node.args[0], node.args[1]
+    bias = node.args[2] if len(node.args) > 2 else node.kwargs.get("bias")
+    groups = node.args[6] if len(node.args) > 6 else node.kwargs.get("groups", 1)
+    shape, in_shape, w_shape = walker.shape(node), walker.shape(x), walker.shape(weight)
+    path, axes = walker.floating[weight]
+    segments, c = walker.chan.get(x, ((), None))
+    if shape is None or in_shape is None or w_shape is None or c != 1 or len(segments) != 1:
+        walker.opaque(node, f"aten.{name} of a tensor the tracer cannot follow")
+        return
+    depthwise = groups == in_shape[1] == w_shape[0] and w_shape[1] == 1
+    if not depthwise and groups != 1:
+        walker.opaque(node, f"aten.{name} with {groups} groups")
+        return
+    columns, rows = (None, pin(walker, weight, 0)) if depthwise else (pin(walker, weight, 1), pin(walker, weight, 0))
+    if rows is None or (not depthwise and columns is None):
+        walker.opaque(node, f"aten.{name} of a parameter the tracer cannot follow")
+        return
+    walker.groups.union(segments[0], rows if depthwise else columns)
+    if not depthwise:
+        walker.result.weight_outputs.add((path, axes[0]))
+    if bias is not None:
+        if bias not in walker.floating or (element := pin(walker, bias, 0)) is None:
+            walker.opaque(node, f"aten.{name} with a bias the tracer cannot follow")
+            return
+        walker.groups.union(rows, element)
+    walker.chan[node] = ((rows,), 1)
 
 
 def _grouped_mm(walker: ChannelWalker, node: fx.Node) -> None:
@@ -465,6 +509,20 @@ def _along_other_dim(walker: ChannelWalker, node: fx.Node, dim: Any) -> None:
             walker.chan[node] = walker.chan[arg]
             return
     walker.opaque(node, f"aten.{aten_name(node)} over the channels")
+
+
+def _gather(walker: ChannelWalker, node: fx.Node) -> None:
+    """``x.gather(dim, index)`` with an index made of no channels, along another dim than the channels
+    (Inkling's relative-position bias picks each head's entries by distance): the channels stay where they
+    are. An index of the full size along them, built from the traced shape, is rebuilt by the model's code
+    at every width."""
+    arg, dim, shape, in_shape = node.args[0], node.args[1], walker.shape(node), walker.shape(node.args[0])
+    if arg in walker.chan and shape is not None and in_shape is not None and isinstance(dim, int):
+        segments, c = walker.chan[arg]
+        if dim % len(shape) != c and len(shape) == len(in_shape) and shape[c] == in_shape[c]:
+            walker.chan[node] = (segments, c)
+            return
+    walker.opaque(node, "aten.gather along the channels")
 
 
 # -- shapes --------------------------------------------------------------------------------------
@@ -1114,6 +1172,8 @@ def _record_query_groups(walker: ChannelWalker, node: fx.Node, queries: Element)
 def _batched_matmul(walker: ChannelWalker, node: fx.Node, a: Any, b: Any) -> None:
     """Attention written out (``q @ k.T``, ``weights @ v``): both operands batched over the same heads."""
     sa, sb, shape = walker.shape(a), walker.shape(b), walker.shape(node)
+    if a not in walker.chan and b in walker.chan and shape is not None and _weighs_values(walker, node, a, b):
+        return
     if a not in walker.chan or b not in walker.chan or shape is None or len(sa) < 3 or len(sb) < 3:
         walker.opaque(node, f"aten.{aten_name(node)} the tracer cannot follow")
         return
@@ -1129,6 +1189,30 @@ def _batched_matmul(walker: ChannelWalker, node: fx.Node, a: Any, b: Any) -> Non
     if len(seg_a) == 1:
         _record_query_groups(walker, node, seg_a[0])
     walker.chan[node] = (seg_a, out_a)
+
+
+def _weighs_values(walker: ChannelWalker, node: fx.Node, a: Any, b: Any) -> bool:
+    """A product whose left operand holds no channels: attention of learned queries over stacked states
+    (Inkling 2's block attention residuals, ``query @ states.T`` then ``weights @ states``).
+
+    Where ``b``'s channels are its columns, the product keeps them (``a`` holds none to meet). Where they are
+    its rows and ``a`` is a parameter (a learned query), they are summed over: the parameter's last dim
+    meets them and is sliced with them, and the product holds no channels. False where neither applies.
+    """
+    sa, sb = walker.shape(a), walker.shape(b)
+    segments, cb = walker.chan[b]
+    if sa is None or sb is None or len(sb) < 2 or len(sa) < 2:
+        return False
+    if cb == len(sb) - 1 and a not in walker.floating:
+        walker.chan[node] = (segments, len(walker.shape(node)) - 1)
+        return True
+    if cb == len(sb) - 2 and a in walker.floating and len(segments) == 1:
+        element = pin(walker, a, len(sa) - 1)
+        if element is None:
+            return False
+        walker.groups.union(segments[0], element)
+        return True
+    return False
 
 
 def _batched_matmul_added(walker: ChannelWalker, node: fx.Node) -> None:

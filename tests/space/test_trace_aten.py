@@ -15,7 +15,9 @@ from nascli.space.kinds.linear import LinearKind
 from nascli.space.space import get_space
 from tests.space.kinds.conformance import assert_kind_conforms
 from tests.transformer_topologies import (
+    BlockResidual,
     ConstantsDecoder,
+    Convolved,
     ExpandedMask,
     ExportOnly,
     FusedGroupedQKV,
@@ -27,6 +29,7 @@ from tests.transformer_topologies import (
     LatentDecoder,
     MaskPerHead,
     ReducedAttentionDecoder,
+    RelativeBias,
     Routed,
     ScaledQueries,
     SideBySide,
@@ -342,3 +345,30 @@ def test_a_vector_viewed_per_head_keeps_whole_heads(tmp_path):
     assert _hparams(model)["body.num_heads"] == (2, 3, 4)
     mtn.select(model, {"body.num_heads": 2})
     assert mtn.export(model).body.query_scale.shape == (32,)
+
+
+def test_convolutions_applied_with_a_held_weight_slice_it(tmp_path):
+    model = assert_kind_conforms(Convolved, TOKENS, LinearKind, tmp_path)
+    found = _hparams(model)
+    hidden, inner = "body.embed.weight.shape[1]", "body.mlp.up.weight.shape[0]"
+    assert found[hidden] == (32, 64) and found[inner] == (64, 96, 128)
+    mtn.select(model, {hidden: 32, inner: 64})
+    exported = mtn.export(model).body
+    assert exported.short.conv1d.weight.shape == (32, 1, 4) and exported.short.conv1d.bias.shape == (32,)
+    assert exported.mlp.up.weight.shape == (64, 32, 1)
+
+
+def test_a_bias_per_head_gathered_by_distance_keeps_the_heads(tmp_path):
+    model = assert_kind_conforms(RelativeBias, TOKENS, LinearKind, tmp_path)
+    assert _hparams(model)["body.num_heads"] == (2, 3, 4)
+    mtn.select(model, {"body.num_heads": 2})
+    assert mtn.export(model).body.rel.weight.shape == (8, 64)
+
+
+def test_a_learned_query_over_stacked_states_follows_the_hidden_width(tmp_path):
+    model = assert_kind_conforms(BlockResidual, TOKENS, LinearKind, tmp_path)
+    hidden = "body.query.shape[0]"  # the body's own parameter comes before its embedding in module order
+    assert _hparams(model)[hidden] == (32, 64)
+    mtn.select(model, {hidden: 32})
+    exported = mtn.export(model).body
+    assert exported.query.shape == (32,) and exported.embed.weight.shape == (50, 32)
