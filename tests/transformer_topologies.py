@@ -662,9 +662,10 @@ class Interleaved(ExportOnly):
 
 
 class _GatedResiduals(nn.Module):
-    """Ergo's block: q and k normed per head by a functional RMS norm over the head size; the branch added
-    through a gate parameter; an MLP run on each token twice (``repeat_interleave`` along the rows, a weight
-    per row from ``new_ones``)."""
+    """Ergo's block: q and k normed per head by a functional RMS norm over the head size; each branch
+    added through a gate of functions of one parameter (``sigmoid(w)``, ``sqrt(1 + sigmoid(w)) *
+    exp(-softplus(w) / 2)``); an MLP run on each token twice (``repeat_interleave`` along the rows, a
+    weight per row from ``new_ones``)."""
 
     def __init__(self, width: int = 64, heads: int = 4) -> None:
         super().__init__()
@@ -682,7 +683,9 @@ class _GatedResiduals(nn.Module):
         q, k, v = (t.view(b, s, -1, self.head_dim).transpose(1, 2) for t in (self.q(x), self.k(x), self.v(x)))
         q, k = F.rms_norm(q, (self.head_dim,), self.q_norm), F.rms_norm(k, (self.head_dim,), self.k_norm)
         branch = self.o(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, s, -1))
-        x = self.gate * branch + x
+        weight = self.gate.float()
+        branch_gate = weight.sigmoid()
+        x = branch_gate * branch + torch.sqrt(1.0 + branch_gate) * torch.exp(-0.5 * F.softplus(weight)) * x
         rows = x.reshape(-1, width).repeat_interleave(2, dim=0)
         routes = self.mlp(rows) * rows.new_ones(rows.shape[0], 1)
         return self.head(x + routes.view(b, s, 2, -1).sum(2))

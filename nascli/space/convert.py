@@ -95,6 +95,8 @@ def convert_model(
         depths = [m._hp_depth for m in model.modules() if isinstance(m, DynamicModuleList)]
         keep_what_runs(model, depths, dummy_input, lambda hp, why: _freeze(hp, why, reasons))
 
+    entries = _release_fixed_parameters(model, entries, channel_hps)
+
     batch = dummy_input[0].shape[0] if dummy_input and isinstance(dummy_input[0], torch.Tensor) else 1
     terms, unmodeled = compile_cost_terms(model, trace, channel_hps, layer_hps, batch)
     input_shapes = [tuple(t.shape) for t in dummy_input]
@@ -175,6 +177,31 @@ def _attach_parameters(
             prefix = f"{owner}." if owner else ""
             entries.extend((f"{prefix}{attr}", hp) for attr, hp in module.nas_hparams())
     return entries
+
+
+def _release_fixed_parameters(
+    model: nn.Module, entries: list[tuple[str, Hparam]], channel_hps: dict[str, dict[str, Dim]]
+) -> list[tuple[str, Hparam]]:
+    """``entries`` without the sliced parameters the forward check (or a record) fixed whole; their owners slice
+    them no more, and go native where nothing else is left (``SlicedParameters.release_fixed``).
+
+    Readers go after the owners they carry, so a reader whose every carried owner went native follows.
+    """
+    owners = {}
+    for name, module in model.named_modules(remove_duplicate=False):
+        if kind_of(module) is PARAMETERS:
+            owners.setdefault(id(module), (name, module))
+    released = set()
+    for name, module in sorted(owners.values(), key=lambda item: bool(item[1]._carried)):
+        prefix = f"{name}." if name else ""
+        before = {f"{prefix}{attr}" for attr, _ in module.nas_hparams()}
+        if module.release_fixed():
+            channel_hps.pop(name, None)
+            released |= before
+        else:
+            channel_hps[name] = PARAMETERS.roles(module)
+            released |= before - {f"{prefix}{attr}" for attr, _ in module.nas_hparams()}
+    return [(name, hp) for name, hp in entries if name not in released]
 
 
 def _of_own_kind(module: nn.Module) -> bool:

@@ -79,6 +79,8 @@ def visit(walker: ChannelWalker, node: fx.Node, name: str) -> None:
         return  # made of no channels (``zeros``, ``arange``, a mask or positions built from them): a constant
     if name in FLOATING_THROUGH and node.args and node.args[0] in walker.floating:
         floating_through(walker, node, name)
+    elif name in _UNARY and node.args[0] in walker.floating:  # ``sigmoid(self.gate)``: still the parameter's dims
+        walker.floating[node] = walker.floating[node.args[0]]
     elif name in _UNARY:
         walker.passthrough(node, node.args[0])
     elif name in _BINARY or name in ("max", "min") and len(node.args) > 1 and isinstance(node.args[1], fx.Node):
@@ -376,7 +378,8 @@ def elementwise(walker: ChannelWalker, node: fx.Node) -> None:
     tracked = [a for a in node.all_input_nodes if a in walker.chan]
     floating = [a for a in node.all_input_nodes if a in walker.floating]
     if not tracked:
-        if len(floating) == 1 and walker.shape(floating[0]) == shape:
+        one_parameter = len({walker.floating[a] for a in floating}) == 1  # ``f(w) * g(w)`` of one weight
+        if floating and one_parameter and all(walker.shape(a) == shape for a in floating):
             walker.floating[node] = walker.floating[floating[0]]
         elif floating or _reads_tracked(walker, node):
             walker.opaque(node, f"aten.{aten_name(node)} of parameters only")

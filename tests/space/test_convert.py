@@ -5,6 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import nascli.nas as mtn
+import nascli.opt as mto
 from nascli.space.space import get_space
 from tests.transformer_topologies import ExportOnly
 
@@ -92,3 +93,40 @@ def test_a_norm_checking_its_width_by_a_size_it_holds_follows_the_hidden_width()
     exported = mtn.export(model)
     assert (exported.body.norm.dim_norm, exported.body.norm.steps) == (32, 64)
     torch.testing.assert_close(exported(TOKENS), expected)
+
+
+class _WidthChecked(nn.Module):
+    """Code that refuses any width but the one it was built with, checked in Python (export keeps no trace
+    of it): the forward check fixes the hidden width after its scale was attached."""
+
+    def __init__(self, width: int = 64) -> None:
+        super().__init__()
+        self.width = width
+        self.embed = nn.Embedding(50, width)
+        self.scale = nn.Parameter(1 + 0.1 * torch.randn(width))
+        self.mlp = nn.Sequential(nn.Linear(width, 128), nn.GELU(), nn.Linear(128, width))
+        self.head = nn.Linear(width, 50)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.embed(ids)
+        if x.shape[-1] != 64:
+            raise ValueError("this model runs at width 64 only")
+        return self.head(x + self.mlp(x) * self.scale.sigmoid())
+
+
+class WidthChecked(ExportOnly):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = _WidthChecked()
+
+
+def test_a_parameter_the_forward_check_fixes_whole_is_no_longer_sliced(tmp_path):
+    model = mtn.convert(WidthChecked(), "fastnas", dummy_input=TOKENS)
+    space = get_space(model)
+    assert "the model's forward fails" in space.fixed_reasons["body.scale.shape[0]"]
+    assert type(model.body) is _WidthChecked  # its scale kept whole: nothing of it is dynamic
+    assert not any("scale" in name for name in mtn.get_subnet_config(model))
+    assert "body.mlp.0.out_features" in space.hparams
+    mto.save(model, tmp_path / "model.pt")
+    restored = mto.restore(WidthChecked(), tmp_path / "model.pt")
+    assert mtn.get_subnet_config(restored) == mtn.get_subnet_config(model)

@@ -321,7 +321,7 @@ def test_parts_interleaved_entry_by_entry_keep_their_pairs(tmp_path):
     assert exported.body.gate_up.shape == (128, 64) and exported.body.down.shape == (64, 64)
 
 
-def test_norms_per_head_and_rows_repeated_keep_heads_and_hidden(tmp_path):
+def test_norms_per_head_gates_of_one_parameter_and_rows_repeated_keep_heads_and_hidden(tmp_path):
     model = assert_kind_conforms(GatedResiduals, TOKENS, LinearKind, tmp_path)
     found = _hparams(model)
     assert found["body.num_heads"] == (2, 3, 4) and found["body.gate.shape[0]"] == (32, 64)  # the hidden width

@@ -55,6 +55,26 @@ class SlicedParameters(DynamicModule):
         self._sliced = {**getattr(self, "_sliced", {}), **sliced}
         self._following = {**getattr(self, "_following", {}), **following}
 
+    def release_fixed(self) -> bool:
+        """Stop slicing what every dim of which is fixed, at its full size (conversion's forward check or a
+        record fixed it after it was attached); True when nothing is left, and the module is native again.
+
+        A conversion then lists the same hparams whether a dim was fixed by the tracer, before
+        attaching, or by the check after it: a model converted after a forward that cached state
+        (ConViT's relative indices) and the same model restored from scratch agree.
+        """
+        self._sliced = {
+            name: dims for name, dims in self._sliced.items() if any(_configurable(dim) for dim in dims.values())
+        }
+        self._following = {name: dim for name, dim in self._following.items() if _configurable(dim)}
+        self._carried = tuple(name for name in self._carried if isinstance(self.get_submodule(name), SlicedParameters))
+        if self._sliced or self._following or self._carried:
+            return False
+        for attr in ("_sliced", "_following", "_carried"):
+            self.__dict__.pop(attr, None)
+        self.__class__ = self._native
+        return True
+
     def nas_hparams(self) -> list[tuple[str, Any]]:
         found = []
         for name, dims in self._sliced.items():
@@ -188,6 +208,10 @@ class ParametersKind(LayerKind):
 
 
 PARAMETERS = ParametersKind()
+
+
+def _configurable(dim: Dim) -> bool:
+    return any(part.is_configurable for part in dim_parts(dim))
 
 
 def _sized(value: int | tuple[int, ...], size: int) -> int | tuple[int, ...]:
