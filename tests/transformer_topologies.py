@@ -883,3 +883,54 @@ class BlockResidual(ExportOnly):
     def __init__(self) -> None:
         super().__init__()
         self.body = _BlockResidual()
+
+
+class _Config:
+    """A config object shared by a model's modules, with a per-layer list (Hugging Face's ``layer_types``)."""
+
+    def __init__(self, layers: int) -> None:
+        self.layer_types = ["sliding", "full"] * (layers // 2)
+
+
+class _ReadsChildWidth(nn.Module):
+    """Ergo's router: views its input by ``self.linear.in_features`` before calling that layer."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(width, 4, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x.reshape(-1, self.linear.in_features), self.linear.weight).sigmoid().sum(-1)
+
+
+class _TypedBlock(nn.Module):
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(width, 128), nn.GELU(), nn.Linear(128, width))
+        self.router = _ReadsChildWidth(width)
+
+    def forward(self, x: torch.Tensor, scale: float) -> torch.Tensor:
+        return x + scale * self.mlp(x) * self.router(x).view(*x.shape[:-1], 1)
+
+
+class _TypedLayers(nn.Module):
+    """Ergo's loop: ``zip(self.config.layer_types, self.layers, strict=True)``, a scale per layer type."""
+
+    def __init__(self, width: int = 64, layers: int = 4) -> None:
+        super().__init__()
+        self.config = _Config(layers)
+        self.embed = nn.Embedding(50, width)
+        self.layers = nn.ModuleList(_TypedBlock(width) for _ in range(layers))
+        self.head = nn.Linear(width, 50)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.embed(ids)
+        for layer_type, layer in zip(self.config.layer_types, self.layers, strict=True):
+            x = layer(x, 0.5 if layer_type == "sliding" else 1.0)
+        return self.head(x)
+
+
+class TypedLayers(ExportOnly):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = _TypedLayers()

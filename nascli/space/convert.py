@@ -86,6 +86,7 @@ def convert_model(
     _follow_split_sizes(model, split_dims)
     _follow_query_groups(model, per_group)
     _follow_head_counts(model, head_counts)
+    _follow_layer_lists(model)
     entries.extend((hp.name, hp) for hp in head_hps)
     if trace.exported and recorded_choices is not None:
         _keep_as_recorded(entries, recorded_choices, reasons)
@@ -266,10 +267,46 @@ def _follow_split_sizes(model: nn.Module, split_dims: dict[tuple[str, int], Dim]
         if isinstance(module, DynamicModule) and kind_of(module) is not PARAMETERS:
             continue  # a layer of its own kind: its attributes are its own to keep
         names = [name for name, value in vars(module).items() if _is_size(name, value) and _holds(value, size)]
+        names = names or _held_by_children(module, size)
         if _counts_heads(dim):  # a small model's rotary width may equal its head count too
             names = [name for name in names if "head" in name.lower()] or names
         if names:
             PARAMETERS.attach_parameters(module, {}, {name: dim for name in names})
+
+
+def _follow_layer_lists(model: nn.Module) -> None:
+    """A module holding a stack of blocks with a depth, and a config with per-layer lists as long as the
+    stack (names with ``layer``: ``layer_types``), gets those lists cut to the kept blocks' entries in its
+    forward and on export: Ergo zips ``config.layer_types`` with its layers, strictly. The forward
+    check of an exported model then tells whether that was enough."""
+    for module in list(model.modules()):
+        config = getattr(module, "config", None)
+        if config is None or (isinstance(module, DynamicModule) and kind_of(module) is not PARAMETERS):
+            continue
+        for path, stack in module.named_children():
+            if not isinstance(stack, DynamicModuleList):
+                continue
+            lists = {
+                f"config.{name}": path
+                for name, value in vars(config).items()
+                if "layer" in name and isinstance(value, (list, tuple)) and len(value) == len(stack)
+            }
+            if lists:
+                PARAMETERS.attach_parameters(module, {})
+                module.attach_per_block(lists)
+
+
+def _held_by_children(module: nn.Module, size: int) -> list[str]:
+    """``child.attr`` for each size attribute of a direct child equal to ``size``: Ergo's router views its input
+    by ``self.linear.in_features`` before calling that layer. A child that is a layer of its own kind keeps
+    its attributes."""
+    return [
+        f"{child_name}.{name}"
+        for child_name, child in module.named_children()
+        if not (isinstance(child, DynamicModule) and kind_of(child) is not PARAMETERS)
+        for name, value in vars(child).items()
+        if _is_size(name, value) and _holds(value, size)
+    ]
 
 
 def _counts_heads(dim: Dim) -> bool:

@@ -6,8 +6,10 @@ from torch import nn
 
 import nascli.nas as mtn
 import nascli.opt as mto
+from nascli.space.kinds.linear import LinearKind
 from nascli.space.space import get_space
-from tests.transformer_topologies import ExportOnly
+from tests.space.kinds.conformance import assert_kind_conforms
+from tests.transformer_topologies import ExportOnly, TypedLayers
 
 TOKENS = torch.randint(0, 50, (2, 6), generator=torch.Generator().manual_seed(0))
 
@@ -130,3 +132,17 @@ def test_a_parameter_the_forward_check_fixes_whole_is_no_longer_sliced(tmp_path)
     mto.save(model, tmp_path / "model.pt")
     restored = mto.restore(WidthChecked(), tmp_path / "model.pt")
     assert mtn.get_subnet_config(restored) == mtn.get_subnet_config(model)
+
+
+def test_per_layer_lists_zipped_with_the_layers_and_a_childs_width_follow_the_space(tmp_path):
+    model = assert_kind_conforms(TypedLayers, TOKENS, LinearKind, tmp_path)
+    found = {name: hp.choices for name, hp in get_space(model).hparams.items()}
+    assert found["body.layers.depth"] == (1, 2, 3, 4) and found["body.embed.weight.shape[1]"] == (32, 64)
+    mtn.select(model, {"body.layers.depth": 2, "body.embed.weight.shape[1]": 32})
+    model.eval()
+    expected = model(TOKENS)
+    assert model.body.config.layer_types == ["sliding", "full", "sliding", "full"]  # cut only in the forward
+    exported = mtn.export(model)
+    assert exported.body.config.layer_types == ["sliding", "full"] and len(exported.body.layers) == 2
+    assert exported.body.layers[0].router.linear.in_features == 32
+    torch.testing.assert_close(exported(TOKENS), expected)

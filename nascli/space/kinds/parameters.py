@@ -47,9 +47,15 @@ class SlicedParameters(DynamicModule):
     # submodules never called themselves whose sliced tensors this module's code reads (a router's
     # ``F.linear(x, self.classifier.weight)``): this module's forward swaps their slices in too
     _carried: tuple[str, ...] = ()
+    # a per-layer list the module's code pairs with a stack of blocks it holds (Ergo zips ``config.layer_types``
+    # with its layers, strictly) -> that stack's path: the list holds the kept blocks' entries
+    _per_block: dict[str, str] = {}
 
     def attach_carried(self, names: tuple[str, ...]) -> None:
         self._carried = tuple(dict.fromkeys((*self._carried, *names)))
+
+    def attach_per_block(self, lists: dict[str, str]) -> None:
+        self._per_block = {**self._per_block, **lists}
 
     def attach_sliced(self, sliced: dict[str, dict[int, Dim]], following: dict[str, Dim]) -> None:
         self._sliced = {**getattr(self, "_sliced", {}), **sliced}
@@ -68,9 +74,12 @@ class SlicedParameters(DynamicModule):
         }
         self._following = {name: dim for name, dim in self._following.items() if _configurable(dim)}
         self._carried = tuple(name for name in self._carried if isinstance(self.get_submodule(name), SlicedParameters))
-        if self._sliced or self._following or self._carried:
+        self._per_block = {
+            name: path for name, path in self._per_block.items() if self.get_submodule(path)._hp_depth.is_configurable
+        }
+        if self._sliced or self._following or self._carried or self._per_block:
             return False
-        for attr in ("_sliced", "_following", "_carried"):
+        for attr in ("_sliced", "_following", "_carried", "_per_block"):
             self.__dict__.pop(attr, None)
         self.__class__ = self._native
         return True
@@ -119,7 +128,20 @@ class SlicedParameters(DynamicModule):
         sizes = {name: self._size(name) for name, dim in self._following.items() if dim.active != dim.max}
         for name, value in sizes.items():
             self._set_size(name, _sized(value, self._following[name].active))
+        for name, kept in self._kept_entries().items():
+            sizes[name] = self._size(name)
+            self._set_size(name, kept)
         return full, sizes
+
+    def _kept_entries(self) -> dict[str, list | tuple]:
+        """Each per-block list cut to the entries of the blocks its stack keeps, where the stack drops any."""
+        found = {}
+        for name, path in self._per_block.items():
+            stack, value = self.get_submodule(path), self._size(name)
+            kept = stack.kept_indices()
+            if len(kept) < len(value):
+                found[name] = type(value)(value[i] for i in kept)
+        return found
 
     def _swap_out(self, full: dict[str, Any], sizes: dict[str, Any]) -> None:
         for name, tensor in full.items():
@@ -140,6 +162,9 @@ class SlicedParameters(DynamicModule):
         self._shrink_to_active()
         for name, dim in self._following.items():
             self._set_size(name, _sized(self._size(name), dim.active))
+        for name, kept in self._kept_entries().items():  # before the stack below drops its blocks
+            self._set_size(name, kept)
+        self.__dict__.pop("_per_block", None)
         self.__dict__.pop("_sliced", None)
         self.__dict__.pop("_following", None)
         self.__dict__.pop("_carried", None)

@@ -29,6 +29,13 @@ class DepthStack(DynamicModule):
     def attach_hparams(self, depth: Hparam) -> None:
         self._hp_depth = depth
 
+    def kept_indices(self) -> list[int]:
+        """Indices of the blocks that run at the active depth, in order."""
+        depth = self._hp_depth.active
+        if self._ranks is None:
+            return list(range(min(depth, len(self._modules))))
+        return [index for index, rank in enumerate(self._ranks) if rank < depth]
+
     def _kept(self) -> list[nn.Module]:
         """The blocks that run at the active depth, in order."""
         blocks, depth = list(self._modules.values()), self._hp_depth.active
