@@ -550,6 +550,32 @@ class SideBySide(ExportOnly):
         self.body = _SideBySide()
 
 
+class _MixedCopies(nn.Module):
+    """Gemma 3n's AltUp: copies of the hidden state along the last dim (channels on the rows) mixed by a
+    matrix of coefficients the model predicts from the hidden state (``copies @ coefs``)."""
+
+    def __init__(self, width: int = 64, copies: int = 4) -> None:
+        super().__init__()
+        self.copies = copies
+        self.embed = nn.Embedding(50, width)
+        self.mlp = nn.Sequential(nn.Linear(width, 128), nn.GELU(), nn.Linear(128, width))
+        self.router = nn.Linear(width, copies * copies)
+        self.head = nn.Linear(width, 50)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.embed(ids)
+        x = x + self.mlp(x)
+        streams = x.unsqueeze(-1).repeat(1, 1, 1, self.copies)
+        coefs = self.router(x).view(*x.shape[:2], self.copies, self.copies).softmax(-1)
+        return self.head((streams @ coefs).mean(-1))
+
+
+class MixedCopies(ExportOnly):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = _MixedCopies()
+
+
 class _Recurrent(nn.Module):
     """HRM's loop: one stack of residual blocks run twice per forward, the first pass without gradients (a
     grad-mode region in the exported graph)."""

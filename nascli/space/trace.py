@@ -149,6 +149,11 @@ class ChannelGroups:
     def pieces_of(self, element: Element) -> tuple[Element, ...] | None:
         return self._pieces.get(self.find(element))
 
+    def is_piece(self, element: Element) -> bool:
+        """Whether ``element``'s channels are one run of a group split into runs of different sizes."""
+        root = self.find(element)
+        return any(self.find(piece) == root for pieces in self._pieces.values() for piece in pieces)
+
     def set_scaled(self, element: Element, base: Element, scale: int) -> None:
         """``element``'s channels are ``scale`` consecutive entries per channel of ``base`` (heads of a width).
 

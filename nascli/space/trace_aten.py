@@ -568,7 +568,9 @@ def _reshape(walker: ChannelWalker, node: fx.Node) -> None:
         return
     ins = [d for d in run[0] if in_shape[d] != 1 or d == c]  # one head (multi-query keys) is still the heads
     outs = [d for d in run[1] if shape[d] != 1] or run[1][:1]
-    if ins == [c] and _one_head(node, run[1], shape, in_shape[c]):
+    if ins == [c] and (c == 0 or in_shape[c - 1] != 1) and _one_head(node, run[1], shape, in_shape[c]):
+        # (a 1 already before the channels, MViTv2's (1, 8, 1, 96) -> (1, 8, 1, 1, 96) at a 1 x 1 map, may be the
+        # one the reshape keeps: the channels move, no head is made)
         outs = run[1]  # (head size) -> (1, head size): the split of one key/value head
     if ins == [c] and len(outs) == 1:
         if len(segments) == 1 and _written_out(node, outs[0]):  # reshape(-1, self.hidden_dim): it follows
@@ -1184,7 +1186,8 @@ def _batched_matmul(walker: ChannelWalker, node: fx.Node, a: Any, b: Any) -> Non
     out_a, out_b = len(shape) - len(sa) + ca, len(shape) - len(sb) + cb
     batched = ca < len(sa) - 2 and cb < len(sb) - 2 and out_a == out_b
     if not batched or walker.sizes(seg_a) != walker.sizes(seg_b):
-        walker.opaque(node, f"aten.{aten_name(node)} over the channels")
+        if not _rows_or_columns(walker, node, (seg_a, ca, len(sa)), (seg_b, cb, len(sb))):
+            walker.opaque(node, f"aten.{aten_name(node)} over the channels")
         return
     for x, y in zip(seg_a, seg_b, strict=True):
         walker.groups.union(x, y)
@@ -1192,6 +1195,34 @@ def _batched_matmul(walker: ChannelWalker, node: fx.Node, a: Any, b: Any) -> Non
     if len(seg_a) == 1:
         _record_query_groups(walker, node, seg_a[0])
     walker.chan[node] = (seg_a, out_a)
+
+
+def _rows_or_columns(walker: ChannelWalker, node: fx.Node, a: tuple, b: tuple) -> bool:
+    """A product whose left operand holds the channels along its rows, or whose right operand along its
+    columns: each output row (column) is that row (column) times the other operand, so the channels
+    pass through to the output, and the other operand's channels, wherever they are, keep their
+    size. Gemma 3n mixes its AltUp copies of the hidden state with a matrix of coefficients
+    (``hidden.permute(...) @ coefs``). Returns whether it was.
+
+    ``a`` and ``b``: each operand's channel segments, channel dim and rank.
+    """
+    (seg_a, ca, rank_a), (seg_b, cb, rank_b) = a, b
+    shape = walker.shape(node)
+    roots_a, roots_b = {walker.groups.find(e) for e in seg_a}, {walker.groups.find(e) for e in seg_b}
+    if roots_a & roots_b:
+        return False
+    if ca == rank_a - 2:
+        kept, fixed, dim = seg_a, seg_b, len(shape) - 2
+    elif cb == rank_b - 1:
+        kept, fixed, dim = seg_b, seg_a, len(shape) - 1
+    else:
+        return False
+    if any(walker.is_part(e) or walker.groups.is_piece(e) for e in kept):
+        return False  # a part or piece of a projection (EfficientViT's values) stays with its siblings
+    for element in fixed:
+        walker.groups.freeze(element, f"aten.{aten_name(node)} multiplies them with channels along another dim")
+    walker.chan[node] = (kept, dim)
+    return True
 
 
 def _weighs_values(walker: ChannelWalker, node: fx.Node, a: Any, b: Any) -> bool:

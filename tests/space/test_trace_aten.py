@@ -28,6 +28,7 @@ from tests.transformer_topologies import (
     Interleaved,
     LatentDecoder,
     MaskPerHead,
+    MixedCopies,
     ReducedAttentionDecoder,
     RelativeBias,
     Routed,
@@ -297,6 +298,12 @@ def test_parameters_meeting_the_hidden_width_in_segments_are_sliced_by_segment(t
     mtn.select(model, {hidden: 32})
     exported = mtn.export(model)
     assert exported.body.norms[1].weight.shape == (64,) and exported.body.connection.shape == (4, 128)
+
+
+def test_a_product_with_the_channels_on_the_rows_passes_them_through(tmp_path):
+    model = assert_kind_conforms(MixedCopies, TOKENS, LinearKind, tmp_path)
+    assert _hparams(model)["body.embed.weight.shape[1]"] == (32, 64)
+    assert "body.router.out_features" not in get_space(model).hparams  # the coefficients keep their size
 
 
 def test_a_mask_per_head_keeps_the_heads_of_its_query_heads(tmp_path):
