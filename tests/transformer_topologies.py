@@ -960,3 +960,41 @@ class TypedLayers(ExportOnly):
     def __init__(self) -> None:
         super().__init__()
         self.body = _TypedLayers()
+
+
+class _DataRouted(nn.Module):
+    """A mixture of experts that loops over the experts and skips one no token chose (``if rows.numel()``):
+    export cannot decide the branch on fake tensors, only on the tokens' real routing."""
+
+    def __init__(self, width: int = 64, experts: int = 4) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(50, width)
+        self.gate = nn.Linear(width, experts, bias=False)
+        self.experts = nn.ModuleList(
+            nn.Sequential(nn.Linear(width, 128), nn.GELU(), nn.Linear(128, width)) for _ in range(experts)
+        )
+        self.head = nn.Linear(width, 50)
+
+        # JetMoE's experts: one bank of weights, each expert's picked by index and applied by the code
+        self.up = nn.Parameter(0.1 * torch.randn(experts, 96, width))
+        self.down = nn.Parameter(0.1 * torch.randn(experts, width, 96))
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.embed(ids)
+        flat = x.reshape(-1, x.shape[-1])
+        choice = self.gate(flat).argmax(-1)
+        out = torch.zeros_like(flat)
+        banked = flat.new_zeros(flat.shape)
+        for index, expert in enumerate(self.experts):
+            rows = torch.nonzero(choice == index).squeeze(-1)
+            if rows.numel():
+                out = out.index_add(0, rows, expert(flat[rows]))
+                hidden = F.gelu(F.linear(flat[rows], self.up[index]))
+                banked = banked.index_add(0, rows, F.linear(hidden, self.down[index]))
+        return self.head(x + out.view_as(x) + banked.view_as(x))
+
+
+class DataRouted(ExportOnly):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = _DataRouted()

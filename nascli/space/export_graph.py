@@ -24,6 +24,9 @@ docs/architecture.md describes where this sits.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import operator
 import warnings
 from collections import defaultdict
@@ -34,6 +37,8 @@ from typing import Any
 
 import torch
 from torch import fx, nn
+from torch._functorch import config as functorch_config
+from torch.fx.experimental.symbolic_shapes import GuardOnDataDependentSymNode
 
 from nascli.errors import UserInputError
 from nascli.space.kinds import convertible_kind
@@ -84,6 +89,54 @@ class ExportedGraph:
     inference_modules: set[str]
 
 
+# reading a tensor's value into Python (``bool(x.sum() > 0)``, ``.item()``, ``.tolist()``): code branching on it may
+# take another way for other inputs, so a graph of the dummy input's way is no trace of the model
+_VALUE_READS = {torch.ops.aten._local_scalar_dense.default, torch.ops.aten.item.default}
+_SHAPES_LOG = "torch.fx.experimental.symbolic_shapes"  # logs each data-dependent branch real values decided
+
+
+@contextmanager
+def _quiet(logger_name: str) -> Iterator[None]:
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _size(size: int | torch.SymInt) -> int:
+    """A dim's size; one that depends on the data, its value on the real tensors export ran alongside."""
+    if not isinstance(size, torch.SymInt) or size.node.expr.is_number:
+        return int(size)
+    known = size.node.shape_env.real_tensor_prop_unbacked_vals
+    value = size.node.expr.xreplace(known) if known else size.node.expr
+    if not value.is_number:
+        raise GuardOnDataDependentSymNode(f"size {size.node.expr} depends on the data")
+    return int(value)
+
+
+def _concrete(value: Any) -> Any:
+    """``value`` with each size that depends on the data replaced by its value (sizes of a split by routing)."""
+    if isinstance(value, torch.SymInt):
+        return _size(value)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_concrete(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _concrete(v) for k, v in value.items()}
+    return value
+
+
+def _concrete_val(value: Any) -> Any:
+    """A node's value; a tensor sized by the data, a meta tensor of the sizes the dummy input gave."""
+    if isinstance(value, torch.Tensor) and not all(isinstance(s, int) for s in value.shape):
+        return torch.empty(_shape_meta(value), dtype=value.dtype, device="meta")
+    if isinstance(value, (list, tuple)):
+        return type(value)(_concrete_val(v) for v in value)
+    return value
+
+
 def _strip(path: str) -> str:
     if path == _INNER:
         return ""
@@ -92,7 +145,7 @@ def _strip(path: str) -> str:
 
 def _shape_meta(value: Any) -> Any:
     if isinstance(value, torch.Tensor):
-        return tuple(int(s) for s in value.shape)
+        return tuple(_size(s) for s in value.shape)
     if isinstance(value, (list, tuple)) and any(isinstance(v, torch.Tensor) for v in value):
         return "structure"
     return None
@@ -110,20 +163,52 @@ def _stack(node: fx.Node) -> list[tuple[str, str, str]]:
 
 
 def export_model(model: nn.Module, dummy_input: tuple) -> ExportedGraph:
-    """Export ``model`` on ``dummy_input`` (in eval mode) and build the walker's graph from it."""
+    """Export ``model`` on ``dummy_input`` (in eval mode) and build the walker's graph from it.
+
+    Sizes that depend on the data (the tokens a mixture of experts routes to each expert, JetMoE's
+    and Qwen4-Exp's ``nonzero``) have no value on fake tensors: where export or the graph's shapes
+    need one, the model is exported again with real tensors run alongside (``torch.export``'s real
+    tensor propagation), so each such size is the one ``dummy_input`` gives.
+    """
+    try:
+        return _exported_graph(model, dummy_input, real_values=False)
+    except (GuardOnDataDependentSymNode, UserInputError) as error:
+        if not isinstance(error, GuardOnDataDependentSymNode) and not isinstance(
+            error.__cause__, GuardOnDataDependentSymNode
+        ):
+            raise
+        found = _exported_graph(model, dummy_input, real_values=True)
+        if any(n.target in _VALUE_READS for n in found.graph.nodes):  # ``if x.sum() > 0``: a branch on values
+            raise UserInputError(
+                f"cannot trace {type(model).__name__} with torch.export: its code reads tensor values into Python"
+                " (.item(), .tolist(), a branch on a tensor), so the graph of one input would not hold for others"
+            ) from error
+        return found
+
+
+def _exported_graph(model: nn.Module, dummy_input: tuple, real_values: bool) -> ExportedGraph:
     was_training = model.training
     model.eval()
     try:
         with warnings.catch_warnings(), _without_stack_traces():
             warnings.simplefilter("ignore")
-            program = torch.export.export(_TensorOutputs(model), tuple(dummy_input), strict=False)
+            with (
+                functorch_config.patch(fake_tensor_propagate_real_tensors=real_values),
+                _quiet(_SHAPES_LOG),
+                contextlib.redirect_stderr(io.StringIO()),  # export prints its partial graph on a data-dependent error
+            ):
+                program = torch.export.export(_TensorOutputs(model), tuple(dummy_input), strict=False)
     except Exception as exc:  # export raises many types for code it cannot run on fake tensors
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserInputError(f"cannot trace {type(model).__name__} with torch.export: {reason}") from exc
+        raise _cannot_export(model, exc) from exc
     finally:
         model.train(was_training)
     _inline_grad_mode_regions(program.graph_module)
     return _rebuild(model, program)
+
+
+def _cannot_export(model: nn.Module, exc: BaseException) -> UserInputError:
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return UserInputError(f"cannot trace {type(model).__name__} with torch.export: {reason}")
 
 
 def _inline_grad_mode_regions(module: fx.GraphModule) -> None:
@@ -196,7 +281,7 @@ def _rebuild(model: nn.Module, program: torch.export.ExportedProgram) -> Exporte
     def new_node(op: str, target: Any, args: tuple, kwargs: dict, like: fx.Node, name_hint: str) -> fx.Node:
         node = graph.create_node(op, target, args, kwargs, name=name_hint)
         node.meta[SHAPE] = _shape_meta(like.meta.get("val"))
-        node.meta["val"] = like.meta.get("val")
+        node.meta["val"] = _concrete_val(like.meta.get("val"))
         node.meta["nn_module_stack"] = {key: (name, type_name) for key, name, type_name in _stack(like)}
         return node
 
@@ -227,7 +312,7 @@ def _rebuild(model: nn.Module, program: torch.export.ExportedProgram) -> Exporte
                 attrs[path] = new_node("get_attr", path, (), {}, n, n.name)
             return attrs[path]
 
-        return fx.node.map_arg(value, one)
+        return _concrete(fx.node.map_arg(value, one))
 
     done: set[str] = set()
     for node in old.nodes:

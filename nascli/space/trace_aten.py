@@ -61,7 +61,8 @@ _SOFTMAX = {"softmax", "_softmax", "log_softmax", "_log_softmax", "_safe_softmax
 # unary ops through which a parameter stays floating: its channel dim is still decided by its first real use
 # (fx's methods of the same names too: ``self.scale.view(self.shape)``)
 FLOATING_THROUGH = {"to", "_to_copy", "clone", "contiguous", "alias", "detach", "expand", "expand_as", "unsqueeze",
-                    "squeeze", "view", "reshape", "_unsafe_view", "transpose", "permute", "t", "numpy_T"}  # fmt: skip
+                    "squeeze", "select", "view", "reshape", "_unsafe_view", "transpose", "permute", "t",
+                    "numpy_T"}  # fmt: skip
 _TRANSPOSE = ("transpose", "permute", "t", "numpy_T")
 
 
@@ -113,6 +114,8 @@ def visit(walker: ChannelWalker, node: fx.Node, name: str) -> None:
         _pad(walker, node, name)
     elif name in ("view_as_complex", "view_as_real"):
         _complex_pairs(walker, node, name)
+    elif name in ("index_add", "index_add_", "index_copy", "index_copy_") and len(node.args) > 3:
+        _index_add(walker, node)
     elif name == "gather" and len(node.args) > 2 and node.args[2] not in walker.chan:
         _gather(walker, node)
     elif name in _SOFTMAX:
@@ -323,6 +326,9 @@ def floating_through(walker: ChannelWalker, node: fx.Node, name: str) -> None:
     elif name == "unsqueeze":
         at = node.args[1] % len(shape)
         walker.floating[node] = (path, tuple(axes[:at]) + (None,) + tuple(axes[at:]))
+    elif name == "select":  # one expert's weight of a 3-d bank, ``self.weight[i]``: the other dims stay
+        at = node.args[1] % len(in_shape)
+        walker.floating[node] = (path, tuple(axes[:at]) + tuple(axes[at + 1 :]))
     elif order is not None:
         walker.floating[node] = (path, tuple(axes[i] for i in order))
     elif name in _TRANSPOSE:
@@ -512,6 +518,33 @@ def _along_other_dim(walker: ChannelWalker, node: fx.Node, dim: Any) -> None:
             walker.chan[node] = walker.chan[arg]
             return
     walker.opaque(node, f"aten.{aten_name(node)} over the channels")
+
+
+def _index_add(walker: ChannelWalker, node: fx.Node) -> None:
+    """``out.index_add(dim, rows, source)`` along another dim than the channels (a mixture of experts adding
+    each expert's output to the rows of the tokens routed to it): ``source``'s channels join ``out``'s."""
+    target, dim, source = node.args[0], node.args[1], node.args[3]
+    shape, source_shape = walker.shape(node), walker.shape(source)
+    if target not in walker.chan and target not in walker.floating and source in walker.chan:
+        segments, c = walker.chan[source]  # added into zeros: the sum holds the source's channels
+        if shape is not None and source_shape is not None and len(shape) == len(source_shape):
+            if (dim % len(shape) if isinstance(dim, int) else c) != c and shape[c] == source_shape[c]:
+                walker.chan[node] = (segments, c)
+                return
+    if target in walker.chan and source in walker.chan and shape is not None and source_shape is not None:
+        (segments, c), (source_segments, sc) = walker.chan[target], walker.chan[source]
+        along = dim % len(shape) if isinstance(dim, int) else c
+        if (
+            along != c
+            and sc == c
+            and len(source_shape) == len(shape)
+            and walker.sizes(segments) == walker.sizes(source_segments)
+        ):
+            for a, b in zip(segments, source_segments, strict=True):
+                walker.groups.union(a, b)
+            walker.chan[node] = (segments, c)
+            return
+    walker.opaque(node, f"aten.{aten_name(node)} the tracer cannot follow")
 
 
 def _gather(walker: ChannelWalker, node: fx.Node) -> None:

@@ -7,7 +7,7 @@ from nascli.space.export_graph import SHAPE, export_model
 from nascli.space.kinds.module_list import ModuleListKind
 from nascli.space.space import get_space
 from tests.space.kinds.conformance import assert_kind_conforms
-from tests.transformer_topologies import Recurrent, TinyDecoder
+from tests.transformer_topologies import DataRouted, Recurrent, TinyDecoder
 
 TOKENS = torch.randint(0, 50, (1, 6), generator=torch.Generator().manual_seed(0))
 
@@ -60,3 +60,27 @@ class _WithHiddenState(torch.nn.Module):
 def test_hidden_states_an_output_carries_beside_its_logits_do_not_fix_the_hidden_width():
     model = mtn.convert(_WithHiddenState(), "fastnas", dummy_input=TOKENS).eval()
     assert get_space(model).hparams["embed.weight.shape[1]"].choices == (32, 64)
+
+
+def test_sizes_that_depend_on_the_data_take_the_dummy_inputs_values(capfd):
+    """Tokens routed to each expert by ``nonzero``, and an expert skipped when none is: export decides the
+    branch and sizes the rows on the dummy input's real routing, and prints nothing."""
+    torch.manual_seed(0)
+    model = DataRouted()
+    tokens = torch.randint(0, 50, (2, 6), generator=torch.Generator().manual_seed(0))
+    routed = [int((model.body.gate(model.body.embed(tokens)).argmax(-1) == e).sum()) for e in range(4)]
+    exported = export_model(model, (tokens,))
+    rows = [n.meta[SHAPE][0] for n in exported.graph.nodes if str(n.target).endswith(".0") and n.op == "call_module"]
+    assert rows == [count for count in routed if count]
+    assert capfd.readouterr().err == ""
+    converted = mtn.convert(DataRouted(), "autonas", dummy_input=tokens)
+    found = {name: hp.choices for name, hp in get_space(converted).hparams.items()}
+    hidden, banked = "body.up.shape[2]", "body.up.shape[1]"  # the body's own bank comes before its embedding
+    assert found[hidden] == (32, 64) and found["body.experts.0.0.out_features"] == (64, 96, 128)
+    assert found[banked] == (64, 96)  # each expert's weights picked from the bank by index: their width
+    mtn.select(converted, {hidden: 32, "body.experts.0.0.out_features": 64, banked: 64})
+    converted.eval()
+    expected = converted(tokens)
+    plain = mtn.export(converted)
+    assert plain.body.up.shape == (4, 64, 32) and plain.body.down.shape == (4, 32, 64)
+    torch.testing.assert_close(plain(tokens), expected)
