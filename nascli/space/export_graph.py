@@ -165,10 +165,12 @@ def _stack(node: fx.Node) -> list[tuple[str, str, str]]:
 def export_model(model: nn.Module, dummy_input: tuple) -> ExportedGraph:
     """Export ``model`` on ``dummy_input`` (in eval mode) and build the walker's graph from it.
 
-    Sizes that depend on the data (the tokens a mixture of experts routes to each expert, JetMoE's
-    and Qwen4-Exp's ``nonzero``) have no value on fake tensors: where export or the graph's shapes
-    need one, the model is exported again with real tensors run alongside (``torch.export``'s real
-    tensor propagation), so each such size is the one ``dummy_input`` gives.
+    Sizes that depend on the data (the tokens a mixture of experts routes to each expert by
+    ``nonzero``, an expert skipped when none is, Qwen4-Exp's token selection) have no value on fake
+    tensors: where export or the graph's shapes need one, the model is exported again with real
+    tensors run alongside (``torch.export``'s real tensor propagation), so each such size is the
+    one ``dummy_input`` gives. Code reading tensor values into Python is refused then: its branches
+    could go another way for another input.
     """
     try:
         return _exported_graph(model, dummy_input, real_values=False)
@@ -199,16 +201,12 @@ def _exported_graph(model: nn.Module, dummy_input: tuple, real_values: bool) -> 
             ):
                 program = torch.export.export(_TensorOutputs(model), tuple(dummy_input), strict=False)
     except Exception as exc:  # export raises many types for code it cannot run on fake tensors
-        raise _cannot_export(model, exc) from exc
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserInputError(f"cannot trace {type(model).__name__} with torch.export: {reason}") from exc
     finally:
         model.train(was_training)
     _inline_grad_mode_regions(program.graph_module)
     return _rebuild(model, program)
-
-
-def _cannot_export(model: nn.Module, exc: BaseException) -> UserInputError:
-    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return UserInputError(f"cannot trace {type(model).__name__} with torch.export: {reason}")
 
 
 def _inline_grad_mode_regions(module: fx.GraphModule) -> None:

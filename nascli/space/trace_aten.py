@@ -20,7 +20,10 @@ module tells the ``ChannelWalker`` what each one does to the channel dimension i
   take the channel dim of what they meet (``floating`` until then), and are sliced with it; an
   expert's 3-d weight is sliced along its input and its output dims;
 - tensors assembled in place (``new_empty`` shaped after a tracked tensor, then ``copy_`` into
-  its slices) and ``stack`` along a new dim keep the channels of what they are made of.
+  its slices) and ``stack`` along a new dim keep the channels of what they are made of;
+- ``F.conv1d``/``conv2d`` with a weight the code reads, ``gather`` and ``index_add`` along other
+  dims, and products whose channels lie along a kept dim (a learned query over stacked states)
+  follow them too.
 
 Anything else reading channels freezes what it touches, as under fx; a tensor made of none (``zeros``,
 ``arange``) is a constant. See docs/architecture.md.
