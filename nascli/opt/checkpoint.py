@@ -121,6 +121,7 @@ MODE_FIELDS = (
     "modes",
     "input_shapes",
     "input_dtypes",
+    "input_values",
     "space",
     "subnet",
     "sorted_by",
@@ -135,6 +136,7 @@ def _never_converted() -> dict[str, Any]:
         "modes": [],
         "input_shapes": [],
         "input_dtypes": [],
+        "input_values": None,
         "space": {},
         "subnet": None,
         "sorted_by": None,
@@ -148,6 +150,7 @@ def mode_record(space: SearchSpace) -> dict[str, Any]:
         "modes": [[name, rules] for name, rules in space.modes],
         "input_shapes": [list(s) for s in space.input_shapes],
         "input_dtypes": list(space.input_dtypes),
+        "input_values": space.input_values,
         "space": {n: {"choices": list(h.choices), "active": h.active} for n, h in space.hparams.items()},
         "subnet": None if space.sample_in_train else space.config(),
         "sorted_by": space.sorted_by,  # the weights hold the channels in that order
@@ -516,7 +519,11 @@ def _replay_mode(model: nn.Module, record: dict[str, Any], path: str | os.PathLi
         )
     _check_model_attributes(model, record.get("model_attributes"), path)
     device = parameter_device(model)  # the meta device for a profile's skeleton
-    inputs = example_inputs(record["input_shapes"], _input_dtypes(record, path), device=device)
+    values = record.get("input_values")  # a conversion that followed the dummy input's values replays them
+    if values:
+        inputs = tuple(value.to(device) for value in values)
+    else:
+        inputs = example_inputs(record["input_shapes"], _input_dtypes(record, path), device=device)
     recorded = {name: list(spec["choices"]) for name, spec in record["space"].items()}
     convert_recorded(model, mode_name, rules, inputs, recorded)
     _check_space(model, record, path)

@@ -105,6 +105,8 @@ def convert_model(
     space.fixed_reasons = reasons
     space.entry_scales = _entry_scales(model)
     space.input_dtypes = [str(t.dtype).removeprefix("torch.") for t in dummy_input]
+    if trace.real_values:  # the graph followed these values (tokens routed by them): a replay needs the same ones
+        space.input_values = [t.detach().cpu().clone() for t in dummy_input]
     space.untraceable = dict(trace.untraceable)
     space.model_attributes = attributes
     setattr(model, SPACE_ATTR, space)
@@ -705,4 +707,5 @@ def costs_at_input(model: nn.Module, dummy_input: tuple[torch.Tensor, ...]) -> N
         raise UserInputError(f"at input shape {shape} the search space differs ({differ}): convert with that input")
     space.cost_terms, space.cost_unmodeled = again.cost_terms, again.cost_unmodeled
     space.input_shapes, space.input_dtypes, space.shapes = again.input_shapes, again.input_dtypes, again.shapes
+    space.input_values = again.input_values
     space._cost_model = None

@@ -87,6 +87,8 @@ class ExportedGraph:
     # module name -> one (input node, output node) per call
     calls: dict[str, list[tuple[fx.Node | None, fx.Node | None]]]
     inference_modules: set[str]
+    # exported with real tensors alongside: sizes the data decides are the dummy input's (``export_model``)
+    real_values: bool = False
 
 
 # reading a tensor's value into Python (``bool(x.sum() > 0)``, ``.item()``, ``.tolist()``): code branching on it may
@@ -185,6 +187,7 @@ def export_model(model: nn.Module, dummy_input: tuple) -> ExportedGraph:
                 f"cannot trace {type(model).__name__} with torch.export: its code reads tensor values into Python"
                 " (.item(), .tolist(), a branch on a tensor), so the graph of one input would not hold for others"
             ) from error
+        found.real_values = True
         return found
 
 

@@ -67,6 +67,8 @@ class SearchSpace:
         self.modes = modes
         self.input_shapes = input_shapes
         self.input_dtypes: list[str] = ["float32"] * len(input_shapes)  # "int64" for token ids
+        # the dummy input itself, where the trace followed its values (sizes the data decides); else None
+        self.input_values: list[Any] | None = None
         self.shapes = shapes
         self.sample_in_train = True
         # ModelOpt's per-model bookkeeping of train-mode sampling and BN calibration (space/patches.py)

@@ -266,6 +266,7 @@ class TraceResult:
     # (module path, size of each part, part element) of a split of the channels into equal parts
     split_sizes: list[tuple[str, int, Element]] = field(default_factory=list)
     exported: bool = False  # traced with torch.export: sizes computed from shapes are constants in the graph
+    real_values: bool = False  # and with real tensors alongside: the graph follows the dummy input's values
     # reshapes of tracked channels fx could not follow (a split into heads): the ATen graph may follow them
     unfollowed_reshapes: int = 0
 
@@ -482,7 +483,7 @@ def _trace_exported(model: nn.Module, dummy_input: tuple, converts: Callable, re
     """The channel groups of a model traced with torch.export (every module runs in eval mode)."""
     exported = export_model(model, dummy_input)
     result = TraceResult(exported.graph, ChannelGroups(), exported.calls, {})
-    result.exported = True
+    result.exported, result.real_values = True, exported.real_values
     walker = ChannelWalker(result, dict(model.named_modules()), converts, reads_flattened)
     walker.params, walker.canonical = _tensors_by_path(model), _canonical_paths(model)
     for node in exported.graph.nodes:

@@ -3,6 +3,7 @@
 import torch
 
 import nascli.nas as mtn
+import nascli.opt as mto
 from nascli.space.export_graph import SHAPE, export_model
 from nascli.space.kinds.module_list import ModuleListKind
 from nascli.space.space import get_space
@@ -62,7 +63,7 @@ def test_hidden_states_an_output_carries_beside_its_logits_do_not_fix_the_hidden
     assert get_space(model).hparams["embed.weight.shape[1]"].choices == (32, 64)
 
 
-def test_sizes_that_depend_on_the_data_take_the_dummy_inputs_values(capfd):
+def test_sizes_that_depend_on_the_data_take_the_dummy_inputs_values(capfd, tmp_path):
     """Tokens routed to each expert by ``nonzero``, and an expert skipped when none is: export decides the
     branch and sizes the rows on the dummy input's real routing, and prints nothing."""
     torch.manual_seed(0)
@@ -81,6 +82,11 @@ def test_sizes_that_depend_on_the_data_take_the_dummy_inputs_values(capfd):
     mtn.select(converted, {hidden: 32, "body.experts.0.0.out_features": 64, banked: 64})
     converted.eval()
     expected = converted(tokens)
+    mto.save(converted, tmp_path / "routed.pt")
+    assert torch.equal(torch.load(tmp_path / "routed.pt", weights_only=True)["input_values"][0], tokens)
+    restored = mto.restore(DataRouted(), tmp_path / "routed.pt")  # replayed on those tokens, not on zeros
+    assert mtn.get_subnet_config(restored) == mtn.get_subnet_config(converted)
+    torch.testing.assert_close(restored.eval()(tokens), expected)
     plain = mtn.export(converted)
     assert plain.body.up.shape == (4, 64, 32) and plain.body.down.shape == (4, 32, 64)
     torch.testing.assert_close(plain(tokens), expected)
