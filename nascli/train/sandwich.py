@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import random
 from collections.abc import Callable
 from typing import Any
@@ -63,7 +62,6 @@ def sandwich_step(
     rng: random.Random | None = None,
     reduce_gradients: Callable[[nn.Module], None] | None = None,
     autocast: torch.dtype | None = None,
-    split_students: bool = False,
 ) -> dict[str, float]:
     """Train the largest, the smallest and ``num_random`` random subnets on one batch, one optimizer step.
 
@@ -72,9 +70,7 @@ def sandwich_step(
     need no separate teacher. ``rng`` draws the random subnets (processes sharing a seed train
     the same subnets); ``reduce_gradients`` averages gradients across processes before the step;
     ``autocast`` (e.g. ``torch.bfloat16``) runs the forward passes in that precision on the
-    batch's device. ``split_students``: the smaller subnets share the batch, each training on its
-    own slice of rows (with the largest one's outputs on them), so together they cost about one
-    of them on the whole batch. The largest subnet is left active afterwards.
+    batch's device. The largest subnet is left active afterwards.
     """
     inputs, targets = batch
     space = get_space(model)
@@ -89,24 +85,15 @@ def sandwich_step(
         loss.backward()
         losses["loss_max"] = loss.item()
         teacher = logits.detach()
-        students = ["min"] + [rng.choice] * num_random
-        rows = _shares(len(inputs), len(students)) if split_students else [slice(None)] * len(students)
-        for index, (how, share) in enumerate(zip(students, rows, strict=True)):
+        for index, how in enumerate(["min"] + [rng.choice] * num_random):
             space.sample(how)
             with autocast_to(inputs.device, autocast):
-                out = logits_of(model(inputs[share]))
-                loss = distillation_loss(out, teacher[share], temperature) if distill else loss_fn(out, targets[share])
+                out = logits_of(model(inputs))
+                loss = distillation_loss(out, teacher, temperature) if distill else loss_fn(out, targets)
             loss.backward()
             losses["loss_min" if index == 0 else f"loss_random{index}"] = loss.item()
         _apply_gradients(model, optimizer, grad_clip, reduce_gradients)
     return losses
-
-
-def _shares(rows: int, students: int) -> list[slice]:
-    """``students`` slices of ``rows`` rows, as equal as they come; every slice holds a row (a batch smaller than
-    the number of students gives some of them the same row)."""
-    bounds = [min(rows - 1, i * rows // students) for i in range(students)] + [rows]
-    return [slice(start, max(end, start + 1)) for start, end in itertools.pairwise(bounds)]
 
 
 def _apply_gradients(

@@ -66,29 +66,6 @@ def test_without_distillation_every_subnet_learns_the_labels(monkeypatch):
     assert not calls and len(labels) == 3
 
 
-def test_split_students_each_learn_their_own_rows_of_the_teachers_outputs(monkeypatch):
-    """The min and 2 random subnets share the batch of 8 (3, 3 and 2 rows), each distilled from the max's
-    outputs on its rows; the max sees the whole batch."""
-    model = _model()
-    batches, outputs = [], []
-    model.register_forward_pre_hook(lambda m, a: batches.append(a[0]))
-    model.register_forward_hook(lambda m, a, out: outputs.append(out.detach()))
-    pairs = []
-    real = sandwich_module.distillation_loss
-
-    def spy(student, teacher, temperature=1.0):
-        pairs.append((student.shape[0], teacher))
-        return real(student, teacher, temperature)
-
-    monkeypatch.setattr(sandwich_module, "distillation_loss", spy)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    sandwich_step(model, (X, Y), nn.CrossEntropyLoss(), optimizer, 2, rng=random.Random(0), split_students=True)
-    assert [len(b) for b in batches] == [8, 2, 3, 3]
-    assert torch.equal(torch.cat(batches[1:]), X)  # together the students read the batch once
-    assert [rows for rows, _ in pairs] == [2, 3, 3]
-    torch.testing.assert_close(torch.cat([t for _, t in pairs]), outputs[0], rtol=0, atol=0)
-
-
 def _weights_after_one_step(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(initial, stepped) flat weights of a fresh model after one sandwich step drawn with ``seed``."""
     torch.manual_seed(0)
