@@ -96,8 +96,8 @@ class Trainer:
         self.device = training_device(spec.device)
         self.autocast = torch.bfloat16 if spec.bf16 else None
         self.channels_last = False
-        self._place(model)
         self.batch = max(1, data.batch_size // ranks.world)
+        self._place(model)
         self.steps_per_epoch = len(splits.train) // (self.batch * ranks.world)
         if self.steps_per_epoch == 0:
             raise ValueError(f"data.batch_size={data.batch_size} exceeds the {len(splits.train)} training samples")
@@ -123,7 +123,7 @@ class Trainer:
         """Put the model on the training device, in the memory format it trains fastest in."""
         model.to(self.device)
         # weights and image batches NHWC, which oneDNN and cuDNN convolve fastest
-        self.channels_last = channels_last_for(model, self.spec.channels_last, self.splits.train)
+        self.channels_last = channels_last_for(model, self.spec.channels_last, self.splits.train, self.batch)
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
 
