@@ -160,7 +160,14 @@ class TermBuilder:
         elif name in ("matmul", "bmm") and node_shape(node.args[0]) is not None and node_shape(node.args[1]):
             self.matmul_flops(node, path)
         elif name == "linear" and node in self.trace.channels and node_shape(node.args[0]) is not None:
-            self.linear_flops(node, node.args[0], node_shape(node.args[0]), path)
+            x, x_shape = node.args[0], node_shape(node.args[0])
+            if x in self.trace.channels and self.trace.channels[x][1] != len(x_shape) - 1:
+                # channels along a dim the product keeps: every entry of x times the weight's rows
+                rows = node_shape(node.args[1])[0]
+                per_channel = math.prod(x_shape) // x_shape[self.trace.channels[x][1]] * rows // self.batch
+                self.add("flops", per_channel, [(self.channels_of(x), 1)], path)
+            else:
+                self.linear_flops(node, x, x_shape, path)
         elif name in ("conv1d", "conv2d") and node in self.trace.channels and node.args[1] not in self.trace.channels:
             self.conv_flops(node, path)
         elif name in ("layer_norm", "group_norm") and node_shape(node.args[0]) is not None:
@@ -214,13 +221,16 @@ class TermBuilder:
         times the output positions. A depthwise one's channels are its output's; a dense one's are its
         input's and its output's."""
         x, weight = node.args[0], node.args[1]
+        groups = node.args[6] if len(node.args) > 6 else node.kwargs.get("groups", 1)
         out_shape, w_shape = node_shape(node), node_shape(weight)
         per_channel = math.prod(w_shape[2:]) * math.prod(out_shape[2:])
-        if w_shape[1] == 1 and x in self.trace.channels and node_shape(x)[1] == w_shape[0]:
+        if w_shape[1] == 1 and groups == node_shape(x)[1] == w_shape[0] and x in self.trace.channels:
             self.add("flops", per_channel, [(self.channels_of(node), 1)], path)
-        else:
+        elif groups == 1:
             inputs = self.channels_of(x) if x in self.trace.channels else [w_shape[1]]
             self.add("flops", per_channel, [(inputs, 1), (self.channels_of(node), 1)], path)
+        else:  # grouped otherwise: the tracer keeps its channels (space/trace_aten.py), so its count is fixed
+            self.add("flops", per_channel * math.prod(w_shape[:2]), [], path)
 
     def kv_cache(self) -> None:
         """Entries of the keys and values each attention caches per sample, at the traced sequence length.

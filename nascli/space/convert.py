@@ -283,8 +283,8 @@ def _follow_layer_lists(model: nn.Module) -> None:
     check of an exported model then tells whether that was enough."""
     for module in list(model.modules()):
         config = getattr(module, "config", None)
-        if config is None or (isinstance(module, DynamicModule) and kind_of(module) is not PARAMETERS):
-            continue
+        if not hasattr(config, "__dict__") or (isinstance(module, DynamicModule) and kind_of(module) is not PARAMETERS):
+            continue  # a config held as a dict has no per-layer lists of this kind
         for path, stack in module.named_children():
             if not isinstance(stack, DynamicModuleList):
                 continue

@@ -181,7 +181,13 @@ def export_model(model: nn.Module, dummy_input: tuple) -> ExportedGraph:
             error.__cause__, GuardOnDataDependentSymNode
         ):
             raise
-        found = _exported_graph(model, dummy_input, real_values=True)
+        try:
+            found = _exported_graph(model, dummy_input, real_values=True)
+        except GuardOnDataDependentSymNode as again:  # a size not even the real tensors decide
+            raise UserInputError(
+                f"cannot trace {type(model).__name__} with torch.export: a size depends on the data and"
+                " running the dummy input does not decide it"
+            ) from again
         if any(n.target in _VALUE_READS for n in found.graph.nodes):  # ``if x.sum() > 0``: a branch on values
             raise UserInputError(
                 f"cannot trace {type(model).__name__} with torch.export: its code reads tensor values into Python"

@@ -597,6 +597,8 @@ class ChannelWalker:
         self.param_slots = result.param_slots  # parameter path -> (its channel dim, group element)
         self.param_segments = result.param_segments  # parameter path -> (its channel dim, segment elements)
         self.param_frozen: dict[str, str] = {}  # parameter path -> why its channels cannot change
+        # (parameter path, axis) of which the code picks one entry (``self.bank[i]``): that axis keeps its size
+        self.selected_axes: set[tuple[str, int]] = set()
 
     # -- helpers -------------------------------------------------------------------------------
     def new_tensor(self, node: fx.Node, dim: int, reason: str | None = None) -> None:

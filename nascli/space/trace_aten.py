@@ -175,6 +175,8 @@ def pin(walker: ChannelWalker, node: fx.Node, dim: int) -> Element | None:
     walker.param_slots.setdefault(path, {})[axis] = element
     if path in walker.param_frozen:
         walker.groups.freeze(element, walker.param_frozen[path])
+    if (path, axis) in walker.selected_axes:
+        walker.groups.freeze(element, f"aten.select picks entries of parameter {path}")
     return element
 
 
@@ -202,6 +204,8 @@ def pin_segments(walker: ChannelWalker, node: fx.Node, dim: int, sizes: tuple[in
     walker.param_segments[path][axis] = elements
     for element in elements if path in walker.param_frozen else ():
         walker.groups.freeze(element, walker.param_frozen[path])
+    for element in elements if (path, axis) in walker.selected_axes else ():
+        walker.groups.freeze(element, f"aten.select picks entries of parameter {path}")
     return elements
 
 
@@ -331,6 +335,11 @@ def floating_through(walker: ChannelWalker, node: fx.Node, name: str) -> None:
         walker.floating[node] = (path, tuple(axes[:at]) + (None,) + tuple(axes[at:]))
     elif name == "select":  # one expert's weight of a 3-d bank, ``self.weight[i]``: the other dims stay
         at = node.args[1] % len(in_shape)
+        axis = axes[at]
+        if axis is not None:  # an index into it: that axis keeps its size (it may be pinned before or after)
+            walker.selected_axes.add((path, axis))
+            for element in _pinned(walker, path, axis):
+                walker.groups.freeze(element, f"aten.select picks entries of parameter {path}")
         walker.floating[node] = (path, tuple(axes[:at]) + tuple(axes[at + 1 :]))
     elif order is not None:
         walker.floating[node] = (path, tuple(axes[i] for i in order))
@@ -351,6 +360,12 @@ def floating_through(walker: ChannelWalker, node: fx.Node, name: str) -> None:
             _size_follows(walker, node, size, walker.groups.add(("param", path, axis), size))
     else:
         _freeze_floating(walker, node, path, f"aten.{name} reshapes parameter {path}")
+
+
+def _pinned(walker: ChannelWalker, path: str, axis: int) -> list[Element]:
+    """The group elements a parameter's ``axis`` already has (one, or one per segment)."""
+    found = walker.param_slots.get(path, {}).get(axis)
+    return [found] if found is not None else list(walker.param_segments.get(path, {}).get(axis, ()))
 
 
 def _into_heads(

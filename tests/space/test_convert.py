@@ -6,6 +6,7 @@ from torch import nn
 
 import nascli.nas as mtn
 import nascli.opt as mto
+from nascli.space.importance import sort_channels_by_importance
 from nascli.space.kinds.linear import LinearKind
 from nascli.space.space import get_space
 from tests.space.kinds.conformance import assert_kind_conforms
@@ -146,3 +147,42 @@ def test_per_layer_lists_zipped_with_the_layers_and_a_childs_width_follow_the_sp
     assert exported.body.config.layer_types == ["sliding", "full"] and len(exported.body.layers) == 2
     assert exported.body.layers[0].router.linear.in_features == 32
     torch.testing.assert_close(exported(TOKENS), expected)
+
+
+class _RowPicked(nn.Module):
+    """A weight applied to the hidden state whose first row the code also adds (``self.proj[0]``): the rows
+    the product reads are the hidden channels, and picking one by index keeps them whole."""
+
+    def __init__(self, width: int = 64) -> None:
+        super().__init__()
+        self.config = {"layers": 2}  # a config held as a dict
+        self.embed = nn.Embedding(50, width)
+        self.proj = nn.Parameter(0.1 * torch.randn(width, width))
+        self.layers = nn.ModuleList(
+            nn.Sequential(nn.Linear(width, 128), nn.GELU(), nn.Linear(128, width)) for _ in range(2)
+        )
+        self.head = nn.Linear(width, 50)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.embed(ids)
+        x = x @ self.proj + self.proj[0]
+        for layer in self.layers:
+            x = x + layer(x)
+        return self.head(x)
+
+
+class RowPicked(ExportOnly):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = _RowPicked()
+
+
+def test_a_parameter_axis_the_code_indexes_keeps_its_size_and_a_dict_config_is_no_layer_config():
+    model = mtn.convert(RowPicked(), "autonas", dummy_input=TOKENS).eval()
+    space = get_space(model)
+    assert space.hparams["body.proj.shape[1]"].choices == (32, 64)  # the width the product makes
+    assert not any(name.startswith("body.embed") for name in space.hparams)  # the rows it reads stay whole
+    assert any("aten.select picks entries of parameter body.proj" in why for why in space.fixed_reasons.values())
+    expected = model(TOKENS)
+    sort_channels_by_importance(model)
+    torch.testing.assert_close(model(TOKENS), expected)

@@ -110,16 +110,18 @@ class SlicedParameters(DynamicModule):
         return tensor
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        holders = [self, *(self.get_submodule(name) for name in self._carried)]
-        swapped = [holder._swap_in() for holder in holders]
-        try:
+        swapped = []
+        try:  # whatever was swapped in goes back out, even when a later swap or the forward raises
+            for holder in [self, *(self.get_submodule(name) for name in self._carried)]:
+                swapped.append((holder, holder._swap_in()))
             return super().forward(*args, **kwargs)
         finally:
-            for holder, (full, sizes) in zip(holders, swapped, strict=True):
+            for holder, (full, sizes) in reversed(swapped):
                 holder._swap_out(full, sizes)
 
     def _swap_in(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """Put the active slices and sizes in place; returns the full tensors and sizes to put back."""
+        lists = self._kept_entries()  # computed before anything is set: a failure here leaves nothing swapped
         full = {}
         for name, dims in self._sliced.items():
             if any(dim.active != dim.max for dim in dims.values()):
@@ -128,7 +130,7 @@ class SlicedParameters(DynamicModule):
         sizes = {name: self._size(name) for name, dim in self._following.items() if dim.active != dim.max}
         for name, value in sizes.items():
             self._set_size(name, _sized(value, self._following[name].active))
-        for name, kept in self._kept_entries().items():
+        for name, kept in lists.items():
             sizes[name] = self._size(name)
             self._set_size(name, kept)
         return full, sizes
