@@ -19,7 +19,7 @@ from nascli.cost.fvcore_count import fvcore_flops
 from nascli.space.hparam import Grouped, Hparam, Scaled, Segments, dim_parts
 from nascli.space.kinds import DynamicModule, kind_of
 from nascli.space.trace import ARGS, TraceResult, node_shape
-from nascli.space.trace_aten import aten_name
+from nascli.space.trace_aten import aten_name, conv_grouping
 
 # Operations whose flops fvcore counts but this cost model does not model yet: reported, never silent.
 _UNMODELED_MODULES = (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer, nn.Bilinear)
@@ -221,12 +221,12 @@ class TermBuilder:
         times the output positions. A depthwise one's channels are its output's; a dense one's are its
         input's and its output's."""
         x, weight = node.args[0], node.args[1]
-        groups = node.args[6] if len(node.args) > 6 else node.kwargs.get("groups", 1)
         out_shape, w_shape = node_shape(node), node_shape(weight)
         per_channel = math.prod(w_shape[2:]) * math.prod(out_shape[2:])
-        if w_shape[1] == 1 and groups == node_shape(x)[1] == w_shape[0] and x in self.trace.channels:
+        grouping = conv_grouping(node, node_shape(x), w_shape)
+        if grouping == "depthwise" and x in self.trace.channels:
             self.add("flops", per_channel, [(self.channels_of(node), 1)], path)
-        elif groups == 1:
+        elif grouping == "dense":
             inputs = self.channels_of(x) if x in self.trace.channels else [w_shape[1]]
             self.add("flops", per_channel, [(inputs, 1), (self.channels_of(node), 1)], path)
         else:  # grouped otherwise: the tracer keeps its channels (space/trace_aten.py), so its count is fixed

@@ -256,17 +256,17 @@ def _parameter_conv(walker: ChannelWalker, node: fx.Node, name: str) -> None:
     """
     x, weight = node.args[0], node.args[1]
     bias = node.args[2] if len(node.args) > 2 else node.kwargs.get("bias")
-    groups = node.args[6] if len(node.args) > 6 else node.kwargs.get("groups", 1)
     shape, in_shape, w_shape = walker.shape(node), walker.shape(x), walker.shape(weight)
     path, axes = walker.floating[weight]
     segments, c = walker.chan.get(x, ((), None))
     if shape is None or in_shape is None or w_shape is None or c != 1 or len(segments) != 1:
         walker.opaque(node, f"aten.{name} of a tensor the tracer cannot follow")
         return
-    depthwise = groups == in_shape[1] == w_shape[0] and w_shape[1] == 1
-    if not depthwise and groups != 1:
-        walker.opaque(node, f"aten.{name} with {groups} groups")
+    grouping = conv_grouping(node, in_shape, w_shape)
+    if grouping == "other":
+        walker.opaque(node, f"aten.{name} with {_conv_groups(node)} groups")
         return
+    depthwise = grouping == "depthwise"
     columns, rows = (None, pin(walker, weight, 0)) if depthwise else (pin(walker, weight, 1), pin(walker, weight, 0))
     if rows is None or (not depthwise and columns is None):
         walker.opaque(node, f"aten.{name} of a parameter the tracer cannot follow")
@@ -280,6 +280,19 @@ def _parameter_conv(walker: ChannelWalker, node: fx.Node, name: str) -> None:
             return
         walker.groups.union(rows, element)
     walker.chan[node] = ((rows,), 1)
+
+
+def _conv_groups(node: fx.Node) -> int:
+    return node.args[6] if len(node.args) > 6 else node.kwargs.get("groups", 1)
+
+
+def conv_grouping(node: fx.Node, in_shape: tuple[int, ...], w_shape: tuple[int, ...]) -> str:
+    """``"dense"`` (one group), ``"depthwise"`` (one group per channel, as many out as in) or ``"other"`` for an
+    ``aten.conv1d``/``conv2d`` node: how the tracer follows it and the cost model prices it."""
+    groups = _conv_groups(node)
+    if groups == 1:
+        return "dense"
+    return "depthwise" if groups == in_shape[1] == w_shape[0] and w_shape[1] == 1 else "other"
 
 
 def _grouped_mm(walker: ChannelWalker, node: fx.Node) -> None:
