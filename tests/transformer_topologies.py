@@ -998,3 +998,36 @@ class DataRouted(ExportOnly):
     def __init__(self) -> None:
         super().__init__()
         self.body = _DataRouted()
+
+
+class _ParallelLists(nn.Module):
+    """XLM's layers: the parts of each layer in lists of their own (attention, norm, MLP, norm), run by
+    index in a loop over a layer count the model holds, ``for i in range(self.n_layers)``."""
+
+    def __init__(self, width: int = 64, layers: int = 3) -> None:
+        super().__init__()
+        self.n_layers = layers
+        self.pad_index = layers  # another int equal to the count: an index, which must not follow the depth
+        self.embed = nn.Embedding(50, width)
+        self.mixers = nn.ModuleList(
+            nn.Sequential(nn.Linear(width, 128), nn.GELU(), nn.Linear(128, width)) for _ in range(layers)
+        )
+        self.norms1 = nn.ModuleList(nn.LayerNorm(width) for _ in range(layers))
+        self.mlps = nn.ModuleList(
+            nn.Sequential(nn.Linear(width, 96), nn.GELU(), nn.Linear(96, width)) for _ in range(layers)
+        )
+        self.norms2 = nn.ModuleList(nn.LayerNorm(width) for _ in range(layers))
+        self.head = nn.Linear(width, 50)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.embed(ids)
+        for i in range(self.n_layers):
+            x = self.norms1[i](x + self.mixers[i](x))
+            x = self.norms2[i](x + self.mlps[i](x))
+        return self.head(x * (ids != self.pad_index).unsqueeze(-1))
+
+
+class ParallelLists(ExportOnly):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = _ParallelLists()

@@ -21,6 +21,7 @@ from nascli.space.kinds.hidden import RULE_KEY as HIDDEN_RULE
 from nascli.space.kinds.linear import LINEAR
 from nascli.space.kinds.module_list import DynamicModuleList
 from nascli.space.kinds.parameters import PARAMETERS
+from nascli.space.parallel_stacks import layer_counts, parallel_groups, shared_depth
 from nascli.space.patches import patch_train
 from nascli.space.rules import settings_for, settings_matching
 from nascli.space.shared_config import LayerConfigView
@@ -72,6 +73,7 @@ def convert_model(
     layer_hps = {
         n: convertible_kind(m).layer_hparam(n, m, settings_for(rules, n, m), trace) for n, m in modules
     }  # a kernel size, a head count, a depth, an activation function
+    parallel = _share_parallel_depths(modules, trace, rules, layer_hps)
 
     entries: list[tuple[str, Hparam]] = []
     for name, module in modules:
@@ -87,6 +89,7 @@ def convert_model(
     _follow_query_groups(model, per_group)
     _follow_head_counts(model, head_counts)
     _follow_layer_lists(model)
+    _index_parallel_lists(model, parallel)
     entries.extend((hp.name, hp) for hp in head_hps)
     if trace.exported and recorded_choices is not None:
         _keep_as_recorded(entries, recorded_choices, reasons)
@@ -296,6 +299,37 @@ def _follow_layer_lists(model: nn.Module) -> None:
             if lists:
                 PARAMETERS.attach_parameters(module, {})
                 module.attach_per_block(lists)
+
+
+def _share_parallel_depths(
+    modules: list[tuple[str, nn.Module]], trace: TraceResult, rules: dict[str, Any], layer_hps: dict[str, Any]
+) -> list[tuple[list[str], Hparam]]:
+    """Block lists a loop indexes together (``space/parallel_stacks.py``) get one depth in ``layer_hps``,
+    none where their layers cannot be dropped; returns the groups that got one."""
+    lists = [(name, module) for name, module in modules if type(module) is nn.ModuleList]
+    shared = []
+    for names in parallel_groups(lists, trace):
+        first = dict(lists)[names[0]]
+        min_depth = (settings_for(rules, names[0], first) or {}).get("min_depth", 1)
+        hp = shared_depth(names, len(first), trace, min_depth)
+        layer_hps.update(dict.fromkeys(names, hp))
+        if hp is not None:
+            shared.append((names, hp))
+    return shared
+
+
+def _index_parallel_lists(model: nn.Module, groups: list[tuple[list[str], Hparam]]) -> None:
+    """Parallel lists are indexed by position among their kept blocks, and their holder's layer count
+    (``n_layers``) follows their depth, so its loop runs the kept layers."""
+    for names, hp in groups:
+        for name in names:
+            model.get_submodule(name)._by_position = True
+        holder = model.get_submodule(names[0].rpartition(".")[0])
+        if isinstance(holder, DynamicModule) and kind_of(holder) is not PARAMETERS:
+            continue
+        counts = layer_counts(holder, len(model.get_submodule(names[0])))
+        if counts:
+            PARAMETERS.attach_parameters(holder, {}, dict.fromkeys(counts, hp))
 
 
 def _held_by_children(module: nn.Module, size: int) -> list[str]:

@@ -261,7 +261,8 @@ def rank_blocks(model: nn.Module, score: Callable[[nn.Module], float]) -> dict[s
         with random_sampling(model, enabled=False):
             space.sample("max")
             for module in model.modules():
-                if isinstance(module, DepthStack) and module._hp_depth.name in space.hparams:
+                name = module._hp_depth.name if isinstance(module, DepthStack) else None
+                if name in space.hparams and name not in measured:  # parallel lists share one depth
                     if not _typed_by_position(model, module._hp_depth.min):
                         measured[module._hp_depth.name] = _rank_stack(model, module, score)
             space.select(active)

@@ -308,16 +308,17 @@ def _is_skippable(name: str, block: nn.Module | None, trace: TraceResult) -> boo
     calls = trace.calls.get(name, [])
     if block is None or not any(True for _ in block.children()) or not calls:
         return False
+    return all(keeps_shape_and_group(trace, node_in, node_out) for node_in, node_out in calls)
+
+
+def keeps_shape_and_group(trace: TraceResult, node_in: Any, node_out: Any) -> bool:
+    """Whether ``node_out`` has ``node_in``'s shape and channel group: what runs between them may be skipped."""
+    if node_in not in trace.channels or node_out not in trace.channels:
+        return False
+    if trace.node_shape(node_in) != trace.node_shape(node_out):
+        return False
     groups = trace.groups
-    for node_in, node_out in calls:
-        if node_in not in trace.channels or node_out not in trace.channels:
-            return False
-        if trace.node_shape(node_in) != trace.node_shape(node_out):
-            return False
-        roots_in = [groups.find(e) for e in trace.channels[node_in][0]]
-        if roots_in != [groups.find(e) for e in trace.channels[node_out][0]]:
-            return False
-    return True
+    return [groups.find(e) for e in trace.channels[node_in][0]] == [groups.find(e) for e in trace.channels[node_out][0]]
 
 
 _KINDS: list[LayerKind] = []

@@ -27,6 +27,8 @@ from nascli.space.kinds.sequential import DepthStack, SequentialKind
 class DynamicModuleList(DepthStack, nn.ModuleList):
     _native = nn.ModuleList
     _index_as_exported = False
+    # one of parallel lists a loop indexes together (space/parallel_stacks.py): ``layers[i]`` is the i-th kept block
+    _by_position = False
 
     def __iter__(self) -> Iterator[nn.Module]:
         return iter(self._kept())
@@ -34,10 +36,16 @@ class DynamicModuleList(DepthStack, nn.ModuleList):
     def __getitem__(self, index: Any) -> Any:
         if isinstance(index, slice):
             return nn.ModuleList(self._kept()[index])
+        if self._by_position:
+            return self._kept()[index]
         block = super().__getitem__(index)
         if DynamicModuleList._index_as_exported and not any(block is kept for kept in self._kept()):
             raise IndexError(f"block {index} is dropped at depth {self._hp_depth.active}")
         return block
+
+    def _shrink_to_active(self) -> None:
+        super()._shrink_to_active()
+        self.__dict__.pop("_by_position", None)
 
 
 @contextmanager

@@ -45,8 +45,9 @@ class DepthStack(DynamicModule):
 
     def _shrink_to_active(self) -> None:
         kept = {id(block) for block in self._kept()}
-        for index in range(len(self) - 1, -1, -1):
-            if id(self[index]) not in kept:
+        blocks = list(self._modules.values())
+        for index in range(len(blocks) - 1, -1, -1):
+            if id(blocks[index]) not in kept:
                 del self[index]
         self.__dict__.pop("_ranks", None)
 
