@@ -1031,3 +1031,70 @@ class ParallelLists(ExportOnly):
     def __init__(self) -> None:
         super().__init__()
         self.body = _ParallelLists()
+
+
+def alibi_bias(heads: int, length: int) -> torch.Tensor:
+    """ALiBi's bias of each head over the key positions, (heads, 1, length): slopes built from the head count."""
+    slopes = 2.0 ** (-8.0 * torch.arange(1, heads + 1) / heads)
+    return slopes[:, None, None] * torch.arange(length)[None, None, :]
+
+
+class _MergedAlibiAttention(nn.Module):
+    """Bloom's attention: heads merged into the batch, ALiBi's bias (batch x heads, 1, keys) handed by position
+    and added to the scores by ``baddbmm``."""
+
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        self.num_heads, self.head_dim = heads, width // heads
+        self.qkv = nn.Linear(width, 3 * width)
+        self.dense = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor, alibi: torch.Tensor) -> torch.Tensor:
+        b, s, _ = x.shape
+        qkv = self.qkv(x).view(b, s, self.num_heads, 3, self.head_dim)
+        q, k, v = (qkv[..., i, :].transpose(1, 2).reshape(b * self.num_heads, s, self.head_dim) for i in range(3))
+        scores = alibi.baddbmm(q, k.transpose(1, 2), beta=1.0, alpha=self.head_dim**-0.5)
+        out = torch.bmm(scores.softmax(-1), v).view(b, self.num_heads, s, self.head_dim)
+        return self.dense(out.permute(0, 2, 1, 3).reshape(b, s, self.num_heads * self.head_dim))
+
+
+class _KeywordAlibiAttention(nn.Module):
+    """MPT's attention: ALiBi's bias (heads, 1, longest length) handed by keyword, cut to the keys, and added."""
+
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        self.n_heads, self.head_dim = heads, width // heads
+        self.Wqkv = nn.Linear(width, 3 * width, bias=False)
+        self.out_proj = nn.Linear(width, width, bias=False)
+
+    def forward(self, x: torch.Tensor, position_bias: torch.Tensor) -> torch.Tensor:
+        b, s, _ = x.shape
+        q, k, v = (t.reshape(b, s, self.n_heads, self.head_dim).transpose(1, 2) for t in self.Wqkv(x).chunk(3, dim=2))
+        scores = q @ k.transpose(-1, -2) * self.head_dim**-0.5 + position_bias[:, :, -s:]
+        return self.out_proj((scores.softmax(-1) @ v).permute(0, 2, 1, 3).contiguous().view(b, s, -1))
+
+
+class _Alibi(nn.Module):
+    """Bloom and MPT: the model builds ALiBi's bias from its head count and hands it to every attention."""
+
+    def __init__(self, width: int = 64, heads: int = 4) -> None:
+        super().__init__()
+        self.num_heads = heads
+        self.embed = nn.Embedding(50, width)
+        self.merged = _MergedAlibiAttention(width, heads)
+        self.keyword = _KeywordAlibiAttention(width, heads)
+        self.head = nn.Linear(width, 50)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.embed(ids)
+        b, s = ids.shape
+        bias = alibi_bias(self.num_heads, s).to(x.dtype)
+        x = x + self.merged(x, bias.repeat(b, 1, 1))
+        x = x + self.keyword(x, position_bias=alibi_bias(self.num_heads, 16).to(x.dtype))
+        return self.head(x)
+
+
+class Alibi(ExportOnly):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = _Alibi()

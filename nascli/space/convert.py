@@ -26,6 +26,7 @@ from nascli.space.patches import patch_train
 from nascli.space.rules import settings_for, settings_matching
 from nascli.space.shared_config import LayerConfigView
 from nascli.space.shrink_check import keep_what_runs
+from nascli.space.sliced_inputs import heads_by_root, input_slices
 from nascli.space.space import (
     SPACE_ATTR,
     SearchSpace,
@@ -88,6 +89,7 @@ def convert_model(
     _follow_split_sizes(model, split_dims)
     _follow_query_groups(model, per_group)
     _follow_head_counts(model, head_counts)
+    _slice_inputs(model, trace, head_hps, dummy_input)
     _follow_layer_lists(model)
     _index_parallel_lists(model, parallel)
     entries.extend((hp.name, hp) for hp in head_hps)
@@ -299,6 +301,18 @@ def _follow_layer_lists(model: nn.Module) -> None:
             if lists:
                 PARAMETERS.attach_parameters(module, {})
                 module.attach_per_block(lists)
+
+
+def _slice_inputs(model: nn.Module, trace: TraceResult, head_hps: list[Hparam], dummy_input: tuple) -> None:
+    """An attention handed a tensor of a row per head (ALiBi's bias) slices it with its heads
+    (``space/sliced_inputs.py``)."""
+    heads = heads_by_root(trace, head_hps) if trace.constants_along else {}
+    for attention, inputs in (input_slices(model, trace, heads, dummy_input) if heads else {}).items():
+        module = model.get_submodule(attention)
+        if isinstance(module, DynamicModule) and kind_of(module) is not PARAMETERS:
+            continue  # a layer of its own kind runs its own attention
+        PARAMETERS.attach_parameters(module, {})
+        module.attach_inputs(inputs)
 
 
 def _share_parallel_depths(

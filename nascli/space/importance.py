@@ -67,6 +67,8 @@ def _group_members(model: nn.Module) -> dict[int, _Group]:
     for module in model.modules():
         if not isinstance(module, DynamicModule):
             continue
+        for dim in kind_of(module).ordered_dims(module):
+            kept.update(id(hp) for hp in dim_parts(dim))
         for role, dim in kind_of(module).channel_dims(module):
             if isinstance(dim, Segments) and any(isinstance(part, Scaled) for part in dim.parts):
                 kept.update(id(hp) for hp in dim_parts(dim))

@@ -263,6 +263,9 @@ class TraceResult:
     # (query head element, attention module path, query heads per key/value head) of grouped-query
     # attention: the query heads are a scaled copy of the key/value heads, whole groups of them
     query_groups: list[tuple[Element, str, int]] = field(default_factory=list)
+    # (constant node, its dim, channel element) where a tensor made of no channels (ALiBi's slopes per head, built
+    # by the model from its head count) meets tracked channels along a dim of theirs at their full size
+    constants_along: list[tuple[fx.Node, int, Element]] = field(default_factory=list)
     # (module path, size of each part, part element) of a split of the channels into equal parts
     split_sizes: list[tuple[str, int, Element]] = field(default_factory=list)
     exported: bool = False  # traced with torch.export: sizes computed from shapes are constants in the graph

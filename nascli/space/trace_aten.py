@@ -452,6 +452,7 @@ def elementwise(walker: ChannelWalker, node: fx.Node) -> None:
             return
         for a, b in zip(ref_segments, segments, strict=True):
             walker.groups.union(a, b)
+    _constants_along(walker, node, ref_segments, ref_dim)
     for arg in floating:
         in_shape = walker.shape(arg)
         at = ref_dim - (rank - len(in_shape))
@@ -464,6 +465,20 @@ def elementwise(walker: ChannelWalker, node: fx.Node) -> None:
         for segment, element in zip(ref_segments, elements, strict=True):
             walker.groups.union(segment, element)
     walker.chan[node] = (ref_segments, ref_dim)
+
+
+def _constants_along(walker: ChannelWalker, node: fx.Node, segments: tuple, c: int) -> None:
+    """Record each constant operand of ``node`` (made of no channels) that runs along its channels ``c`` at
+    their full size: ALiBi's bias of each head, which Bloom and MPT build from their head count outside the
+    attention and hand it. ``space/sliced_inputs.py`` has the attention slice it with its heads."""
+    rank = len(walker.shape(node))
+    for arg in node.all_input_nodes:
+        shape = walker.shape(arg)
+        if arg in walker.chan or arg in walker.floating or shape is None or len(segments) != 1:
+            continue
+        at = c - (rank - len(shape))
+        if at >= 0 and shape[at] == walker.sizes(segments)[0] > 1:
+            walker.result.constants_along.append((arg, at, segments[0]))
 
 
 def _shaped_like(walker: ChannelWalker, node: fx.Node) -> None:
@@ -1322,3 +1337,5 @@ def _batched_matmul_added(walker: ChannelWalker, node: fx.Node) -> None:
         segments, c = walker.chan[node]
         if _meet(walker, segments, c, len(walker.shape(node)), added) == "apart":
             walker.opaque(node, "aten.baddbmm adds a tensor whose channels do not line up")
+    elif node in walker.chan:
+        _constants_along(walker, node, *walker.chan[node])

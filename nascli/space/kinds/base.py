@@ -278,6 +278,10 @@ class LayerKind:
         """The L1 norm of the weights producing each output channel, summed in float32 whatever their dtype."""
         return module.weight.detach().abs().flatten(1).sum(1, dtype=torch.float32)
 
+    def ordered_dims(self, module: nn.Module) -> list[Dim]:
+        """Dims whose channels must keep their order: what the layer reads follows their position, not weights."""
+        return []
+
     def permutation_block(self, module: nn.Module) -> int:
         """Channels that must move together when a group is reordered (one group of a grouped conv)."""
         return 1

@@ -12,6 +12,7 @@ hand-written code per model class is needed. See docs/architecture.md.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -50,6 +51,13 @@ class SlicedParameters(DynamicModule):
     # a per-layer list the module's code pairs with a stack of blocks it holds (Ergo zips ``config.layer_types``
     # with its layers, strictly) -> that stack's path: the list holds the kept blocks' entries
     _per_block: dict[str, str] = {}
+    # an argument of the forward (a keyword's name or a position) running along the heads at their full size
+    # -> (that dim, the heads' dim): ALiBi's bias of each head, which Bloom and MPT build outside the attention
+    # and hand it (space/sliced_inputs.py); the forward sees the rows of the kept heads only
+    _inputs: dict[str | int, tuple[int, Dim]] = {}
+
+    def attach_inputs(self, inputs: dict[str | int, tuple[int, Dim]]) -> None:
+        self._inputs = {**self._inputs, **inputs}
 
     def attach_carried(self, names: tuple[str, ...]) -> None:
         self._carried = tuple(dict.fromkeys((*self._carried, *names)))
@@ -77,9 +85,10 @@ class SlicedParameters(DynamicModule):
         self._per_block = {
             name: path for name, path in self._per_block.items() if self.get_submodule(path)._hp_depth.is_configurable
         }
-        if self._sliced or self._following or self._carried or self._per_block:
+        self._inputs = {key: (axis, dim) for key, (axis, dim) in self._inputs.items() if _configurable(dim)}
+        if self._sliced or self._following or self._carried or self._per_block or self._inputs:
             return False
-        for attr in ("_sliced", "_following", "_carried", "_per_block"):
+        for attr in ("_sliced", "_following", "_carried", "_per_block", "_inputs"):
             self.__dict__.pop(attr, None)
         self.__class__ = self._native
         return True
@@ -114,6 +123,8 @@ class SlicedParameters(DynamicModule):
         try:  # whatever was swapped in goes back out, even when a later swap or the forward raises
             for holder in [self, *(self.get_submodule(name) for name in self._carried)]:
                 swapped.append((holder, holder._swap_in()))
+            if self._inputs:
+                args, kwargs = keep_rows(self._kept_rows(), args, kwargs)
             return super().forward(*args, **kwargs)
         finally:
             for holder, (full, sizes) in reversed(swapped):
@@ -134,6 +145,12 @@ class SlicedParameters(DynamicModule):
             sizes[name] = self._size(name)
             self._set_size(name, kept)
         return full, sizes
+
+    def _kept_rows(self) -> list[tuple[str | int, int, int, Any]]:
+        """(argument, dim, rows per entry of the full tensor, kept rows) of each sliced input at a smaller size."""
+        return [
+            (key, axis, dim.max, dim_index(dim)) for key, (axis, dim) in self._inputs.items() if dim.active != dim.max
+        ]
 
     def _kept_entries(self) -> dict[str, list | tuple]:
         """Each per-block list cut to the entries of the blocks its stack keeps, where the stack drops any."""
@@ -170,7 +187,11 @@ class SlicedParameters(DynamicModule):
         self.__dict__.pop("_sliced", None)
         self.__dict__.pop("_following", None)
         self.__dict__.pop("_carried", None)
+        rows = [(key, axis, full, torch.arange(full)[index].tolist()) for key, axis, full, index in self._kept_rows()]
+        self.__dict__.pop("_inputs", None)
         self.__class__ = self._native
+        if rows:  # a plain model with fewer heads would build other rows: keep picking these
+            self.register_forward_pre_hook(functools.partial(_keep_rows_hook, rows), with_kwargs=True)
 
     def _shrink_to_active(self) -> None:
         for name in self._sliced:
@@ -228,6 +249,10 @@ class ParametersKind(LayerKind):
         moved = tensor.abs().movedim(int(axis), 0)
         return moved.reshape(len(moved), -1).sum(1)
 
+    def ordered_dims(self, module: nn.Module) -> list[Dim]:
+        """The heads an input is sliced with (an ALiBi bias): its rows follow the heads' positions."""
+        return [dim for _, dim in module._inputs.values()]
+
     def permute(self, module, slot, perm, offset) -> None:
         name, _, axis = slot[len(_ROLE) :].rpartition(":")
         dim = module._sliced[name][int(axis)]
@@ -235,6 +260,24 @@ class ParametersKind(LayerKind):
 
 
 PARAMETERS = ParametersKind()
+
+
+def keep_rows(rows: list[tuple[str | int, int, int, Any]], args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """``args`` and ``kwargs`` with each listed input cut to its kept rows along its dim (batch times the full
+    count of rows there, Bloom's ``batch * heads``: each batch's rows are cut alike)."""
+    args, kwargs = list(args), dict(kwargs)
+    for key, axis, full, index in rows:
+        held = (args, key) if isinstance(key, int) and key < len(args) else (kwargs, key) if key in kwargs else None
+        if held is not None and isinstance(held[0][key], torch.Tensor):
+            tensor = held[0][key]
+            index = torch.as_tensor(index, device=tensor.device) if isinstance(index, list) else index
+            held[0][key] = take(tensor.unflatten(axis, (-1, full)), axis + 1, index).flatten(axis, axis + 1)
+    return tuple(args), kwargs
+
+
+def _keep_rows_hook(rows: list, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """The exported attention's forward pre-hook: its inputs cut to the rows of the heads it kept."""
+    return keep_rows(rows, args, kwargs)
 
 
 def _configurable(dim: Dim) -> bool:
