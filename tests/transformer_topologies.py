@@ -1098,3 +1098,70 @@ class Alibi(ExportOnly):
     def __init__(self) -> None:
         super().__init__()
         self.body = _Alibi()
+
+
+class _HeadsConfig:
+    """A config every layer shares, holding the head count its code views heads by."""
+
+    def __init__(self, heads: int) -> None:
+        self.num_heads = heads
+
+
+class _HeadNorm(nn.Module):
+    """xLSTM's multi-head layer norm: checks the heads it is given against the count it holds."""
+
+    def __init__(self, heads: int, head_dim: int) -> None:
+        super().__init__()
+        self.num_heads = heads
+        self.weight = nn.Parameter(1 + 0.1 * torch.randn(heads * head_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-2] != self.num_heads:
+            raise ValueError(f"expected {self.num_heads} heads, got {x.shape[-2]}")
+        return F.layer_norm(x, x.shape[-1:]).flatten(-2) * self.weight
+
+
+class _ConfigHeadsLayer(nn.Module):
+    """xLSTM's layer: heads viewed by ``self.config.num_heads`` (a config all layers share), keys narrower than
+    values, and each head's output checked against ``self.v_dim // self.config.num_heads``."""
+
+    def __init__(self, config: _HeadsConfig, width: int) -> None:
+        super().__init__()
+        self.config = config
+        self.v_dim, self.qk_dim = width, width // 2
+        self.q = nn.Linear(width, self.qk_dim)
+        self.k = nn.Linear(width, self.qk_dim)
+        self.v = nn.Linear(width, self.v_dim)
+        self.norm = _HeadNorm(config.num_heads, self.v_dim // config.num_heads)
+        self.out = nn.Linear(self.v_dim, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, s, _ = x.shape
+        q, k, v = (
+            t.reshape(b, s, self.config.num_heads, -1).transpose(1, 2) for t in (self.q(x), self.k(x), self.v(x))
+        )
+        h = F.scaled_dot_product_attention(q, k, v)
+        if h.shape[-1] != self.v_dim // self.config.num_heads:
+            raise ValueError(f"head size {h.shape[-1]}, expected {self.v_dim // self.config.num_heads}")
+        return self.out(self.norm(h.transpose(1, 2)))
+
+
+class _ConfigHeads(nn.Module):
+    def __init__(self, width: int = 64, heads: int = 4) -> None:
+        super().__init__()
+        config = _HeadsConfig(heads)
+        self.embed = nn.Embedding(50, width)
+        self.layers = nn.ModuleList(_ConfigHeadsLayer(config, width) for _ in range(2))
+        self.head = nn.Linear(width, 50)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.embed(ids)
+        for layer in self.layers:
+            x = x + layer(x)
+        return self.head(x)
+
+
+class ConfigHeads(ExportOnly):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = _ConfigHeads()

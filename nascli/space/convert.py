@@ -86,7 +86,7 @@ def convert_model(
         kind.attach(module, dims, layer_hps[name])
         entries.extend((f"{name}.{attr}", hp) for attr, hp in module.nas_hparams())
     entries.extend(_attach_parameters(model, param_dims, channel_hps, reasons, read_in_place))
-    _follow_split_sizes(model, split_dims)
+    _follow_split_sizes(model, split_dims, _head_sizes(channel_hps, param_dims))
     _follow_query_groups(model, per_group)
     _follow_head_counts(model, head_counts)
     _slice_inputs(model, trace, head_hps, dummy_input)
@@ -259,7 +259,30 @@ def _entry_scales(model: nn.Module) -> dict[str, int]:
     return found
 
 
-def _follow_split_sizes(model: nn.Module, split_dims: dict[tuple[str, int], Dim]) -> None:
+def _merged_widths(module: nn.Module, count: int, heads: Dim, head_sizes: dict[int, set[int]]) -> dict[str, Dim]:
+    """The module's width attributes (names with ``dim``) equal to its head count times one head size of those
+    heads, and to no other: each follows the heads, scaled by that size. xLSTM checks its heads' outputs against
+    ``self.v_dim // self.config.num_heads``."""
+    sizes = head_sizes.get(id(heads), set())
+    found = {}
+    for name, value in vars(module).items():
+        if "dim" in name.lower() and type(value) is int and _is_size(name, value):
+            fits = [size for size in sizes if count * size == value]
+            if len(fits) == 1:
+                found[name] = Scaled(heads, fits[0])
+    return found
+
+
+def _head_sizes(channel_hps: dict[str, dict[str, Dim]], param_dims: dict[tuple[str, int], Dim]) -> dict[int, set]:
+    """By id of a heads hparam, the sizes of one head in the projections scaled from it."""
+    found: dict[int, set[int]] = defaultdict(set)
+    for dim in [*(d for dims in channel_hps.values() for d in dims.values()), *param_dims.values()]:
+        if isinstance(dim, Scaled) and isinstance(dim.base, Hparam):
+            found[id(dim.base)].add(dim.scale)
+    return found
+
+
+def _follow_split_sizes(model: nn.Module, split_dims: dict[tuple[str, int], Dim], head_sizes: dict) -> None:
     """A module splitting its channels into parts of a size it holds (``self.split_size``) gets that
     attribute set to the part's active size, so its own code splits a smaller projection right.
 
@@ -277,6 +300,11 @@ def _follow_split_sizes(model: nn.Module, split_dims: dict[tuple[str, int], Dim]
         names = names or _held_by_children(module, size)
         if _counts_heads(dim):  # a small model's rotary width may equal its head count too
             names = [name for name in names if "head" in name.lower()] or names
+            if not any("." not in name and "head" in name.lower() for name in names):  # no count of its own:
+                held = _config_head_counts(module, size)  # xLSTM views by ``self.config.num_heads``
+                names += held
+                if held:
+                    PARAMETERS.attach_parameters(module, {}, _merged_widths(module, size, dim, head_sizes))
         if names:
             PARAMETERS.attach_parameters(module, {}, {name: dim for name in names})
 
@@ -399,16 +427,25 @@ def _follow_head_counts(model: nn.Module, counts: list[tuple[str, int, Dim]]) ->
         if module is None or (isinstance(module, DynamicModule) and kind_of(module) is not PARAMETERS):
             continue
         names = [n for n, value in vars(module).items() if _is_head_count(n, value, count)]
-        config = vars(module).get("config")
-        shared = vars(config)["_shared"] if isinstance(config, LayerConfigView) else config
-        held = [n for n, value in vars(shared).items() if _is_head_count(n, value, count)] if shared else []
-        if held and config is shared:
-            module.config = LayerConfigView(shared, {name: getattr(shared, name) for name in held})
-        elif held:
-            vars(config).update({name: getattr(shared, name) for name in held})
-        following = {name: dim for name in names} | {f"config.{name}": dim for name in held}
+        following = dict.fromkeys([*names, *_config_head_counts(module, count)], dim)
         if following:
             PARAMETERS.attach_parameters(module, {}, following)
+
+
+def _config_head_counts(module: nn.Module, count: int) -> list[str]:
+    """``config.<name>`` for each head count of the module's ``config`` equal to ``count``. All layers share
+    the config: the module gets a view of it holding those counts apart (``space/shared_config.py``), so
+    each layer's count follows its own hparams."""
+    config = vars(module).get("config")
+    shared = vars(config)["_shared"] if isinstance(config, LayerConfigView) else config
+    if not hasattr(shared, "__dict__"):
+        return []  # none, or a config held as a dict
+    held = [name for name, value in vars(shared).items() if _is_head_count(name, value, count)]
+    if held and config is shared:
+        module.config = LayerConfigView(shared, {name: getattr(shared, name) for name in held})
+    elif held:
+        vars(config).update({name: getattr(shared, name) for name in held if name not in vars(config)})
+    return [f"config.{name}" for name in held]
 
 
 def _is_head_count(name: str, value: Any, count: int) -> bool:

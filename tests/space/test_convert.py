@@ -10,7 +10,7 @@ from nascli.space.importance import sort_channels_by_importance
 from nascli.space.kinds.linear import LinearKind
 from nascli.space.space import get_space
 from tests.space.kinds.conformance import assert_kind_conforms
-from tests.transformer_topologies import ExportOnly, TypedLayers
+from tests.transformer_topologies import ConfigHeads, ExportOnly, TypedLayers
 
 TOKENS = torch.randint(0, 50, (2, 6), generator=torch.Generator().manual_seed(0))
 
@@ -186,3 +186,19 @@ def test_a_parameter_axis_the_code_indexes_keeps_its_size_and_a_dict_config_is_n
     expected = model(TOKENS)
     sort_channels_by_importance(model)
     torch.testing.assert_close(model(TOKENS), expected)
+
+
+def test_heads_viewed_by_a_shared_configs_count_and_a_merged_width_follow_each_layers_heads(tmp_path):
+    model = assert_kind_conforms(ConfigHeads, TOKENS, LinearKind, tmp_path)
+    space = get_space(model)
+    assert {n: hp.choices for n, hp in space.hparams.items() if "heads" in n} == {
+        "body.layers.0.num_heads": (2, 3, 4),
+        "body.layers.1.num_heads": (2, 3, 4),
+    }
+    mtn.select(model, {"body.layers.0.num_heads": 2, "body.layers.1.num_heads": 3})
+    expected = model(TOKENS)
+    exported = mtn.export(model)
+    first, second = exported.body.layers
+    assert (first.config.num_heads, first.v_dim, first.qk_dim, first.norm.num_heads) == (2, 32, 16, 2)
+    assert (second.config.num_heads, second.v_dim, second.qk_dim) == (3, 48, 24)
+    torch.testing.assert_close(exported(TOKENS), expected)
