@@ -1033,10 +1033,10 @@ class ParallelLists(ExportOnly):
         self.body = _ParallelLists()
 
 
-def alibi_bias(heads: int, length: int) -> torch.Tensor:
+def alibi_bias(heads: int, length: int, device: torch.device) -> torch.Tensor:
     """ALiBi's bias of each head over the key positions, (heads, 1, length): slopes built from the head count."""
-    slopes = 2.0 ** (-8.0 * torch.arange(1, heads + 1) / heads)
-    return slopes[:, None, None] * torch.arange(length)[None, None, :]
+    slopes = 2.0 ** (-8.0 * torch.arange(1, heads + 1, device=device) / heads)
+    return slopes[:, None, None] * torch.arange(length, device=device)[None, None, :]
 
 
 class _MergedAlibiAttention(nn.Module):
@@ -1088,9 +1088,9 @@ class _Alibi(nn.Module):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         x = self.embed(ids)
         b, s = ids.shape
-        bias = alibi_bias(self.num_heads, s).to(x.dtype)
+        bias = alibi_bias(self.num_heads, s, x.device).to(x.dtype)
         x = x + self.merged(x, bias.repeat(b, 1, 1))
-        x = x + self.keyword(x, position_bias=alibi_bias(self.num_heads, 16).to(x.dtype))
+        x = x + self.keyword(x, position_bias=alibi_bias(self.num_heads, 16, x.device).to(x.dtype))
         return self.head(x)
 
 

@@ -21,7 +21,7 @@ from nascli.space.kinds.hidden import RULE_KEY as HIDDEN_RULE
 from nascli.space.kinds.linear import LINEAR
 from nascli.space.kinds.module_list import DynamicModuleList
 from nascli.space.kinds.parameters import PARAMETERS
-from nascli.space.parallel_stacks import layer_counts, parallel_groups, shared_depth
+from nascli.space.parallel_stacks import parallel_groups, shared_depth
 from nascli.space.patches import patch_train
 from nascli.space.rules import settings_for, settings_matching
 from nascli.space.shared_config import LayerConfigView
@@ -74,7 +74,7 @@ def convert_model(
     layer_hps = {
         n: convertible_kind(m).layer_hparam(n, m, settings_for(rules, n, m), trace) for n, m in modules
     }  # a kernel size, a head count, a depth, an activation function
-    parallel = _share_parallel_depths(modules, trace, rules, layer_hps)
+    parallel = _share_parallel_depths(model, modules, trace, rules, layer_hps)
 
     entries: list[tuple[str, Hparam]] = []
     for name, module in modules:
@@ -273,7 +273,7 @@ def _merged_widths(module: nn.Module, count: int, heads: Dim, head_sizes: dict[i
     return found
 
 
-def _head_sizes(channel_hps: dict[str, dict[str, Dim]], param_dims: dict[tuple[str, int], Dim]) -> dict[int, set]:
+def _head_sizes(channel_hps: dict[str, dict[str, Dim]], param_dims: dict[tuple[str, int], Dim]) -> dict[int, set[int]]:
     """By id of a heads hparam, the sizes of one head in the projections scaled from it."""
     found: dict[int, set[int]] = defaultdict(set)
     for dim in [*(d for dims in channel_hps.values() for d in dims.values()), *param_dims.values()]:
@@ -282,7 +282,9 @@ def _head_sizes(channel_hps: dict[str, dict[str, Dim]], param_dims: dict[tuple[s
     return found
 
 
-def _follow_split_sizes(model: nn.Module, split_dims: dict[tuple[str, int], Dim], head_sizes: dict) -> None:
+def _follow_split_sizes(
+    model: nn.Module, split_dims: dict[tuple[str, int], Dim], head_sizes: dict[int, set[int]]
+) -> None:
     """A module splitting its channels into parts of a size it holds (``self.split_size``) gets that
     attribute set to the part's active size, so its own code splits a smaller projection right.
 
@@ -344,14 +346,27 @@ def _slice_inputs(model: nn.Module, trace: TraceResult, head_hps: list[Hparam], 
 
 
 def _share_parallel_depths(
-    modules: list[tuple[str, nn.Module]], trace: TraceResult, rules: dict[str, Any], layer_hps: dict[str, Any]
+    model: nn.Module,
+    modules: list[tuple[str, nn.Module]],
+    trace: TraceResult,
+    rules: dict[str, Any],
+    layer_hps: dict[str, Any],
 ) -> list[tuple[list[str], Hparam]]:
     """Block lists a loop indexes together (``space/parallel_stacks.py``) get one depth in ``layer_hps``,
-    none where their layers cannot be dropped; returns the groups that got one."""
-    lists = [(name, module) for name, module in modules if type(module) is nn.ModuleList]
+    none where their layers cannot be dropped; returns the groups that got one.
+
+    Groups are found among all of a holder's lists, converted or not: a group with a list the rules leave
+    out (``"*.ffns": None``) would index that one by block number and the others by kept position, pairing
+    the parts of different layers, so it gets no depth.
+    """
+    converted = {name for name, _ in modules}
+    lists = [(name, module) for name, module in model.named_modules() if name and type(module) is nn.ModuleList]
     shared = []
     for names in parallel_groups(lists, trace):
         first = dict(lists)[names[0]]
+        if not converted.issuperset(names):
+            layer_hps.update((name, None) for name in names if name in converted)
+            continue
         min_depth = (settings_for(rules, names[0], first) or {}).get("min_depth", 1)
         hp = shared_depth(names, len(first), trace, min_depth)
         layer_hps.update(dict.fromkeys(names, hp))
@@ -369,7 +384,10 @@ def _index_parallel_lists(model: nn.Module, groups: list[tuple[list[str], Hparam
         holder = model.get_submodule(names[0].rpartition(".")[0])
         if isinstance(holder, DynamicModule) and kind_of(holder) is not PARAMETERS:
             continue
-        counts = layer_counts(holder, len(model.get_submodule(names[0])))
+        length = len(model.get_submodule(names[0]))
+        counts = [
+            n for n, value in vars(holder).items() if "layer" in n.lower() and _is_size(n, value) and value == length
+        ]
         if counts:
             PARAMETERS.attach_parameters(holder, {}, dict.fromkeys(counts, hp))
 

@@ -7,7 +7,9 @@ would leave its norms and MLP running. Together they are: the ``i``-th entries, 
 the other before any ``i + 1``-th one, make layer ``i``. Such lists share one depth hparam; they
 are indexed by position among the kept blocks (``layers[i]`` is the ``i``-th block kept, the
 numbering the export gives them), and an int attribute of their holder named for layers and equal
-to their length (``n_layers``) follows the depth, so the loop runs the kept layers only.
+to their length (``n_layers``, not an index such as ``layer_idx``) follows the depth, so the loop runs
+the kept layers only (``space/convert.py``). As for one stack, a depth drops trailing layers only, those
+that keep the shape and channel group of their input, unless importance ranks them.
 docs/architecture.md ("Sizes a module holds") places this among the tracer's relations.
 """
 
@@ -38,6 +40,7 @@ def parallel_groups(lists: list[tuple[str, nn.Module]], trace: TraceResult) -> l
 
 
 def _interleaved(names: list[str], length: int, trace: TraceResult, order: dict[fx.Node, int]) -> bool:
+    """Whether every list's block ``i`` is called once, and all of them after every block ``i - 1``."""
     last_before = -1
     for index in range(length):
         outputs = []
@@ -52,9 +55,9 @@ def _interleaved(names: list[str], length: int, trace: TraceResult, order: dict[
     return True
 
 
-def layer_calls(names: list[str], index: int, trace: TraceResult) -> tuple[fx.Node, fx.Node]:
-    """The input of the first part of layer ``index`` to be called, and the output of the last."""
-    order = {node: position for position, node in enumerate(trace.graph.nodes)}
+def layer_calls(names: list[str], index: int, trace: TraceResult, order: dict[fx.Node, int]) -> tuple[fx.Node, fx.Node]:
+    """The input of the first part of layer ``index`` to be called, and the output of the last (``order``: each
+    node's position in the graph)."""
     calls = sorted((trace.calls[f"{name}.{index}"][0] for name in names), key=lambda call: order[call[1]])
     return calls[0][0], calls[-1][1]
 
@@ -62,17 +65,9 @@ def layer_calls(names: list[str], index: int, trace: TraceResult) -> tuple[fx.No
 def shared_depth(names: list[str], length: int, trace: TraceResult, min_depth: int) -> Hparam | None:
     """One depth for the group, named after its first list: the trailing layers that keep the shape and
     channel group of their input may be dropped, as for one stack (``kinds/base.py`` ``depth_hparam``)."""
+    order = {node: position for position, node in enumerate(trace.graph.nodes)}
     first = length
-    while first > 0 and keeps_shape_and_group(trace, *layer_calls(names, first - 1, trace)):
+    while first > 0 and keeps_shape_and_group(trace, *layer_calls(names, first - 1, trace, order)):
         first -= 1
     low = max(first, min_depth)
     return Hparam(f"{names[0]}.depth", range(low, length + 1)) if low < length else None
-
-
-def layer_counts(holder: nn.Module, length: int) -> list[str]:
-    """The holder's int attributes named for layers and equal to ``length``: the count its loop runs to."""
-    return [
-        name
-        for name, value in vars(holder).items()
-        if "layer" in name.lower() and type(value) is int and value == length
-    ]

@@ -189,15 +189,16 @@ def forward_runner(model: nn.Module, dummy_input: tuple) -> Callable[[], Any]:
     candidates = [(given, mode) for given in inputs for mode in modes]
     for given, mode in candidates[:-1]:
         try:
-            _run(model, given, mode)
+            run_in_mode(model, given, mode)
         except Exception:  # this input or these tensors do not run the model: try the next
             continue
-        return lambda given=given, mode=mode: _run(model, given, mode)
+        return lambda given=given, mode=mode: run_in_mode(model, given, mode)
     given, mode = candidates[-1]
-    return lambda: _run(model, given, mode)
+    return lambda: run_in_mode(model, given, mode)
 
 
-def _run(model: nn.Module, inputs: tuple, mode: str) -> Any:
+def run_in_mode(model: nn.Module, inputs: tuple, mode: str) -> Any:
+    """A forward on ``inputs`` as they are ("plain"), moved to the meta device ("meta"), or as fake tensors."""
     if mode == "plain":
         return model(*inputs)
     if mode == "meta":

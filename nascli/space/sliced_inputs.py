@@ -20,6 +20,7 @@ import torch
 from torch import fx, nn
 
 from nascli.space.hparam import Dim, Hparam
+from nascli.space.shrink_check import run_in_mode
 from nascli.space.space import on_meta_device
 from nascli.space.trace import TraceResult, buffers_kept
 from nascli.space.trace_aten import aten_name
@@ -101,14 +102,16 @@ def _first_calls(model: nn.Module, paths: list[str], dummy_input: tuple) -> dict
             calls.setdefault(path, (args, kwargs))
 
         handles.append(model.get_submodule(path).register_forward_pre_hook(record, with_kwargs=True))
-    meta = on_meta_device(model)
     was_training = model.training
     try:
         model.eval()
         with buffers_kept(model):
-            model(*(t.to("meta") if meta else t for t in dummy_input))
-    except Exception:  # a model that does not run so finds no argument: its constants stay as they were
-        pass
+            for mode in ["meta", "fake"] if on_meta_device(model) else ["plain"]:
+                try:  # a model built on the meta device whose code reads a value runs on fake tensors
+                    run_in_mode(model, dummy_input, mode)
+                    break
+                except Exception:  # a model that runs no way finds no argument: its constants stay as they were
+                    calls.clear()
     finally:
         model.train(was_training)
         for handle in handles:

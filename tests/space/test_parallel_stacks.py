@@ -50,3 +50,21 @@ def test_lists_indexed_together_drop_whole_layers_and_their_count_follows(tmp_pa
 
     restored = mto.restore(lambda: copy.deepcopy(original), path).eval()
     torch.testing.assert_close(restored(TOKENS), expected)
+
+
+def test_lists_of_a_holder_the_rules_leave_one_out_of_get_no_shared_depth():
+    """With ``mlps`` left out, kept positions would pair layer 2's mixer with layer 1's MLP."""
+    rules = {"nn.ModuleList": {"*": {"min_depth": 1}, "*.mlps": None}}
+    model = mtn.convert(ParallelLists(), [("fastnas", rules)], dummy_input=TOKENS)
+    assert not any(name.endswith(".depth") for name in get_space(model).hparams)
+    assert not any(getattr(m, "_by_position", False) for m in model.modules())
+
+
+def test_a_layer_index_equal_to_the_layer_count_does_not_follow_the_depth():
+    torch.manual_seed(0)
+    original = ParallelLists().eval()
+    original.body.first_layer_idx = 3  # an index that happens to equal the count
+    model = mtn.convert(copy.deepcopy(original), [("fastnas", DEPTH)], dummy_input=TOKENS).eval()
+    mtn.select(model, {"body.mixers.depth": 1})
+    exported = mtn.export(model)
+    assert (exported.body.n_layers, exported.body.first_layer_idx) == (1, 3)

@@ -49,8 +49,8 @@ class Stack(ExportOnly):
 
 def _converted(monkeypatch, one_at_a_time: bool) -> tuple[nn.Module, int]:
     forwards = []
-    run = shrink_check._run
-    monkeypatch.setattr(shrink_check, "_run", lambda *args: forwards.append(1) or run(*args))
+    run = shrink_check.run_in_mode
+    monkeypatch.setattr(shrink_check, "run_in_mode", lambda *args: forwards.append(1) or run(*args))
     if one_at_a_time:
         monkeypatch.setattr(shrink_check, "disjoint_rounds", lambda hparams, scopes: [[hp] for hp in hparams])
     torch.manual_seed(0)

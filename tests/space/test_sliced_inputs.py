@@ -45,3 +45,10 @@ def test_each_kept_head_adds_its_own_row_of_the_bias_in_the_subnet_and_its_expor
     torch.testing.assert_close(exported(TOKENS), expected)
     restored = mto.restore(lambda: copy.deepcopy(original), path).eval()
     torch.testing.assert_close(restored(TOKENS), expected)
+
+
+def test_a_model_built_on_the_meta_device_finds_the_bias_it_hands_its_attentions():
+    with torch.device("meta"):
+        model = Alibi()
+    model = mtn.convert(model, "fastnas", dummy_input=TOKENS[:1])
+    assert {"body.merged.num_heads", "body.keyword.num_heads"} <= set(get_space(model).hparams)

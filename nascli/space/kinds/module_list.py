@@ -7,8 +7,10 @@ or slicing it, gives the ``depth`` blocks kept (the first ones, or the best rank
 one block (``layers[3]``) still finds any block, except inside ``indexing_as_exported``: the
 forward check of conversion (space/shrink_check.py) runs in it, so a list the model's code
 indexes block by block (``self.mlps[1]``) instead of looping over fails at a depth that drops the
-block, as its export would, and keeps its full depth. Depth choices follow the same rule as for
-``nn.Sequential`` (kinds/base.py ``depth_hparam``).
+block, as its export would, and keeps its full depth. Lists a loop indexes together by layer number
+(XLM's ``self.attentions[i]``, ``self.ffns[i]``, ..., ``space/parallel_stacks.py``) are indexed by
+position among the kept blocks instead, the numbering their export gives them. Depth choices follow
+the same rule as for ``nn.Sequential`` (kinds/base.py ``depth_hparam``).
 """
 
 from __future__ import annotations

@@ -57,6 +57,7 @@ class SlicedParameters(DynamicModule):
     _inputs: dict[str | int, tuple[int, Dim]] = {}
 
     def attach_inputs(self, inputs: dict[str | int, tuple[int, Dim]]) -> None:
+        """Slice these arguments of the forward (a keyword's name or a position) along their dim with the heads."""
         self._inputs = {**self._inputs, **inputs}
 
     def attach_carried(self, names: tuple[str, ...]) -> None:
@@ -275,7 +276,9 @@ def keep_rows(rows: list[tuple[str | int, int, int, Any]], args: tuple, kwargs: 
     return tuple(args), kwargs
 
 
-def _keep_rows_hook(rows: list, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+def _keep_rows_hook(
+    rows: list[tuple[str | int, int, int, list[int]]], module: nn.Module, args: tuple, kwargs: dict
+) -> tuple[tuple, dict]:
     """The exported attention's forward pre-hook: its inputs cut to the rows of the heads it kept."""
     return keep_rows(rows, args, kwargs)
 
