@@ -152,6 +152,7 @@ def supernet_step_rows(motn, batch: int, num_random: int, repeats: int) -> list[
     x_nhwc = x.contiguous(memory_format=torch.channels_last)
     steps = {
         "nascli: one random subnet": _step(single_subnet_step, ours, x, y, rng=random.Random(0)),
+        "nascli: one random subnet, channels_last": _step(single_subnet_step, nhwc, x_nhwc, y, rng=random.Random(0)),
         "nascli: max subnet": _step(single_subnet_step, ours, x, y, subnet="max"),
         "nascli: max subnet, channels_last": _step(single_subnet_step, nhwc, x_nhwc, y, subnet="max"),
     }

@@ -1,10 +1,11 @@
 """Whether training runs a convolutional model and its image batches in NHWC (channels-last) layout.
 
 oneDNN and cuDNN convolve NHWC tensors fastest: on a 2-core CPU a ResNet-20 sandwich step took
-16 % less time and its max subnet's step 21 % less (``scripts/bench_engine.py``,
-docs/benchmarks.md). The layout changes no result, but a model that calls ``.view`` on a feature
-map fails on an NHWC tensor. ``train.channels_last: auto`` (the default) therefore tries the
-layout on a copy of the model with one training sample first and keeps NCHW where that fails.
+21 % less time on one thread and 5 % less on two, and its max subnet's step 18 % less on two
+(``scripts/bench_engine.py``, docs/benchmarks.md). The layout changes no result, but a model that
+calls ``.view`` on a feature map fails on an NHWC tensor. ``train.channels_last: auto`` (the default)
+therefore tries the layout on a copy of the model with one training sample first and keeps NCHW where
+that fails.
 
 It also keeps NCHW for an odd batch on a CPU with more than one torch thread: there oneDNN's NHWC
 convolutions abort the process (``free(): invalid next size``) when a converted ResNet-20 trains
