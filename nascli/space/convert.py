@@ -336,8 +336,9 @@ def _follow_layer_lists(model: nn.Module) -> None:
 def _slice_inputs(model: nn.Module, trace: TraceResult, head_hps: list[Hparam], dummy_input: tuple) -> None:
     """An attention handed a tensor of a row per head (ALiBi's bias) slices it with its heads
     (``space/sliced_inputs.py``)."""
-    heads = heads_by_root(trace, head_hps) if trace.constants_along else {}
-    for attention, inputs in (input_slices(model, trace, heads, dummy_input) if heads else {}).items():
+    if not trace.constants_along:
+        return
+    for attention, inputs in input_slices(model, trace, heads_by_root(trace, head_hps), dummy_input).items():
         module = model.get_submodule(attention)
         if isinstance(module, DynamicModule) and kind_of(module) is not PARAMETERS:
             continue  # a layer of its own kind runs its own attention
@@ -361,14 +362,15 @@ def _share_parallel_depths(
     """
     converted = {name for name, _ in modules}
     lists = [(name, module) for name, module in model.named_modules() if name and type(module) is nn.ModuleList]
+    order = {node: position for position, node in enumerate(trace.graph.nodes)}
     shared = []
-    for names in parallel_groups(lists, trace):
+    for names in parallel_groups(lists, trace, order):
         first = dict(lists)[names[0]]
         if not converted.issuperset(names):
             layer_hps.update((name, None) for name in names if name in converted)
             continue
         min_depth = (settings_for(rules, names[0], first) or {}).get("min_depth", 1)
-        hp = shared_depth(names, len(first), trace, min_depth)
+        hp = shared_depth(names, len(first), trace, order, min_depth)
         layer_hps.update(dict.fromkeys(names, hp))
         if hp is not None:
             shared.append((names, hp))

@@ -24,14 +24,16 @@ from nascli.space.kinds.base import keeps_shape_and_group
 from nascli.space.trace import TraceResult
 
 
-def parallel_groups(lists: list[tuple[str, nn.Module]], trace: TraceResult) -> list[list[str]]:
+def parallel_groups(
+    lists: list[tuple[str, nn.Module]], trace: TraceResult, order: dict[fx.Node, int]
+) -> list[list[str]]:
     """Groups of two or more block lists of one holder, of one length, whose ``i``-th blocks are each
-    called once and all before any ``i + 1``-th block: the parts of one layer per index."""
+    called once and all before any ``i + 1``-th block: the parts of one layer per index (``order``: each
+    node's position in the graph)."""
     by_holder: dict[tuple[str, int], list[str]] = defaultdict(list)
     for name, stack in lists:
         holder, _, _ = name.rpartition(".")
         by_holder[(holder, len(stack))].append(name)
-    order = {node: index for index, node in enumerate(trace.graph.nodes)}
     return [
         names
         for (_, length), names in by_holder.items()
@@ -62,10 +64,11 @@ def layer_calls(names: list[str], index: int, trace: TraceResult, order: dict[fx
     return calls[0][0], calls[-1][1]
 
 
-def shared_depth(names: list[str], length: int, trace: TraceResult, min_depth: int) -> Hparam | None:
+def shared_depth(
+    names: list[str], length: int, trace: TraceResult, order: dict[fx.Node, int], min_depth: int
+) -> Hparam | None:
     """One depth for the group, named after its first list: the trailing layers that keep the shape and
     channel group of their input may be dropped, as for one stack (``kinds/base.py`` ``depth_hparam``)."""
-    order = {node: position for position, node in enumerate(trace.graph.nodes)}
     first = length
     while first > 0 and keeps_shape_and_group(trace, *layer_calls(names, first - 1, trace, order)):
         first -= 1

@@ -124,8 +124,8 @@ class SlicedParameters(DynamicModule):
         try:  # whatever was swapped in goes back out, even when a later swap or the forward raises
             for holder in [self, *(self.get_submodule(name) for name in self._carried)]:
                 swapped.append((holder, holder._swap_in()))
-            if self._inputs:
-                args, kwargs = keep_rows(self._kept_rows(), args, kwargs)
+            if self._inputs and (rows := self._kept_rows()):  # none while every head is kept
+                args, kwargs = keep_rows(rows, args, kwargs)
             return super().forward(*args, **kwargs)
         finally:
             for holder, (full, sizes) in reversed(swapped):
@@ -268,11 +268,11 @@ def keep_rows(rows: list[tuple[str | int, int, int, Any]], args: tuple, kwargs: 
     count of rows there, Bloom's ``batch * heads``: each batch's rows are cut alike)."""
     args, kwargs = list(args), dict(kwargs)
     for key, axis, full, index in rows:
-        held = (args, key) if isinstance(key, int) and key < len(args) else (kwargs, key) if key in kwargs else None
-        if held is not None and isinstance(held[0][key], torch.Tensor):
-            tensor = held[0][key]
+        store = args if isinstance(key, int) else kwargs
+        tensor = (args[key] if key < len(args) else None) if isinstance(key, int) else kwargs.get(key)
+        if isinstance(tensor, torch.Tensor):
             index = torch.as_tensor(index, device=tensor.device) if isinstance(index, list) else index
-            held[0][key] = take(tensor.unflatten(axis, (-1, full)), axis + 1, index).flatten(axis, axis + 1)
+            store[key] = take(tensor.unflatten(axis, (-1, full)), axis + 1, index).flatten(axis, axis + 1)
     return tuple(args), kwargs
 
 
