@@ -162,6 +162,10 @@ def supernet_step_rows(motn, batch: int, num_random: int, repeats: int) -> list[
         steps[f"nascli: {name}, channels_last"] = _step(
             sandwich_step, nhwc, x_nhwc, y, num_random=k, rng=random.Random(0)
         )
+        if k:  # the smaller subnets on their own slices of the batch (train.split_students)
+            steps[f"nascli: {name}, students split, channels_last"] = _step(
+                sandwich_step, nhwc, x_nhwc, y, num_random=k, rng=random.Random(0), split_students=True
+            )
     if motn is not None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

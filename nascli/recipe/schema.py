@@ -73,6 +73,10 @@ class TrainSpec(_Strict):
     plain: bool = Field(default=False, description="train the model as built only, no supernet (a teacher to prune)")
     sandwich: bool = Field(default=True, description="false: one random subnet per step (ModelOpt's AutoNAS)")
     num_random: int = Field(default=2, ge=0, description="random subnets per sandwich step")
+    split_students: bool = Field(
+        default=False,
+        description="the min and random subnets of a sandwich step each train on their own slice of the batch",
+    )
     distill: bool = True
     temperature: float = Field(default=1.0, gt=0)
     bn_calib_batches: PositiveInt = 10

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Callable
 from typing import Any
@@ -62,6 +63,7 @@ def sandwich_step(
     rng: random.Random | None = None,
     reduce_gradients: Callable[[nn.Module], None] | None = None,
     autocast: torch.dtype | None = None,
+    split_students: bool = False,
 ) -> dict[str, float]:
     """Train the largest, the smallest and ``num_random`` random subnets on one batch, one optimizer step.
 
@@ -70,7 +72,10 @@ def sandwich_step(
     need no separate teacher. ``rng`` draws the random subnets (processes sharing a seed train
     the same subnets); ``reduce_gradients`` averages gradients across processes before the step;
     ``autocast`` (e.g. ``torch.bfloat16``) runs the forward passes in that precision on the
-    batch's device. The largest subnet is left active afterwards.
+    batch's device. ``split_students``: the smaller subnets share the batch, each training on its
+    own slice of rows against the largest one's outputs on them, so together they cost about one
+    of them on the whole batch while the largest still learns from every row. The largest subnet
+    is left active afterwards.
     """
     inputs, targets = batch
     space = get_space(model)
@@ -85,15 +90,33 @@ def sandwich_step(
         loss.backward()
         losses["loss_max"] = loss.item()
         teacher = logits.detach()
-        for index, how in enumerate(["min"] + [rng.choice] * num_random):
+        students = ["min"] + [rng.choice] * num_random
+        rows = student_rows(len(inputs), len(students)) if split_students else [slice(None)] * len(students)
+        for index, (how, share) in enumerate(zip(students, rows, strict=True)):
             space.sample(how)
             with autocast_to(inputs.device, autocast):
-                out = logits_of(model(inputs))
-                loss = distillation_loss(out, teacher, temperature) if distill else loss_fn(out, targets)
+                out = logits_of(model(inputs[share]))
+                loss = distillation_loss(out, teacher[share], temperature) if distill else loss_fn(out, targets[share])
             loss.backward()
             losses["loss_min" if index == 0 else f"loss_random{index}"] = loss.item()
         _apply_gradients(model, optimizer, grad_clip, reduce_gradients)
     return losses
+
+
+def student_rows(rows: int, students: int) -> list[slice]:
+    """``students`` consecutive slices of ``rows`` rows, as equal as they come in even sizes.
+
+    Even sizes: oneDNN's NHWC convolutions on several CPU threads abort on odd batches
+    (``nascli/train/memory_format.py``), and the trainer's batches are even wherever it trains NHWC.
+    A batch with fewer than two rows per student is shared out row by row, and a batch with fewer
+    rows than students gives some of them the same row.
+    """
+    pairs = rows // 2
+    if pairs >= students:
+        bounds = [2 * (i * pairs // students) for i in range(students)] + [rows]
+    else:
+        bounds = [min(rows - 1, i * rows // students) for i in range(students)] + [rows]
+    return [slice(start, max(end, start + 1)) for start, end in itertools.pairwise(bounds)]
 
 
 def _apply_gradients(

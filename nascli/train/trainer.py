@@ -261,7 +261,7 @@ class SupernetTrainer(Trainer):
         if spec.sandwich:
             return sandwich_step(
                 self.model, batch, self.task.loss, self.optimizer, spec.num_random, spec.distill, spec.temperature,
-                spec.grad_clip, self.sampler, self._reduce(), self.autocast,
+                spec.grad_clip, self.sampler, self._reduce(), self.autocast, spec.split_students,
             )["loss_max"]  # fmt: skip
         return single_subnet_step(
             self.model, batch, self.task.loss, self.optimizer, spec.grad_clip, self.sampler, self._reduce(),

@@ -1,5 +1,6 @@
 import random
 
+import pytest
 import torch
 from torch import nn
 
@@ -8,6 +9,7 @@ import nascli.train.sandwich as sandwich_module
 from nascli.models import resnet20
 from nascli.space.space import get_space
 from nascli.train import recalibrate_bn, sandwich_step
+from nascli.train.sandwich import student_rows
 
 X, Y = torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))
 
@@ -64,6 +66,39 @@ def test_without_distillation_every_subnet_learns_the_labels(monkeypatch):
 
     sandwich_step(model, (X, Y), loss_fn, torch.optim.SGD(model.parameters(), lr=0.1), num_random=1, distill=False)
     assert not calls and len(labels) == 3
+
+
+def test_split_students_each_learn_their_own_rows_of_the_teachers_outputs(monkeypatch):
+    """The min and 2 random subnets share the batch of 8 (2, 2 and 4 rows: even sizes), each distilled from the
+    max's outputs on its rows; the max sees the whole batch."""
+    model = _model()
+    batches, outputs = [], []
+    model.register_forward_pre_hook(lambda m, a: batches.append(a[0]))
+    model.register_forward_hook(lambda m, a, out: outputs.append(out.detach()))
+    pairs = []
+    real = sandwich_module.distillation_loss
+
+    def spy(student, teacher, temperature=1.0):
+        pairs.append((student.shape[0], teacher))
+        return real(student, teacher, temperature)
+
+    monkeypatch.setattr(sandwich_module, "distillation_loss", spy)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    sandwich_step(model, (X, Y), nn.CrossEntropyLoss(), optimizer, 2, rng=random.Random(0), split_students=True)
+    assert [len(b) for b in batches] == [8, 2, 2, 4]
+    assert torch.equal(torch.cat(batches[1:]), X)  # together the students read the batch once
+    assert [rows for rows, _ in pairs] == [2, 2, 4]
+    torch.testing.assert_close(torch.cat([t for _, t in pairs]), outputs[0], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    "rows, students, sizes", [(128, 3, [42, 42, 44]), (128, 2, [64, 64]), (7, 3, [2, 2, 3]), (5, 3, [1, 2, 2]),
+                              (2, 3, [1, 1, 1])],
+)  # fmt: skip
+def test_student_rows_are_even_where_the_batch_allows_and_never_empty(rows, students, sizes):
+    shares = student_rows(rows, students)
+    assert [s.stop - s.start for s in shares] == sizes
+    assert shares[-1].stop == rows
 
 
 def _weights_after_one_step(seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -75,3 +75,16 @@ def test_channels_last_trains_nhwc_to_the_same_losses():
     assert (nchw_batches, nchw_weights, nhwc_batches, nhwc_weights) == ({False}, False, {True}, True)
     # NHWC convolutions sum in another order, and the difference grows over the epoch's SGD steps
     assert abs(nhwc["loss"] - nchw["loss"]) < 1e-3 * abs(nchw["loss"])
+
+
+def test_split_students_train_the_smaller_subnets_on_slices_of_each_batch():
+    torch.manual_seed(0)
+    model = mtn.convert(resnet20(in_channels=1, width=8), dummy_input=X[:1])
+    spec = SPEC.model_copy(update={"split_students": True})
+    trainer = SupernetTrainer(model, SPLITS, DATA, spec, seed=0)
+    sizes = []
+    handle = model.register_forward_pre_hook(lambda m, a: sizes.append(len(a[0])) if m.training else None)
+    trainer.fit(lambda state: None, lambda record: None)
+    handle.remove()
+    # 64 training images in batches of 16: the max, then min and 1 random (then BN recalibration's forwards)
+    assert sizes[:12] == [16, 8, 8] * 4

@@ -40,3 +40,35 @@ def test_batchnorm_updates_running_stats_of_active_channels_only():
     assert bn.running_mean[:32].abs().sum() > 0
     assert bn.running_mean[32:].abs().sum() == 0
     assert bn.num_batches_tracked.item() == 1
+
+
+def test_a_narrow_channels_last_batch_norm_trains_in_nchw_to_the_same_outputs_gradients_and_statistics(monkeypatch):
+    """8 of 16 channels in NHWC take PyTorch's slow CPU kernels; the norm runs them in NCHW instead and hands
+    back NHWC, with the outputs, gradients and running statistics of the norm in NHWC."""
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 6, 6).contiguous(memory_format=torch.channels_last)
+    model = nn.Sequential(nn.Conv2d(3, 16, 1), nn.BatchNorm2d(16), nn.Conv2d(16, 4, 1))
+    model.to(memory_format=torch.channels_last)
+    config = mtn.config.AutoNASConfig()
+    config["nn.Conv2d"]["*"]["channel_divisor"] = 8
+    mtn.convert(model, [("autonas", config)], dummy_input=x[:1])
+    mtn.select(model, {"0.out_channels": 8})
+    reference = mtn.export_copy(model).train()
+    model.train()
+    layouts = []
+    real = torch.nn.functional.batch_norm
+    monkeypatch.setattr(
+        torch.nn.functional, "batch_norm", lambda t, *a, **k: layouts.append(t.is_contiguous()) or real(t, *a, **k)
+    )
+    with mtn.random_sampling(model, enabled=False):
+        out = model(x)
+    monkeypatch.undo()
+    expected = reference(x)
+    assert layouts == [True] and out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out, expected)
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    expected.backward(grad)
+    torch.testing.assert_close(model[1].weight.grad[:8], reference[1].weight.grad)
+    torch.testing.assert_close(model[0].weight.grad[:8], reference[0].weight.grad)
+    torch.testing.assert_close(model[1].running_var[:8], reference[1].running_var)
