@@ -19,12 +19,12 @@ class Interrupted(Exception):
     pass
 
 
-def _trainer(weights=None):
+def _trainer(weights=None, spec=SPEC):
     torch.manual_seed(0)
     model = mtn.convert(resnet20(in_channels=1, width=8), dummy_input=X[:1])
     if weights is not None:
         model.load_state_dict(weights)
-    return SupernetTrainer(model, SPLITS, DATA, SPEC, seed=0)
+    return SupernetTrainer(model, SPLITS, DATA, spec, seed=0)
 
 
 def test_an_epoch_resumed_mid_way_logs_the_loss_of_the_whole_epoch():
@@ -77,14 +77,28 @@ def test_channels_last_trains_nhwc_to_the_same_losses():
     assert abs(nhwc["loss"] - nchw["loss"]) < 1e-3 * abs(nchw["loss"])
 
 
-def test_split_students_train_the_smaller_subnets_on_slices_of_each_batch():
-    torch.manual_seed(0)
-    model = mtn.convert(resnet20(in_channels=1, width=8), dummy_input=X[:1])
+def test_split_students_train_the_smaller_subnets_on_slices_of_each_batch_and_resume_bit_for_bit():
     spec = SPEC.model_copy(update={"split_students": True})
-    trainer = SupernetTrainer(model, SPLITS, DATA, spec, seed=0)
+    trainer = _trainer(spec=spec)
     sizes = []
-    handle = model.register_forward_pre_hook(lambda m, a: sizes.append(len(a[0])) if m.training else None)
+    handle = trainer.model.register_forward_pre_hook(lambda m, a: sizes.append(len(a[0])) if m.training else None)
     trainer.fit(lambda state: None, lambda record: None)
     handle.remove()
     # 64 training images in batches of 16: the max, then min and 1 random (then BN recalibration's forwards)
     assert sizes[:12] == [16, 8, 8] * 4
+    saved = {}
+
+    def interrupt(state):
+        saved.update(state=state, weights=copy.deepcopy(cut.model.state_dict()))
+        raise Interrupted
+
+    cut = _trainer(spec=spec)
+    try:
+        cut.fit(interrupt, lambda record: None)
+    except Interrupted:
+        pass
+    again = _trainer(saved["weights"], spec)
+    again.load_state_dict(saved["state"])
+    again.fit(lambda state: None, lambda record: None)
+    whole, resumed = trainer.model.state_dict(), again.model.state_dict()
+    assert all(torch.equal(whole[name], resumed[name]) for name in whole)
