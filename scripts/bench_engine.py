@@ -16,7 +16,8 @@ ResNet-20 (width 16, channel divisor 8) on a batch of 128 Fashion-MNIST-sized im
 converted in autonas mode by both engines to the same search space (ModelOpt gets the rules that
 give it nascli's hparams and choices, checked: scripts/supernet_space.py). ModelOpt's step is its
 AutoNAS training step (the train-mode forward draws a random subnet, then one backward and one
-SGD step); nascli's are one random subnet per step (``single_subnet_step``), the max subnet alone,
+SGD step), timed as ModelOpt users run it (NCHW) and with the model and batch in channels-last
+layout (as nascli's training loop runs every engine's conv models), the ratios given to both; nascli's are one random subnet per step (``single_subnet_step``), the max subnet alone,
 and the sandwich step (max, min and 0 to ``--num-random`` random subnets, in-place distillation,
 one SGD step), each also with the model and batch in channels-last layout (``train.channels_last``).
 All steps alternate, medians of ``--repeats``; the flops ratio is what the subnets' flops alone
@@ -171,23 +172,33 @@ def supernet_step_rows(motn, batch: int, num_random: int, repeats: int) -> list[
             warnings.simplefilter("ignore")
             theirs = motn.convert(resnet20(10, 1, 16), mode=modelopt_rules(8)).train()
         check_same_space(ours, theirs)  # a step on another space would time another model
-        their_sgd = torch.optim.SGD(theirs.parameters(), lr=0.1, momentum=0.9)
-
-        def their_step() -> None:
-            their_sgd.zero_grad(set_to_none=True)
-            F.cross_entropy(theirs(x), y).backward()
-            their_sgd.step()
-
-        steps = {"ModelOpt: one random subnet (AutoNAS)": their_step, **steps}
+        theirs_nhwc = copy.deepcopy(theirs).to(memory_format=torch.channels_last)
+        steps = {
+            "ModelOpt: one random subnet (AutoNAS)": _their_step(theirs, x, y),
+            "ModelOpt: one random subnet (AutoNAS), channels_last": _their_step(theirs_nhwc, x_nhwc, y),
+            **steps,
+        }
     medians = _alternating_medians(steps, repeats)
     low, mean = _random_flops_share(ours)
     get_space(ours).sample("max")
-    base_name = next(iter(medians))
-    rows = [("", f"{name}, step (s)", f"{t:.4f}", f"{t / medians[base_name]:.2f}") for name, t in medians.items()]
+    bases = list(medians.values())[: 2 if motn is not None else 1]  # ModelOpt's steps, else nascli's first
+    rows = [("", f"{name}, step (s)", f"{t:.4f}", *(f"{t / b:.2f}" for b in bases)) for name, t in medians.items()]
     ideal = (1 + low + num_random * mean) / mean
     rows.append(("", f"sandwich ({num_random} random) / random step from flops alone (min {low:.2f}, random"
-                 f" {mean:.2f} of max)", "", f"{ideal:.2f}"))  # fmt: skip
+                 f" {mean:.2f} of max)", "", *[f"{ideal:.2f}"] * len(bases)))  # fmt: skip
     return rows
+
+
+def _their_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor):
+    """ModelOpt's AutoNAS training step on (x, y) (its train-mode forward draws the subnet), as a thunk."""
+    sgd = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+
+    def step() -> None:
+        sgd.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        sgd.step()
+
+    return step
 
 
 def _step(step, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, **kwargs):
@@ -255,9 +266,10 @@ def main() -> None:
     Console(width=160).print(table)
     supernet = Table(
         title=f"Supernet training step, ResNet-20 (autonas, divisor 8), batch {args.supernet_batch}x1x28x28, SGD, "
-        f"{torch.get_num_threads()} threads; ratio to the first row"
+        f"{torch.get_num_threads()} threads"
     )
-    for column in ("", "step", "seconds", "ratio"):
+    ratios = ("/ ModelOpt's step", "/ ModelOpt's, channels_last") if motn is not None else ("/ the first row",)
+    for column in ("", "step", "seconds", *ratios):
         supernet.add_column(column)
     for row in supernet_step_rows(motn, args.supernet_batch, args.num_random, args.repeats):
         supernet.add_row(*row)

@@ -5,9 +5,10 @@ autonas mode to the same search space (channel divisor 8; ModelOpt gets the rule
 nascli's 14 hparams and choices, checked: scripts/supernet_space.py), for 1x28x28 inputs, and
 train it on full Fashion-MNIST's training split for the same wall-clock budget. Neither may take
 more than ``--budget`` seconds: each engine's seconds per step are measured first, the same way
-for both (the median of ``--calib-steps`` steps on real batches after 3 warm-up steps, the two
+for both (the mean of ``--calib-steps`` steps on real batches after 3 warm-up steps, the two
 engines' steps alternating so that machine noise hits both alike, on throwaway copies of the
-models), and each trains for ``max(1, floor(budget / (steps per epoch * step seconds)))`` epochs
+models; the mean, since a budget is a sum of steps, and a random subnet's step costs anywhere from
+the min subnet's to the max's), and each trains for ``max(1, floor(budget / (steps per epoch * step seconds)))`` epochs
 of warmup + cosine LR (nascli's 1-epoch warmup for both). The table reports the epochs run and
 the actual training seconds.
 
@@ -169,7 +170,7 @@ def endless_batches(trainer: Trainer) -> Iterator[tuple[torch.Tensor, ...]]:
 
 
 def step_seconds(engines: list[Engine], splits: Splits, data: DataSpec, seed: int, steps: int) -> dict[str, float]:
-    """Median seconds per training step of each engine, on throwaway copies, the engines alternating.
+    """Mean seconds per training step of each engine, on throwaway copies, the engines alternating.
 
     A step is what the training loop does per batch: fetch and place the batch, the engine's step
     (which reads the loss back, as the loop does), the LR schedule. Warm-up steps come first.
@@ -190,7 +191,7 @@ def step_seconds(engines: list[Engine], splits: Splits, data: DataSpec, seed: in
             sync(trainer.device)
             if index >= WARMUP_STEPS:
                 times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return {name: statistics.fmean(t) for name, t in times.items()}
 
 
 def train(engine: Engine, splits: Splits, data: DataSpec, epochs: int, seed: int) -> float:
@@ -370,7 +371,7 @@ def parse_share(flops: str) -> float:
 
 
 ROWS: dict[str, tuple[str, Callable[[float], str]]] = {
-    "step_s": ("seconds per training step (calibration median)", lambda v: f"{v:.4f}"),
+    "step_s": ("seconds per training step (calibration mean)", lambda v: f"{v:.4f}"),
     "epochs": ("epochs run", lambda v: f"{v:g}"),
     "train_s": ("training seconds", lambda v: f"{v:.1f}"),
     **{how: (f"{how} subnet: test top-1", lambda v: f"{v:.2%}") for how in SUBNETS},
@@ -508,7 +509,7 @@ def main() -> None:
     parser.add_argument("--flops", default="50%", help="the search's bound, a share of the max subnet's flops")
     parser.add_argument("--search-iterations", type=int, default=10, help="generations of nascli's search")
     parser.add_argument("--population", type=int, default=100, help="both searches' population (parents: a quarter)")
-    parser.add_argument("--calib-steps", type=int, default=20, help="timed steps per engine before training")
+    parser.add_argument("--calib-steps", type=int, default=60, help="timed steps per engine before training")
     parser.add_argument("--nascli-set", action="append", default=[], metavar="KEY=VALUE", help="a TrainSpec field")
     parser.add_argument(
         "--variant",
