@@ -17,7 +17,8 @@ converted in autonas mode by both engines to the same search space (ModelOpt get
 give it nascli's hparams and choices, checked: scripts/supernet_space.py). ModelOpt's step is its
 AutoNAS training step (the train-mode forward draws a random subnet, then one backward and one
 SGD step), timed as ModelOpt users run it (NCHW) and with the model and batch in channels-last
-layout (as nascli's training loop runs every engine's conv models), the ratios given to both; nascli's are one random subnet per step (``single_subnet_step``), the max subnet alone,
+layout (as nascli's training loop runs every engine's conv models), the ratios given to both;
+nascli's are one random subnet per step (``single_subnet_step``), the max subnet alone,
 and the sandwich step (max, min and 0 to ``--num-random`` random subnets, in-place distillation,
 one SGD step), each also with the model and batch in channels-last layout (``train.channels_last``).
 All steps alternate, medians of ``--repeats``; the flops ratio is what the subnets' flops alone

@@ -86,7 +86,7 @@ class TrainSpec(_Strict):
     bf16: bool = Field(default=False, description="bfloat16 autocast of the forward passes (CUDA or CPU)")
     channels_last: bool | Literal["auto"] = Field(
         default="auto",
-        description="convolutions on NHWC tensors (a ResNet-20 sandwich step 13-16 % faster on a CPU); auto: where"
+        description="convolutions on NHWC tensors (a ResNet-20 sandwich step 13-17 % faster on a CPU); auto: where"
         " the model runs a training sample so, checked on a copy (a .view of a feature map fails in NHWC)",
     )
 

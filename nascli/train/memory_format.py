@@ -1,7 +1,7 @@
 """Whether training runs a convolutional model and its image batches in NHWC (channels-last) layout.
 
 oneDNN and cuDNN convolve NHWC tensors fastest: on a 2-core CPU a ResNet-20 sandwich step took
-16 % less time on one thread and 13 to 15 % less on two, and its max subnet's step 17 to 18 % less on two
+16 to 17 % less time on one thread and 13 to 16 % less on two, and its max subnet's step 17 to 18 % less on two
 (``scripts/bench_engine.py``, docs/benchmarks.md). The layout changes no result, but a model that
 calls ``.view`` on a feature map fails on an NHWC tensor. ``train.channels_last: auto`` (the default)
 therefore tries the layout on a copy of the model with one training sample first and keeps NCHW where
