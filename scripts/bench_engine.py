@@ -35,6 +35,7 @@ import random
 import statistics
 import time
 import warnings
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -142,7 +143,7 @@ def _random_flops_share(model: torch.nn.Module, draws: int = 2000) -> tuple[floa
     return low / full, mean / full
 
 
-def supernet_step_rows(motn, batch: int, num_random: int, repeats: int) -> list[tuple[str, str, str, str]]:
+def supernet_step_rows(motn, batch: int, num_random: int, repeats: int) -> list[tuple[str, ...]]:
     """Supernet training steps of both engines on one model, batch and search space, against ModelOpt's
     random-subnet step; nascli's sandwich with 0 to ``num_random`` random subnets, in NCHW and NHWC."""
     torch.manual_seed(0)
@@ -190,7 +191,7 @@ def supernet_step_rows(motn, batch: int, num_random: int, repeats: int) -> list[
     return rows
 
 
-def _their_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor):
+def _their_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
     """ModelOpt's AutoNAS training step on (x, y) (its train-mode forward draws the subnet), as a thunk."""
     sgd = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
 

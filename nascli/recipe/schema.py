@@ -75,7 +75,9 @@ class TrainSpec(_Strict):
     num_random: int = Field(default=2, ge=0, description="random subnets per sandwich step")
     split_students: bool = Field(
         default=False,
-        description="the min and random subnets of a sandwich step each train on their own slice of the batch",
+        description="the min and random subnets of a sandwich step each train on their own slice of the batch:"
+        " a cheaper sandwich step (about 1.6x fewer seconds with 1 random subnet), less training per subnet;"
+        " sandwich steps only",
     )
     distill: bool = True
     temperature: float = Field(default=1.0, gt=0)

@@ -90,6 +90,11 @@ def sandwich_step(
         loss.backward()
         losses["loss_max"] = loss.item()
         teacher = logits.detach()
+        if split_students and teacher.shape[0] != len(inputs):
+            raise ValueError(
+                f"split_students needs the model's outputs batch-first: {len(inputs)} inputs gave {teacher.shape[0]}"
+                " rows of logits"
+            )
         students = ["min"] + [rng.choice] * num_random
         rows = student_rows(len(inputs), len(students)) if split_students else [slice(None)] * len(students)
         for index, (how, share) in enumerate(zip(students, rows, strict=True)):

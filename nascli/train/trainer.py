@@ -250,6 +250,12 @@ class SupernetTrainer(Trainer):
     def __init__(self, model: nn.Module, splits: Splits, data: DataSpec, *args: Any, **kwargs: Any) -> None:
         super().__init__(model, splits, data, *args, **kwargs)
         self.calib = DataLoader(splits.train, batch_size=data.batch_size, shuffle=False, drop_last=True)
+        students = 1 + self.spec.num_random
+        if self.spec.sandwich and self.spec.split_students and self.batch < 2 * students:
+            raise ValueError(
+                f"train.split_students: {self.batch} rows per process give the {students} smaller subnets fewer"
+                f" than 2 rows each; raise data.batch_size to at least {2 * students * self.ranks.world}"
+            )
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> float:
         spec = self.spec

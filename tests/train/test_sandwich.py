@@ -91,6 +91,18 @@ def test_split_students_each_learn_their_own_rows_of_the_teachers_outputs(monkey
     torch.testing.assert_close(torch.cat([t for _, t in pairs]), outputs[0], rtol=0, atol=0)
 
 
+def test_split_students_refuse_outputs_whose_rows_are_not_the_batchs(monkeypatch):
+    monkeypatch.setattr(sandwich_module, "logits_of", lambda out: out.repeat(2, 1))  # (batch x tokens, vocab)
+
+    def flat_loss(logits, targets):
+        return nn.functional.cross_entropy(logits, targets.repeat(2))
+
+    model = _model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="outputs batch-first: 8 inputs gave 16 rows"):
+        sandwich_step(model, (X, Y), flat_loss, optimizer, 1, rng=random.Random(0), split_students=True)
+
+
 @pytest.mark.parametrize(
     "rows, students, sizes", [(128, 3, [42, 42, 44]), (128, 2, [64, 64]), (7, 3, [2, 2, 3]), (5, 3, [1, 2, 2]),
                               (2, 3, [1, 1, 1])],

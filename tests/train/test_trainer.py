@@ -1,5 +1,6 @@
 import copy
 
+import pytest
 import torch
 from torch.utils.data import TensorDataset
 
@@ -102,3 +103,10 @@ def test_split_students_train_the_smaller_subnets_on_slices_of_each_batch_and_re
     again.fit(lambda state: None, lambda record: None)
     whole, resumed = trainer.model.state_dict(), again.model.state_dict()
     assert all(torch.equal(whole[name], resumed[name]) for name in whole)
+
+
+def test_split_students_refuse_a_batch_with_fewer_than_two_rows_per_student():
+    model = mtn.convert(resnet20(in_channels=1, width=8), dummy_input=X[:1])
+    spec = SPEC.model_copy(update={"split_students": True, "num_random": 2})
+    with pytest.raises(ValueError, match="5 rows per process give the 3 smaller subnets fewer than 2 rows each"):
+        SupernetTrainer(model, SPLITS, DataSpec(batch_size=5), spec, seed=0)

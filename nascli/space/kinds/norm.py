@@ -71,6 +71,27 @@ class _DynamicNorm(DynamicModule):
         return self._hp_features.active
 
 
+#: below this many channels, PyTorch's CPU batch norm in channels-last layout trains slowly: its forward and
+#: backward took 7.7 ms for 8 channels at 28 x 28 (batch 128, 2 threads) against 2.5 ms for the
+#: same norm in NCHW with both layout copies; from 16 channels on the copies cost as much or more than they
+#: save (docs/benchmarks.md, "Supernet training steps against ModelOpt's"). A norm at its full width keeps
+#: the native layer's forward, whatever its channels.
+CHANNELS_LAST_NORM_MIN_CHANNELS = 16
+
+
+def _narrow_channels_last_on_cpu(x: torch.Tensor) -> bool:
+    """Whether a training batch norm of ``x`` runs faster in NCHW, copied there and back (with autograd on:
+    the slow kernel is the backward, so forwards alone, as in batch-norm recalibration, stay as they are)."""
+    return (
+        torch.is_grad_enabled()
+        and x.device.type == "cpu"
+        and x.dim() == 4
+        and x.shape[1] < CHANNELS_LAST_NORM_MIN_CHANNELS
+        and not x.is_contiguous()
+        and x.is_contiguous(memory_format=torch.channels_last)
+    )
+
+
 class _DynamicBatchNorm(_DynamicNorm):
     _hparam_fields = (("num_features", "_hp_features"),)
 
@@ -104,24 +125,6 @@ class _DynamicBatchNorm(_DynamicNorm):
             out = F.batch_norm(x, mean, var, weight, bias, use_batch_stats, factor, self.eps)
             return out.contiguous(memory_format=torch.channels_last)
         return F.batch_norm(x, mean, var, weight, bias, use_batch_stats, factor, self.eps)
-
-
-#: below this many channels, PyTorch's CPU batch norm in channels-last layout trains slowly: its backward
-#: took 7.7 ms for 8 channels at 28 x 28 (batch 128, 2 threads) against 2.5 ms for the same norm in NCHW
-#: with both layout copies; from 16 channels on the copies cost more than they save (docs/benchmarks.md,
-#: "Supernet training steps against ModelOpt's").
-CHANNELS_LAST_NORM_MIN_CHANNELS = 16
-
-
-def _narrow_channels_last_on_cpu(x: torch.Tensor) -> bool:
-    """Whether a training batch norm of ``x`` runs faster in NCHW, copied there and back."""
-    return (
-        x.device.type == "cpu"
-        and x.dim() == 4
-        and x.shape[1] < CHANNELS_LAST_NORM_MIN_CHANNELS
-        and not x.is_contiguous()
-        and x.is_contiguous(memory_format=torch.channels_last)
-    )
 
 
 DynamicBatchNorm1d = dynamic_class(_DynamicBatchNorm, nn.BatchNorm1d)

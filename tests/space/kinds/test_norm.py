@@ -57,9 +57,12 @@ def test_a_narrow_channels_last_batch_norm_trains_in_nchw_to_the_same_outputs_gr
     model.train()
     layouts = []
     real = torch.nn.functional.batch_norm
-    monkeypatch.setattr(
-        torch.nn.functional, "batch_norm", lambda t, *a, **k: layouts.append(t.is_contiguous()) or real(t, *a, **k)
-    )
+
+    def spy(t, *args, **kwargs):
+        layouts.append(t.is_contiguous())
+        return real(t, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "batch_norm", spy)
     with mtn.random_sampling(model, enabled=False):
         out = model(x)
     monkeypatch.undo()
@@ -71,4 +74,11 @@ def test_a_narrow_channels_last_batch_norm_trains_in_nchw_to_the_same_outputs_gr
     expected.backward(grad)
     torch.testing.assert_close(model[1].weight.grad[:8], reference[1].weight.grad)
     torch.testing.assert_close(model[0].weight.grad[:8], reference[0].weight.grad)
+    torch.testing.assert_close(model[1].running_mean[:8], reference[1].running_mean)
     torch.testing.assert_close(model[1].running_var[:8], reference[1].running_var)
+    assert model[1].running_mean[8:].eq(0).all() and model[1].running_var[8:].eq(1).all()
+    assert model[1].num_batches_tracked.item() == reference[1].num_batches_tracked.item()
+    monkeypatch.setattr(torch.nn.functional, "batch_norm", spy)
+    with mtn.random_sampling(model, enabled=False), torch.no_grad():  # recalibration: no backward to speed up
+        model(x)
+    assert layouts == [True, False]
