@@ -61,6 +61,14 @@ def test_bad_train_settings_exit_2_with_one_line(tmp_path, override, message):
     assert len(lines) == 1 and message in lines[0]
 
 
+def test_split_students_on_too_small_a_batch_exit_2_with_one_line(tmp_path):
+    convert = runner.invoke(app, ["-q", "convert", RECIPE, f"run_dir={tmp_path}"])
+    result = runner.invoke(app, ["train", "train.split_students=true", "data.batch_size=4"], input=convert.stdout)
+    assert result.exit_code == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "train.split_students: 4 rows per process give the 3 smaller subnets" in lines[0]
+
+
 def test_missing_dataset_root_is_a_clear_error(tmp_path):
     args = [
         "train",
